@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.signalmail-installed
+
+.PHONY: install meltano-install postgres test test-fast demo lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Meltano builds one venv per plugin under .meltano/ from the inline definitions in meltano.yml.
+meltano-install: install
+	$(BIN)/meltano install
+
+# Starts Debian's PostgreSQL 15 if it is installed and stopped, and creates the test role.
+postgres:
+	scripts/start-postgres.sh
+
+test: install meltano-install postgres
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+# Unit tests only: offline, no servers.
+test-fast: install
+	$(BIN)/pytest tests/unit
+
+demo: install meltano-install
+	$(BIN)/signalmail demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf .meltano/run output data/demo dbt_project/target dbt_project/logs
