@@ -1,0 +1,356 @@
+"""Ingest bench: spool -> tap-rudderstack -> (nothing | DuckDB | PostgreSQL), against DuckDB's ceiling.
+
+    python bench/bench_ingest.py                    # 1,000,000 events
+    python bench/bench_ingest.py --events 200000    # smaller
+    python bench/bench_ingest.py --events 200000 --memory-sizes 100000,400000   # flat-memory check
+
+Generates a spool of realistic e-commerce events directly (gzip JSON lines in the RudderStack
+layout), then measures wall-clock events/s and peak RSS (whole process tree, polled with psutil)
+for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb`; the same into
+PostgreSQL; and DuckDB's own `read_json` over the same files as the ceiling. Every figure is printed
+with its ratio to that ceiling, measured in the same run. Meltano's plugins must be installed
+(`meltano install`); PostgreSQL is skipped when not reachable (SIGNALMAIL_PG_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEFAULT_PG_URL = "postgresql://signalmail:signalmail@127.0.0.1:5432/signalmail_test"
+
+CATEGORIES = ["shoes", "jackets", "bags", "hats", "socks", "shirts"]
+BRANDS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli"]
+AGENTS = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+]
+
+
+def _product(rng: random.Random) -> dict:
+    pid = rng.randrange(5000)
+    return {
+        "product_id": f"p{pid}",
+        "sku": f"SKU-{pid:05d}",
+        "name": f"Product {pid}",
+        "brand": rng.choice(BRANDS),
+        "category": rng.choice(CATEGORIES),
+        "price": round(rng.uniform(5, 250), 2),
+        "quantity": rng.randint(1, 3),
+        "url": f"https://shop.example/p/{pid}",
+        "image_url": f"https://cdn.shop.example/p/{pid}.jpg",
+    }
+
+
+def make_event(rng: random.Random, n: int, at: dt.datetime) -> dict:
+    """One event of a plausible storefront mix (mostly tracks and pages, some identifies)."""
+    user = rng.randrange(20000)
+    anon = f"anon-{user:06d}"
+    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    base = {
+        "messageId": f"{uuid.UUID(int=rng.getrandbits(128))}",
+        "anonymousId": anon,
+        "userId": f"user-{user}" if user % 3 == 0 else None,
+        "channel": "web",
+        "originalTimestamp": stamp,
+        "sentAt": stamp,
+        "receivedAt": stamp,
+        "timestamp": stamp,
+        "request_ip": f"198.51.100.{user % 250}",
+        "rudderId": f"{uuid.UUID(int=rng.getrandbits(128))}",
+        "context": {
+            "ip": f"198.51.100.{user % 250}",
+            "userAgent": AGENTS[user % len(AGENTS)],
+            "locale": "en-US",
+            "timezone": "America/New_York",
+            "library": {"name": "rudder-sdk-js", "version": "3.0.0"},
+            "page": {"url": f"https://shop.example/c/{CATEGORIES[n % 6]}", "referrer": ""},
+        },
+    }
+    roll = rng.random()
+    if roll < 0.25:
+        base.update(type="page", name="Category", properties={"category": CATEGORIES[n % 6]})
+    elif roll < 0.28:
+        base.update(
+            type="identify",
+            traits={"email": f"user{user}@example.com", "first_name": "Ada", "email_opt_in": True},
+        )
+    elif roll < 0.29:
+        base.update(type="alias", previousId=anon, userId=f"user-{user}")
+    else:
+        event, props = rng.choice(
+            [
+                ("Product Viewed", None),
+                ("Product Added", None),
+                ("Products Searched", {"query": rng.choice(CATEGORIES)}),
+                ("Cart Viewed", "cart"),
+                ("Order Completed", "order"),
+            ]
+        )
+        if props is None:
+            props = {"cart_id": f"c{user}", **_product(rng)}
+        elif props == "cart":
+            props = {"cart_id": f"c{user}", "products": [_product(rng) for _ in range(2)]}
+        elif props == "order":
+            products = [_product(rng) for _ in range(2)]
+            total = round(sum(p["price"] * p["quantity"] for p in products), 2)
+            props = {
+                "order_id": f"o{n}",
+                "cart_id": f"c{user}",
+                "total": total,
+                "revenue": total,
+                "currency": "USD",
+                "products": products,
+            }
+        base.update(type="track", event=event, properties=props)
+    return base
+
+
+def generate_spool(root: Path, events: int, per_file: int = 50_000, seed: int = 7) -> int:
+    """Write `events` events in segments of `per_file`; returns the uncompressed byte count."""
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    written = 0
+    n = 0
+    segment = 0
+    while n < events:
+        count = min(per_file, events - n)
+        ts = int(start.timestamp()) + segment * 300
+        day = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
+        folder = root / "rudder-logs" / "bench" / day
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(count):
+            at = start + dt.timedelta(seconds=segment * 300 + i * 300 / count)
+            lines.append(json.dumps(make_event(rng, n + i, at), separators=(",", ":")))
+        data = ("\n".join(lines) + "\n").encode()
+        written += len(data)
+        (folder / f"{ts}.bench.{uuid.UUID(int=rng.getrandbits(128)).hex}.json.gz").write_bytes(
+            gzip.compress(data, compresslevel=6)
+        )
+        n += count
+        segment += 1
+    return written
+
+
+class PeakRss:
+    """Polls the RSS of a process and all its descendants; keeps the peak of the sum."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_measured(cmd: list[str], env: dict, stdout=subprocess.DEVNULL, cwd=REPO) -> tuple[float, int]:
+    """Wall seconds and peak RSS bytes of a command (and its children); fails loudly."""
+    started = time.perf_counter()
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=err, cwd=cwd)
+    watcher = PeakRss(proc.pid)
+    code = proc.wait()
+    elapsed = time.perf_counter() - started
+    peak = watcher.stop()
+    if code != 0:
+        err.seek(0)
+        sys.exit(f"command failed ({code}): {' '.join(cmd)}\n{err.read().decode()[-3000:]}")
+    return elapsed, peak
+
+
+def ceiling_duckdb(spool: Path, env: dict) -> tuple[float, int, int]:
+    """DuckDB's own read_json over the spool, materialised into a table (what a loader could do)."""
+    code = (
+        "import duckdb,sys;c=duckdb.connect(sys.argv[2]);"
+        "c.execute(\"create table t as select * from read_json(?, format='newline_delimited',"
+        " union_by_name=true, maximum_object_size=16777216)\", [sys.argv[1]]);"
+        "print(c.execute('select count(*) from t').fetchone()[0])"
+    )
+    out = tempfile.NamedTemporaryFile(delete=False)
+    db = Path(tempfile.mkdtemp()) / "ceiling.duckdb"
+    secs, peak = run_measured(
+        [sys.executable, "-c", code, str(spool / "rudder-logs/**/*.json.gz"), str(db)], env, stdout=out
+    )
+    rows = int(Path(out.name).read_text().strip())
+    shutil.rmtree(db.parent, ignore_errors=True)
+    return secs, peak, rows
+
+
+def tap_alone(spool: Path, work: Path, env: dict) -> tuple[float, int]:
+    config = work / "tap.json"
+    config.write_text(json.dumps({"source": str(spool)}))
+    return run_measured([str(BIN / "tap-rudderstack"), "--config", str(config)], env)
+
+
+def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) -> tuple[float, int]:
+    env = {
+        **env,
+        **extra,
+        "TAP_RUDDERSTACK_SOURCE": str(spool),
+        "MELTANO_STATE_BACKEND_URI": f"file://{work}/state-{target}",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    cmd = [str(BIN / "meltano"), "--environment", extra.get("_env", "dev"), "run"]
+    cmd += ["--full-refresh", "tap-rudderstack", target]
+    return run_measured(cmd, {k: v for k, v in env.items() if not k.startswith("_")})
+
+
+def duckdb_rows(path: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    tables = con.execute(
+        "select table_name from information_schema.tables where table_schema='rudderstack_raw'"
+        " and table_name <> 'rejected_events'"
+    ).fetchall()
+    total = sum(con.execute(f"select count(*) from rudderstack_raw.{t}").fetchone()[0] for (t,) in tables)
+    con.close()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--per-file", type=int, default=50_000, help="events per spool file")
+    parser.add_argument("--skip", default="", help="comma list of: duckdb,postgres,memory")
+    parser.add_argument(
+        "--memory-sizes",
+        default="",
+        help="two event counts for the flat-memory check of the tap (default: events/4,events)",
+    )
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    env = {**os.environ, "PYTHONUNBUFFERED": "0"}
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        spool = work / "spool"
+        t0 = time.perf_counter()
+        raw_bytes = generate_spool(spool, args.events, args.per_file)
+        gz_bytes = sum(p.stat().st_size for p in spool.rglob("*.json.gz"))
+        print(
+            f"spool: {args.events:,} events, {raw_bytes / 1e6:.0f} MB JSON, {gz_bytes / 1e6:.0f} MB gzip,"
+            f" generated in {time.perf_counter() - t0:.1f}s"
+        )
+        rows = []
+        secs, peak, count = ceiling_duckdb(spool, env)
+        assert count == args.events, f"ceiling read {count} rows, expected {args.events}"
+        ceiling = args.events / secs
+        rows.append(("duckdb read_json (ceiling)", secs, peak))
+        secs, peak = tap_alone(spool, work, env)
+        rows.append(("tap alone > /dev/null", secs, peak))
+        if "duckdb" not in skip:
+            db = work / "warehouse.duckdb"
+            secs, peak = meltano_run(
+                "target-duckdb", spool, work, env, {"TARGET_DUCKDB_FILEPATH": str(db)}
+            )
+            loaded = duckdb_rows(db)
+            assert loaded == args.events, f"DuckDB has {loaded} rows, expected {args.events}"
+            rows.append(("tap -> target-duckdb (meltano run)", secs, peak))
+        if "postgres" not in skip:
+            pg = pg_setup()
+            if pg:
+                url, schema, cleanup = pg
+                try:
+                    secs, peak = meltano_run(
+                        "target-postgres",
+                        spool,
+                        work,
+                        env,
+                        {
+                            "TARGET_POSTGRES_SQLALCHEMY_URL": url.replace(
+                                "postgresql://", "postgresql+psycopg://"
+                            ),
+                            "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
+                        },
+                    )
+                    rows.append(("tap -> target-postgres (meltano run)", secs, peak))
+                finally:
+                    cleanup()
+            else:
+                print("postgres: not reachable, skipped")
+        print(f"\n{'pipeline':40} {'seconds':>8} {'events/s':>10} {'vs ceiling':>10} {'peak RSS':>10}")
+        for name, secs, peak in rows:
+            rate = args.events / secs
+            print(f"{name:40} {secs:8.1f} {rate:10,.0f} {rate / ceiling:10.2f} {peak / 2**20:8.0f} MB")
+        if "memory" not in skip:
+            sizes = [int(s) for s in args.memory_sizes.split(",") if s] or [
+                args.events // 4,
+                args.events,
+            ]
+            print("\nflat memory: tap alone, peak RSS by spool size")
+            for size in sizes:
+                sub = work / f"spool-{size}"
+                if size == args.events:
+                    sub = spool
+                else:
+                    generate_spool(sub, size, args.per_file)
+                secs, peak = tap_alone(sub, work, env)
+                print(f"  {size:>10,} events: {peak / 2**20:6.0f} MB peak RSS, {size / secs:,.0f} events/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pg_setup():
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    url = os.environ.get("SIGNALMAIL_PG_URL", DEFAULT_PG_URL)
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'create schema "{schema}"')
+    except psycopg.OperationalError:
+        return None
+
+    def cleanup() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'drop schema if exists "{schema}" cascade')
+
+    return url, schema, cleanup
+
+
+if __name__ == "__main__":
+    main()

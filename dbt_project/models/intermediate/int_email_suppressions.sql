@@ -1,0 +1,31 @@
+with
+
+email_events as (
+    select * from {{ ref('stg_rudderstack__email_events') }}
+),
+
+final as (
+    -- hard bounces, rejects and complaints are permanent; an unsubscribe holds until a later
+    -- opt-in (compared with the consent time in email_triggers)
+    select
+        email,
+        max(case when email_event_type = 'unsubscribed' then event_at end) as unsubscribed_at,
+        max(
+            case
+                when email_event_type = 'bounced' and coalesce(bounce_type, 'hard') = 'hard'
+                    then event_at
+            end
+        ) as hard_bounced_at,
+        max(case when email_event_type = 'rejected' then event_at end) as rejected_at,
+        max(case when email_event_type = 'complained' then event_at end) as complained_at
+    from email_events
+    where email is not null
+        and email_event_type in ('unsubscribed', 'bounced', 'rejected', 'complained')
+    group by email
+)
+
+select * from final
+where unsubscribed_at is not null
+    or hard_bounced_at is not null
+    or rejected_at is not null
+    or complained_at is not null

@@ -1,0 +1,37 @@
+with
+
+product_events as (
+    select * from {{ ref('stg_rudderstack__product_events') }}
+),
+
+identity_map as (
+    select * from {{ ref('int_identity_map') }}
+),
+
+resolved as (
+    select
+        product_events.message_id,
+        product_events.product_index,
+        product_events.interaction_type,
+        product_events.anonymous_id,
+        coalesce(product_events.user_id, identity_map.user_id) as user_id,
+        product_events.event_at,
+        product_events.received_at,
+        product_events.cart_id,
+        product_events.order_id,
+        product_events.product_id,
+        product_events.sku,
+        product_events.product_name,
+        product_events.brand,
+        product_events.category,
+        product_events.price,
+        product_events.quantity,
+        product_events.currency,
+        product_events.product_url,
+        product_events.image_url
+    from product_events
+    left join identity_map
+        on product_events.anonymous_id = identity_map.anonymous_id
+)
+
+select * from resolved

@@ -1,0 +1,132 @@
+with
+
+orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+order_items as (
+    select * from {{ ref('int_order_items') }}
+),
+
+similarity as (
+    select * from {{ ref('int_item_similarity') }}
+),
+
+products as (
+    select * from {{ ref('int_products') }}
+),
+
+due_orders as (
+    -- orders whose follow-up is due now and not yet expired
+    select
+        order_id,
+        user_id,
+        ordered_at,
+        revenue,
+        currency
+    from orders
+    where user_id is not null
+        and ordered_at <= {{ dbt.dateadd('day', -1 * var('post_purchase_days'), now_utc()) }}
+        and ordered_at > {{ dbt.dateadd(
+            'day', -1 * (var('post_purchase_days') + var('post_purchase_expire_days')), now_utc()
+        ) }}
+),
+
+related as (
+    -- products similar to what was bought, minus what was bought
+    select
+        due_orders.order_id,
+        similarity.related_product_id as product_id,
+        sum(similarity.similarity) as score
+    from due_orders
+    inner join order_items
+        on due_orders.order_id = order_items.order_id
+    inner join similarity
+        on order_items.product_id = similarity.product_id
+    left join order_items as bought
+        on due_orders.order_id = bought.order_id
+        and similarity.related_product_id = bought.product_id
+    where bought.product_id is null
+    group by due_orders.order_id, similarity.related_product_id
+),
+
+ranked_related as (
+    select
+        related.order_id,
+        related.score,
+        products.*,
+        row_number() over (
+            partition by related.order_id order by related.score desc, related.product_id
+        ) as related_rank
+    from related
+    inner join products
+        on related.product_id = products.product_id
+),
+
+related_lists as (
+    select
+        order_id,
+        {{ json_array_agg(product_merge_var('ranked_related'), 'ranked_related.related_rank') }}
+            as recommendation_items
+    from ranked_related
+    where related_rank <= {{ var('recommendations_per_user') }}
+    group by order_id
+),
+
+items_with_links as (
+    -- order items carry no links; take them from the catalogue
+    select
+        order_items.order_id,
+        order_items.product_id,
+        order_items.product_name,
+        order_items.brand,
+        order_items.category,
+        order_items.price,
+        order_items.quantity,
+        products.product_url,
+        products.image_url
+    from order_items
+    inner join due_orders
+        on order_items.order_id = due_orders.order_id
+    left join products
+        on order_items.product_id = products.product_id
+),
+
+item_lists as (
+    select
+        order_id,
+        {{ json_array_agg(
+            product_merge_var('items_with_links', 'items_with_links.quantity'),
+            'items_with_links.product_id'
+        ) }} as products
+    from items_with_links
+    group by order_id
+),
+
+final as (
+    select
+        {{ trigger_id(["'post_purchase'", 'due_orders.order_id']) }} as trigger_id,
+        'post_purchase' as campaign,
+        due_orders.user_id,
+        cast(null as {{ dbt.type_timestamp() }}) as situation_at,
+        {{ dbt.dateadd('day', var('post_purchase_days'), 'due_orders.ordered_at') }} as eligible_at,
+        {{ dbt.dateadd(
+            'day',
+            var('post_purchase_expire_days'),
+            dbt.dateadd('day', var('post_purchase_days'), 'due_orders.ordered_at')
+        ) }} as expires_at,
+        {{ json_object([
+            ('order_id', 'due_orders.order_id'),
+            ('order_total', 'round(cast(due_orders.revenue as numeric), 2)'),
+            ('currency', 'due_orders.currency'),
+            ('products', 'coalesce(item_lists.products, ' ~ json_empty_array() ~ ')'),
+            ('recommendations', 'related_lists.recommendation_items'),
+        ]) }} as payload
+    from due_orders
+    inner join related_lists
+        on due_orders.order_id = related_lists.order_id
+    left join item_lists
+        on due_orders.order_id = item_lists.order_id
+)
+
+select * from final

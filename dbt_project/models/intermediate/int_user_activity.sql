@@ -1,0 +1,93 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='user_id',
+    )
+}}
+
+-- touched_users() reads these on incremental runs:
+-- depends_on: {{ ref('int_events') }}
+-- depends_on: {{ ref('int_identity_map') }}
+
+with
+
+events as (
+    select * from {{ ref('int_events') }}
+),
+
+sessions as (
+    select * from {{ ref('int_sessions') }}
+),
+
+orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+{% if is_incremental() %}
+touched as (
+    {{ touched_users(incremental_cutoff('last_received_at')) }}
+),
+{% endif %}
+
+event_totals as (
+    select
+        user_id,
+        min(event_at) as first_seen_at,
+        max(event_at) as last_seen_at,
+        count(*) as event_count,
+        max(received_at) as last_received_at
+    from events
+    where user_id is not null
+        {% if is_incremental() %}
+        and user_id in (select user_id from touched)
+        {% endif %}
+    group by user_id
+),
+
+session_totals as (
+    select
+        user_id,
+        count(*) as session_count
+    from sessions
+    {% if is_incremental() %}
+    where user_id in (select user_id from touched)
+    {% endif %}
+    group by user_id
+),
+
+order_totals as (
+    select
+        user_id,
+        count(*) as order_count,
+        sum(revenue) as lifetime_revenue,
+        min(ordered_at) as first_order_at,
+        max(ordered_at) as last_order_at
+    from orders
+    where user_id is not null
+        {% if is_incremental() %}
+        and user_id in (select user_id from touched)
+        {% endif %}
+    group by user_id
+),
+
+final as (
+    select
+        event_totals.user_id,
+        event_totals.first_seen_at,
+        event_totals.last_seen_at,
+        event_totals.event_count,
+        coalesce(session_totals.session_count, 0) as session_count,
+        coalesce(order_totals.order_count, 0) as order_count,
+        coalesce(order_totals.lifetime_revenue, 0) as lifetime_revenue,
+        order_totals.first_order_at,
+        order_totals.last_order_at,
+        event_totals.last_received_at
+    from event_totals
+    left join session_totals
+        on event_totals.user_id = session_totals.user_id
+    left join order_totals
+        on event_totals.user_id = order_totals.user_id
+)
+
+select * from final

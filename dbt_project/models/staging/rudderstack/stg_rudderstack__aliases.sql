@@ -1,0 +1,28 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+with
+
+source as (
+    {{ deduplicated_source('rudderstack', 'aliases') }}
+),
+
+renamed as (
+    select
+        message_id,
+        previous_id,
+        user_id,
+        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        received_at
+    from source
+    where previous_id is not null
+        and user_id is not null
+)
+
+select * from renamed

@@ -1,0 +1,53 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+{%- set email_events = {
+    'Email Sent': 'sent',
+    'Email Delivered': 'delivered',
+    'Email Opened': 'opened',
+    'Email Link Clicked': 'clicked',
+    'Email Bounced': 'bounced',
+    'Email Rejected': 'rejected',
+    'Marked as Spam': 'complained',
+    'Unsubscribed': 'unsubscribed',
+} -%}
+
+with
+
+source as (
+    {{ deduplicated_source(
+        'rudderstack', 'tracks',
+        where="raw_events.event in ('" ~ email_events.keys() | join("', '") ~ "')"
+    ) }}
+),
+
+renamed as (
+    select
+        message_id,
+        event as event_name,
+        case event
+            {%- for name, kind in email_events.items() %}
+            when '{{ name }}' then '{{ kind }}'
+            {%- endfor %}
+        end as email_event_type,
+        anonymous_id,
+        coalesce(user_id, {{ json_text('properties', ['user_id']) }}) as user_id,
+        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        received_at,
+        {{ json_text('properties', ['trigger_id']) }} as trigger_id,
+        {{ json_text('properties', ['campaign']) }} as campaign,
+        {{ json_text('properties', ['variant']) }} as variant,
+        {{ json_text('properties', ['mandrill_id']) }} as mandrill_id,
+        nullif(lower(trim({{ json_text('properties', ['email']) }})), '') as email,
+        {{ json_text('properties', ['url']) }} as clicked_url,
+        lower({{ json_text('properties', ['bounce_type']) }}) as bounce_type
+    from source
+)
+
+select * from renamed

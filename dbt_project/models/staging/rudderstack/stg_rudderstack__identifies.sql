@@ -1,0 +1,31 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+with
+
+source as (
+    {{ deduplicated_source('rudderstack', 'identifies') }}
+),
+
+renamed as (
+    select
+        message_id,
+        anonymous_id,
+        user_id,
+        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        received_at,
+        nullif(lower(trim({{ identify_trait('email') }})), '') as email,
+        nullif(trim({{ identify_trait('first_name') }}), '') as first_name,
+        nullif(trim(coalesce({{ identify_trait('timezone') }}, context_timezone)), '') as timezone,
+        nullif(trim(coalesce({{ identify_trait('locale') }}, context_locale)), '') as locale,
+        {{ text_to_boolean(identify_trait('email_opt_in')) }} as email_opt_in
+    from source
+)
+
+select * from renamed

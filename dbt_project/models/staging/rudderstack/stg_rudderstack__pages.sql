@@ -1,0 +1,29 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+with
+
+source as (
+    {{ deduplicated_source('rudderstack', 'pages') }}
+),
+
+renamed as (
+    select
+        message_id,
+        anonymous_id,
+        user_id,
+        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        received_at,
+        name as page_name,
+        context_page_url as page_url,
+        context_timezone
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,92 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+        on_schema_change='append_new_columns',
+    )
+}}
+
+{#- Events about one product carry it in properties; list events carry products[]. -#}
+{%- set single_product_events = {
+    'Product Viewed': 'view',
+    'Product Clicked': 'view',
+    'Product Added': 'add',
+    'Product Removed': 'remove',
+} -%}
+{%- set product_list_events = {
+    'Product List Viewed': 'list_view',
+    'Cart Viewed': 'cart_view',
+    'Checkout Started': 'checkout',
+    'Order Completed': 'purchase',
+} -%}
+{%- set all_events = (single_product_events.keys() | list) + (product_list_events.keys() | list) -%}
+
+with
+
+source as (
+    {{ deduplicated_source(
+        'rudderstack', 'tracks',
+        where="raw_events.event in ('" ~ all_events | join("', '") ~ "')"
+    ) }}
+),
+
+single_products as (
+    select
+        source.*,
+        0 as product_index,
+        source.properties as product
+    from source
+    where source.event in ('{{ single_product_events.keys() | join("', '") }}')
+),
+
+listed_products as (
+    select
+        source.*,
+        json_elements.element_index as product_index,
+        json_elements.element as product
+    from source
+    {{ json_array_rows(json_get('source.properties', ['products'])) }}
+    where source.event in ('{{ product_list_events.keys() | join("', '") }}')
+),
+
+products as (
+    select * from single_products
+    union all
+    select * from listed_products
+),
+
+renamed as (
+    select
+        message_id,
+        product_index,
+        event as event_name,
+        case event
+            {%- for name, kind in (single_product_events.items() | list) + (product_list_events.items() | list) %}
+            when '{{ name }}' then '{{ kind }}'
+            {%- endfor %}
+        end as interaction_type,
+        anonymous_id,
+        user_id,
+        coalesce(products."timestamp", original_timestamp, received_at) as event_at,
+        received_at,
+        {{ json_text('properties', ['cart_id']) }} as cart_id,
+        {{ json_text('properties', ['order_id']) }} as order_id,
+        coalesce({{ json_text('product', ['product_id']) }}, {{ json_text('product', ['sku']) }})
+            as product_id,
+        {{ json_text('product', ['sku']) }} as sku,
+        {{ json_text('product', ['name']) }} as product_name,
+        {{ json_text('product', ['brand']) }} as brand,
+        {{ json_text('product', ['category']) }} as category,
+        {{ safe_to_double(json_text('product', ['price'])) }} as price,
+        coalesce({{ safe_to_double(json_text('product', ['quantity'])) }}, 1) as quantity,
+        upper(coalesce(
+            {{ json_text('product', ['currency']) }}, {{ json_text('properties', ['currency']) }}
+        )) as currency,
+        {{ json_text('product', ['url']) }} as product_url,
+        {{ json_text('product', ['image_url']) }} as image_url
+    from products
+)
+
+select * from renamed
+where product_id is not null

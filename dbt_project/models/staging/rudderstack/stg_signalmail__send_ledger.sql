@@ -1,0 +1,59 @@
+{#-
+    The target's send ledger. Before the first send it does not exist (no DuckDB file, or no
+    table yet): the model then reads as an empty ledger with the same columns, so triggers and
+    performance never depend on the target having run.
+-#}
+{%- set ledger = source('signalmail_ledger', 'send_ledger') -%}
+{%- set found = none -%}
+{%- if execute -%}
+    {%- set found = adapter.get_relation(
+        database=ledger.database, schema=ledger.schema, identifier=ledger.identifier
+    ) -%}
+{%- endif -%}
+
+with
+
+{% if found is not none %}
+source as (
+    select * from {{ ledger }}
+),
+{% else %}
+source as (
+    select
+        cast(null as {{ dbt.type_string() }}) as trigger_id,
+        cast(null as {{ dbt.type_string() }}) as campaign,
+        cast(null as {{ dbt.type_string() }}) as user_id,
+        cast(null as {{ dbt.type_string() }}) as email,
+        cast(null as {{ dbt.type_string() }}) as variant,
+        cast(null as {{ dbt.type_string() }}) as template,
+        cast(null as {{ dbt.type_string() }}) as state,
+        cast(null as {{ dbt.type_string() }}) as reject_reason,
+        cast(null as {{ dbt.type_string() }}) as error,
+        cast(null as {{ dbt.type_string() }}) as mandrill_id,
+        cast(null as {{ dbt.type_int() }}) as attempts,
+        cast(null as {{ dbt.type_timestamp() }}) as created_at,
+        cast(null as {{ dbt.type_timestamp() }}) as updated_at,
+        cast(null as {{ dbt.type_timestamp() }}) as sent_at
+    where 1 = 0
+),
+{% endif %}
+
+renamed as (
+    select
+        trigger_id,
+        campaign,
+        user_id,
+        nullif(lower(trim(email)), '') as email,
+        variant,
+        template,
+        lower(state) as send_state,
+        reject_reason,
+        mandrill_id,
+        attempts,
+        created_at,
+        updated_at,
+        sent_at
+    from source
+)
+
+select * from renamed

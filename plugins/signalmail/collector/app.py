@@ -1,0 +1,333 @@
+"""The collector's HTTP surface: a Starlette app over one `SpoolWriter`.
+
+Every accepted request waits for its own events to be fsync'd before it is answered 200, but
+never blocks the event loop: the spool's commit thread completes a future per request, so
+hundreds of in-flight requests share each fsync (group commit).
+
+Back-pressure: `queue_capacity` bounds the events accepted but not yet durable. A request that
+would exceed it is answered 429 (the SDKs back off and retry), so a slow disk shows up as
+throttling instead of unbounded memory. A request larger than the whole capacity is still taken
+when nothing else is in flight, so no batch can be refused forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from signalmail.collector import ingest, webhooks
+from signalmail.collector.spool import SpoolError, SpoolWriter, encode_events
+
+log = logging.getLogger("signalmail.collector")
+
+DEFAULT_QUEUE_CAPACITY = 200_000
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """What the HTTP layer needs to know; the CLI builds it from options and environment."""
+
+    write_key: str
+    max_request_bytes: int = ingest.DEFAULT_MAX_REQUEST_BYTES
+    queue_capacity: int = DEFAULT_QUEUE_CAPACITY
+    mandrill_webhook_key: str | None = None
+    mandrill_webhook_url: str | None = None
+    trust_forwarded_for: bool = True
+
+    def __repr__(self) -> str:  # never print secrets, even in a traceback's locals
+        return (
+            f"CollectorSettings(write_key=<redacted>, max_request_bytes={self.max_request_bytes},"
+            f" queue_capacity={self.queue_capacity}, mandrill_webhook_key="
+            f"{'<redacted>' if self.mandrill_webhook_key else None}, "
+            f"mandrill_webhook_url={self.mandrill_webhook_url!r})"
+        )
+
+
+class Metrics:
+    """Counters for /metrics; the event loop is the only writer, so no locks are needed."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self.accepted_requests = 0
+        self.accepted_events = 0
+        self.bytes_received = 0
+        self.bytes_decoded = 0
+        self.rejected: Counter[str] = Counter()
+        self.webhook: Counter[str] = Counter()
+        self.in_flight_events = 0
+
+
+class Collector:
+    """Request handlers bound to one writer, settings and metrics."""
+
+    def __init__(self, settings: CollectorSettings, writer: SpoolWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.metrics = Metrics()
+        token = base64.b64encode(f"{settings.write_key}:".encode()).decode()
+        self._expected_auth = f"Basic {token}"
+
+    # -- RudderStack HTTP API ---------------------------------------------------------------
+
+    def endpoint_for(self, path_type: str) -> Any:
+        """Build the handler of POST /v1/<path_type> ("batch" or an event type)."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.ingest(request, path_type)
+
+        endpoint.__name__ = f"ingest_{path_type}"
+        return endpoint
+
+    async def ingest(self, request: Request, path_type: str) -> Response:
+        """POST /v1/<type>: authenticate, read, validate, enrich, make durable, answer."""
+        try:
+            self._authenticate(request)
+            if self.metrics.in_flight_events >= self.settings.queue_capacity:
+                raise ingest.IngestError(
+                    429, "too many requests: ingest queue is full", "queue_full"
+                )
+            body = await self._read(request)
+            events, batch_sent_at = ingest.parse_events(body, path_type)
+        except ingest.IngestError as exc:
+            return self._reject(exc)
+        info = ingest.RequestInfo(
+            received_at=datetime.now(UTC),
+            request_ip=self._client_ip(request),
+            batch_sent_at=batch_sent_at,
+        )
+        for event in events:
+            ingest.enrich(event, info)
+        return await self._commit(events)
+
+    def _authenticate(self, request: Request) -> None:
+        given = request.headers.get("authorization")
+        if given is None:
+            raise ingest.IngestError(401, "invalid write key", "missing_write_key")
+        if hmac.compare_digest(given.encode(), self._expected_auth.encode()):
+            return
+        # Accept any password and any casing of the scheme, as rudder-server does; compare the
+        # user name (the write key) in constant time.
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user = base64.b64decode(token.strip(), validate=True).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                user = ""
+            if hmac.compare_digest(user.encode(), self.settings.write_key.encode()):
+                return
+        raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
+
+    async def _read(self, request: Request) -> bytes:
+        counted = _Counting(request.stream())
+        body = await ingest.read_body(
+            counted,
+            request.headers.get("content-encoding"),
+            request.headers.get("content-length"),
+            self.settings.max_request_bytes,
+        )
+        self.metrics.bytes_received += counted.total
+        self.metrics.bytes_decoded += len(body)
+        return body
+
+    def _client_ip(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return ingest.client_ip(
+            request.headers.get("x-forwarded-for"), peer, self.settings.trust_forwarded_for
+        )
+
+    async def _commit(self, events: list[dict[str, Any]]) -> Response:
+        count = len(events)
+        metrics = self.metrics
+        if (
+            count
+            and metrics.in_flight_events
+            and (metrics.in_flight_events + count > self.settings.queue_capacity)
+        ):
+            return self._reject(
+                ingest.IngestError(429, "too many requests: ingest queue is full", "queue_full")
+            )
+        data, count = encode_events(events)
+        if not count:
+            return PlainTextResponse("OK")
+        metrics.in_flight_events += count
+        try:
+            await asyncio.wrap_future(self.writer.submit_lines(data, count))
+        except SpoolError as exc:
+            log.error("refusing %d events: %s", count, exc)
+            return self._reject(ingest.IngestError(503, "storage unavailable", "storage_error"))
+        finally:
+            metrics.in_flight_events -= count
+        metrics.accepted_requests += 1
+        metrics.accepted_events += count
+        return PlainTextResponse("OK")
+
+    def _reject(self, exc: ingest.IngestError | webhooks.WebhookError) -> Response:
+        self.metrics.rejected[exc.reason] += 1
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return PlainTextResponse(exc.message, status_code=exc.status, headers=headers)
+
+    # -- Mandrill webhooks ------------------------------------------------------------------
+
+    async def mandrill_head(self, request: Request) -> Response:
+        """HEAD /webhooks/mandrill: Mandrill probes the URL before it saves a webhook."""
+        return Response(status_code=200)
+
+    async def mandrill_post(self, request: Request) -> Response:
+        """POST /webhooks/mandrill: verify, convert, make durable, answer 200."""
+        try:
+            if self.metrics.in_flight_events >= self.settings.queue_capacity:
+                raise ingest.IngestError(
+                    429, "too many requests: ingest queue is full", "queue_full"
+                )
+            body = await self._read(request)
+            params = webhooks.parse_form(body)
+            key = self.settings.mandrill_webhook_key
+            if key:
+                url = self.settings.mandrill_webhook_url or str(request.url)
+                if not webhooks.verify(
+                    key, url, params, request.headers.get("x-mandrill-signature")
+                ):
+                    raise webhooks.WebhookError(403, "invalid webhook signature", "bad_signature")
+            raw_events = webhooks.parse_events(params)
+        except (ingest.IngestError, webhooks.WebhookError) as exc:
+            return self._reject(exc)
+        events, counts = webhooks.convert(raw_events)
+        self.metrics.webhook.update(counts)
+        info = ingest.RequestInfo(
+            received_at=datetime.now(UTC), request_ip=self._client_ip(request)
+        )
+        for event in events:
+            ingest.enrich(event, info)
+        return await self._commit(events)
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        """GET /health: 200 while the spool accepts writes, 503 once it cannot."""
+        ok = self.writer.healthy
+        body = {"status": "ok" if ok else "failing", "source_id": self.writer.source_id}
+        if not ok:
+            body["error"] = self.writer.stats.last_error
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters as one JSON-able dict."""
+        metrics, stats = self.metrics, self.writer.stats
+        return {
+            "started_at": ingest.format_ts(metrics.started_at),
+            "accepted_requests": metrics.accepted_requests,
+            "accepted_events": metrics.accepted_events,
+            "rejected_requests": dict(metrics.rejected),
+            "bytes_received": metrics.bytes_received,
+            "bytes_decoded": metrics.bytes_decoded,
+            "queue_depth_events": metrics.in_flight_events,
+            "queue_capacity_events": self.settings.queue_capacity,
+            "webhook_events": dict(metrics.webhook),
+            "spool": {
+                "groups": stats.groups,
+                "fsyncs": stats.fsyncs,
+                "events_written": stats.events_written,
+                "journal_bytes": stats.journal_bytes,
+                "segments_written": stats.segments_written,
+                "segment_bytes": stats.segment_bytes,
+                "segments_recovered": stats.segments_recovered,
+                "journals_already_published": stats.journals_already_published,
+                "torn_lines_dropped": stats.torn_lines_dropped,
+                "publish_failures": stats.publish_failures,
+                "healthy": self.writer.healthy,
+            },
+        }
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """GET /metrics: JSON; Prometheus text with ?format=prometheus."""
+        snap = self.snapshot()
+        if request.query_params.get("format") == "prometheus":
+            return PlainTextResponse(_prometheus(snap), media_type="text/plain; version=0.0.4")
+        return JSONResponse(snap)
+
+
+class _Counting:
+    """Wraps a body stream to count the bytes that came over the wire."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.total = 0
+
+    def __aiter__(self) -> _Counting:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.stream.__anext__()
+        self.total += len(chunk)
+        return chunk
+
+
+def _prometheus(snap: dict[str, Any]) -> str:
+    lines = []
+
+    def metric(name: str, value: Any, labels: str = "", kind: str = "counter") -> None:
+        if not labels:
+            lines.append(f"# TYPE signalmail_collector_{name} {kind}")
+        lines.append(f"signalmail_collector_{name}{labels} {int(value)}")
+
+    metric("accepted_requests_total", snap["accepted_requests"])
+    metric("accepted_events_total", snap["accepted_events"])
+    metric("bytes_received_total", snap["bytes_received"])
+    metric("queue_depth_events", snap["queue_depth_events"], kind="gauge")
+    lines.append("# TYPE signalmail_collector_rejected_requests_total counter")
+    for reason, count in sorted(snap["rejected_requests"].items()):
+        metric("rejected_requests_total", count, f'{{reason="{reason}"}}')
+    lines.append("# TYPE signalmail_collector_webhook_events_total counter")
+    for outcome, count in sorted(snap["webhook_events"].items()):
+        metric("webhook_events_total", count, f'{{outcome="{outcome}"}}')
+    for key, value in snap["spool"].items():
+        metric(f"spool_{key}", value, kind="gauge" if key == "healthy" else "counter")
+    return "\n".join(lines) + "\n"
+
+
+def create_app(
+    settings: CollectorSettings, writer: SpoolWriter, *, close_writer: bool = False
+) -> Starlette:
+    """Build the ASGI app.
+
+    With `close_writer`, the app closes (flushes and publishes) the writer at lifespan shutdown,
+    i.e. after the server has stopped accepting and finished its in-flight requests. That is the
+    one place a clean stop can publish: uvicorn re-raises SIGTERM/SIGINT once `run()` returns,
+    so code after it never runs. Otherwise the caller owns the writer.
+    """
+    collector = Collector(settings, writer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_writer:
+            await asyncio.to_thread(writer.close, 60)
+            log.info("spool closed: %s", collector.snapshot()["spool"])
+
+    routes = [
+        Route(f"/v1/{kind}", collector.endpoint_for(kind), methods=["POST"])
+        for kind in ("batch", *sorted(ingest.EVENT_TYPES))
+    ]
+    routes += [
+        Route("/webhooks/mandrill", collector.mandrill_head, methods=["HEAD"]),
+        Route("/webhooks/mandrill", collector.mandrill_post, methods=["POST"]),
+        Route("/health", collector.health, methods=["GET"]),
+        Route("/metrics", collector.metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.collector = collector
+    return app

@@ -1,0 +1,233 @@
+"""`signalmail collect`: run the RudderStack-compatible capture endpoint.
+
+Secrets (the write key, the Mandrill webhook key) can come from the environment so they need
+not sit on a command line (visible in `ps`); neither is ever logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from signalmail.collector import ingest
+from signalmail.collector.app import DEFAULT_QUEUE_CAPACITY, CollectorSettings, create_app
+from signalmail.collector.spool import (
+    DEFAULT_GZIP_LEVEL,
+    DEFAULT_MAX_SEGMENT_AGE_S,
+    DEFAULT_MAX_SEGMENT_BYTES,
+    SpoolError,
+    SpoolWriter,
+)
+
+log = logging.getLogger("signalmail.collector")
+
+
+def _storage_options(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"must be a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object")
+    return parsed
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SIGNALMAIL_COLLECT_HOST",
+    help="Interface to listen on.",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=int,
+    envvar="SIGNALMAIL_COLLECT_PORT",
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--spool",
+    required=True,
+    envvar="SIGNALMAIL_SPOOL",
+    help="Spool root: a local directory or an fsspec URL such as s3://bucket/prefix.",
+)
+@click.option(
+    "--write-key",
+    required=True,
+    envvar="SIGNALMAIL_WRITE_KEY",
+    help="Write key SDKs send as the basic-auth user (env SIGNALMAIL_WRITE_KEY).",
+)
+@click.option(
+    "--source-id",
+    default="signalmail",
+    show_default=True,
+    envvar="SIGNALMAIL_SOURCE_ID",
+    help="Source id: the rudder-logs/<source_id>/ folder the segments go to.",
+)
+@click.option(
+    "--journal-dir",
+    default=None,
+    envvar="SIGNALMAIL_JOURNAL_DIR",
+    help="Local directory of the durable journal (default: <spool>/.journal/<source> "
+    "for a local spool, $XDG_STATE_HOME/signalmail/journal/... for object storage).",
+)
+@click.option(
+    "--max-segment-bytes",
+    default=DEFAULT_MAX_SEGMENT_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar="SIGNALMAIL_MAX_SEGMENT_BYTES",
+    help="Rotate a segment once its uncompressed JSON lines reach this size.",
+)
+@click.option(
+    "--max-segment-age",
+    default=DEFAULT_MAX_SEGMENT_AGE_S,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    envvar="SIGNALMAIL_MAX_SEGMENT_AGE",
+    help="Rotate a segment this many seconds after its first event (bounds latency).",
+)
+@click.option(
+    "--queue-capacity",
+    default=DEFAULT_QUEUE_CAPACITY,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar="SIGNALMAIL_QUEUE_CAPACITY",
+    help="Events accepted but not yet fsync'd before requests get 429.",
+)
+@click.option(
+    "--max-request-bytes",
+    default=ingest.DEFAULT_MAX_REQUEST_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    envvar="SIGNALMAIL_MAX_REQUEST_BYTES",
+    help="413 above this many bytes, compressed or decompressed (rudder-server: 4000 KB).",
+)
+@click.option(
+    "--gzip-level",
+    default=DEFAULT_GZIP_LEVEL,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    envvar="SIGNALMAIL_GZIP_LEVEL",
+    help="Compression level of published segments.",
+)
+@click.option(
+    "--storage-options",
+    default=None,
+    callback=_storage_options,
+    envvar="SIGNALMAIL_STORAGE_OPTIONS",
+    help='fsspec options as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "..."}}\'.',
+)
+@click.option(
+    "--mandrill-webhook-key",
+    default=None,
+    envvar="SIGNALMAIL_MANDRILL_WEBHOOK_KEY",
+    help="Mandrill webhook key; when set, unsigned or badly signed webhooks get 403.",
+)
+@click.option(
+    "--mandrill-webhook-url",
+    default=None,
+    envvar="SIGNALMAIL_MANDRILL_WEBHOOK_URL",
+    help="The URL registered in Mandrill (signatures cover it; proxies change the "
+    "URL the collector sees). Default: the request URL.",
+)
+@click.option(
+    "--trust-forwarded-for/--no-trust-forwarded-for",
+    default=True,
+    show_default=True,
+    envvar="SIGNALMAIL_TRUST_FORWARDED_FOR",
+    help="Take request_ip from X-Forwarded-For (as rudder-server does).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="Log every request line (uvicorn's access log).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def collect(
+    host: str,
+    port: int,
+    spool: str,
+    write_key: str,
+    source_id: str,
+    journal_dir: str | None,
+    max_segment_bytes: int,
+    max_segment_age: float,
+    queue_capacity: int,
+    max_request_bytes: int,
+    gzip_level: int,
+    storage_options: dict[str, Any] | None,
+    mandrill_webhook_key: str | None,
+    mandrill_webhook_url: str | None,
+    trust_forwarded_for: bool,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Accept RudderStack/Segment SDK traffic and Mandrill webhooks into a durable spool.
+
+    Every request answered 200 is fsync'd; segments appear atomically as
+    rudder-logs/<source_id>/<YYYY-MM-DD>/<unix_ts>.<source_id>.<uuid>.json.gz.
+    """
+    import uvicorn
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not write_key.strip():
+        raise click.BadParameter("must not be empty", param_hint="--write-key")
+    try:
+        writer = SpoolWriter(
+            spool,
+            source_id,
+            max_segment_bytes=max_segment_bytes,
+            max_segment_age_s=max_segment_age,
+            storage_options=storage_options,
+            journal_dir=journal_dir,
+            gzip_level=gzip_level,
+        )
+    except SpoolError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = CollectorSettings(
+        write_key=write_key,
+        max_request_bytes=max_request_bytes,
+        queue_capacity=queue_capacity,
+        mandrill_webhook_key=mandrill_webhook_key or None,
+        mandrill_webhook_url=mandrill_webhook_url or None,
+        trust_forwarded_for=trust_forwarded_for,
+    )
+    if not mandrill_webhook_key:
+        log.warning("no Mandrill webhook key: /webhooks/mandrill accepts unsigned requests")
+    app = create_app(settings, writer, close_writer=True)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "collecting on http://%s:%d into %s (source %s, journal %s)",
+        host,
+        port,
+        spool,
+        source_id,
+        writer.journal_dir,
+    )
+    try:
+        server.run()
+    finally:
+        writer.close(timeout=60)  # no-op after a clean lifespan shutdown
+    if not server.started:
+        sys.exit(1)  # uvicorn already logged why (port in use, say)

@@ -1,0 +1,237 @@
+"""Request bodies to enriched RudderStack events, the way rudder-server's gateway does it.
+
+Pure functions (no I/O besides reading the body stream) so the rules are unit-testable:
+
+- `read_body` enforces the size limit on the bytes received *and* on the decompressed bytes,
+  decompressing gzip incrementally with a cap, so a gzip bomb costs at most the limit in memory.
+- `parse_events` applies rudder-server's request checks. A batch is accepted or rejected as a
+  whole, as rudder-server does: one event without anonymousId and userId fails the request with
+  400 `request neither has anonymousId nor userId` (partial acceptance would leave the SDK unable
+  to tell which events to resend).
+- `enrich` adds receivedAt, request_ip, rudderId, messageId when missing, type from the path,
+  sentAt/originalTimestamp when missing, and the skew-corrected timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+#: rudder-server's default maxReqSize: 4000 KB.
+DEFAULT_MAX_REQUEST_BYTES = 4000 * 1024
+
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+
+_decoder = msgspec.json.Decoder()
+
+
+class IngestError(Exception):
+    """A request the collector refuses; `status` and `message` are what the client sees."""
+
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        #: short label for the rejected-by-reason counters
+        self.reason = reason or message.replace(" ", "_")
+
+
+def too_large(limit: int) -> IngestError:
+    """Build the 413 answer; the text names the limit so a client can size its batches."""
+    return IngestError(413, f"request size exceeds max limit of {limit} bytes", "too_large")
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    content_encoding: str | None,
+    content_length: str | None,
+    limit: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> bytes:
+    """Read a request body, gunzipping it if needed, never holding more than `limit` bytes.
+
+    Raises IngestError 413 when the body, compressed or decompressed, exceeds `limit`; 400 for a
+    corrupt or truncated gzip stream; 415 for an encoding other than gzip/identity.
+    """
+    if content_length is not None:
+        try:
+            if int(content_length) > limit:
+                raise too_large(limit)
+        except ValueError:
+            raise IngestError(400, "invalid content-length", "invalid_content_length") from None
+    encoding = (content_encoding or "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise IngestError(415, f"unsupported content encoding {encoding!r}", "unsupported_encoding")
+    gunzip = encoding in ("gzip", "x-gzip")
+    decompressor = zlib.decompressobj(wbits=31) if gunzip else None
+    received = produced = 0
+    parts: list[bytes] = []
+    try:
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > limit:
+                raise too_large(limit)
+            if decompressor is None:
+                parts.append(chunk)
+                continue
+            while chunk:
+                out = decompressor.decompress(chunk, limit + 1 - produced)
+                produced += len(out)
+                if produced > limit or decompressor.unconsumed_tail:
+                    raise too_large(limit)
+                parts.append(out)
+                chunk = b""
+                if decompressor.eof and decompressor.unused_data:
+                    # concatenated gzip members are one valid gzip stream
+                    chunk = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+        if decompressor is not None:
+            out = decompressor.flush()
+            produced += len(out)
+            if produced > limit:
+                raise too_large(limit)
+            parts.append(out)
+            if not decompressor.eof:
+                raise IngestError(400, "invalid gzip body: truncated stream", "invalid_gzip")
+    except zlib.error as exc:
+        raise IngestError(400, f"invalid gzip body: {exc}", "invalid_gzip") from None
+    return b"".join(parts)
+
+
+def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any]:
+    """Check a decoded body the way rudder-server's gateway does; returns (events, batch sentAt).
+
+    `path_type` is "batch" or one of EVENT_TYPES (the single-event endpoints, whose `type` is
+    forced to the path's, as rudder-server does).
+    """
+    try:
+        payload = _decoder.decode(body)
+    except msgspec.DecodeError:
+        raise IngestError(400, "invalid json", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise IngestError(400, "invalid json", "invalid_json")
+    if path_type == "batch":
+        events = payload.get("batch")
+        if events is None or events == []:
+            raise IngestError(400, "empty batch payload", "empty_batch")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise IngestError(400, "invalid json", "invalid_json")
+        batch_sent_at = payload.get("sentAt")
+        for event in events:
+            event_type = event.get("type")
+            if event_type not in EVENT_TYPES:
+                raise IngestError(
+                    400,
+                    f"invalid message type {event_type!r}: expected one of "
+                    + ", ".join(sorted(EVENT_TYPES)),
+                    "invalid_type",
+                )
+    else:
+        events = [payload]
+        payload["type"] = path_type
+        batch_sent_at = None
+    for event in events:
+        if not _present(event.get("anonymousId")) and not _present(event.get("userId")):
+            raise IngestError(400, "request neither has anonymousId nor userId", "no_identity")
+    return events, batch_sent_at
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and Z, as rudder-server writes its time fields."""
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """Parse an ISO 8601 timestamp as an aware datetime; None when absent or unparseable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def rudder_id(user_id: Any, anonymous_id: Any) -> str:
+    """rudder-server's rudderId: an MD5-based UUID (version 3 bits) of "userId:anonymousId"."""
+    text = f"{'' if user_id is None else user_id}:{'' if anonymous_id is None else anonymous_id}"
+    h = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+    variant = "89ab"[int(h[16], 16) & 0x3]
+    return f"{h[:8]}-{h[8:12]}-3{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+class RequestInfo:
+    """Per-request facts every event of the request is stamped with (formatted once)."""
+
+    __slots__ = ("batch_sent", "batch_sent_text", "received_at", "received_text", "request_ip")
+
+    def __init__(self, received_at: datetime, request_ip: str, batch_sent_at: Any = None) -> None:
+        self.received_at = received_at
+        self.received_text = format_ts(received_at)
+        self.request_ip = request_ip
+        self.batch_sent = parse_ts(batch_sent_at)
+        self.batch_sent_text = format_ts(self.batch_sent) if self.batch_sent else None
+
+
+def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+    """Stamp one event in place (and return it).
+
+    Time fields follow rudder-server's processor: originalTimestamp is the client's event time
+    (`originalTimestamp`, else the SDK's `timestamp`, else receivedAt); sentAt is the event's,
+    else the batch's, else receivedAt; then
+    ``timestamp = receivedAt - (sentAt - originalTimestamp)`` corrects client clock skew.
+    Unparseable client times fall back to receivedAt, as rudder-server does.
+    """
+    received = info.received_at
+    message_id = event.get("messageId")
+    if message_id is None or message_id == "":
+        event["messageId"] = str(uuid.uuid4())
+    elif not isinstance(message_id, str):
+        event["messageId"] = str(message_id)
+    user_id = event.get("userId")
+    if user_id is not None and not isinstance(user_id, str):
+        event["userId"] = user_id = str(user_id)
+    anonymous_id = event.get("anonymousId")
+    if anonymous_id is not None and not isinstance(anonymous_id, str):
+        event["anonymousId"] = anonymous_id = str(anonymous_id)
+    original = parse_ts(event.get("originalTimestamp")) or parse_ts(event.get("timestamp"))
+    sent = parse_ts(event.get("sentAt"))
+    if sent is not None:
+        sent_text = format_ts(sent)
+    elif info.batch_sent is not None:
+        sent, sent_text = info.batch_sent, info.batch_sent_text
+    else:
+        sent, sent_text = received, info.received_text
+    if original is None:
+        original, original_text = received, info.received_text
+    else:
+        original_text = format_ts(original)
+    event["originalTimestamp"] = original_text
+    event["sentAt"] = sent_text
+    event["receivedAt"] = info.received_text
+    event["timestamp"] = (
+        info.received_text if sent == original else format_ts(received - (sent - original))
+    )
+    event["request_ip"] = info.request_ip
+    event["rudderId"] = rudder_id(user_id, anonymous_id)
+    return event
+
+
+def client_ip(forwarded_for: str | None, peer: str | None, trust_forwarded: bool = True) -> str:
+    """Pick the caller's address: the first X-Forwarded-For entry (as rudder-server), else peer."""
+    if trust_forwarded and forwarded_for:
+        first = forwarded_for.split(",")[0].strip()
+        if first:
+            return first
+    return peer or ""

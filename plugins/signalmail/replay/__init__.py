@@ -1,0 +1,1 @@
+"""Replay of public e-commerce clickstreams (REES46, Retailrocket) as RudderStack events."""

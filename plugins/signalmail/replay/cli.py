@@ -1,0 +1,235 @@
+"""`signalmail replay`: public e-commerce clickstreams into a data plane or the spool.
+
+The pipeline is one pass, one row at a time: file (plain or gzip) -> csv rows -> converter
+(REES46 or Retailrocket) -> sink (rudder-sdk-python or the spool's writer). Bad rows are
+counted, reported with their line numbers and optionally written to `--rejects`; they never stop
+the replay. Memory is constant in the file's size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+
+from signalmail.replay.rees46 import (
+    DEFAULT_IMAGE_TEMPLATE,
+    DEFAULT_URL_TEMPLATE,
+    Rees46Converter,
+)
+from signalmail.replay.retailrocket import RetailrocketConverter
+from signalmail.replay.source import (
+    Input,
+    Progress,
+    Reject,
+    Rejects,
+    ReplayError,
+    RowError,
+    iter_rows,
+    raw_text,
+    sniff_format,
+)
+from signalmail.simulate.sinks import EventSink, SdkSink, SinkError, SpoolSink
+
+CONVERTERS = {"rees46": Rees46Converter, "retailrocket": RetailrocketConverter}
+
+
+class Converter(Protocol):
+    """What both dataset converters offer."""
+
+    def convert(self, line: int, row: list[str]) -> list[dict[str, Any]]:
+        """Events for one row."""
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Events still held at the end of the input."""
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """Counts of one replay, for the summary."""
+
+    format: str = ""
+    rows: int = 0
+    events: int = 0
+    by_name: Counter[str] = field(default_factory=Counter)
+    rejects: Rejects = field(default_factory=Rejects)
+    split_orders: int = 0
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "format": self.format,
+            "rows": self.rows,
+            "events": self.events,
+            "events_by_name": dict(self.by_name.most_common()),
+            "rejected_rows": self.rejects.count,
+            "rejected_by_reason": dict(self.rejects.by_reason.most_common()),
+            "reject_examples": [
+                {"line": r.line, "reason": r.reason} for r in self.rejects.examples
+            ],
+            "orders_split_by_memory_cap": self.split_orders,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def iter_events(source: Input, wanted_format: str, result: ReplayResult,
+                limit: int | None = None, progress: Progress | None = None,
+                **converter_options: Any) -> Iterator[dict[str, Any]]:
+    """Converted events of one input, lazily; rejects and counts go into `result`."""
+    rows = iter_rows(source.text)
+    first = next(rows, None)
+    if first is None:
+        raise ReplayError(f"{source.path} is empty")
+    line, cells, error = first
+    if error is not None or cells is None:
+        raise ReplayError(f"cannot read the first line of {source.path}: {error}")
+    result.format, has_header = sniff_format(cells, wanted_format)
+    converter: Converter = CONVERTERS[result.format](**converter_options)
+    pending = [] if has_header else [(line, cells, None)]
+
+    def all_rows() -> Iterator[tuple[int, list[str] | None, str | None]]:
+        yield from pending
+        yield from rows
+
+    for line, cells, error in all_rows():
+        if limit is not None and result.rows >= limit:
+            break
+        result.rows += 1
+        if cells is None or error is not None:
+            result.rejects.add(Reject(line, error or "unreadable row", ""))
+        elif not any(cell.strip() for cell in cells):
+            result.rows -= 1  # blank lines are not rows
+        else:
+            try:
+                events = converter.convert(line, cells)
+            except RowError as exc:
+                result.rejects.add(Reject(line, str(exc), raw_text(cells)))
+                events = []
+            yield from events
+        if progress is not None:
+            progress.update(source.position(), result.rows, result.rejects.count)
+    yield from converter.finish()
+    result.split_orders = converter.orders.split_orders  # type: ignore[attr-defined]
+
+
+def replay_file(path: str | Path, sink: EventSink, *, wanted_format: str = "auto",
+                limit: int | None = None, rejects: Rejects | None = None,
+                progress: bool = False, **converter_options: Any) -> ReplayResult:
+    """Replay one file into `sink` (closing the sink); the library entry point of the command."""
+    result = ReplayResult(rejects=rejects or Rejects())
+    began = time.monotonic()
+    source = Input(path)
+    bar = Progress(source.size, enabled=progress)
+    try:
+        for event in iter_events(source, wanted_format, result, limit, bar, **converter_options):
+            result.by_name[event["event"]] += 1
+            result.events += 1
+            sink.send(event)
+            if result.events % 1000 == 0:
+                fatal = getattr(sink, "fatal", None)
+                if fatal:
+                    raise SinkError(f"the data plane refused events ({fatal}); stopping")
+        bar.finish(source.position(), result.rows, result.rejects.count)
+    finally:
+        source.close()
+        result.rejects.close()
+        try:
+            sink.close()
+        finally:
+            result.elapsed_s = time.monotonic() - began
+    return result
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "wanted_format", type=click.Choice(["auto", "rees46", "retailrocket"]),
+              default="auto", show_default=True, help="Data set; auto reads the header.")
+@click.option("--data-plane-url", envvar="SIGNALMAIL_DATA_PLANE_URL",
+              help="Send through rudder-sdk-python to this data plane.")
+@click.option("--write-key", envvar="SIGNALMAIL_WRITE_KEY",
+              help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].")
+@click.option("--spool", type=click.Path(file_okay=False),
+              help="Write straight into this spool (directory or s3:// URL).")
+@click.option("--source-id", default="replay", show_default=True,
+              help="Source id of spool segments written with --spool.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many rows.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
+              help="Write every rejected row (line, reason, raw) to this CSV file.")
+@click.option("--shift-days", type=float, default=0.0, show_default=True,
+              help="Move every event time by this many days (e.g. bring 2019 data near today).")
+@click.option("--order-window", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds of event time after an order's last purchase row before it is sent.")
+@click.option("--url-template", default=DEFAULT_URL_TEMPLATE, show_default=True,
+              help="Product URL; {product_id} is replaced.")
+@click.option("--image-template", default=DEFAULT_IMAGE_TEMPLATE, show_default=True,
+              help="Product image URL; {product_id} is replaced.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Events per SDK upload.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="SDK retries per batch before counting it as failed.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(path: str, wanted_format: str, data_plane_url: str | None, write_key: str | None,
+           spool: str | None, source_id: str, limit: int | None, rejects_path: str | None,
+           shift_days: float, order_window: float, url_template: str, image_template: str,
+           batch_size: int, max_retries: int, progress: bool | None, as_json: bool) -> None:
+    """Replay a REES46 or Retailrocket CSV (plain or .gz) as RudderStack e-commerce events."""
+    if bool(data_plane_url) == bool(spool):
+        raise click.UsageError("give exactly one of --data-plane-url and --spool")
+    if data_plane_url and not write_key:
+        raise click.UsageError("--write-key (or SIGNALMAIL_WRITE_KEY) is required with "
+                               "--data-plane-url")
+    for name, template in (("--url-template", url_template), ("--image-template", image_template)):
+        try:
+            template.format(product_id="1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise click.BadParameter(f"only {{product_id}} may be used: {exc}",
+                                     param_hint=name) from None
+    if not Path(path).is_file():
+        raise click.ClickException(f"no such file: {path}")
+    try:
+        sink: EventSink = (SpoolSink(spool, source_id) if spool else
+                           SdkSink(str(data_plane_url), str(write_key), batch_size=batch_size,
+                                   max_retries=max_retries))
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the destination: {exc}") from exc
+    rejects = Rejects(path=Path(rejects_path) if rejects_path else None)
+    failure = None
+    result = None
+    try:
+        result = replay_file(
+            path, sink, wanted_format=wanted_format, limit=limit, rejects=rejects,
+            progress=sys.stderr.isatty() if progress is None else progress,
+            url_template=url_template, image_template=image_template,
+            shift_s=shift_days * 86400.0, order_window_s=order_window,
+        )
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SinkError as exc:
+        failure = str(exc)
+    if result is None:
+        raise click.ClickException(failure or "replay failed")
+    data = result.as_dict()
+    data["accepted"] = sink.sent
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"replayed {data['rows']} {data['format']} rows as {data['events']} events "
+                   f"in {data['elapsed_s']}s; {data['rejected_rows']} rows rejected")
+        for name, count in data["events_by_name"].items():
+            click.echo(f"  {count:>9}  {name}")
+        for reason, count in data["rejected_by_reason"].items():
+            click.echo(f"  rejected {count:>6}  {reason}", err=True)
+        for example in data["reject_examples"]:
+            click.echo(f"  line {example['line']}: {example['reason']}", err=True)
+    if failure:
+        raise click.ClickException(failure)

@@ -1,0 +1,1 @@
+"""`signalmail sandbox`: a Mandrill-compatible server for development, demos and tests."""

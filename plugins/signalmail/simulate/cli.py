@@ -1,0 +1,203 @@
+"""`signalmail simulate`: a storefront's traffic, sent to a data plane or written to a spool.
+
+Two clocks:
+
+- live (default): the stream plays at `--rate` events per wall-clock second and every event is
+  stamped with the current time, like a storefront that is open right now;
+- `--compress-time`: weeks of behaviour starting at `--start` (default: `--days` ago, so the
+  history ends now) are sent as fast as the data plane takes them (or at `--rate` if given),
+  each event keeping its simulated `originalTimestamp`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from signalmail.simulate.clock import Pacer
+from signalmail.simulate.model import Simulation, SimulationConfig, SimulationStats, iso
+from signalmail.simulate.sinks import EventSink, SdkSink, SinkError, SpoolSink
+
+DEFAULT_LIVE_RATE = 50.0
+
+
+def parse_start(value: str | None) -> datetime | None:
+    """`--start` as an aware UTC datetime: a date (`2026-01-01`) or an ISO instant."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date or ISO 8601 time (e.g. 2026-01-01 or 2026-01-01T08:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def make_sink(data_plane_url: str | None, write_key: str | None, spool: str | None,
+              source_id: str, **sdk_options: Any) -> EventSink:
+    """The one sink the options ask for; exactly one of data plane URL and spool is allowed."""
+    if bool(data_plane_url) == bool(spool):
+        raise click.UsageError("give exactly one of --data-plane-url and --spool")
+    if spool:
+        return SpoolSink(spool, source_id)
+    if not write_key:
+        raise click.UsageError("--write-key (or SIGNALMAIL_WRITE_KEY) is required with "
+                               "--data-plane-url")
+    assert data_plane_url is not None
+    return SdkSink(data_plane_url, write_key, **sdk_options)
+
+
+def run(sim: Simulation, sink: EventSink, *, compress_time: bool, rate: float | None,
+        limit: int | None, progress: bool = False) -> int:
+    """Feed the simulation into the sink; returns the number of events handed over.
+
+    Stops early when the SDK reports an error retrying cannot fix (a wrong write key), so a
+    misconfigured run fails in seconds instead of after the whole stream.
+    """
+    pacer = Pacer(rate) if rate else None
+    count = 0
+    for _, event in sim.timed():
+        if pacer is not None:
+            pacer.wait()
+        if not compress_time:
+            event["originalTimestamp"] = iso(time.time())
+        sink.send(event)
+        count += 1
+        if limit is not None and count >= limit:
+            break
+        if count % 1000 == 0:
+            fatal = getattr(sink, "fatal", None)
+            if fatal:
+                raise SinkError(f"the data plane refused events ({fatal}); stopping")
+            if progress:
+                click.echo(f"\r{count} events", nl=False, err=True)
+    if progress:
+        click.echo(f"\r{count} events", err=True)
+    return count
+
+
+def summary(stats: SimulationStats, config: SimulationConfig, handed: int,
+            elapsed: float) -> dict[str, Any]:
+    """What the run produced, as a JSON-ready dict (printed as text or `--json`)."""
+    return {
+        "seed": config.seed,
+        "users": config.users,
+        "shoppers_active": len(stats.shoppers_active),
+        "shoppers_identified": len(stats.identified),
+        "sessions": stats.sessions,
+        "events": handed,
+        "events_by_name": dict(sorted(stats.events.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "carts": len(stats.carts),
+        "orders": len(stats.ordered_carts),
+        "cart_abandonment_rate": round(stats.cart_abandonment_rate, 4),
+        "browse_abandoned_sessions": stats.browse_abandoned_sessions,
+        "email_click_sessions": stats.email_sessions,
+        "start": iso(config.start.timestamp()),
+        "elapsed_s": round(elapsed, 3),
+        "events_per_s": round(handed / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+def print_summary(data: dict[str, Any]) -> None:
+    """Human-readable summary on stdout."""
+    click.echo(
+        f"simulated {data['users']} users ({data['shoppers_active']} active, "
+        f"{data['shoppers_identified']} identified), {data['sessions']} sessions, "
+        f"{data['events']} events in {data['elapsed_s']}s ({data['events_per_s']} events/s)"
+    )
+    click.echo(
+        f"carts {data['carts']}, orders {data['orders']}, cart abandonment "
+        f"{data['cart_abandonment_rate']:.1%}, browse-abandoned sessions "
+        f"{data['browse_abandoned_sessions']}, sessions from email clicks "
+        f"{data['email_click_sessions']}"
+    )
+    for name, count in data["events_by_name"].items():
+        click.echo(f"  {count:>9}  {name}")
+
+
+@click.command()
+@click.option("--data-plane-url", envvar="SIGNALMAIL_DATA_PLANE_URL",
+              help="RudderStack-compatible data plane (a `signalmail collect` URL or RudderStack).")
+@click.option("--write-key", envvar="SIGNALMAIL_WRITE_KEY",
+              help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].")
+@click.option("--spool", type=click.Path(file_okay=False),
+              help="Write straight into this spool (directory or s3:// URL) instead of HTTP.")
+@click.option("--source-id", default="simulator", show_default=True,
+              help="Source id of spool segments written with --spool.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Same seed, same stream (messageIds and timestamps included).")
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=14.0,
+              show_default=True, help="Length of simulated time.")
+@click.option("--start", help="Simulated day 0 (UTC date or ISO time); default --days ago.")
+@click.option("--compress-time", is_flag=True,
+              help="Keep simulated event times and send as fast as possible (or at --rate).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help=f"Events per wall-clock second (live mode default {DEFAULT_LIVE_RATE:g}).")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--catalog-size", type=click.IntRange(min=8), default=300, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Events per SDK upload.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="SDK retries per batch (exponential backoff) before counting it as failed.")
+@click.option("--sync", is_flag=True, help="SDK sync mode: one blocking request per event.")
+@click.option("--sent-at", type=click.Choice(["wall", "event"]), default="wall",
+              show_default=True,
+              help="wall: real sentAt, so the data plane's timestamp is the simulated time; "
+                   "event: sentAt = simulated time, so timestamp ~ receivedAt.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def simulate(data_plane_url: str | None, write_key: str | None, spool: str | None,
+             source_id: str, seed: int, users: int, days: float, start: str | None,
+             compress_time: bool, rate: float | None, limit: int | None, catalog_size: int,
+             batch_size: int, max_retries: int, sync: bool, sent_at: str,
+             as_json: bool) -> None:
+    """Simulate shoppers (catalog, identities, funnels, abandonment, email clicks)."""
+    start_at = parse_start(start)
+    if start_at is None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        start_at = now - timedelta(days=days) if compress_time else now
+    if not compress_time and rate is None:
+        rate = DEFAULT_LIVE_RATE
+    config = SimulationConfig(seed=seed, users=users, days=days, start=start_at,
+                              catalog_size=catalog_size)
+    try:
+        sink = make_sink(data_plane_url, write_key, spool, source_id, batch_size=batch_size,
+                         max_retries=max_retries, sync=sync, sent_at=sent_at)
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sim = Simulation(config)
+    began = time.monotonic()
+    handed = 0
+    failure: str | None = None
+    try:
+        handed = run(sim, sink, compress_time=compress_time, rate=rate, limit=limit,
+                     progress=sys.stderr.isatty() and not as_json)
+    except KeyboardInterrupt:
+        click.echo("interrupted: flushing what was generated", err=True)
+    except SinkError as exc:
+        failure = str(exc)
+    finally:
+        try:
+            sink.close()
+        except SinkError as exc:
+            failure = failure or str(exc)
+    data = summary(sim.stats, config, handed, time.monotonic() - began)
+    data["delivered_to"] = spool if spool else data_plane_url
+    data["accepted"] = sink.sent
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_summary(data)
+    if failure:
+        raise click.ClickException(failure)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    simulate(prog_name=os.path.basename(sys.argv[0]))

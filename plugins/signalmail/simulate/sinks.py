@@ -1,0 +1,256 @@
+"""Where generated or replayed events go: a data plane through rudder-sdk-python, or the spool.
+
+Both `signalmail simulate` and `signalmail replay` feed one of these with RudderStack event dicts
+(`messageId`, `type`, ids, `originalTimestamp`, `context`, type fields) and call `close()`.
+
+The SDK path uses the real rudder-sdk-python 2.1.9 `Client` and works around its quirks
+(DESIGN.md): batch size and interval are constructor arguments (module-level settings are
+ignored), `shutdown()` raises in sync mode, and identify traits go to `context.traits`.
+
+The spool path skips HTTP entirely and fills the fields the collector would (`sentAt`,
+`receivedAt`, `timestamp`, `request_ip`), so a million-event spool takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import msgspec
+
+log = logging.getLogger("signalmail.simulate")
+
+#: the SDK's own library name, reused on the spool path so both paths produce the same context
+SPOOL_LIBRARY = {"name": "signalmail-spool-writer", "version": "1"}
+_HELD_FIELDS = ("originalTimestamp", "sentAt")
+
+
+class SinkError(RuntimeError):
+    """Events could not be delivered (wrong write key, data plane unreachable, spool failure)."""
+
+
+class EventSink(Protocol):
+    """Anything that accepts RudderStack event dicts and can be closed (flushing them)."""
+
+    sent: int
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Deliver one event (its `originalTimestamp` is the event time)."""
+
+    def close(self) -> None:
+        """Deliver everything still buffered; raise `SinkError` if some events were lost."""
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _sdk_client_class() -> type:
+    """A `Client` that keeps the per-event `originalTimestamp` (and optionally `sentAt`).
+
+    rudder-sdk-python's public calls build the message dict themselves and offer no way to pass
+    `originalTimestamp`; `_enqueue` is the one place every call goes through, so the subclass
+    adds the held fields there and everything else (validation, size checks, batching, gzip,
+    retries) stays the SDK's own.
+    """
+    from rudderstack.analytics.client import Client
+
+    class SignalmailClient(Client):  # type: ignore[misc,valid-type]
+        held: dict[str, str] | None = None
+
+        def _enqueue(self, msg: dict[str, Any]) -> Any:
+            if self.held:
+                msg.update(self.held)
+            return super()._enqueue(msg)
+
+    return SignalmailClient
+
+
+class SdkSink:
+    """Send events with rudder-sdk-python to `data_plane_url` (a collector or RudderStack).
+
+    `sent_at="wall"` (default) lets the SDK stamp the batch's real `sentAt`, so the data plane's
+    skew correction (timestamp = receivedAt - (sentAt - originalTimestamp)) yields the simulated
+    event time. `sent_at="event"` also sets each event's `sentAt` to its own event time, as a
+    client whose clock reads the simulated time would; the data plane then computes
+    timestamp ~ receivedAt.
+    """
+
+    def __init__(self, data_plane_url: str, write_key: str, *, batch_size: int = 500,
+                 upload_interval: float = 0.2, max_queue_size: int = 20000,
+                 max_retries: int = 3, timeout: float = 15.0, sync: bool = False,
+                 gzip: bool = True, sent_at: str = "wall") -> None:
+        if not write_key:
+            raise SinkError("a write key is required (--write-key or SIGNALMAIL_WRITE_KEY)")
+        if sent_at not in ("wall", "event"):
+            raise ValueError(f"sent_at must be 'wall' or 'event', got {sent_at!r}")
+        self.sent = 0
+        self.failed = 0
+        self.errors: Counter[str] = Counter()
+        self.sync = sync
+        self.sent_at = sent_at
+        self.max_queue_size = max_queue_size
+        self._lock = threading.Lock()
+        self._fatal: str | None = None
+        client_class = _sdk_client_class()
+        self.client = client_class(
+            write_key=write_key,
+            host=data_plane_url.rstrip("/"),
+            sync_mode=sync,
+            upload_size=batch_size,
+            upload_interval=upload_interval,
+            max_queue_size=max_queue_size,
+            max_retries=max_retries,
+            timeout=timeout,
+            gzip=gzip,
+            on_error=self._on_error,
+        )
+
+    @property
+    def fatal(self) -> str | None:
+        """A client error that retrying cannot fix (401 wrong write key, 400, 413), if one came."""
+        return self._fatal
+
+    def _on_error(self, exc: Exception, batch: list[dict[str, Any]]) -> None:
+        self._record(exc, len(batch))
+
+    def _record(self, exc: Exception, count: int) -> None:
+        status = getattr(exc, "status", None)
+        reason = f"HTTP {status}: {getattr(exc, 'message', exc)}" if status else repr(exc)
+        with self._lock:
+            self.failed += count
+            self.errors[reason] += count
+            if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                self._fatal = reason
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Hand one event to the SDK through its public call for the event's type."""
+        held = {"originalTimestamp": event["originalTimestamp"]}
+        if self.sent_at == "event":
+            held["sentAt"] = event["originalTimestamp"]
+        self.client.held = held
+        timestamp = _parse_iso(event["originalTimestamp"])
+        common = {
+            "anonymous_id": event.get("anonymousId"),
+            "context": dict(event.get("context") or {}),
+            "timestamp": timestamp,
+            "message_id": event["messageId"],
+        }
+        kind = event["type"]
+        user_id = event.get("userId")
+        if not self.sync and self.client.queue.qsize() >= self.max_queue_size - 1:
+            self.client.flush()  # back-pressure: never let the SDK drop on a full queue
+        try:
+            if kind == "track":
+                ok, _ = self.client.track(user_id=user_id, event=event["event"],
+                                          properties=event.get("properties") or {}, **common)
+            elif kind == "identify":
+                traits = common["context"].pop("traits", None) or event.get("traits") or {}
+                ok, _ = self.client.identify(user_id=user_id, traits=traits, **common)
+            elif kind == "page":
+                ok, _ = self.client.page(user_id=user_id, name=event.get("name"),
+                                         category=event.get("category"),
+                                         properties=event.get("properties") or {}, **common)
+            else:
+                raise SinkError(f"the simulator does not send {kind!r} events")
+        except SinkError:
+            raise
+        except Exception as exc:  # sync mode raises the SDK's APIError or a network error
+            if not self.sync:
+                raise
+            self._record(exc, 1)
+            return
+        if ok:
+            self.sent += 1
+        else:  # queue full despite the flush above (consumer died): count it, do not hide it
+            self._record(SinkError("SDK queue full"), 1)
+
+    def close(self) -> None:
+        """Flush the SDK's queue and stop its consumer; raise if any event was not accepted."""
+        if not self.sync:  # Client.shutdown() raises in sync mode (no consumer threads)
+            self.client.flush()
+            self.client.join()
+        if self.failed:
+            details = "; ".join(f"{reason} ({n} events)" for reason, n in self.errors.items())
+            raise SinkError(f"{self.failed} of {self.sent} events were not accepted: {details}")
+
+
+class SpoolSink:
+    """Write events straight into the spool with the collector's `SpoolWriter`.
+
+    Events are encoded here with msgspec in chunks and handed over as JSON lines; up to
+    `in_flight` chunks are being fsync'd while the next one is encoded, so generation, encoding
+    and the disk overlap.
+    """
+
+    def __init__(self, root: str, source_id: str, *, chunk_size: int = 5000, in_flight: int = 2,
+                 max_segment_bytes: int | None = None,
+                 writer_factory: Callable[..., Any] | None = None) -> None:
+        if writer_factory is None:
+            from signalmail.collector.spool import SpoolWriter
+
+            writer_factory = SpoolWriter
+        options: dict[str, Any] = {}
+        if max_segment_bytes is not None:
+            options["max_segment_bytes"] = max_segment_bytes
+        # a generous age: segment boundaries follow size while a bulk load is running
+        self.writer = writer_factory(root, source_id, max_segment_age_s=3600.0, **options)
+        self.sent = 0
+        self.chunk_size = chunk_size
+        self.in_flight = in_flight
+        self._encoder = msgspec.json.Encoder()
+        self._buffer = bytearray()
+        self._count = 0
+        self._futures: list[concurrent.futures.Future[None]] = []
+        self._now = _now_iso()
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Buffer one event, filled in as the collector would have received it now."""
+        if self._count == 0:
+            self._now = _now_iso()
+        context = event.get("context")
+        if context is None:
+            context = event["context"] = {}
+        context.setdefault("library", SPOOL_LIBRARY)
+        event.setdefault("sentAt", self._now)
+        event["receivedAt"] = self._now
+        # sentAt is the wall clock here, so the skew correction keeps the event's own time
+        event.setdefault("timestamp", event["originalTimestamp"])
+        event.setdefault("request_ip", context.get("ip", "127.0.0.1"))
+        self._encoder.encode_into(event, self._buffer, len(self._buffer))
+        self._buffer += b"\n"
+        self._count += 1
+        if self._count >= self.chunk_size:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self._count:
+            return
+        future = self.writer.submit_lines(bytes(self._buffer), self._count)
+        self.sent += self._count
+        self._buffer.clear()
+        self._count = 0
+        self._futures.append(future)
+        while len(self._futures) > self.in_flight:
+            self._futures.pop(0).result()
+
+    def close(self) -> None:
+        """Make everything durable and publish the last segment."""
+        try:
+            self._submit()
+            for future in self._futures:
+                future.result()
+            self._futures.clear()
+        except Exception as exc:
+            raise SinkError(f"spool write failed: {exc}") from exc
+        finally:
+            self.writer.close()

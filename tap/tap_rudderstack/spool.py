@@ -1,0 +1,326 @@
+"""The RudderStack spool: listing the object-storage layout and reading its gzip JSON lines.
+
+Layout (docs/contracts.md section 1), on a local folder or ``s3://bucket/prefix`` through fsspec:
+
+    <root>/rudder-logs/<source_id>/<YYYY-MM-DD | MM-DD-YYYY>/<unix_ts>.<source_id>.<uuid>.json.gz
+
+Nothing here knows about Singer: this module turns files into ``(line_number, event | rejection)``
+items and file listings into an order that can be bookmarked. Everything that does not match the
+layout (``.partial`` files, dot-files, dot-folders, other names) is ignored, because writers make
+files appear atomically by renaming them into a matching name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+# A date folder: the current ISO form and RudderStack's older MM-DD-YYYY form.
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_US_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
+_FILE_NAME = re.compile(r"^(?P<ts>\d{1,12})\.(?P<source>[^./]+)\.(?P<uuid>[^./]+)\.json\.gz$")
+
+#: RudderStack `type` -> stream name.
+EVENT_STREAMS: dict[str, str] = {
+    "track": "tracks",
+    "identify": "identifies",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+
+_READ_CHUNK = 1 << 20  # compressed bytes per read: big enough to amortise calls, small in memory
+
+
+class SpoolError(Exception):
+    """The spool root cannot be listed or a file cannot be opened (configuration, credentials)."""
+
+
+def parse_date_folder(name: str) -> dt.date | None:
+    """The UTC date of a date folder name, or None when the name is not a date folder."""
+    match = _ISO_DATE.match(name)
+    try:
+        if match:
+            return dt.date(int(match[1]), int(match[2]), int(match[3]))
+        match = _US_DATE.match(name)
+        if match:
+            return dt.date(int(match[3]), int(match[1]), int(match[2]))
+    except ValueError:  # 2026-13-45: looks like a date, is not one
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolFile:
+    """One segment file of the spool.
+
+    ``position`` is the file's identity in bookmarks: its name without ``.json.gz``, i.e.
+    ``<unix_ts>.<source_id>.<uuid>``, unique and sortable by the segment's opening second.
+    ``sort_tuple`` (opening second, then name) is the processing order.
+    """
+
+    key: str  # path relative to the spool root, as it appears in the layout
+    url: str  # what the filesystem opens
+    folder_date: dt.date
+    ts: int
+    source_id: str
+    name: str
+
+    @property
+    def position(self) -> str:
+        """Bookmark identity: ``<unix_ts>.<source_id>.<uuid>``."""
+        return self.name.removesuffix(".json.gz")
+
+    @property
+    def sort_tuple(self) -> tuple[int, str]:
+        """Order of processing: opening second, then name."""
+        return (self.ts, self.position)
+
+
+def position_sort_tuple(position: str) -> tuple[int, str]:
+    """The ``sort_tuple`` of a bookmark ``position`` string, without the file itself."""
+    head = position.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, position)
+
+
+def open_filesystem(source: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """An fsspec filesystem and the root path inside it for a ``source`` setting.
+
+    Local paths and ``file://`` URLs use the local filesystem; ``s3://bucket/prefix`` uses s3fs
+    with ``storage_options`` (key, secret, token, client_kwargs.endpoint_url/region_name).
+    """
+    import fsspec  # imported here so that `--about` stays fast
+
+    if "://" in source:
+        protocol, _, path = source.partition("://")
+    else:
+        protocol, path = "file", source
+    options = dict(storage_options or {}) if protocol != "file" else {}
+    try:
+        fs = fsspec.filesystem(protocol, **options)
+    except (ImportError, ValueError) as exc:
+        raise SpoolError(f"cannot open spool source {protocol}://...: {exc}") from exc
+    root = path.rstrip("/") if protocol != "file" else str(path).rstrip("/") or "/"
+    return fs, root
+
+
+class SpoolLister:
+    """Lists spool files in processing order, one date folder at a time.
+
+    Only date folders on or after ``min_date`` are listed, so the cost of a run's listing follows
+    the late-file window, not the age of the spool. Within a folder the files are sorted; folders
+    are visited in date order (both folder formats normalise to a date, and a date that exists in
+    both formats is merged).
+    """
+
+    def __init__(self, fs: Any, root: str, source_ids: list[str] | None = None) -> None:
+        self.fs = fs
+        self.root = root
+        self.source_ids = set(source_ids) if source_ids else None
+
+    def _ls(self, path: str) -> list[dict[str, Any]]:
+        try:
+            return self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return []
+        except PermissionError as exc:
+            raise SpoolError(f"permission denied listing {path!r}: {exc}") from exc
+
+    @staticmethod
+    def _base(entry: dict[str, Any]) -> str:
+        return entry["name"].rstrip("/").rsplit("/", 1)[-1]
+
+    def iter_files(self, min_date: dt.date | None = None) -> Iterator[SpoolFile]:
+        """Spool files with folder date >= ``min_date``, in processing order."""
+        logs = f"{self.root}/rudder-logs"
+        if not self.fs.exists(logs):
+            raise SpoolError(
+                f"no rudder-logs/ folder under the spool root {self.root!r}: "
+                "check the `source` setting (it must point at the folder holding rudder-logs/)"
+            )
+        folders: dict[dt.date, list[tuple[str, str]]] = {}
+        for source_entry in self._ls(logs):
+            source_id = self._base(source_entry)
+            if source_entry.get("type") != "directory" or source_id.startswith("."):
+                continue
+            if self.source_ids is not None and source_id not in self.source_ids:
+                continue
+            for date_entry in self._ls(source_entry["name"]):
+                if date_entry.get("type") != "directory":
+                    continue
+                day = parse_date_folder(self._base(date_entry))
+                if day is None or (min_date is not None and day < min_date):
+                    continue
+                folders.setdefault(day, []).append((source_id, date_entry["name"].rstrip("/")))
+        for day in sorted(folders):
+            files: list[SpoolFile] = []
+            for source_id, folder in folders[day]:
+                rel_folder = folder[len(self.root) :].lstrip("/")
+                for entry in self._ls(folder):
+                    if entry.get("type") != "file":
+                        continue
+                    name = self._base(entry)
+                    match = _FILE_NAME.match(name)
+                    if not match or match["source"] != source_id:
+                        continue
+                    files.append(
+                        SpoolFile(
+                            key=f"{rel_folder}/{name}",
+                            url=entry["name"],
+                            folder_date=day,
+                            ts=int(match["ts"]),
+                            source_id=source_id,
+                            name=name,
+                        )
+                    )
+            files.sort(key=lambda f: f.sort_tuple)
+            yield from files
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A line (or a whole file tail) that is not a usable event, and why."""
+
+    line_number: int
+    reason: str
+    raw: bytes
+
+
+class CorruptFile(Exception):
+    """Raised after the last good line of a gzip file that is truncated or corrupt."""
+
+    def __init__(self, reason: str, line_number: int, tail: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line_number = line_number
+        self.tail = tail
+
+
+def iter_lines(fs: Any, url: str) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, line)`` of a gzip JSON-lines file, 1-based, without the newline.
+
+    Streams the file in 1 MiB compressed chunks, so memory does not depend on the file size.
+    Concatenated gzip members are read in turn. When the file is truncated or corrupt, every
+    complete line before the damage is yielded and then ``CorruptFile`` is raised with the
+    partial line that was cut (so the caller can quarantine it with its reason).
+    """
+    decomp = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, auto-detected
+    pending = b""
+    line_number = 0
+    member_started = False
+    with fs.open(url, "rb") as handle:
+        while True:
+            chunk = handle.read(_READ_CHUNK)
+            if not chunk:
+                break
+            data = b""
+            while chunk:
+                try:
+                    data += decomp.decompress(chunk)
+                except zlib.error as exc:
+                    lines, pending = _split(pending + data)
+                    for line in lines:
+                        line_number += 1
+                        yield line_number, line
+                    raise CorruptFile(f"corrupt_gzip: {exc}", line_number + 1, pending) from exc
+                member_started = True
+                if decomp.eof:
+                    # A finished gzip member; anything after it is the next member.
+                    chunk = decomp.unused_data
+                    decomp = zlib.decompressobj(wbits=47)
+                    member_started = bool(chunk)
+                else:
+                    chunk = b""
+            lines, pending = _split(pending + data)
+            for line in lines:
+                line_number += 1
+                yield line_number, line
+    if member_started and not decomp.eof:
+        # The stream stopped inside a member: the file was cut short.
+        try:
+            pending += decomp.flush()
+        except zlib.error:  # pragma: no cover - flush on a truncated stream rarely raises
+            pass
+        lines, pending = _split(pending)
+        for line in lines:
+            line_number += 1
+            yield line_number, line
+        raise CorruptFile("truncated_gzip: the file ends inside a gzip member", line_number + 1, pending)
+    if pending:
+        # A last line without a trailing newline is still a complete line.
+        line_number += 1
+        yield line_number, pending
+
+
+def _split(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines of ``data`` and the unfinished remainder."""
+    if b"\n" not in data:
+        return [], data
+    *lines, rest = data.split(b"\n")
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines], rest
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
+    """``(stream_name, event)`` for a usable event line, else the rejection reason.
+
+    Reasons: ``invalid_json``, ``not_an_object``, ``missing_type``, ``unknown_type``,
+    ``missing_message_id``, ``missing_ids`` (neither anonymousId nor userId).
+    """
+    try:
+        event = _decoder.decode(line)
+    except msgspec.DecodeError:
+        return "invalid_json"
+    if not isinstance(event, dict):
+        return "not_an_object"
+    kind = event.get("type")
+    if not kind or not isinstance(kind, str):
+        return "missing_type"
+    stream = EVENT_STREAMS.get(kind.lower())
+    if stream is None:
+        return "unknown_type"
+    message_id = event.get("messageId")
+    if not message_id or not isinstance(message_id, str | int):
+        return "missing_message_id"
+    if not _present(event.get("anonymousId")) and not _present(event.get("userId")):
+        return "missing_ids"
+    return stream, event
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def rejected_id(key: str, line_number: int) -> str:
+    """Deterministic id of a rejection, so re-reading a file upserts instead of duplicating."""
+    return hashlib.sha1(f"{key}:{line_number}".encode(), usedforsecurity=False).hexdigest()
+
+
+_UTC = dt.UTC
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime for an ISO-8601 value; naive values are taken as UTC.
+
+    Returns None for absent or unparseable values (the caller counts those): a warehouse load
+    must never fail on one client's broken clock string.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=_UTC)
+    return parsed.astimezone(_UTC)

@@ -1,0 +1,233 @@
+"""Streams of tap-rudderstack: one per RudderStack event type, plus ``rejected_events``.
+
+The raw-table columns are fixed by docs/contracts.md section 3 (dbt builds on them). Nested
+``properties`` / ``traits`` / ``context`` stay JSON objects so every field is reachable from dbt
+without a schema change; the handful of context fields every model needs are also flattened.
+
+A normal run does not call ``get_records`` stream by stream: the tap reads each spool file once
+and routes every line to its stream (see ``sync.py``), because one file holds all event types.
+``get_records`` is the same reader filtered to one stream, used when the SDK syncs a single stream
+(connection tests, ``run_sync_dry_run``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from singer_sdk import Stream
+from singer_sdk.helpers._typing import TypeConformanceLevel
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+    from tap_rudderstack.spool import Rejection, SpoolFile
+
+# Integers carry a `maximum`: target-duckdb maps an unbounded integer to hugeint.
+_INT32 = {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}
+_STR = {"type": ["string", "null"]}
+_TS = {"type": ["string", "null"], "format": "date-time"}
+_OBJ = {"type": ["object", "null"], "additionalProperties": True}
+
+#: Columns every event stream has, in table order.
+COMMON_PROPERTIES: dict[str, dict[str, Any]] = {
+    "message_id": {"type": ["string"]},
+    "type": _STR,
+    "anonymous_id": _STR,
+    "user_id": _STR,
+    "channel": _STR,
+    "original_timestamp": _TS,
+    "sent_at": _TS,
+    "received_at": _TS,
+    "timestamp": _TS,
+    "request_ip": _STR,
+    "context_ip": _STR,
+    "context_user_agent": _STR,
+    "context_page_url": _STR,
+    "context_locale": _STR,
+    "context_timezone": _STR,
+    "context_library_name": _STR,
+    "context_library_version": _STR,
+    "context": _OBJ,
+    "_spool_key": _STR,
+    "_spool_line": _INT32,
+}
+
+#: Stream-specific columns, keyed by stream name.
+EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
+    "tracks": {"event": _STR, "properties": _OBJ},
+    "identifies": {"traits": _OBJ},
+    "pages": {"name": _STR, "category": _STR, "properties": _OBJ},
+    "screens": {"name": _STR, "category": _STR, "properties": _OBJ},
+    "groups": {"group_id": _STR, "traits": _OBJ},
+    "aliases": {"previous_id": _STR},
+}
+
+
+def _text(value: Any) -> str | None:
+    """A string column's value: strings as they are, scalars as text, nothing as null."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    import msgspec
+
+    return msgspec.json.encode(value).decode()
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    """A JSON-object column's value; a non-object is kept, wrapped, rather than dropped."""
+    if value is None or isinstance(value, dict):
+        return value
+    return {"_value": value}
+
+
+class EventBuilder:
+    """Turns a parsed RudderStack event into a raw-table record of its stream.
+
+    A timestamp that does not parse as ISO-8601 loads as null rather than failing the whole load
+    in the warehouse; such values are counted and the count is logged at the end of the run.
+    """
+
+    def __init__(self) -> None:
+        self.bad_timestamps = 0
+
+    def _ts(self, value: Any) -> dt.datetime | None:
+        from tap_rudderstack.spool import parse_timestamp
+
+        if value is None:
+            return None
+        parsed = parse_timestamp(value)
+        if parsed is None:
+            self.bad_timestamps += 1
+        return parsed
+
+    def build(self, stream: str, event: dict[str, Any], key: str, line: int) -> dict[str, Any]:
+        """The record for ``stream`` (already chosen from the event's type)."""
+        get = event.get
+        context = get("context")
+        ctx = context if isinstance(context, dict) else {}
+        library = ctx.get("library")
+        library = library if isinstance(library, dict) else {}
+        page = ctx.get("page")
+        page = page if isinstance(page, dict) else {}
+        record: dict[str, Any] = {
+            "message_id": _text(get("messageId")),
+            "type": _text(get("type")),
+            "anonymous_id": _text(get("anonymousId")) or None,
+            "user_id": _text(get("userId")) or None,
+            "channel": _text(get("channel")),
+            "original_timestamp": self._ts(get("originalTimestamp")),
+            "sent_at": self._ts(get("sentAt")),
+            "received_at": self._ts(get("receivedAt")),
+            "timestamp": self._ts(get("timestamp")),
+            "request_ip": _text(get("request_ip")),
+            "context_ip": _text(ctx.get("ip")),
+            "context_user_agent": _text(ctx.get("userAgent")),
+            "context_page_url": _text(page.get("url")),
+            "context_locale": _text(ctx.get("locale")),
+            "context_timezone": _text(ctx.get("timezone")),
+            "context_library_name": _text(library.get("name")),
+            "context_library_version": _text(library.get("version")),
+            "context": _object(context),
+            "_spool_key": key,
+            "_spool_line": line,
+        }
+        if stream == "tracks":
+            record["event"] = _text(get("event"))
+            record["properties"] = _object(get("properties"))
+        elif stream == "identifies":
+            record["traits"] = _object(get("traits"))
+        elif stream in ("pages", "screens"):
+            props = get("properties")
+            props_d = props if isinstance(props, dict) else {}
+            record["name"] = _text(get("name") or props_d.get("name"))
+            record["category"] = _text(get("category") or props_d.get("category"))
+            record["properties"] = _object(props)
+        elif stream == "groups":
+            record["group_id"] = _text(get("groupId"))
+            record["traits"] = _object(get("traits"))
+        elif stream == "aliases":
+            record["previous_id"] = _text(get("previousId"))
+        return record
+
+
+def rejection_record(
+    spool_file: SpoolFile, rejection: Rejection, max_chars: int, rejected_at: dt.datetime
+) -> dict[str, Any]:
+    """The ``rejected_events`` record of one rejected line or quarantined file tail."""
+    from tap_rudderstack.spool import rejected_id
+
+    raw = rejection.raw.decode("utf-8", errors="replace")
+    if len(raw) > max_chars:
+        raw = raw[:max_chars]
+    return {
+        "rejected_id": rejected_id(spool_file.key, rejection.line_number),
+        "source_file": spool_file.key,
+        "line_number": rejection.line_number,
+        "reason": rejection.reason,
+        "raw_text": raw,
+        "rejected_at": rejected_at,
+    }
+
+
+class SpoolStream(Stream):
+    """Base of every stream: records come from the spool, state is the tap's spool progress.
+
+    The bookmark is not a replication-key maximum (the SDK's model) but a spool position kept by
+    ``sync.SpoolProgress`` under ``bookmarks.<stream>.spool``; ``_spool_key`` is declared as the
+    replication key so catalogs show the stream as INCREMENTAL.
+    """
+
+    primary_keys: ClassVar[list[str]] = ["message_id"]
+    replication_key = "_spool_key"
+    is_sorted = False
+    # Records are built with exactly the schema's types: conform the root level only.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
+
+    def _increment_stream_state(self, latest_record: dict, *, context: Context | None = None) -> None:
+        """No SDK replication-key bookkeeping: progress is the spool position (``sync.py``)."""
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """This stream's records from one pass over the spool (single-stream syncs only)."""
+        from tap_rudderstack.sync import SpoolSync
+
+        yield from SpoolSync(self._tap, [self]).iter_stream_records(self)
+
+
+class EventStream(SpoolStream):
+    """One record per RudderStack event of one type, keyed by ``messageId``."""
+
+    def __init__(self, tap: Any, name: str) -> None:
+        properties = {**COMMON_PROPERTIES, **EXTRA_PROPERTIES[name]}
+        schema = {"type": "object", "properties": properties, "required": ["message_id"]}
+        super().__init__(tap=tap, schema=schema, name=name)
+
+
+class RejectedEventsStream(SpoolStream):
+    """One record per spool line that is not a usable event, or per quarantined file tail.
+
+    ``rejected_id`` is a hash of (file key, line number), so re-reading a file after a crash
+    upserts the same rows instead of adding new ones.
+    """
+
+    primary_keys: ClassVar[list[str]] = ["rejected_id"]
+    replication_key = "source_file"
+
+    def __init__(self, tap: Any) -> None:
+        schema = {
+            "type": "object",
+            "properties": {
+                "rejected_id": {"type": ["string"]},
+                "source_file": _STR,
+                "line_number": _INT32,
+                "reason": _STR,
+                "raw_text": _STR,
+                "rejected_at": _TS,
+            },
+            "required": ["rejected_id"],
+        }
+        super().__init__(tap=tap, schema=schema, name="rejected_events")

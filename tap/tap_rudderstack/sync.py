@@ -1,0 +1,432 @@
+"""One pass over the spool that feeds every selected stream, with a resumable spool position.
+
+Why a pass of its own: a spool file mixes all event types, and the SDK syncs streams one after
+another. Reading every file once per stream would decompress and parse the spool seven times, so
+the tap reads each file once and routes each line to its stream, reusing the SDK's own pieces for
+what a record goes through (property selection, type conformance, stream maps, BATCH files).
+
+Progress (``SpoolProgress``), kept per stream under ``bookmarks.<stream>.spool``:
+
+- ``cursor``: ``{"file": position, "line": n}`` while a file is being read: lines 1..n were
+  emitted. A resumed run skips those lines. A run killed between two STATE messages re-emits the
+  lines after the last cursor (at least once); the loaders upsert on the primary key, so the
+  warehouse ends with each event once.
+- ``done``: positions of the files finished (or quarantined) whose segment opened within
+  ``late_file_window_minutes`` of ``high_ts``, the newest finished segment. A file inside that
+  window that is not in ``done`` is read whatever its place in the order: that is how a late
+  file (one that sorts before files already read) is picked up. Files older than the window are
+  taken as read, so ``done`` holds only the files of one window: state size and listing cost
+  follow the write rate, not the age of the spool.
+
+Streams whose progress differs (a stream selected for the first time, say) are read in separate
+passes, one per distinct progress, so each stream gets every event exactly from where it stands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.singerlib.encoding.base import GenericSingerWriter
+
+from tap_rudderstack.spool import (
+    CorruptFile,
+    Rejection,
+    SpoolFile,
+    SpoolLister,
+    iter_lines,
+    open_filesystem,
+    parse_event,
+    position_sort_tuple,
+)
+from tap_rudderstack.streams import EventBuilder, rejection_record
+
+if TYPE_CHECKING:
+    from singer_sdk import Stream, Tap
+
+#: Test hook (never set in production): SIGKILL the tap after this many records, to prove resume.
+CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
+
+logger = logging.getLogger("tap-rudderstack")
+
+
+class SpoolProgress:
+    """How far one group of streams has read the spool (see the module docstring)."""
+
+    __slots__ = ("cursor", "done", "high_ts")
+
+    def __init__(
+        self,
+        done: set[str] | None = None,
+        high_ts: int | None = None,
+        cursor: tuple[str, int] | None = None,
+    ) -> None:
+        self.done = done or set()
+        self.high_ts = high_ts
+        self.cursor = cursor
+
+    @classmethod
+    def from_state(cls, stream_state: dict[str, Any]) -> SpoolProgress:
+        """Progress from a stream's bookmark (empty when the stream was never synced)."""
+        raw = stream_state.get("spool") or {}
+        cursor = raw.get("cursor")
+        return cls(
+            done=set(raw.get("done") or ()),
+            high_ts=raw.get("high_ts"),
+            cursor=(cursor["file"], int(cursor["line"])) if cursor else None,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON form, files in processing order so that state diffs read naturally."""
+        state: dict[str, Any] = {
+            "done": sorted(self.done, key=position_sort_tuple),
+            "high_ts": self.high_ts,
+        }
+        if self.cursor:
+            state["cursor"] = {"file": self.cursor[0], "line": self.cursor[1]}
+        return state
+
+    def horizon(self, window_s: int) -> int | None:
+        """Segments opened before this second are taken as read."""
+        return None if self.high_ts is None else self.high_ts - window_s
+
+    def finish(self, spool_file: SpoolFile, window_s: int) -> None:
+        """Mark a file read and forget files that fell out of the window."""
+        self.cursor = None
+        self.done.add(spool_file.position)
+        if self.high_ts is None or spool_file.ts > self.high_ts:
+            self.high_ts = spool_file.ts
+            horizon = self.high_ts - window_s
+            self.done = {p for p in self.done if position_sort_tuple(p)[0] >= horizon}
+
+
+class FastWriter(GenericSingerWriter):
+    """msgspec serialisation of Singer messages, flushing only at non-RECORD messages.
+
+    The SDK's msgspec writer flushes stdout after every record; here records accumulate in a
+    buffer and go out with the next STATE (or SCHEMA/BATCH) message, which keeps their order and
+    means a STATE line is never visible before the records it covers. ``sys.stdout`` is looked up
+    at write time so that the SDK's test runner (which swaps it for a StringIO) sees the output.
+    """
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(decimal_format="number")
+        self._buffer = bytearray()
+
+    def serialize_message(self, message: Any) -> bytes:
+        """One JSON line for an SDK message object."""
+        return self._encoder.encode(message.to_dict()) + b"\n"
+
+    def write_record(self, stream: str, record: dict[str, Any], extracted: str) -> None:
+        """One RECORD line, straight from a dict (no message object on the hot path)."""
+        buf = self._buffer
+        buf += b'{"type":"RECORD","stream":'
+        buf += self._encoder.encode(stream)
+        buf += b',"record":'
+        self._encoder.encode_into(record, buf, -1)
+        buf += b',"time_extracted":"'
+        buf += extracted.encode()
+        buf += b'"}\n'
+        if len(buf) > 1 << 20:
+            self._drain()
+
+    def write_message(self, message: Any) -> None:
+        """Any other message: write everything pending, then flush the stream."""
+        self._buffer += self.serialize_message(message)
+        self.flush()
+
+    def _drain(self) -> None:
+        if not self._buffer:
+            return
+        out = sys.stdout
+        binary = getattr(out, "buffer", None)
+        if binary is not None:
+            out.flush()
+            binary.write(self._buffer)
+        else:
+            out.write(self._buffer.decode())
+        self._buffer.clear()
+
+    def flush(self) -> None:
+        """Write pending bytes and flush stdout."""
+        self._drain()
+        sys.stdout.flush()
+
+
+class SpoolSync:
+    """A sync of some streams over the spool, in one or more passes (see module docstring)."""
+
+    def __init__(self, tap: Tap, streams: list[Stream]) -> None:
+        self.tap = tap
+        self.streams = streams
+        config = tap.config
+        self.window_s = int(config.get("late_file_window_minutes", 120)) * 60
+        self.state_every = max(1, int(config.get("state_every_records", 10000)))
+        self.max_raw = int(config.get("max_raw_text_chars", 2000))
+        start = config.get("start_date")
+        self.start_ts = int(_parse_start(start).timestamp()) if start else None
+        self.fs, self.root = open_filesystem(config["source"], storage_options(config))
+        self.lister = SpoolLister(self.fs, self.root, config.get("source_ids"))
+        self.builder = EventBuilder()
+        self.counts: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+        crash = os.environ.get(CRASH_ENV)
+        self.crash_after = int(crash) if crash else None
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def plan(self, progress: SpoolProgress) -> Iterator[tuple[SpoolFile, int, bool]]:
+        """``(file, lines to skip, is_late)`` for every file this progress still has to read."""
+        horizon = progress.horizon(self.window_s)
+        floor = max(x for x in (horizon, self.start_ts, -1) if x is not None)
+        min_date = None
+        if floor > 0:
+            # A folder's date is the UTC date its segments were opened; one day of slack for
+            # writers that name folders by local date.
+            min_date = dt.datetime.fromtimestamp(floor, dt.UTC).date() - dt.timedelta(days=1)
+        newest_done = max((position_sort_tuple(p) for p in progress.done), default=None)
+        for spool_file in self.lister.iter_files(min_date):
+            if spool_file.ts < floor or spool_file.position in progress.done:
+                continue
+            skip = 0
+            if progress.cursor and progress.cursor[0] == spool_file.position:
+                skip = progress.cursor[1]
+            late = newest_done is not None and spool_file.sort_tuple < newest_done
+            yield spool_file, skip, late
+
+    # -- one file ---------------------------------------------------------------------------------
+
+    def read_file(
+        self, spool_file: SpoolFile, skip: int
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(line, stream, record)`` for each line after ``skip``; rejections go to
+        ``rejected_events``. A corrupt or truncated gzip yields its good lines, then one
+        rejection row for the damage, and the file counts as read (quarantined).
+        """
+        key = spool_file.key
+        now = dt.datetime.now(dt.UTC)
+        build = self.builder.build
+        try:
+            for line_number, line in iter_lines(self.fs, spool_file.url):
+                if line_number <= skip:
+                    continue
+                if not line.strip():
+                    self.counts["blank_lines"] += 1
+                    continue
+                parsed = parse_event(line)
+                if isinstance(parsed, str):
+                    self.rejections[parsed] += 1
+                    rejection = Rejection(line_number, parsed, line)
+                    yield line_number, "rejected_events", rejection_record(
+                        spool_file, rejection, self.max_raw, now
+                    )
+                    continue
+                stream, event = parsed
+                yield line_number, stream, build(stream, event, key, line_number)
+        except CorruptFile as exc:
+            if exc.line_number <= skip:
+                return
+            self.counts["files_quarantined"] += 1
+            self.rejections[exc.reason.split(":", 1)[0]] += 1
+            self.tap.logger.warning(
+                "Quarantined spool file %s at line %d: %s", key, exc.line_number, exc.reason
+            )
+            rejection = Rejection(exc.line_number, exc.reason, exc.tail)
+            yield exc.line_number, "rejected_events", rejection_record(
+                spool_file, rejection, self.max_raw, now
+            )
+
+    # -- single stream (SDK path) -------------------------------------------------------------------
+
+    def iter_stream_records(self, stream: Stream) -> Iterator[dict[str, Any]]:
+        """Records of one stream from its progress; used when the SDK syncs a single stream."""
+        progress = SpoolProgress.from_state(stream.stream_state)
+        for spool_file, skip, _late in self.plan(progress):
+            for _line, name, record in self.read_file(spool_file, skip):
+                if name == stream.name:
+                    yield record
+
+    # -- all selected streams (the tap's sync) --------------------------------------------------
+
+    def run(self) -> None:
+        """Sync every stream in ``self.streams``: one pass per distinct progress."""
+        groups: dict[str, list[Stream]] = {}
+        for stream in self.streams:
+            key = msgspec.json.encode(stream.stream_state.get("spool") or {}).decode()
+            groups.setdefault(key, []).append(stream)
+        writer = self.tap.message_writer
+        if not isinstance(writer, FastWriter):  # a tap built with another writer: wrap nothing,
+            writer = FastWriter()  # records and state must share one ordered buffer
+            self.tap.message_writer = writer
+            self.tap.state_writer._message_writer = writer  # noqa: SLF001
+        self._writer = writer
+        self._records = 0
+        for stream in self.streams:
+            stream._write_schema_message()  # noqa: SLF001 - the SDK's SCHEMA (stream maps applied)
+        for group in groups.values():
+            self._run_group(group)
+        writer.flush()
+        self._log_counts()
+
+    def _run_group(self, group: list[Stream]) -> None:
+        progress = SpoolProgress.from_state(group[0].stream_state)
+        by_name = {stream.name: stream for stream in group}
+        batch = _Batches(self.tap, by_name) if self.tap.config.get("batch_config") else None
+        emitters = {name: self._emitter(stream) for name, stream in by_name.items()}
+        crash = self.crash_after is not None
+        since_state = 0
+        for spool_file, skip, late in self.plan(progress):
+            if late:
+                self.counts["late_files"] += 1
+                self.tap.logger.info("Reading late spool file %s", spool_file.key)
+            self.counts["files"] += 1
+            extracted = dt.datetime.now(dt.UTC).isoformat()
+            for line, name, record in self.read_file(spool_file, skip):
+                if batch is not None:
+                    stream = by_name.get(name)
+                    if stream is None:
+                        continue
+                    batch.add(stream, record)
+                else:
+                    emit = emitters.get(name)
+                    if emit is None:
+                        continue
+                    emit(record, extracted)
+                if crash:
+                    self._crash_check()
+                self.counts[name] += 1
+                since_state += 1
+                if since_state >= self.state_every:
+                    progress.cursor = (spool_file.position, line)
+                    self._checkpoint(group, progress, batch)
+                    since_state = 0
+            progress.finish(spool_file, self.window_s)
+            self._checkpoint(group, progress, batch)
+            since_state = 0
+        self._checkpoint(group, progress, batch)
+
+    def _emitter(self, stream: Stream) -> Callable[[dict[str, Any], str], None]:
+        """How one stream's records are written, decided once per run.
+
+        With no stream map and no flattening configured (the common case), records go straight
+        to the writer: the builder already produces the schema's types at the root level (what
+        ``TYPE_CONFORMANCE_LEVEL = ROOT_ONLY`` would enforce), and deselected properties are
+        dropped from a precomputed list. Otherwise every record goes through the SDK's own
+        selection, conformance and stream-map pipeline.
+        """
+        maps = stream.stream_maps
+        writer = self._writer
+        if len(maps) == 1 and type(maps[0]) is SameRecordTransform and not maps[0].flattening_enabled:
+            name = stream.name
+            mask = stream.mask
+            dropped = [p for p in stream.schema["properties"] if not mask[("properties", p)]]
+            write = writer.write_record
+
+            def emit(record: dict[str, Any], extracted: str) -> None:
+                for prop in dropped:
+                    record.pop(prop, None)
+                write(name, record, extracted)
+
+            return emit
+
+        def emit_mapped(record: dict[str, Any], extracted: str) -> None:
+            for message in stream._generate_record_messages(record):  # noqa: SLF001
+                writer.write_record(message.stream, message.record, extracted)
+
+        return emit_mapped
+
+    def _crash_check(self) -> None:
+        self._records += 1
+        if self.crash_after is not None and self._records >= self.crash_after:
+            self._writer.flush()  # the records go out, the STATE that would cover them does not
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _checkpoint(self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None) -> None:
+        if batch:
+            batch.flush()
+        state = progress.to_state()
+        for stream in group:
+            stream.stream_state["spool"] = state
+        self.tap.state_writer.write_state(self.tap.state)
+
+    def _log_counts(self) -> None:
+        counts = dict(sorted(self.counts.items()))
+        counts["bad_timestamps"] = self.builder.bad_timestamps
+        self.tap.logger.info(
+            "Spool sync finished: %s; rejected by reason: %s",
+            msgspec.json.encode(counts).decode(),
+            msgspec.json.encode(dict(sorted(self.rejections.items()))).decode(),
+        )
+
+
+class _Batches:
+    """BATCH mode: records buffered per stream and written as SDK batch files at checkpoints.
+
+    A STATE message is only written after every buffered record is in a batch file and its
+    BATCH message is out, so a resumed run never skips records that were only buffered.
+    """
+
+    def __init__(self, tap: Tap, streams: dict[str, Stream]) -> None:
+        from singer_sdk.helpers._batch import BatchConfig
+
+        self.tap = tap
+        self.config = BatchConfig.from_dict(tap.config["batch_config"])
+        self.buffers: dict[str, list[dict[str, Any]]] = {}
+        self.streams = streams
+        self.size = 0
+
+    def add(self, stream: Stream, record: dict[str, Any]) -> None:
+        """Buffer the mapped record; write the batches when the batch size is reached."""
+        for message in stream._generate_record_messages(record):  # noqa: SLF001
+            self.buffers.setdefault(message.stream, []).append(message.record)
+            self.size += 1
+        if self.size >= self.config.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write one batch file set per stream alias and its BATCH message."""
+        from singer_sdk.batch import Batcher
+        from singer_sdk.helpers._batch import SDKBatchMessage
+
+        for alias, records in self.buffers.items():
+            if not records:
+                continue
+            batcher = Batcher(self.tap.name, alias, self.config)
+            for manifest in batcher.get_batches(iter(records)):
+                self.tap.write_message(
+                    SDKBatchMessage(stream=alias, encoding=self.config.encoding, manifest=manifest)
+                )
+            records.clear()
+        self.size = 0
+
+
+def _parse_start(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def storage_options(config: Any) -> dict[str, Any]:
+    """fsspec/s3fs options from the tap settings (only those that are set)."""
+    options: dict[str, Any] = {}
+    if config.get("aws_access_key_id"):
+        options["key"] = config["aws_access_key_id"]
+    if config.get("aws_secret_access_key"):
+        options["secret"] = config["aws_secret_access_key"]
+    if config.get("aws_session_token"):
+        options["token"] = config["aws_session_token"]
+    client_kwargs: dict[str, Any] = {}
+    if config.get("endpoint_url"):
+        client_kwargs["endpoint_url"] = config["endpoint_url"]
+    if config.get("region"):
+        client_kwargs["region_name"] = config["region"]
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options

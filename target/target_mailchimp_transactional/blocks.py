@@ -1,0 +1,99 @@
+"""Jinja2 blocks from `templates/blocks/` rendered into a template's `mc:edit` regions.
+
+`template_content` (what fills an mc:edit region) is one value per API call, while a batch
+carries many recipients. So a block has two modes:
+
+- `recipient` (default): rendered per recipient with that trigger's payload, handed to Mandrill
+  as the merge var `block_<region>`, and the region is filled with `{{{block_<region>}}}` (raw
+  handlebars), so each recipient gets their own HTML and the batch stays one call.
+- `shared`: rendered once per campaign/variant (context: campaign, variant, utm) and sent as the
+  region's content as is; it may itself contain handlebars for Mandrill to merge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from target_mailchimp_transactional.campaigns import Block, Campaign, Variant, add_utm
+
+
+class BlockRenderError(ValueError):
+    """A block failed to render for one trigger (missing data, template error)."""
+
+
+def block_var_name(region: str) -> str:
+    """Merge var carrying a recipient block's HTML (handlebars-safe name)."""
+    return "block_" + "".join(c if c.isalnum() else "_" for c in region)
+
+
+class BlockRenderer:
+    """Loads blocks once (autoescaped HTML) and renders them.
+
+    A product without `image_url` or `price` must not cost the shopper their email, so a missing
+    field renders empty (Jinja2's default Undefined); syntax errors still fail at start (`check`)
+    and a block that raises while rendering makes that one trigger `invalid`.
+    """
+
+    def __init__(self, blocks_dir: Path) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(blocks_dir)),
+            autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["utm"] = lambda url, params: add_utm(url, params or {})
+
+    def check(self, campaigns: dict[str, Campaign]) -> None:
+        """Compile every referenced block at start so syntax errors fail before any send."""
+        for campaign in campaigns.values():
+            for variant in campaign.variants:
+                for block in variant.blocks:
+                    try:
+                        self.env.get_template(block.template)
+                    except jinja2.TemplateError as exc:
+                        raise BlockRenderError(
+                            f"{campaign.path}: block {block.template!r} does not compile: {exc}"
+                        ) from None
+
+    def template_content(self, campaign: Campaign, variant: Variant) -> list[dict[str, str]]:
+        """Build the call-level `template_content` for a campaign/variant."""
+        content = []
+        for block in variant.blocks:
+            if block.mode == "shared":
+                html = self._render(
+                    block, {"campaign": campaign.name, "variant": variant.name, "utm": campaign.utm}
+                )
+            else:
+                html = "{{{" + block_var_name(block.region) + "}}}"
+            content.append({"name": block.region, "content": html})
+        return content
+
+    def recipient_vars(
+        self, campaign: Campaign, variant: Variant, payload: dict[str, Any], row: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Per-recipient block HTML as merge vars (raises BlockRenderError)."""
+        out = []
+        context = {
+            **row,
+            **payload,
+            "payload": payload,
+            "campaign": campaign.name,
+            "variant": variant.name,
+            "utm": campaign.utm,
+        }
+        for block in variant.blocks:
+            if block.mode != "recipient":
+                continue
+            out.append(
+                {"name": block_var_name(block.region), "content": self._render(block, context)}
+            )
+        return out
+
+    def _render(self, block: Block, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(block.template).render(context)
+        except jinja2.TemplateError as exc:
+            raise BlockRenderError(f"block {block.template!r}: {exc}") from None

@@ -1,0 +1,761 @@
+"""The send engine: triggers in, Mandrill calls out, every trigger's fate in the ledger.
+
+Kept apart from the singer-sdk sink so it can be driven (and tested) without the SDK. One
+`Dispatcher` lives for the whole run; the sink hands it a drained batch of records at a time.
+
+Per batch:
+1. parse and de-duplicate the records (trigger_id; payload as JSON text or object);
+2. drop triggers the ledger already knows (any state but `failed` with attempts left);
+3. decide the ones that are never sent: held out, expired, bad data, unknown campaign
+   (recorded at once), and the ones not due yet (`send_after` in the future: deferred, logged,
+   not recorded, so the mart emits them again when due);
+4. claim the rest (`sending`) in one statement, group them by campaign/variant, cut them into
+   calls of at most `max_recipients_per_call` distinct addresses, and run `concurrency` calls at a
+   time on threads; the main thread writes each call's results as it completes.
+
+Exactly once rests on three rules: claim before the call; an ambiguous failure (read timeout,
+connection lost mid-request, empty 2xx answer) is never retried blindly, the call's triggers are
+looked up with messages/search first and only the unknown ones are resent; and at start the
+triggers a crash left in `sending` are reconciled the same way before anything is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
+from target_mailchimp_transactional.campaigns import Campaign, Variant
+from target_mailchimp_transactional.client import (
+    AmbiguousError,
+    InvalidKeyError,
+    MandrillClient,
+    MandrillError,
+    PermanentError,
+    RetryableError,
+    TemplateError,
+    ValidationFailed,
+    redact,
+)
+from target_mailchimp_transactional.events import EmailSentEmitter
+from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, utcnow
+
+LOGGER = logging.getLogger("target_mailchimp_transactional")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+METADATA_LIMIT = 250
+ACCEPTED = frozenset({"sent", "queued", "scheduled"})
+# messages/search `state` -> ledger state. Anything Mandrill tried to deliver counts as sent.
+SEARCH_STATES = {
+    "sent": "sent", "bounced": "sent", "soft-bounced": "sent", "deferred": "sent",
+    "spam": "sent", "unsub": "sent", "queued": "queued", "scheduled": "scheduled",
+    "rejected": "rejected", "invalid": "invalid",
+}  # fmt: skip
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on (bad key, unreachable search during reconciliation)."""
+
+
+@dataclass
+class Settings:
+    """The target settings the engine uses (see target.py for their documentation)."""
+
+    max_recipients_per_call: int = 500
+    concurrency: int = 4
+    max_retries: int = 5
+    max_attempts: int = 3
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    search_calls_per_minute: int = 20
+    search_batch_size: int = 50
+    send_after_grace_seconds: int = 60
+    dry_run: bool = False
+    outbox_dir: Path | None = None
+
+
+@dataclass
+class Prepared:
+    """A trigger ready to go: its recipient entries for the call body."""
+
+    trigger_id: str
+    campaign: Campaign
+    variant: Variant
+    user_id: str | None
+    email: str
+    name: str | None
+    merge_vars: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    retry_of_failed: bool = False
+
+    def entry(self, state: str, **kw: Any) -> LedgerEntry:
+        """Build a ledger row for this trigger."""
+        return LedgerEntry(
+            trigger_id=self.trigger_id,
+            campaign=self.campaign.name,
+            user_id=self.user_id,
+            email=self.email,
+            variant=self.variant.name,
+            template=template_label(self.variant),
+            state=state,
+            **kw,
+        )
+
+
+@dataclass
+class Outcome:
+    """What happened to one trigger in a call."""
+
+    item: Prepared
+    state: str  # final ledger state, or "sending" when Mandrill gave no result for it
+    reject_reason: str | None = None
+    error: str | None = None
+    mandrill_id: str | None = None
+
+
+@dataclass
+class CallResult:
+    """Outcomes of one (possibly split or retried) call, and a run-stopping error if any."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    fatal: InvalidKeyError | None = None
+    template_broken: str | None = None
+
+
+@dataclass
+class Stats:
+    """Counts per outcome for the end-of-run summary."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+
+    def summary(self) -> str:
+        """One log line."""
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        return f"calls={self.calls}, {parts}"
+
+
+def template_label(variant: Variant) -> str:
+    """Name the template for the ledger and events (slug, or `mc:<id>`)."""
+    return variant.template or f"mc:{variant.mc_template_id}"
+
+
+def parse_ts(value: Any) -> dt.datetime | None:
+    """Naive-UTC datetime from the tap's ISO text (or a datetime)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    else:
+        text = str(value).strip().replace("Z", "+00:00")
+        parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+class RateLimiter:
+    """At most `per_minute` calls in any 60 s window, shared by every thread."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 60.0 / max(per_minute, 1)
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def acquire(self) -> None:
+        """Wait for the next slot."""
+        with self.lock:
+            now = self.clock()
+            slot = max(now, self.next_at)
+            self.next_at = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class Dispatcher:
+    """Sends triggers exactly once (see the module docstring for the protocol)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        campaigns: dict[str, Campaign],
+        renderer: BlockRenderer,
+        client: MandrillClient | None,
+        ledger: Ledger | None,
+        emitter: EmailSentEmitter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not settings.dry_run and (client is None or ledger is None):
+            raise ValueError("a live run needs a Mandrill client and a ledger")
+        self.s = settings
+        self.campaigns = campaigns
+        self.renderer = renderer
+        self.client = client
+        self.ledger = ledger
+        self.emitter = emitter
+        self.sleep = sleep
+        self.stats = Stats()
+        self.broken: dict[tuple[str, str], str] = {}
+        self.search_limiter = RateLimiter(settings.search_calls_per_minute)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.concurrency))
+        self._seen_dry: set[str] = set()
+        self._outbox_n = 0
+        self._template_content: dict[tuple[str, str], list[dict[str, str]]] = {}
+
+    # ---------------------------------------------------------------- start / stop
+
+    def start(self) -> None:
+        """Prove the key, then reconcile triggers a crash left in `sending`."""
+        if self.s.dry_run:
+            LOGGER.info(
+                "dry_run: writing requests to %s, Mandrill is not called", self.s.outbox_dir
+            )
+            return
+        assert self.client is not None
+        assert self.ledger is not None
+        try:
+            self._with_retries(self.client.ping, "users/ping")
+        except InvalidKeyError as exc:
+            raise RunStopped(str(exc)) from None
+        except MandrillError as exc:
+            raise RunStopped(f"Mandrill at {self.client.host} is not usable: {exc}") from None
+        self._index_metadata()
+        self.reconcile()
+
+    def _index_metadata(self) -> None:
+        """Make `trigger_id` searchable (Mandrill indexes only keys added by metadata/add)."""
+        assert self.client is not None
+        try:
+            names = {
+                m.get("name")
+                for m in self._with_retries(self.client.metadata_list, "metadata/list")
+            }
+            if "trigger_id" not in names:
+                self.client.metadata_add("trigger_id")
+                LOGGER.info("indexed metadata field trigger_id for messages/search")
+        except InvalidKeyError as exc:
+            raise RunStopped(str(exc)) from None
+        except MandrillError as exc:
+            LOGGER.warning(
+                "could not index metadata trigger_id (%s): crash reconciliation "
+                "relies on messages/search finding it",
+                exc,
+            )
+
+    def close(self) -> None:
+        """Stop the threads, settle this run's ambiguous sends, flush events, log the summary."""
+        self.pool.shutdown(wait=True)
+        if not self.s.dry_run and self.stats.counts.get("left_sending"):
+            self.reconcile(end_of_run=True)
+        if self.emitter is not None:
+            self.emitter.close()
+        LOGGER.info("target-mailchimp-transactional: %s", self.stats.summary())
+
+    # ---------------------------------------------------------------- reconciliation
+
+    def reconcile(self, *, end_of_run: bool = False) -> None:
+        """Give every trigger left in `sending` its Mandrill state.
+
+        At start, a trigger Mandrill does not know becomes `failed` (safe to send again: the
+        process that claimed it is gone). At the end of a run it stays `sending`, because a
+        call that timed out in this run may still be landing; the next start decides.
+        """
+        assert self.ledger is not None
+        stuck = self.ledger.in_flight()
+        if not stuck:
+            return
+        LOGGER.warning(
+            "reconciling %d trigger(s) left in `sending`%s",
+            len(stuck),
+            " by this run" if end_of_run else " by an interrupted run",
+        )
+        oldest = min(ts for _, ts in stuck)
+        ids = [tid for tid, _ in stuck]
+        try:
+            found = self.lookup(ids, oldest)
+        except MandrillError as exc:
+            if end_of_run:
+                LOGGER.warning("end-of-run reconciliation failed (%s); next start retries", exc)
+                return
+            raise RunStopped(
+                f"cannot reconcile {len(ids)} trigger(s) left in `sending` (messages/search "
+                f"failed: {exc}); nothing was sent, rerun when Mandrill answers"
+            ) from None
+        entries = []
+        for tid in ids:
+            msg = found.get(tid)
+            if msg is None and end_of_run:
+                continue
+            if msg is None:
+                entries.append(LedgerEntry(
+                    trigger_id=tid, state="failed",
+                    error="interrupted before Mandrill accepted it (not found by messages/search)",
+                ))  # fmt: skip
+                self.stats.counts["reconciled_not_found"] += 1
+            else:
+                state = SEARCH_STATES.get(str(msg.get("state")), "sent")
+                entries.append(LedgerEntry(
+                    trigger_id=tid, state=state, mandrill_id=msg.get("_id"),
+                    reject_reason=((msg.get("reject") or {}).get("reason") or msg.get("reject_reason")) or (
+                        msg.get("state") if state == "rejected" else None),
+                ))  # fmt: skip
+                self.stats.counts["reconciled_found"] += 1
+        self.ledger.record(entries)
+
+    def lookup(self, trigger_ids: Sequence[str], since: dt.datetime) -> dict[str, dict[str, Any]]:
+        """messages/search by trigger_id metadata, OR-batched, within the rate limit."""
+        assert self.client is not None
+        date_from = (since - dt.timedelta(days=1)).date().isoformat()
+        found: dict[str, dict[str, Any]] = {}
+        step = max(1, self.s.search_batch_size)
+        for start in range(0, len(trigger_ids), step):
+            chunk = trigger_ids[start : start + step]
+            wanted = set(chunk)
+            query = " OR ".join(f'u_trigger_id:"{_lucene_escape(t)}"' for t in chunk)
+
+            def call(query: str = query) -> list[dict[str, Any]]:
+                self.search_limiter.acquire()
+                assert self.client is not None
+                return self.client.search(query, date_from=date_from, limit=1000)
+
+            for msg in self._with_retries(call, "messages/search"):
+                tid = str((msg.get("metadata") or {}).get("trigger_id", ""))
+                if tid in wanted and tid not in found:
+                    found[tid] = msg
+        return found
+
+    # ---------------------------------------------------------------- batches
+
+    def dispatch(self, records: Iterable[dict[str, Any]]) -> None:
+        """Handle one drained batch of records (see the module docstring)."""
+        now = utcnow()
+        batch: dict[str, dict[str, Any]] = {}
+        for record in records:
+            tid = record.get("trigger_id")
+            if not tid:
+                raise RunStopped(
+                    "a record has no trigger_id (docs/contracts.md section 4 requires it); "
+                    f"campaign={record.get('campaign')!r}, user_id={record.get('user_id')!r}"
+                )
+            if tid in batch:
+                self.stats.counts["duplicate_in_input"] += 1
+                continue
+            batch[str(tid)] = record
+
+        known = self.ledger.states(batch) if self.ledger is not None else {}
+        if self.s.dry_run:
+            known = {t: ("dry_run", 0) for t in batch if t in self._seen_dry}
+            self._seen_dry.update(batch)
+
+        to_send: list[Prepared] = []
+        new_final: list[LedgerEntry] = []
+        retry_final: list[LedgerEntry] = []
+        for tid, record in batch.items():
+            state = known.get(tid)
+            if state is not None and not (state[0] == "failed" and state[1] < self.s.max_attempts):
+                self.stats.counts[f"skipped_already_{state[0]}"] += 1
+                continue
+            result = self._prepare(tid, record, now, retry=state is not None)
+            if result is None:
+                continue
+            if isinstance(result, Prepared):
+                to_send.append(result)
+            else:
+                (retry_final if state is not None else new_final).append(result)
+                self.stats.counts[result.state] += 1
+
+        if self.ledger is not None:
+            self.ledger.record_new(new_final)
+            self.ledger.record(retry_final)
+        if self.s.dry_run:
+            self._dry_run(to_send)
+            return
+        if to_send:
+            self._send(to_send)
+
+    def _prepare(
+        self, tid: str, record: dict[str, Any], now: dt.datetime, retry: bool
+    ) -> Prepared | LedgerEntry | None:
+        """Return a Prepared send, a final LedgerEntry (never sent), or None (deferred)."""
+        name = record.get("campaign")
+        user_id = _opt(record.get("user_id"))
+        email = _opt(record.get("email"))
+        base = {"trigger_id": tid, "campaign": name, "user_id": user_id, "email": email}
+        campaign = self.campaigns.get(str(name))
+        if campaign is None:
+            # Configuration, not data: left `failed` so it goes out once the file exists.
+            return LedgerEntry(
+                **base, state="failed", error=f"no campaign file {name}.yml in campaigns_dir"
+            )
+        variant = campaign.variant_for(user_id, tid)
+        base.update(variant=variant.name, template=template_label(variant))
+        holdout = record.get("holdout")
+        if holdout is None:
+            holdout = campaign.holdout_fallback(user_id, tid)
+        if holdout:
+            return LedgerEntry(**base, state="held_out")
+        try:
+            expires_at = parse_ts(record.get("expires_at"))
+            send_after = parse_ts(record.get("send_after"))
+        except ValueError as exc:
+            return LedgerEntry(**base, state="invalid", error=f"bad timestamp: {exc}")
+        if expires_at is not None and expires_at <= now:
+            return LedgerEntry(
+                **base,
+                state="invalid",
+                reject_reason="expired",
+                error=f"expires_at {expires_at.isoformat()} passed before sending",
+            )
+        if send_after is not None and send_after > now + dt.timedelta(
+            seconds=self.s.send_after_grace_seconds
+        ):
+            self.stats.counts["deferred_not_due"] += 1
+            LOGGER.info("trigger %s not due until %s: deferred, not recorded", tid, send_after)
+            return None
+        if not email or not EMAIL_RE.match(email):
+            return LedgerEntry(
+                **base,
+                state="invalid",
+                reject_reason="invalid-email",
+                error="missing or malformed email address",
+            )
+        payload = record.get("payload")
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload) if payload.strip() else {}
+            except json.JSONDecodeError as exc:
+                return LedgerEntry(**base, state="invalid", error=f"payload is not JSON: {exc}")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            return LedgerEntry(**base, state="invalid", error="payload is not a JSON object")
+        row = {k: record.get(k) for k in ("first_name", "locale", "timezone", "user_id", "email")}
+        try:
+            merge_vars = campaign.merge_vars_for(payload, row)
+            merge_vars += self.renderer.recipient_vars(campaign, variant, payload, row)
+        except KeyError as exc:
+            return LedgerEntry(**base, state="invalid", error=str(exc.args[0]))
+        except BlockRenderError as exc:
+            return LedgerEntry(**base, state="invalid", error=str(exc))
+        metadata = {"trigger_id": tid, "campaign": campaign.name, "variant": variant.name}
+        if user_id:
+            metadata["user_id"] = user_id
+        if len(json.dumps(metadata, separators=(",", ":")).encode()) > METADATA_LIMIT:
+            return LedgerEntry(
+                **base, state="invalid", error=f"metadata over Mandrill's {METADATA_LIMIT} bytes"
+            )
+        return Prepared(
+            trigger_id=tid, campaign=campaign, variant=variant, user_id=user_id, email=email,
+            name=_opt(record.get("first_name")), merge_vars=merge_vars, metadata=metadata,
+            retry_of_failed=retry,
+        )  # fmt: skip
+
+    def calls_for(self, items: Sequence[Prepared]) -> list[list[Prepared]]:
+        """Group by campaign/variant; cut into calls with distinct addresses, in input order.
+
+        Distinct addresses matter because Mandrill answers per email: two triggers for one
+        address in one call could not be told apart.
+        """
+        groups: dict[tuple[str, str], list[Prepared]] = defaultdict(list)
+        for item in items:
+            groups[(item.campaign.name, item.variant.name)].append(item)
+        calls: list[list[Prepared]] = []
+        limit = max(1, self.s.max_recipients_per_call)
+        for group in groups.values():
+            pending = group
+            while pending:
+                call: list[Prepared] = []
+                emails: set[str] = set()
+                rest: list[Prepared] = []
+                for item in pending:
+                    key = item.email.lower()
+                    if len(call) < limit and key not in emails:
+                        call.append(item)
+                        emails.add(key)
+                    else:
+                        rest.append(item)
+                calls.append(call)
+                pending = rest
+        return calls
+
+    def body_for(self, call: Sequence[Prepared]) -> dict[str, Any]:
+        """Build the send-template / send-mc-template request body for one call."""
+        first = call[0]
+        campaign, variant = first.campaign, first.variant
+        message: dict[str, Any] = {
+            "from_email": variant.from_email,
+            "to": [{"email": i.email, "name": i.name, "type": "to"} for i in call],
+            "preserve_recipients": False,
+            "merge": True,
+            "merge_language": "handlebars",
+            "merge_vars": [{"rcpt": i.email, "vars": i.merge_vars} for i in call],
+            "tags": list(variant.tags),
+            "metadata": {"campaign": campaign.name, "variant": variant.name},
+            "recipient_metadata": [{"rcpt": i.email, "values": i.metadata} for i in call],
+        }
+        if variant.from_name:
+            message["from_name"] = variant.from_name
+        if variant.subject:
+            message["subject"] = variant.subject
+        if variant.template:
+            key = (campaign.name, variant.name)
+            if key not in self._template_content:
+                self._template_content[key] = self.renderer.template_content(campaign, variant)
+            return {
+                "template_name": variant.template,
+                "template_content": self._template_content[key],
+                "message": message,
+            }
+        body: dict[str, Any] = {
+            "mc_template_id": int(variant.mc_template_id or 0),
+            "message": message,
+        }
+        if variant.mc_template_version:
+            body["mc_template_version"] = variant.mc_template_version
+        return body
+
+    # ---------------------------------------------------------------- live sends
+
+    def _send(self, items: list[Prepared]) -> None:
+        assert self.ledger is not None
+        entries = [i.entry("sending") for i in items]
+        claimed = self.ledger.claim(entries, self.s.max_attempts)
+        lost = len(items) - len(claimed)
+        if lost:
+            self.stats.counts["skipped_claimed_elsewhere"] += lost
+        items = [i for i in items if i.trigger_id in claimed]
+        calls = self.calls_for(items)
+        pending: dict[Future[CallResult], list[Prepared]] = {}
+        queue = list(reversed(calls))
+        fatal: InvalidKeyError | None = None
+        while queue or pending:
+            while queue and len(pending) < max(1, self.s.concurrency) and fatal is None:
+                call = queue.pop()
+                key = (call[0].campaign.name, call[0].variant.name)
+                if key in self.broken:
+                    self._finish(CallResult([Outcome(i, "failed", error=self.broken[key])
+                                             for i in call]))  # fmt: skip
+                    continue
+                pending[self.pool.submit(self._run_call, call)] = call
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                call = pending.pop(future)
+                result = future.result()
+                self._finish(result)
+                if result.fatal is not None:
+                    fatal = result.fatal
+            if fatal is not None and queue:
+                # Claimed but never attempted: back to failed, retried on the next run.
+                self.ledger.record([i.entry("failed", error="run stopped: Invalid_Key")
+                                    for c in queue for i in c])  # fmt: skip
+                queue.clear()
+        if fatal is not None:
+            raise RunStopped(str(fatal))
+
+    def _finish(self, result: CallResult) -> None:
+        """Write a call's outcomes and emit events (main thread only)."""
+        assert self.ledger is not None
+        if result.template_broken:
+            first = result.outcomes[0].item
+            self.broken[(first.campaign.name, first.variant.name)] = result.template_broken
+        final = [o for o in result.outcomes if o.state != "sending"]
+        for o in result.outcomes:
+            self.stats.counts[o.state if o.state != "sending" else "left_sending"] += 1
+        self.ledger.record([
+            o.item.entry(o.state, reject_reason=o.reject_reason, error=o.error,
+                         mandrill_id=o.mandrill_id)
+            for o in final
+        ])  # fmt: skip
+        if self.emitter is not None:
+            for o in final:
+                if o.state in ACCEPTED:
+                    self.emitter.email_sent(
+                        trigger_id=o.item.trigger_id, campaign=o.item.campaign.name,
+                        variant=o.item.variant.name, template=template_label(o.item.variant),
+                        mandrill_id=o.mandrill_id, email=o.item.email, user_id=o.item.user_id,
+                        status=o.state,
+                    )  # fmt: skip
+
+    def _run_call(self, call: list[Prepared]) -> CallResult:
+        """Worker thread: one call with retries, ambiguity checks and ValidationError bisection."""
+        result = CallResult()
+        pending = list(call)
+        attempt = 0
+        while pending:
+            self.stats.calls += 1
+            try:
+                answers = self._post(pending)
+            except InvalidKeyError as exc:
+                result.fatal = exc
+                result.outcomes += [Outcome(i, "failed", error="Invalid_Key") for i in pending]
+                return result
+            except TemplateError as exc:
+                result.template_broken = f"{exc.name}: {exc}"
+                result.outcomes += [Outcome(i, "failed", error=str(exc)) for i in pending]
+                return result
+            except ValidationFailed as exc:
+                if len(pending) == 1:
+                    result.outcomes.append(Outcome(pending[0], "invalid", error=str(exc)))
+                    return result
+                # One bad recipient must not sink the others: split and send the halves.
+                half = len(pending) // 2
+                for part in (pending[:half], pending[half:]):
+                    sub = self._run_call(part)
+                    result.outcomes += sub.outcomes
+                    if sub.fatal or sub.template_broken:
+                        result.fatal = result.fatal or sub.fatal
+                        result.template_broken = result.template_broken or sub.template_broken
+                        return result
+                return result
+            except PermanentError as exc:
+                result.outcomes += [Outcome(i, "failed", error=str(exc)) for i in pending]
+                return result
+            except AmbiguousError as exc:
+                # Mandrill may have accepted the call (read timeout, connection lost, empty
+                # answer) and has no idempotency key: resending now could send twice. The
+                # triggers stay `sending`; the end-of-run and next-start reconciliation look
+                # them up with messages/search and only the ones Mandrill lacks go out again.
+                LOGGER.warning("%d recipient(s) left `sending` for reconciliation: %s",
+                               len(pending), exc)  # fmt: skip
+                result.outcomes += [Outcome(i, "sending", error=str(exc)) for i in pending]
+                return result
+            except RetryableError as exc:
+                attempt += 1
+                if attempt > self.s.max_retries:
+                    result.outcomes += [
+                        Outcome(i, "failed", error=f"gave up after {attempt} tries: {exc}")
+                        for i in pending
+                    ]
+                    return result
+                LOGGER.warning("retrying %d recipient(s) (try %d): %s", len(pending), attempt, exc)
+                self.sleep(self._backoff(attempt))
+                continue
+            result.outcomes += self._match(pending, answers)
+            return result
+        return result
+
+    def _post(self, call: list[Prepared]) -> list[dict[str, Any]]:
+        assert self.client is not None
+        body = self.body_for(call)
+        if call[0].variant.template:
+            return self.client.send_template(body)
+        return self.client.send_mc_template(body)
+
+    @staticmethod
+    def _match(call: list[Prepared], answers: list[dict[str, Any]]) -> list[Outcome]:
+        by_email = {str(a.get("email", "")).lower(): a for a in answers}
+        outcomes = []
+        for item in call:
+            answer = by_email.get(item.email.lower())
+            if answer is None:
+                outcomes.append(Outcome(item, "sending", error="no per-recipient result"))
+                continue
+            status = str(answer.get("status", ""))
+            state = status if status in ACCEPTED | {"rejected", "invalid"} else "sent"
+            outcomes.append(Outcome(
+                item, state, reject_reason=answer.get("reject_reason"),
+                mandrill_id=answer.get("_id"),
+            ))  # fmt: skip
+        return outcomes
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.s.backoff_max_seconds, self.s.backoff_base_seconds * 2 ** (attempt - 1))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
+
+    def _with_retries(self, fn: Callable[[], Any], what: str) -> Any:
+        """Retry an idempotent call (ping, search) on transient errors."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except RetryableError as exc:
+                attempt += 1
+                if attempt > self.s.max_retries:
+                    raise
+                LOGGER.warning("%s failed (try %d), retrying: %s", what, attempt, exc)
+                self.sleep(self._backoff(attempt))
+
+    # ---------------------------------------------------------------- dry run
+
+    def _dry_run(self, items: list[Prepared]) -> None:
+        """Write each request body (key redacted) and an HTML preview per recipient."""
+        assert self.s.outbox_dir is not None
+        for call in self.calls_for(items):
+            self._outbox_n += 1
+            first = call[0]
+            folder = self.s.outbox_dir / first.campaign.name / first.variant.name
+            folder.mkdir(parents=True, exist_ok=True)
+            body = redact(self.body_for(call))
+            endpoint = "send-template" if first.variant.template else "send-mc-template"
+            (folder / f"call-{self._outbox_n:05d}.json").write_text(
+                json.dumps({"endpoint": f"messages/{endpoint}", "body": body}, indent=2,
+                           default=str),
+                encoding="utf-8",
+            )  # fmt: skip
+            for item in call:
+                (folder / f"{_safe(item.trigger_id)}.html").write_text(
+                    preview_html(item, body), encoding="utf-8"
+                )
+                self.stats.counts["dry_run"] += 1
+
+
+def preview_html(item: Prepared, body: dict[str, Any]) -> str:
+    """Render a self-contained page: header fields, the Jinja2 blocks, the merge vars.
+
+    The Mandrill template itself lives in Mandrill; the full email rendering is
+    `signalmail templates preview`. This shows exactly what the target contributes.
+    """
+    esc = html.escape
+    variant = item.variant
+    block_vars = {
+        v["name"]: v["content"] for v in item.merge_vars if v["name"].startswith("block_")
+    }
+    blocks = "".join(
+        f"<section><h3>mc:edit=&quot;{esc(b.region)}&quot; ({esc(b.template)})</h3>"
+        f"<div class='block'>{block_vars.get('block_' + b.region, '<em>shared block</em>')}</div>"
+        "</section>"
+        for b in variant.blocks
+    )
+    data = {v["name"]: v["content"] for v in item.merge_vars if not v["name"].startswith("block_")}
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{esc(item.campaign.name)} / {esc(item.trigger_id)}</title>"
+        "<style>body{font-family:sans-serif;max-width:760px;margin:2em auto}"
+        ".block{border:1px dashed #999;padding:8px}pre{background:#f5f5f5;padding:8px}</style>"
+        "</head><body>"
+        f"<h1>{esc(item.campaign.name)} &middot; variant {esc(variant.name)}</h1>"
+        f"<p><b>To:</b> {esc(item.email)}<br><b>From:</b> {esc(variant.from_name or '')} "
+        f"&lt;{esc(variant.from_email)}&gt;<br><b>Subject:</b> "
+        f"{esc(variant.subject or '(template default)')}"
+        f"<br><b>Template:</b> {esc(template_label(variant))}<br><b>Tags:</b> "
+        f"{esc(', '.join(variant.tags))}</p>{blocks}<h3>Merge vars (handlebars)</h3>"
+        f"<pre>{esc(json.dumps(data, indent=2, default=str))}</pre>"
+        f"<h3>Metadata</h3><pre>{esc(json.dumps(item.metadata, indent=2))}</pre>"
+        "</body></html>"
+    )
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150]
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _lucene_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,238 @@
+"""target-mailchimp-transactional: `email_triggers` rows in, personalised Mandrill emails out."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from singer_sdk import Target
+from singer_sdk import typing as th
+
+from target_mailchimp_transactional.blocks import BlockRenderer
+from target_mailchimp_transactional.campaigns import load_campaigns
+from target_mailchimp_transactional.client import MandrillClient
+from target_mailchimp_transactional.dispatch import Dispatcher, Settings
+from target_mailchimp_transactional.events import EmailSentEmitter
+from target_mailchimp_transactional.ledger import SCHEMA, Ledger
+from target_mailchimp_transactional.sinks import EmailTriggerSink
+
+LOGGER = logging.getLogger("target_mailchimp_transactional")
+
+
+class TargetMailchimpTransactional(Target):
+    """Sends each due trigger once through Mandrill templates, recording it in a ledger."""
+
+    name = "target-mailchimp-transactional"
+    default_sink_class = EmailTriggerSink
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_key",
+            th.StringType,
+            secret=True,
+            description="Mailchimp Transactional (Mandrill) API key. Required unless dry_run. "
+            "Never logged.",
+        ),
+        th.Property(
+            "base_url",
+            th.StringType,
+            default="https://mandrillapp.com/api/1.3",
+            description="API root. Point it at `signalmail sandbox` (http://127.0.0.1:<port>/api/1.3"
+            " or whatever the sandbox prints) for development and tests.",
+        ),
+        th.Property(
+            "campaigns_dir",
+            th.StringType,
+            default="templates/campaigns",
+            description="Folder of campaign files `<campaign>.yml` (validated at start).",
+        ),
+        th.Property(
+            "blocks_dir",
+            th.StringType,
+            default="templates/blocks",
+            description="Folder of Jinja2 blocks (`*.html.j2`) the campaigns render into mc:edit "
+            "regions.",
+        ),
+        th.Property(
+            "ledger_url",
+            th.StringType,
+            default="duckdb:///data/ledger.duckdb",
+            description="SQLAlchemy URL of the send ledger (DuckDB file or PostgreSQL, e.g. "
+            "postgresql+psycopg://user:pw@host/db). On DuckDB keep it a separate file from the "
+            "warehouse: the warehouse tap reads the warehouse while the target writes.",
+        ),
+        th.Property(
+            "ledger_schema",
+            th.StringType,
+            default=SCHEMA,
+            description="Schema holding `send_ledger` (dbt reads `signalmail_ledger`).",
+        ),
+        th.Property(
+            "max_recipients_per_call",
+            th.IntegerType,
+            default=500,
+            description="Recipients per send-template call (each with its own merge vars; "
+            "preserve_recipients is always false).",
+        ),
+        th.Property(
+            "concurrency",
+            th.IntegerType,
+            default=4,
+            description="Mandrill calls in flight at once (threads).",
+        ),
+        th.Property(
+            "timeout",
+            th.NumberType,
+            default=30,
+            description="Seconds to wait for one Mandrill answer (the client's own default is "
+            "300). A send that times out is looked up with messages/search before any retry.",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=5,
+            description="Retries of one call on GeneralError, HTTP 5xx, 429, timeouts and "
+            "connection errors (exponential backoff with jitter); then the triggers are `failed`.",
+        ),
+        th.Property(
+            "backoff_base_seconds",
+            th.NumberType,
+            default=0.5,
+            description="First retry delay; doubles per retry (jittered to 50-100%).",
+        ),
+        th.Property(
+            "backoff_max_seconds",
+            th.NumberType,
+            default=30,
+            description="Upper bound of one retry delay.",
+        ),
+        th.Property(
+            "max_attempts",
+            th.IntegerType,
+            default=3,
+            description="Runs that may try a `failed` trigger again before it stays failed.",
+        ),
+        th.Property(
+            "search_calls_per_minute",
+            th.IntegerType,
+            default=20,
+            description="messages/search rate limit (Mandrill allows 20 a minute).",
+        ),
+        th.Property(
+            "search_batch_size",
+            th.IntegerType,
+            default=50,
+            description="Trigger ids OR-ed into one messages/search query when reconciling.",
+        ),
+        th.Property(
+            "send_after_grace_seconds",
+            th.IntegerType,
+            default=60,
+            description="A trigger whose send_after is further in the future than this is "
+            "deferred (not sent, not recorded; the mart emits it again when due).",
+        ),
+        th.Property(
+            "dry_run",
+            th.BooleanType,
+            default=False,
+            description="Write request bodies (key redacted) and HTML previews to outbox_dir "
+            "instead of calling Mandrill; the ledger is not touched.",
+        ),
+        th.Property(
+            "outbox_dir",
+            th.StringType,
+            default="output/outbox",
+            description="Where dry_run writes `<campaign>/<variant>/call-N.json` and "
+            "`<trigger_id>.html`.",
+        ),
+        th.Property(
+            "data_plane_url",
+            th.StringType,
+            description="RudderStack data plane (or `signalmail collect`) URL for Email Sent "
+            "events; unset = no events.",
+        ),
+        th.Property(
+            "write_key",
+            th.StringType,
+            secret=True,
+            description="RudderStack source write key for Email Sent events.",
+        ),
+    ).to_dict()
+
+    @property
+    def max_parallelism(self) -> int:
+        """One drain at a time: the dispatcher owns the ledger connection and its own threads."""
+        return 1
+
+    @max_parallelism.setter
+    def max_parallelism(self, value: int) -> None:  # the SDK may try to set it
+        pass
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """Built on first use: config checked, key proven, crashed sends reconciled."""
+        cfg: dict[str, Any] = dict(self.config)
+        dry_run = bool(cfg.get("dry_run"))
+        blocks_dir = Path(cfg.get("blocks_dir", "templates/blocks"))
+        campaigns = load_campaigns(
+            Path(cfg.get("campaigns_dir", "templates/campaigns")), blocks_dir
+        )
+        renderer = BlockRenderer(blocks_dir)
+        renderer.check(campaigns)
+        settings = Settings(
+            max_recipients_per_call=int(cfg.get("max_recipients_per_call", 500)),
+            concurrency=int(cfg.get("concurrency", 4)),
+            max_retries=int(cfg.get("max_retries", 5)),
+            max_attempts=int(cfg.get("max_attempts", 3)),
+            backoff_base_seconds=float(cfg.get("backoff_base_seconds", 0.5)),
+            backoff_max_seconds=float(cfg.get("backoff_max_seconds", 30)),
+            search_calls_per_minute=int(cfg.get("search_calls_per_minute", 20)),
+            search_batch_size=int(cfg.get("search_batch_size", 50)),
+            send_after_grace_seconds=int(cfg.get("send_after_grace_seconds", 60)),
+            dry_run=dry_run,
+            outbox_dir=Path(cfg.get("outbox_dir", "output/outbox")),
+        )
+        if settings.max_recipients_per_call < 1 or settings.max_recipients_per_call > 1000:
+            raise ValueError("max_recipients_per_call must be between 1 and 1000")
+        client = ledger = emitter = None
+        if not dry_run:
+            if not cfg.get("api_key"):
+                raise ValueError("api_key is required unless dry_run is true")
+            client = MandrillClient(
+                cfg["api_key"], cfg.get("base_url"), timeout=float(cfg.get("timeout", 30))
+            )
+            ledger_url = cfg.get("ledger_url", "duckdb:///data/ledger.duckdb")
+            if ledger_url.startswith("duckdb:///") and not ledger_url.startswith("duckdb:///:"):
+                Path(ledger_url.removeprefix("duckdb:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+            ledger = Ledger(ledger_url, cfg.get("ledger_schema", SCHEMA))
+            if cfg.get("data_plane_url"):
+                if not cfg.get("write_key"):
+                    raise ValueError("data_plane_url is set but write_key is not")
+                emitter = EmailSentEmitter(cfg["data_plane_url"], cfg["write_key"])
+        dispatcher = Dispatcher(settings, campaigns, renderer, client, ledger, emitter)
+        dispatcher.start()
+        return dispatcher
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """Refuse BATCH: singer-sdk's sinks would drop it silently while state moves on."""
+        raise ValueError(
+            f"BATCH message for stream {message_dict.get('stream')!r} refused: this target "
+            "sends each trigger exactly once and needs RECORD messages. Run the tap without "
+            "`batch_config`."
+        )
+
+    def process_endofpipe(self) -> None:
+        """Drain, then flush events and log the run summary (reconciles even on empty input)."""
+        dispatcher = self.dispatcher
+        super().process_endofpipe()
+        dispatcher.close()
+        if dispatcher.ledger is not None:
+            dispatcher.ledger.close()
+
+
+if __name__ == "__main__":
+    TargetMailchimpTransactional.cli()

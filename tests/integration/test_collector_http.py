@@ -1,0 +1,379 @@
+"""The collector over real HTTP: rudder-sdk-python (sync and async) and raw requests.
+
+A real uvicorn server runs the app in a thread on 127.0.0.1; tests wait for its port, then
+read what it wrote from the spool itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+import uvicorn
+from rudderstack.analytics.client import Client
+from rudderstack.analytics.request import APIError
+from signalmail.collector import spool as spool_module
+from signalmail.collector import webhooks
+from signalmail.collector.app import CollectorSettings, create_app
+from signalmail.collector.spool import SpoolWriter
+
+from tests.conftest import free_port, port_open, wait_until
+
+WRITE_KEY = "wk_test_123"
+HOOK_KEY = "mandrill_hook_key"
+
+
+@dataclass
+class Running:
+    url: str
+    root: Path
+    writer: SpoolWriter
+
+    def events(self) -> list[dict]:
+        """Every event in published segments (flushes the open journal first)."""
+        self.writer.flush()
+        out = []
+        for path in sorted((self.root / "rudder-logs").rglob("*.json.gz")):
+            with gzip.open(path, "rt") as handle:
+                out.extend(json.loads(line) for line in handle)
+        return out
+
+    def metrics(self) -> dict:
+        return requests.get(f"{self.url}/metrics", timeout=5).json()
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, **overrides) -> Iterator[Running]:
+    writer = SpoolWriter(tmp_path, "src")
+    settings = CollectorSettings(write_key=WRITE_KEY, **overrides)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, writer), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started and port_open(port), what="collector listening")
+    try:
+        yield Running(f"http://127.0.0.1:{port}", tmp_path, writer)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        writer.close()
+
+
+@pytest.fixture
+def collector(tmp_path) -> Iterator[Running]:
+    with serve(
+        tmp_path, mandrill_webhook_key=HOOK_KEY, max_request_bytes=256 * 1024, queue_capacity=1000
+    ) as running:
+        yield running
+
+
+def post(running: Running, path: str, body: bytes | dict, *, key=WRITE_KEY, headers=None):
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    return requests.post(
+        f"{running.url}{path}",
+        data=data,
+        auth=(key, "") if key is not None else None,
+        headers=headers or {"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+
+# -- the real SDK ------------------------------------------------------------------------------
+
+
+def test_sdk_sync_mode_every_call_type_lands_enriched(collector):
+    client = Client(WRITE_KEY, host=collector.url, sync_mode=True, max_retries=0)
+    client.identify(user_id="u1", traits={"email": "a@example.com", "email_opt_in": True})
+    client.track(user_id="u1", event="Product Viewed", properties={"product_id": "p1"})
+    client.page(anonymous_id="anon-1", name="Home", properties={"url": "https://s.example/"})
+    client.screen(user_id="u1", name="Cart")
+    client.group(user_id="u1", group_id="g1", traits={"plan": "pro"})
+    client.alias(previous_id="anon-1", user_id="u1")
+    events = collector.events()
+    assert [e["type"] for e in events] == ["identify", "track", "page", "screen", "group", "alias"]
+    for event in events:
+        assert event["request_ip"] == "127.0.0.1"
+        assert event["receivedAt"].endswith("Z")
+        assert event["originalTimestamp"] <= event["sentAt"] <= event["receivedAt"]
+        assert uuid.UUID(event["rudderId"]).version == 3
+        assert event["context"]["library"]["name"] == "analytics-python"
+    assert events[0]["context"]["traits"]["email_opt_in"] is True
+    assert events[1]["properties"] == {"product_id": "p1"}
+
+
+def test_sdk_async_mode_delivers_every_event_exactly_once(collector):
+    failures = []
+    client = Client(
+        WRITE_KEY,
+        host=collector.url,
+        sync_mode=False,
+        upload_size=50,
+        on_error=lambda exc, batch: failures.append(exc),
+    )
+    sent = []
+    for i in range(600):
+        ok, msg = client.track(user_id=f"u{i % 7}", event="Product Added", properties={"i": i})
+        assert ok
+        sent.append(msg["messageId"])
+    client.flush()
+    client.join()
+    assert failures == []
+    got = [e["messageId"] for e in collector.events()]
+    assert sorted(got) == sorted(sent)
+    metrics = collector.metrics()
+    assert metrics["accepted_events"] == 600
+    assert metrics["spool"]["fsyncs"] <= metrics["accepted_requests"]
+
+
+def test_sdk_sees_plain_text_errors_as_api_errors(collector):
+    client = Client("not-the-key", host=collector.url, sync_mode=True, max_retries=0)
+    with pytest.raises(APIError) as info:
+        client.track(user_id="u", event="x")
+    assert info.value.status == 401
+    assert info.value.message == "invalid write key"
+    assert collector.events() == []
+
+
+# -- raw HTTP: every error path ----------------------------------------------------------------
+
+
+def test_missing_and_wrong_write_key_are_401(collector):
+    body = {"batch": [{"type": "track", "userId": "u", "event": "e"}]}
+    for key in (None, "wrong", ""):
+        response = post(collector, "/v1/batch", body, key=key)
+        assert (response.status_code, response.text) == (401, "invalid write key")
+    assert collector.metrics()["rejected_requests"] == {
+        "missing_write_key": 1,
+        "invalid_write_key": 2,
+    }
+    assert collector.events() == []
+
+
+def test_bad_requests_answer_rudder_server_messages_and_write_nothing(collector):
+    cases = [
+        (b"{oops", "invalid json"),
+        (b'{"batch": []}', "empty batch payload"),
+        (
+            json.dumps(
+                {"batch": [{"type": "track", "userId": "u"}, {"type": "track", "event": "anon"}]}
+            ).encode(),
+            "request neither has anonymousId nor userId",
+        ),
+    ]
+    for body, message in cases:
+        response = post(collector, "/v1/batch", body)
+        assert (response.status_code, response.text) == (400, message)
+    response = post(collector, "/v1/track", b"{}")
+    assert (response.status_code, response.text) == (
+        400,
+        "request neither has anonymousId nor userId",
+    )
+    assert collector.events() == []
+
+
+def test_oversized_raw_body_and_gzip_bomb_are_413(collector):
+    big = json.dumps({"batch": [{"type": "track", "userId": "u", "pad": "x" * 300_000}]}).encode()
+    response = post(collector, "/v1/batch", big)
+    assert response.status_code == 413
+    bomb = gzip.compress(b'{"batch": [' + b" " * (50 * 1024 * 1024) + b"]}", compresslevel=9)
+    assert len(bomb) < 256 * 1024
+    response = post(
+        collector, "/v1/batch", bomb, headers={"Content-Encoding": "gzip", "Content-Type": "x"}
+    )
+    assert response.status_code == 413
+    assert "exceeds max limit" in response.text
+    assert collector.metrics()["rejected_requests"]["too_large"] == 2
+    # still serving
+    assert requests.get(f"{collector.url}/health", timeout=5).json()["status"] == "ok"
+
+
+def test_gzip_body_accepted_and_bad_gzip_is_400(collector):
+    body = {"batch": [{"type": "track", "userId": "u", "event": "zipped", "messageId": "z1"}]}
+    ok = post(
+        collector,
+        "/v1/batch",
+        gzip.compress(json.dumps(body).encode()),
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert (ok.status_code, ok.text) == (200, "OK")
+    bad = post(collector, "/v1/batch", b"\x1f\x8bnope", headers={"Content-Encoding": "gzip"})
+    assert bad.status_code == 400
+    assert bad.text.startswith("invalid gzip body")
+    assert [e["messageId"] for e in collector.events()] == ["z1"]
+
+
+def test_queue_full_is_429_while_a_commit_is_stuck(tmp_path, monkeypatch):
+    real = spool_module.os.fdatasync
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_fdatasync(fd):
+        entered.set()
+        assert release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(spool_module.os, "fdatasync", stuck_fdatasync)
+    with serve(tmp_path, queue_capacity=5) as running:
+        first_result = {}
+        batch = {
+            "batch": [{"type": "track", "userId": "u", "messageId": f"q{i}"} for i in range(5)]
+        }
+        sender = threading.Thread(
+            target=lambda: first_result.setdefault("r", post(running, "/v1/batch", batch))
+        )
+        sender.start()
+        assert entered.wait(10)
+        blocked = post(running, "/v1/track", {"userId": "u", "event": "e"})
+        assert blocked.status_code == 429
+        assert blocked.headers["Retry-After"] == "1"
+        release.set()
+        sender.join(10)
+        assert first_result["r"].status_code == 200
+        assert running.metrics()["rejected_requests"] == {"queue_full": 1}
+        assert sorted(e["messageId"] for e in running.events()) == [f"q{i}" for i in range(5)]
+
+
+def test_single_event_endpoints_enrich_from_path_and_headers(collector):
+    response = post(
+        collector,
+        "/v1/track",
+        {
+            "userId": 12,
+            "event": "Order Completed",
+            "type": "page",
+            "sentAt": "2026-01-01T00:00:10Z",
+            "originalTimestamp": "2026-01-01T00:00:00Z",
+        },
+        headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    (event,) = collector.events()
+    assert event["type"] == "track"
+    assert event["userId"] == "12"
+    assert event["request_ip"] == "203.0.113.7"
+    assert uuid.UUID(event["messageId"])
+    assert event["timestamp"] < event["receivedAt"]  # corrected by the 10 s the client held it
+
+
+def test_unknown_path_is_404(collector):
+    assert post(collector, "/v1/purchase", {"userId": "u"}).status_code == 404
+
+
+def test_health_and_prometheus_metrics(collector):
+    health = requests.get(f"{collector.url}/health", timeout=5)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "source_id": "src"}
+    post(collector, "/v1/identify", {"userId": "u", "traits": {"email": "x@y.z"}})
+    text = requests.get(f"{collector.url}/metrics?format=prometheus", timeout=5).text
+    assert "signalmail_collector_accepted_events_total 1" in text
+    assert "signalmail_collector_spool_fsyncs" in text
+
+
+def test_write_key_never_appears_in_metrics_or_logs(collector, caplog):
+    post(collector, "/v1/batch", {"batch": []}, key="wrong-secret")
+    post(collector, "/v1/track", {"userId": "u"})
+    assert WRITE_KEY not in requests.get(f"{collector.url}/metrics", timeout=5).text
+    assert "wrong-secret" not in caplog.text
+    assert WRITE_KEY not in caplog.text
+    assert WRITE_KEY not in repr(CollectorSettings(write_key=WRITE_KEY))
+
+
+# -- Mandrill webhooks -------------------------------------------------------------------------
+
+
+def mandrill_form(events: list[dict]) -> dict[str, str]:
+    return {"mandrill_events": json.dumps(events)}
+
+
+def open_event(**extra) -> dict:
+    event = {
+        "event": "open",
+        "ts": 1767225600,
+        "_id": "mid-1",
+        "msg": {
+            "_id": "mid-1",
+            "email": "j@example.com",
+            "metadata": {"trigger_id": "t-1", "campaign": "cart_abandonment", "user_id": "u9"},
+            "tags": ["cart"],
+        },
+    }
+    event.update(extra)
+    return event
+
+
+def send_hook(running: Running, params: dict[str, str], signature: str | None):
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if signature is not None:
+        headers["X-Mandrill-Signature"] = signature
+    return requests.post(
+        f"{running.url}/webhooks/mandrill", data=urlencode(params), headers=headers, timeout=10
+    )
+
+
+def test_mandrill_head_probe(collector):
+    response = requests.head(f"{collector.url}/webhooks/mandrill", timeout=5)
+    assert response.status_code == 200
+
+
+def test_signed_mandrill_webhook_becomes_track_events(collector):
+    params = mandrill_form(
+        [open_event(), open_event(event="send"), open_event(event="click", url="https://x.example")]
+    )
+    url = f"{collector.url}/webhooks/mandrill"
+    response = send_hook(collector, params, webhooks.signature(HOOK_KEY, url, params))
+    assert (response.status_code, response.text) == (200, "OK")
+    # Mandrill retries the same POST: same messageIds, so the warehouse deduplicates
+    send_hook(collector, params, webhooks.signature(HOOK_KEY, url, params))
+    events = collector.events()
+    assert [e["event"] for e in events] == ["Email Opened", "Email Link Clicked"] * 2
+    assert events[0]["messageId"] == events[2]["messageId"]
+    assert events[0]["userId"] == "u9"
+    assert events[0]["properties"]["trigger_id"] == "t-1"
+    assert events[0]["timestamp"] == "2026-01-01T00:00:00.000Z"
+    assert events[1]["properties"]["url"] == "https://x.example"
+    assert collector.metrics()["webhook_events"] == {"converted": 4, "ignored_send": 2}
+
+
+def test_bad_or_missing_mandrill_signature_is_403(collector):
+    params = mandrill_form([open_event()])
+    wrong = webhooks.signature("other", f"{collector.url}/webhooks/mandrill", params)
+    for signature in (wrong, None):
+        response = send_hook(collector, params, signature)
+        assert (response.status_code, response.text) == (403, "invalid webhook signature")
+    assert collector.events() == []
+
+
+def test_signature_uses_configured_public_url_behind_a_proxy(tmp_path):
+    public = "https://hooks.example.com/mandrill"
+    with serve(tmp_path, mandrill_webhook_key=HOOK_KEY, mandrill_webhook_url=public) as running:
+        params = mandrill_form([open_event()])
+        local = send_hook(
+            running,
+            params,
+            webhooks.signature(HOOK_KEY, f"{running.url}/webhooks/mandrill", params),
+        )
+        assert local.status_code == 403
+        ok = send_hook(running, params, webhooks.signature(HOOK_KEY, public, params))
+        assert ok.status_code == 200
+        assert len(running.events()) == 1
+
+
+def test_unsigned_webhooks_accepted_without_key_but_malformed_is_400(tmp_path):
+    with serve(tmp_path) as running:
+        assert send_hook(running, mandrill_form([open_event()]), None).status_code == 200
+        bad = send_hook(running, {"mandrill_events": "[{"}, None)
+        assert (bad.status_code, bad.text) == (400, "mandrill_events is not valid JSON")
+        assert send_hook(running, {"other": "x"}, None).status_code == 400
+        assert len(running.events()) == 1

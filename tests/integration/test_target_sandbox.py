@@ -1,0 +1,146 @@
+"""The target end to end: real mailchimp-transactional client -> `signalmail sandbox` over HTTP.
+
+Also sends Email Sent events with the real rudder-sdk-python client to a recording data plane.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from tests.integration.test_target_support import (
+    API_KEY,
+    RecordingDataPlane,
+    iso,
+    ledger_rows,
+    run_target,
+    sandbox_messages,
+    seed_templates,
+    singer_lines,
+    target_config,
+    trigger,
+)
+
+run_sandbox = pytest.importorskip("signalmail.sandbox.testing").run_sandbox
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    with run_sandbox(tmp_path / "sandbox", api_keys=[API_KEY], search_calls_per_minute=600) as sb:
+        seed_templates(sb)
+        yield sb
+
+
+def by_trigger(messages):
+    return {m["metadata"]["trigger_id"]: m for m in messages}
+
+
+def test_sends_each_trigger_once_with_metadata_tags_and_personalisation(sandbox, tmp_path):
+    plane_key = "wk-test"
+    with RecordingDataPlane(plane_key) as plane:
+        cfg = target_config(sandbox, tmp_path, max_recipients_per_call=25,
+                            data_plane_url=plane.url, write_key=plane_key)  # fmt: skip
+        client = sandbox.client(API_KEY)
+        client.rejects.add({"email": "user7@example.com", "comment": "unsubscribed"})
+        rows = [trigger(i) for i in range(60)]
+        rows += [trigger(i, "post_purchase", payload={"order_id": f"o{i}", "products": []})
+                 for i in range(5)]  # payload as an object, not JSON text  # fmt: skip
+        rows += [trigger(100, holdout=True), trigger(101, expires_at=iso(-1)),
+                 trigger(102, email="broken@")]  # fmt: skip
+        run_target(cfg, singer_lines(rows))
+
+        messages = sandbox_messages(sandbox)
+        got = by_trigger(messages)
+        assert len(messages) == 65 == len(got)  # one message per trigger
+        ledger = ledger_rows(cfg)
+        assert ledger["cart_abandonment:7"]["state"] == "rejected"
+        assert ledger["cart_abandonment:7"]["reject_reason"]
+        assert ledger["cart_abandonment:100"]["state"] == "held_out"
+        assert ledger["cart_abandonment:101"]["reject_reason"] == "expired"
+        assert ledger["cart_abandonment:102"]["state"] == "invalid"
+        for tid in ("cart_abandonment:100", "cart_abandonment:101", "cart_abandonment:102"):
+            assert tid not in got
+        for i in range(60):
+            tid = f"cart_abandonment:{i}"
+            msg, row = got[tid], ledger[tid]
+            assert msg["email"] == f"user{i}@example.com"
+            assert msg["metadata"]["campaign"] == "cart_abandonment"
+            assert msg["metadata"]["user_id"] == f"user-{i}"
+            assert msg["metadata"]["variant"] == row["variant"]
+            assert msg["tags"] == ["cart_abandonment"]
+            assert row["mandrill_id"] == msg["_id"]
+            expected = {"control": "You left something in your cart",
+                        "urgency": "Your cart is about to expire"}[row["variant"]]  # fmt: skip
+            assert msg["subject"] == expected
+            if i != 7:
+                assert row["state"] in {"sent", "queued"}
+        html = client.messages.content({"id": got["cart_abandonment:3"]["_id"]})["html"]
+        assert "Hi Ann3" in html and "Shoe 3" in html
+        assert "utm_campaign=cart_abandonment" in html  # Jinja2 block in its mc:edit region
+        assert "default cart" not in html
+        assert got["post_purchase:2"]["subject"] == "Thanks for your order"
+
+        # Email Sent: one per accepted message, with the Mandrill id; flushed before exit.
+        sent = [e for e in plane.events if e.get("event") == "Email Sent"]
+        accepted = {t for t, r in ledger.items() if r["state"] in {"sent", "queued"}}
+        assert {e["properties"]["trigger_id"] for e in sent} == accepted
+        for event in sent:
+            props = event["properties"]
+            assert props["mandrill_id"] == ledger[props["trigger_id"]]["mandrill_id"]
+            assert event["userId"] == props["user_id"]
+            assert {"campaign", "variant", "template", "email"} <= set(props)
+        assert plane.rejected_auth == 0
+
+        # A second run with the same input (the tap re-delivers) sends nothing new.
+        run_target(cfg, singer_lines(rows))
+        assert len(sandbox_messages(sandbox)) == 65
+
+
+def test_unknown_template_fails_that_campaign_and_others_go_on(sandbox, tmp_path):
+    sandbox.client(API_KEY).templates.delete({"name": "re-engagement"})
+    cfg = target_config(sandbox, tmp_path)
+    rows = [trigger(i, "re_engagement") for i in range(3)] + [trigger(i) for i in range(3)]
+    run_target(cfg, singer_lines(rows))
+    ledger = ledger_rows(cfg)
+    assert [ledger[f"re_engagement:{i}"]["state"] for i in range(3)] == ["failed"] * 3
+    assert "Unknown_Template" in ledger["re_engagement:0"]["error"]
+    assert [ledger[f"cart_abandonment:{i}"]["state"] for i in range(3)] == ["sent"] * 3
+    assert Counter(m["metadata"]["campaign"] for m in sandbox_messages(sandbox)) == {
+        "cart_abandonment": 3
+    }
+
+
+def test_mailchimp_template_id_uses_send_mc_template(sandbox, tmp_path):
+    seeded = sandbox.seed_mc_templates([{
+        "name": "Welcome back", "subject": "Welcome back {{first_name}}",
+        "from_email": "hello@shop.example.com", "code": "<p>Hello {{first_name}}</p>",
+        "publish": True,
+    }])  # fmt: skip
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "re_engagement.yml").write_text(
+        "campaign: re_engagement\n"
+        f"mc_template_id: {seeded[0]['mc_template_id'] if 'mc_template_id' in seeded[0] else seeded[0]['id']}\n"
+        "from_email: hello@shop.example.com\nmerge_vars: [first_name]\ntags: [winback]\n"
+    )
+    cfg = target_config(sandbox, tmp_path, campaigns_dir=str(campaigns))
+    run_target(cfg, singer_lines([trigger(1, "re_engagement")]))
+    (msg,) = sandbox_messages(sandbox)
+    assert msg["metadata"]["trigger_id"] == "re_engagement:1"
+    assert msg["tags"] == ["winback"]
+    assert ledger_rows(cfg)["re_engagement:1"]["template"].startswith("mc:")
+
+
+def test_dry_run_calls_nothing_and_writes_outbox(sandbox, tmp_path):
+    outbox = tmp_path / "outbox"
+    cfg = target_config(sandbox, tmp_path, dry_run=True, outbox_dir=str(outbox))
+    cfg.pop("api_key")
+    run_target(cfg, singer_lines([trigger(i) for i in range(4)]))
+    assert sandbox_messages(sandbox) == []
+    assert not (tmp_path / "ledger.duckdb").exists()
+    bodies = [json.loads(p.read_text()) for p in outbox.rglob("call-*.json")]
+    assert sum(len(b["body"]["message"]["to"]) for b in bodies) == 4
+    assert all(b["endpoint"] == "messages/send-template" for b in bodies)
+    assert len(list(outbox.rglob("*.html"))) == 4

@@ -1,0 +1,206 @@
+"""Request reading, validation and enrichment rules of the collector (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from signalmail.collector import ingest
+
+LIMIT = 64 * 1024
+
+
+def read(chunks, encoding=None, length=None, limit=LIMIT):
+    async def stream():
+        for chunk in chunks:
+            yield chunk
+
+    return asyncio.run(ingest.read_body(stream(), encoding, length, limit))
+
+
+def error_of(fn, *args, **kwargs) -> ingest.IngestError:
+    with pytest.raises(ingest.IngestError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+# -- read_body ---------------------------------------------------------------------------------
+
+
+def test_plain_and_gzip_bodies_read_back_identically():
+    body = json.dumps({"batch": [{"type": "track", "userId": "u"}]}).encode()
+    assert read([body[:10], body[10:]]) == body
+    packed = gzip.compress(body)
+    assert read([packed[:7], packed[7:]], "gzip") == body
+
+
+def test_concatenated_gzip_members_are_one_stream():
+    assert read([gzip.compress(b"ab") + gzip.compress(b"cd")], "gzip") == b"abcd"
+
+
+def test_raw_body_over_limit_is_413_even_without_content_length():
+    err = error_of(read, [b"x" * (LIMIT // 2), b"x" * (LIMIT // 2 + 1)])
+    assert err.status == 413
+    assert str(LIMIT) in err.message
+
+
+def test_declared_content_length_over_limit_is_413_before_reading():
+    def never():
+        raise AssertionError("body must not be read")
+
+    async def stream():
+        never()
+        yield b""
+
+    with pytest.raises(ingest.IngestError) as info:
+        asyncio.run(ingest.read_body(stream(), None, str(LIMIT + 1), LIMIT))
+    assert info.value.status == 413
+
+
+def test_gzip_bomb_is_413_without_inflating_it():
+    # 200 MB of zeros compresses to ~200 KB; reading must stop at the cap, not inflate it all.
+    bomb = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 1024 * 1024
+    err = error_of(read, [bomb], "gzip", None, 1024 * 1024)
+    assert err.status == 413
+    assert err.reason == "too_large"
+
+
+def test_decompressed_size_just_under_limit_is_accepted():
+    body = b"y" * LIMIT
+    assert read([gzip.compress(body)], "gzip") == body
+    assert error_of(read, [gzip.compress(body + b"y")], "gzip").status == 413
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"definitely not gzip", gzip.compress(b'{"batch": []}')[:-6]],
+    ids=["garbage", "truncated"],
+)
+def test_corrupt_gzip_is_400(payload):
+    err = error_of(read, [payload], "gzip")
+    assert err.status == 400
+    assert err.message.startswith("invalid gzip body")
+
+
+def test_unknown_content_encoding_is_415():
+    assert error_of(read, [b"{}"], "br").status == 415
+
+
+def test_non_numeric_content_length_is_400():
+    assert error_of(read, [b"{}"], None, "ten").status == 400
+
+
+# -- parse_events ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"', b'{"batch": [1]}'])
+def test_invalid_json_answers(body):
+    err = error_of(ingest.parse_events, body, "batch")
+    assert (err.status, err.message) == (400, "invalid json")
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"batch": []}', b'{"batch": null}'])
+def test_empty_batch_payload(body):
+    err = error_of(ingest.parse_events, body, "batch")
+    assert (err.status, err.message) == (400, "empty batch payload")
+
+
+def test_one_anonymous_event_rejects_the_whole_batch():
+    body = json.dumps(
+        {
+            "batch": [
+                {"type": "track", "userId": "u1", "event": "a"},
+                {"type": "track", "event": "b", "anonymousId": ""},
+            ]
+        }
+    ).encode()
+    err = error_of(ingest.parse_events, body, "batch")
+    assert (err.status, err.message) == (400, "request neither has anonymousId nor userId")
+
+
+def test_batch_event_with_unknown_type_is_rejected():
+    body = json.dumps({"batch": [{"type": "purchase", "userId": "u"}]}).encode()
+    err = error_of(ingest.parse_events, body, "batch")
+    assert err.status == 400
+    assert "purchase" in err.message
+
+
+def test_single_event_endpoint_forces_type_from_path():
+    events, sent_at = ingest.parse_events(b'{"type": "track", "anonymousId": 7}', "identify")
+    assert events == [{"type": "identify", "anonymousId": 7}]
+    assert sent_at is None
+
+
+def test_batch_returns_batch_level_sent_at():
+    body = b'{"batch": [{"type": "page", "userId": "u"}], "sentAt": "2026-01-01T00:00:00Z"}'
+    events, sent_at = ingest.parse_events(body, "batch")
+    assert len(events) == 1
+    assert sent_at == "2026-01-01T00:00:00Z"
+
+
+# -- enrichment --------------------------------------------------------------------------------
+
+RECEIVED = datetime(2026, 3, 1, 12, 0, 10, 500000, tzinfo=UTC)
+
+
+def test_enrich_corrects_client_clock_skew():
+    # client clock is 1 hour behind: event at 10:59:55, sent at 10:59:59 (client time)
+    event = {"type": "track", "userId": "u1", "timestamp": "2026-03-01T10:59:55+00:00"}
+    info = ingest.RequestInfo(RECEIVED, "10.0.0.1", "2026-03-01T10:59:59.000Z")
+    ingest.enrich(event, info)
+    assert event["originalTimestamp"] == "2026-03-01T10:59:55.000Z"
+    assert event["sentAt"] == "2026-03-01T10:59:59.000Z"
+    assert event["receivedAt"] == "2026-03-01T12:00:10.500Z"
+    # timestamp = receivedAt - (sentAt - originalTimestamp) = 12:00:10.5 - 4 s
+    assert event["timestamp"] == "2026-03-01T12:00:06.500Z"
+    assert event["request_ip"] == "10.0.0.1"
+
+
+def test_enrich_fills_missing_fields_and_keeps_given_ids():
+    event = {"type": "track", "anonymousId": 42, "messageId": 1234}
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "1.2.3.4"))
+    assert event["messageId"] == "1234"
+    assert event["anonymousId"] == "42"
+    for key in ("originalTimestamp", "sentAt", "receivedAt", "timestamp"):
+        assert event[key] == "2026-03-01T12:00:10.500Z"
+
+    fresh = {"type": "track", "userId": "u"}
+    ingest.enrich(fresh, ingest.RequestInfo(RECEIVED, "1.2.3.4"))
+    assert uuid.UUID(fresh["messageId"]).version == 4
+
+
+def test_enrich_prefers_event_level_times_and_survives_garbage():
+    event = {
+        "type": "track",
+        "userId": "u",
+        "originalTimestamp": "2026-03-01T12:00:00+02:00",
+        "timestamp": "ignored because originalTimestamp wins",
+        "sentAt": "not a time",
+    }
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip", "2026-03-01T10:00:05Z"))
+    assert event["originalTimestamp"] == "2026-03-01T10:00:00.000Z"
+    assert event["sentAt"] == "2026-03-01T10:00:05.000Z"  # batch sentAt when the event's is bad
+    assert event["timestamp"] == "2026-03-01T12:00:05.500Z"
+
+
+def test_rudder_id_matches_rudder_server_md5_uuid():
+    # rudder-server: misc.GetMD5UUID(userId + ":" + anonymousId), version-3 bits set
+    digest = bytearray(hashlib.md5(b"user-1:anon-9").digest())
+    digest[6] = (digest[6] & 0x0F) | 0x30
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    expected = str(uuid.UUID(bytes=bytes(digest)))
+    assert ingest.rudder_id("user-1", "anon-9") == expected
+    assert uuid.UUID(expected).version == 3
+    assert ingest.rudder_id(None, "a") != ingest.rudder_id("a", None)
+
+
+def test_client_ip_takes_first_forwarded_for_entry_when_trusted():
+    assert ingest.client_ip("203.0.113.9, 10.0.0.2", "127.0.0.1") == "203.0.113.9"
+    assert ingest.client_ip("203.0.113.9", "127.0.0.1", trust_forwarded=False) == "127.0.0.1"
+    assert ingest.client_ip(None, "127.0.0.1") == "127.0.0.1"

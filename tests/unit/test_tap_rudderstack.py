@@ -1,0 +1,348 @@
+"""tap-rudderstack end to end in-process: records, rejections, resume, late files, selection, maps,
+BATCH, plus the singer-sdk standard tap test suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gzip
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from singer_sdk.testing import get_tap_test_class
+
+from tap_rudderstack.streams import COMMON_PROPERTIES, EXTRA_PROPERTIES
+from tap_rudderstack.tap import TapRudderStack
+from tests.tap_rudderstack_spool import event, ts_of, write_segment
+
+KINDS = ["track", "identify", "page", "screen", "group", "alias"]
+
+
+def run_tap(
+    config: dict[str, Any], state: dict | None = None, catalog: dict | None = None
+) -> list[dict[str, Any]]:
+    """Run one sync in-process and return the Singer messages it wrote."""
+    tap = TapRudderStack(
+        config=config, state=copy.deepcopy(state), catalog=catalog, parse_env_config=False
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tap.sync_all()
+    return [json.loads(line) for line in out.getvalue().splitlines() if line]
+
+
+def records(messages, stream=None) -> list[dict[str, Any]]:
+    return [
+        m["record"]
+        for m in messages
+        if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)
+    ]
+
+
+def ids(messages, stream=None) -> list[str]:
+    return [r.get("message_id") or r.get("rejected_id") for r in records(messages, stream)]
+
+
+def last_state(messages) -> dict:
+    return [m for m in messages if m["type"] == "STATE"][-1]["value"]
+
+
+@pytest.fixture
+def spool(tmp_path) -> Path:
+    root = tmp_path / "spool"
+    good = [event(kind, n) for n in range(3) for kind in KINDS]
+    bad = [
+        "{oops",
+        "[1, 2]",
+        '{"type": "purchase", "messageId": "x1", "userId": "u"}',
+        '{"type": "track", "userId": "u"}',
+        '{"type": "track", "messageId": "x2"}',
+        "",
+        "Z" * 5000,
+    ]
+    write_segment(root, ts_of(0), good[:9] + bad)
+    write_segment(root, ts_of(60), good[9:], us_date=True)
+    return root
+
+
+def test_every_event_lands_in_its_stream_with_the_contract_columns(spool):
+    messages = run_tap({"source": str(spool)})
+    for kind, stream in zip(KINDS, EXTRA_PROPERTIES, strict=True):
+        assert sorted(ids(messages, stream)) == [f"m-{kind}-{n}" for n in range(3)]
+        expected = set(COMMON_PROPERTIES) | set(EXTRA_PROPERTIES[stream])
+        for record in records(messages, stream):
+            assert set(record) == expected
+    track = next(r for r in records(messages, "tracks") if r["message_id"] == "m-track-1")
+    assert track["event"] == "Product Viewed"
+    assert track["properties"] == {"product_id": "p1", "price": 19.99, "currency": "EUR"}
+    assert track["user_id"] == "user-1"
+    assert track["context_library_name"] == "rudder-sdk-python"
+    assert track["context_page_url"] == "https://shop.example/p/1"
+    assert track["context"]["traits"]["email"] == "u1@example.com"
+    assert track["original_timestamp"].startswith("2026-11-20T00:00:01")
+    assert track["_spool_key"].startswith("rudder-logs/src1/2026-11-20/")
+    assert track["_spool_line"] == 7
+    identify = records(messages, "identifies")[0]
+    assert identify["traits"]["email_opt_in"] is True
+    assert records(messages, "groups")[0]["group_id"].startswith("g")
+    assert records(messages, "aliases")[0]["previous_id"].startswith("anon-")
+    assert records(messages, "pages")[0]["name"] == "Home"
+
+
+def test_every_unusable_line_is_a_rejected_event_with_reason_and_truncated_text(spool):
+    messages = run_tap({"source": str(spool), "max_raw_text_chars": 100})
+    rejected = {r["line_number"]: r for r in records(messages, "rejected_events")}
+    assert {n: r["reason"] for n, r in rejected.items()} == {
+        10: "invalid_json",
+        11: "not_an_object",
+        12: "unknown_type",
+        13: "missing_message_id",
+        14: "missing_ids",
+        16: "invalid_json",
+    }
+    assert rejected[10]["raw_text"] == "{oops"
+    assert rejected[16]["raw_text"] == "Z" * 100
+    assert all(r["source_file"].endswith(".json.gz") for r in rejected.values())
+    assert len({r["rejected_id"] for r in rejected.values()}) == 6
+
+
+def test_corrupt_gzip_is_quarantined_after_its_good_lines_and_the_run_goes_on(tmp_path):
+    root = tmp_path / "spool"
+    many = [event("track", n) for n in range(400)]
+    write_segment(root, ts_of(0), many, truncate_to=4000)
+    write_segment(root, ts_of(60), [event("track", 1000)])
+    messages = run_tap({"source": str(root)})
+    emitted = ids(messages, "tracks")
+    assert "m-track-1000" in emitted  # the next file was read
+    good = [i for i in emitted if i != "m-track-1000"]
+    assert good == [f"m-track-{n}" for n in range(len(good))]  # a clean prefix, in order
+    assert 0 < len(good) < 400
+    (quarantine,) = records(messages, "rejected_events")
+    assert quarantine["reason"].startswith("truncated_gzip")
+    assert quarantine["line_number"] == len(good) + 1
+    assert quarantine["raw_text"] == json.dumps(many[len(good)])[: len(quarantine["raw_text"])]
+    # The quarantined file counts as read: the next run does not emit it again.
+    assert records(run_tap({"source": str(root)}, state=last_state(messages))) == []
+
+
+def test_rerun_with_final_state_emits_nothing_and_new_files_only_once(spool):
+    first = run_tap({"source": str(spool)})
+    state = last_state(first)
+    assert records(run_tap({"source": str(spool)}, state=state)) == []
+    write_segment(spool, ts_of(120), [event("track", 77)])
+    second = run_tap({"source": str(spool)}, state=state)
+    assert ids(second) == ["m-track-77"]
+
+
+def test_resume_from_a_mid_file_cursor_emits_exactly_the_remaining_lines(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(100)])
+    write_segment(root, ts_of(60), [event("track", n) for n in range(100, 150)])
+    config = {"source": str(root), "state_every_records": 30}
+    messages = run_tap(config)
+    states = [m["value"] for m in messages if m["type"] == "STATE"]
+    cursors = [s["bookmarks"]["tracks"]["spool"].get("cursor") for s in states]
+    assert {"file": cursors[0]["file"], "line": 30} == cursors[0]
+    mid = states[1]  # cursor at line 60 of the first file
+    assert mid["bookmarks"]["tracks"]["spool"]["cursor"]["line"] == 60
+    resumed = run_tap(config, state=mid)
+    assert ids(resumed, "tracks") == [f"m-track-{n}" for n in range(60, 150)]
+
+
+def test_late_file_inside_the_window_is_read_once(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(3600), [event("track", 1)])
+    config = {"source": str(root), "late_file_window_minutes": 120}
+    state = last_state(run_tap(config))
+    # A segment opened 50 minutes before the newest file read shows up only now.
+    write_segment(root, ts_of(600), [event("track", 2)])
+    late_run = run_tap(config, state=state)
+    assert ids(late_run) == ["m-track-2"]
+    assert records(run_tap(config, state=last_state(late_run))) == []
+
+
+def test_file_older_than_the_window_is_taken_as_read(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(4 * 3600), [event("track", 1)])
+    config = {"source": str(root), "late_file_window_minutes": 60}
+    state = last_state(run_tap(config))
+    write_segment(root, ts_of(0), [event("track", 2)])
+    assert records(run_tap(config, state=state)) == []
+
+
+def test_state_stays_bounded_by_the_window_as_the_spool_grows(tmp_path):
+    root = tmp_path / "spool"
+    config = {"source": str(root), "late_file_window_minutes": 10}
+    state = None
+    for minute in range(0, 120, 2):
+        write_segment(root, ts_of(minute * 60), [event("track", minute)])
+        messages = run_tap(config, state=state)
+        assert ids(messages) == [f"m-track-{minute}"]
+        state = last_state(messages)
+    done = state["bookmarks"]["tracks"]["spool"]["done"]
+    assert len(done) == 6  # the files of the last 10 minutes, not the 60 files of the spool
+    assert len(json.dumps(state)) < 4000
+
+
+def test_start_date_skips_older_segments(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", 1)])
+    write_segment(root, ts_of(2 * 86400), [event("track", 2)])
+    messages = run_tap({"source": str(root), "start_date": "2026-11-21T00:00:00Z"})
+    assert ids(messages) == ["m-track-2"]
+
+
+def test_source_ids_restricts_the_sources_read(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", 1)], source_id="web")
+    write_segment(root, ts_of(0), [event("track", 2)], source_id="ios")
+    assert ids(run_tap({"source": str(root), "source_ids": ["ios"]})) == ["m-track-2"]
+
+
+def test_duplicate_events_are_emitted_as_they_are_for_the_loader_to_upsert(tmp_path):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", 1), event("track", 1)])
+    write_segment(root, ts_of(60), [event("track", 1)])
+    assert ids(run_tap({"source": str(root)})) == ["m-track-1"] * 3
+
+
+def test_unparseable_timestamps_load_as_null_and_other_shapes_are_kept(tmp_path):
+    root = tmp_path / "spool"
+    odd = event("track", 1, sentAt="not a date", properties=["a"], userId=42, context="x")
+    write_segment(root, ts_of(0), [odd])
+    (record,) = records(run_tap({"source": str(root)}))
+    assert record["sent_at"] is None
+    assert record["original_timestamp"] is not None
+    assert record["properties"] == {"_value": ["a"]}
+    assert record["context"] == {"_value": "x"}
+    assert record["user_id"] == "42"
+
+
+def catalog_of(config: dict) -> dict:
+    return TapRudderStack(config=config, parse_env_config=False).catalog_dict
+
+
+def test_catalog_selection_drops_streams_and_properties(spool):
+    config = {"source": str(spool)}
+    catalog = catalog_of(config)
+    for entry in catalog["streams"]:
+        selected = entry["tap_stream_id"] == "tracks"
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = selected
+            elif md["breadcrumb"] == ["properties", "context"]:
+                md["metadata"]["selected"] = False
+    messages = run_tap(config, catalog=catalog)
+    assert {m["stream"] for m in messages if m["type"] in ("RECORD", "SCHEMA")} == {"tracks"}
+    assert len(records(messages)) == 3
+    assert all("context" not in r and "properties" in r for r in records(messages))
+
+
+def test_newly_selected_stream_reads_the_whole_history_while_others_continue(spool):
+    config = {"source": str(spool)}
+    catalog = catalog_of(config)
+    for entry in catalog["streams"]:
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = entry["tap_stream_id"] == "tracks"
+    state = last_state(run_tap(config, catalog=catalog))
+    write_segment(spool, ts_of(120), [event("track", 50), event("identify", 50)])
+    messages = run_tap(config, state=state)  # default catalog: everything selected
+    assert ids(messages, "tracks") == ["m-track-50"]
+    assert sorted(ids(messages, "identifies")) == [f"m-identify-{n}" for n in (0, 1, 2, 50)]
+    final = last_state(messages)["bookmarks"]
+    assert final["tracks"]["spool"] == final["identifies"]["spool"]
+
+
+def test_stream_maps_rename_and_filter_columns(spool):
+    config = {
+        "source": str(spool),
+        "stream_maps": {
+            "tracks": {"__alias__": "track_events", "context": "__NULL__", "ip": "context_ip"},
+            "pages": None,
+        },
+    }
+    messages = run_tap(config)
+    assert ids(messages, "pages") == []
+    mapped = records(messages, "track_events")
+    assert len(mapped) == 3
+    assert all("context" not in r and r["ip"] == "203.0.113.9" for r in mapped)
+
+
+def test_batch_mode_writes_batch_files_holding_every_record(spool, tmp_path):
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    config = {
+        "source": str(spool),
+        "batch_config": {
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{batches}", "prefix": "b-"},
+            "batch_size": 4,
+        },
+    }
+    messages = run_tap(config)
+    assert records(messages) == []
+    got: dict[str, list[str]] = {}
+    for message in messages:
+        if message["type"] == "BATCH":
+            for url in message["manifest"]:
+                with gzip.open(url.removeprefix("file://"), "rt") as handle:
+                    for line in handle:
+                        row = json.loads(line)
+                        key = row.get("message_id") or row["rejected_id"]
+                        got.setdefault(message["stream"], []).append(key)
+    assert sorted(got["tracks"]) == [f"m-track-{n}" for n in range(3)]
+    assert len(got["rejected_events"]) == 6
+    assert sum(len(v) for v in got.values()) == 18 + 6
+    # The final STATE follows the last BATCH message.
+    kinds = [m["type"] for m in messages]
+    last_batch = max(i for i, kind in enumerate(kinds) if kind == "BATCH")
+    assert "STATE" in kinds[last_batch + 1 :]
+
+
+def test_missing_source_is_a_clear_config_error():
+    from singer_sdk.exceptions import ConfigValidationError
+
+    with pytest.raises(ConfigValidationError) as info:
+        TapRudderStack(config={}, parse_env_config=False)
+    assert any("source" in error for error in info.value.errors)
+
+
+def test_about_lists_every_setting_with_a_description():
+    schema = TapRudderStack.config_jsonschema["properties"]
+    own = [
+        "source",
+        "source_ids",
+        "start_date",
+        "late_file_window_minutes",
+        "state_every_records",
+        "max_raw_text_chars",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "endpoint_url",
+        "region",
+    ]
+    for name in own:
+        assert schema[name].get("description"), name
+    assert schema["aws_secret_access_key"].get("secret") is True
+
+
+# --- singer-sdk standard tap tests, on a spool written at collection time ----------------------
+
+_STANDARD_ROOT = Path(tempfile.mkdtemp(prefix="tap-rudderstack-std-"))
+for _offset, _kinds in ((0, KINDS[:3]), (60, KINDS[3:])):
+    write_segment(
+        _STANDARD_ROOT,
+        ts_of(_offset),
+        [event(kind, n) for n in range(4) for kind in _kinds] + ["{broken"],
+    )
+
+TestTapRudderStackStandard = get_tap_test_class(
+    TapRudderStack, config={"source": str(_STANDARD_ROOT)}
+)

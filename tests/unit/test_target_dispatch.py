@@ -1,0 +1,398 @@
+"""The send engine against a scripted in-memory Mandrill: batching, ledger, every error class.
+
+The fake speaks the client's translated interface (same exception classes the real client
+raises), so these tests pin the engine's decisions; tests/integration and tests/reliability
+repeat the important ones over HTTP against the sandbox with the real client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from target_mailchimp_transactional.blocks import BlockRenderer
+from target_mailchimp_transactional.campaigns import load_campaigns
+from target_mailchimp_transactional.client import (
+    AmbiguousError,
+    InvalidKeyError,
+    PermanentError,
+    RetryableError,
+    TemplateError,
+    ValidationFailed,
+)
+from target_mailchimp_transactional.dispatch import Dispatcher, RunStopped, Settings
+from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
+
+REPO = Path(__file__).resolve().parents[2]
+BLOCKS = REPO / "templates" / "blocks"
+CAMPAIGNS = REPO / "templates" / "campaigns"
+ONE = "browse_abandonment"  # a campaign with a single variant: one call per batch
+
+
+def iso(minutes: float) -> str:
+    return (dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=minutes)).isoformat()
+
+
+def row(n: int, campaign: str = "cart_abandonment", **over: Any) -> dict[str, Any]:
+    base = {
+        "trigger_id": f"{campaign}:{n}", "campaign": campaign, "user_id": f"u{n}",
+        "email": f"u{n}@example.com", "first_name": f"A{n}", "send_after": iso(-1),
+        "expires_at": iso(60), "holdout": False,
+        "payload": {"products": [{"name": "Shoe", "url": "https://s.example/p"}], "order_id": "o",
+                    "recommendations": [], "cart_total": 5, "currency": "EUR"},
+    }  # fmt: skip
+    base.update(over)
+    return base
+
+
+class FakeMandrill:
+    """Records every call; `script` is a list of exceptions (or None) consumed per send."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.script: list[Exception | None] = []
+        self.stored: list[dict[str, Any]] = []  # what "Mandrill" has, for search
+        self.searches: list[str] = []
+        self.reject: dict[str, str] = {}
+        self.invalid_rcpt: set[str] = set()
+        self.store_then_fail = False
+        self.lock = threading.Lock()
+        self.host = "fake"
+
+    def ping(self) -> str:
+        return "PONG!"
+
+    def metadata_list(self) -> list[dict[str, Any]]:
+        return [{"name": "trigger_id"}]
+
+    def metadata_add(self, name: str) -> None:  # pragma: no cover - listed already
+        pass
+
+    def send_template(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.lock:
+            self.calls.append(json.loads(json.dumps(body)))
+            error = self.script.pop(0) if self.script else None
+        to = [r["email"] for r in body["message"]["to"]]
+        if isinstance(error, ValidationFailed) and not (set(to) & self.invalid_rcpt):
+            error = None  # a bisected half without the bad address goes through
+        if error is not None and not (self.store_then_fail and isinstance(error, AmbiguousError)):
+            raise error
+        results = []
+        meta = {m["rcpt"]: m["values"] for m in body["message"]["recipient_metadata"]}
+        for email in to:
+            status = "rejected" if email in self.reject else "sent"
+            result = {"email": email, "status": status, "_id": f"id-{email}",
+                      "reject_reason": self.reject.get(email)}  # fmt: skip
+            results.append(result)
+            with self.lock:
+                self.stored.append({"_id": result["_id"], "state": status, "metadata": meta[email]})
+        if error is not None:
+            raise error  # stored, then the answer was lost
+        return results
+
+    send_mc_template = send_template
+
+    def search(self, query: str, date_from: str | None = None, limit: int = 1000) -> list[dict]:
+        self.searches.append(query)
+        return [m for m in self.stored if f'"{m["metadata"]["trigger_id"]}"' in query]
+
+    def sent_ids(self) -> Counter[str]:
+        return Counter(m["metadata"]["trigger_id"] for m in self.stored)
+
+
+@pytest.fixture
+def campaigns():
+    return load_campaigns(CAMPAIGNS, BLOCKS)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    led = Ledger(f"duckdb:///{tmp_path / 'ledger.duckdb'}")
+    yield led
+    led.close()
+
+
+def make(campaigns, ledger, fake, **settings) -> Dispatcher:
+    defaults = {"max_recipients_per_call": 100, "concurrency": 3, "max_retries": 3,
+                "backoff_base_seconds": 0.0, "backoff_max_seconds": 0.0,
+                "search_calls_per_minute": 60_000}  # fmt: skip
+    defaults.update(settings)
+    d = Dispatcher(Settings(**defaults), campaigns, BlockRenderer(BLOCKS), fake, ledger,
+                   sleep=lambda s: None)  # fmt: skip
+    d.start()
+    return d
+
+
+def states(ledger) -> dict[str, str]:
+    return {r["trigger_id"]: r["state"] for r in ledger.all_rows()}
+
+
+def test_batches_carry_per_recipient_data_and_never_mix_variants(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake, max_recipients_per_call=40)
+    d.dispatch([row(i) for i in range(230)])
+    d.close()
+    assert sum(len(c["message"]["to"]) for c in fake.calls) == 230
+    assert max(len(c["message"]["to"]) for c in fake.calls) == 40
+    for call in fake.calls:
+        msg = call["message"]
+        assert msg["preserve_recipients"] is False
+        assert msg["merge_language"] == "handlebars"
+        assert msg["tags"] == ["cart_abandonment"]
+        variant = msg["metadata"]["variant"]
+        assert msg["metadata"]["campaign"] == "cart_abandonment"
+        emails = [t["email"] for t in msg["to"]]
+        assert [m["rcpt"] for m in msg["merge_vars"]] == emails
+        for m in msg["recipient_metadata"]:
+            n = m["rcpt"].removeprefix("u").removesuffix("@example.com")
+            assert m["values"] == {"trigger_id": f"cart_abandonment:{n}", "campaign":
+                                   "cart_abandonment", "variant": variant, "user_id": f"u{n}"}
+            assert campaigns["cart_abandonment"].variant_for(f"u{n}", "x").name == variant
+        for m in msg["merge_vars"]:
+            names = {v["name"]: v["content"] for v in m["vars"]}
+            assert isinstance(names["products"], list)
+            assert "utm_source=signalmail" in names["products"][0]["url"]
+            assert "<table" in names["block_cart_items"]
+        assert {c["name"] for c in call["template_content"]} == {"cart_items", "recommendations"}
+    assert set(states(ledger).values()) == {"sent"}
+    assert fake.sent_ids() == Counter({f"cart_abandonment:{i}": 1 for i in range(230)})
+
+
+def test_same_address_twice_goes_in_separate_calls(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1), row(2, email="u1@example.com", user_id="u1")])
+    d.close()
+    assert len(fake.calls) == 2
+    assert states(ledger) == {"cart_abandonment:1": "sent", "cart_abandonment:2": "sent"}
+
+
+def test_never_sent_cases_are_recorded_without_a_call(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    d.dispatch([
+        row(1, holdout=True),
+        row(2, expires_at=iso(-5)),
+        row(3, email="not-an-email"),
+        row(4, payload="{broken json"),
+        row(5, payload="[1, 2]"),
+        row(6, campaign="post_purchase", payload={"products": []}),  # order_id required
+        row(7, campaign="no_such_campaign"),
+        row(8, send_after=iso(90)),  # not due: deferred, not recorded
+        row(9, send_after="yesterday-ish"),
+    ])  # fmt: skip
+    d.close()
+    got = {r["trigger_id"]: r for r in ledger.all_rows()}
+    assert fake.calls == []
+    assert got["cart_abandonment:1"]["state"] == "held_out"
+    assert (got["cart_abandonment:2"]["state"], got["cart_abandonment:2"]["reject_reason"]) == (
+        "invalid", "expired")
+    assert got["cart_abandonment:3"]["reject_reason"] == "invalid-email"
+    assert "not JSON" in got["cart_abandonment:4"]["error"]
+    assert "not a JSON object" in got["cart_abandonment:5"]["error"]
+    assert "order_id" in got["post_purchase:6"]["error"]
+    assert got["no_such_campaign:7"]["state"] == "failed"
+    assert "no_such_campaign.yml" in got["no_such_campaign:7"]["error"]
+    assert "cart_abandonment:8" not in got
+    assert got["cart_abandonment:9"]["state"] == "invalid"
+    assert d.stats.counts["deferred_not_due"] == 1
+
+
+def test_duplicates_in_one_run_and_across_runs_are_sent_once(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1), row(2), row(1)])
+    d.dispatch([row(2), row(3)])  # a later batch of the same run
+    d.close()
+    again = make(campaigns, ledger, fake)
+    again.dispatch([row(1), row(2), row(3), row(4)])
+    again.close()
+    assert fake.sent_ids() == Counter({f"cart_abandonment:{i}": 1 for i in (1, 2, 3, 4)})
+    assert again.stats.counts["skipped_already_sent"] == 3
+
+
+def test_retryable_errors_back_off_then_succeed(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [RetryableError("GeneralError"), RetryableError("503", status_code=503)]
+    delays: list[float] = []
+    d = make(campaigns, ledger, fake, concurrency=1, backoff_base_seconds=1.0,
+             backoff_max_seconds=10.0)  # fmt: skip
+    d.sleep = delays.append
+    d.dispatch([row(1), row(2)])  # two variants: two calls, the first fails twice
+    d.close()
+    assert len(fake.calls) == 4
+    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0  # exponential, jittered
+    assert set(states(ledger).values()) == {"sent"}
+
+
+def test_retries_exhausted_leave_failed_and_next_run_retries_up_to_max_attempts(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [RetryableError("GeneralError")] * 4
+    d = make(campaigns, ledger, fake, max_retries=3, max_attempts=2)
+    d.dispatch([row(1)])
+    d.close()
+    first = ledger.get("cart_abandonment:1")
+    assert (first["state"], first["attempts"]) == ("failed", 1)
+    assert "gave up after 4 tries" in first["error"]
+    fake.script = [RetryableError("GeneralError")] * 4
+    d = make(campaigns, ledger, fake, max_retries=3, max_attempts=2)
+    d.dispatch([row(1)])
+    d.close()
+    assert ledger.get("cart_abandonment:1")["attempts"] == 2
+    calls = len(fake.calls)
+    d = make(campaigns, ledger, fake, max_retries=3, max_attempts=2)
+    d.dispatch([row(1)])  # attempts exhausted: left failed, not tried again
+    d.close()
+    assert len(fake.calls) == calls
+    assert d.stats.counts["skipped_already_failed"] == 1
+
+
+def test_failed_trigger_succeeds_on_a_later_run(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [PermanentError("PaymentRequired: no balance", "PaymentRequired")]
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1)])
+    d.close()
+    assert ledger.get("cart_abandonment:1")["state"] == "failed"
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1)])
+    d.close()
+    final = ledger.get("cart_abandonment:1")
+    assert (final["state"], final["attempts"], final["error"]) == ("sent", 2, None)
+
+
+def test_invalid_key_stops_the_run_and_releases_claims(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [InvalidKeyError("Mandrill rejected the API key (Invalid_Key)", "Invalid_Key")]
+    d = make(campaigns, ledger, fake, max_recipients_per_call=5, concurrency=1)
+    with pytest.raises(RunStopped, match="Invalid_Key"):
+        d.dispatch([row(i) for i in range(12)])
+    d.close()
+    assert len(fake.calls) == 1
+    assert set(states(ledger).values()) == {"failed"}  # nothing left `sending`, nothing sent
+    assert len(states(ledger)) == 12
+
+
+def test_template_error_fails_that_campaign_only(campaigns, ledger):
+    fake = FakeMandrill()
+    original = fake.send_template
+
+    def send(body):
+        if body["template_name"] == "post-purchase":
+            fake.calls.append(body)
+            raise TemplateError('No such template "post-purchase"', "Unknown_Template")
+        return original(body)
+
+    fake.send_template = send
+    d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+    d.dispatch([row(i, "post_purchase") for i in range(6)] + [row(i) for i in range(4)])
+    d.close()
+    got = states(ledger)
+    assert [got[f"post_purchase:{i}"] for i in range(6)] == ["failed"] * 6
+    assert [got[f"cart_abandonment:{i}"] for i in range(4)] == ["sent"] * 4
+    post_calls = [c for c in fake.calls if c.get("template_name") == "post-purchase"]
+    assert len(post_calls) == 1  # later calls of the broken campaign are not attempted
+    assert "Unknown_Template" in ledger.get("post_purchase:5")["error"]
+
+
+def test_validation_error_isolates_the_bad_recipient(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.invalid_rcpt = {"u5@example.com"}
+    fake.script = [ValidationFailed("ValidationError: bad")] * 10
+    d = make(campaigns, ledger, fake, concurrency=1)
+    d.dispatch([row(i) for i in range(8)])
+    d.close()
+    got = states(ledger)
+    assert got.pop("cart_abandonment:5") == "invalid"
+    assert set(got.values()) == {"sent"}
+    assert len(fake.calls) <= 1 + 2 * 3  # bisection, log2(8) levels
+
+
+def test_rejected_recipient_recorded_with_reason(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.reject = {"u2@example.com": "unsub"}
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1), row(2)])
+    d.close()
+    assert (ledger.get("cart_abandonment:2")["state"], ledger.get("cart_abandonment:2")[
+        "reject_reason"]) == ("rejected", "unsub")
+
+
+def test_ambiguous_failure_is_never_resent_blindly(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.store_then_fail = True  # Mandrill took the call, the answer was lost
+    fake.script = [AmbiguousError("read timeout")]
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1, ONE), row(2, ONE)])
+    d.close()  # end-of-run reconciliation finds both
+    assert len(fake.calls) == 1
+    assert states(ledger) == {"browse_abandonment:1": "sent", "browse_abandonment:2": "sent"}
+    assert fake.sent_ids() == Counter({"browse_abandonment:1": 1, "browse_abandonment:2": 1})
+
+
+def test_ambiguous_failure_not_found_waits_for_next_start(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [AmbiguousError("read timeout")]  # and Mandrill never got it
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1, ONE)])
+    d.close()
+    assert ledger.get("browse_abandonment:1")["state"] == "sending"
+    d = make(campaigns, ledger, fake)  # start: reconcile -> not found -> failed
+    assert ledger.get("browse_abandonment:1")["state"] == "failed"
+    d.dispatch([row(1, ONE)])  # the tap delivers it again
+    d.close()
+    assert fake.sent_ids() == Counter({"browse_abandonment:1": 1})
+    assert ledger.get("browse_abandonment:1")["attempts"] == 2
+
+
+def test_start_reconciles_sending_rows_in_or_batches(campaigns, ledger):
+    fake = FakeMandrill()
+    ledger.claim([LedgerEntry(trigger_id=f"t{i}", campaign="cart_abandonment")
+                  for i in range(7)], max_attempts=3)  # fmt: skip
+    fake.stored = [{"_id": f"m{i}", "state": "sent", "metadata": {"trigger_id": f"t{i}"}}
+                   for i in (0, 3, 6)]  # fmt: skip
+    fake.stored.append({"_id": "q", "state": "queued", "metadata": {"trigger_id": "t1"}})
+    make(campaigns, ledger, fake, search_batch_size=3)
+    assert len(fake.searches) == 3
+    assert all(" OR " in q and "u_trigger_id:" in q for q in fake.searches[:2])
+    got = {r["trigger_id"]: (r["state"], r["mandrill_id"]) for r in ledger.all_rows()}
+    assert got["t0"] == ("sent", "m0") and got["t1"] == ("queued", "q")
+    assert got["t2"][0] == "failed"
+
+
+def test_reconciliation_that_cannot_search_stops_before_sending(campaigns, ledger):
+    fake = FakeMandrill()
+    ledger.claim([LedgerEntry(trigger_id="t1")], max_attempts=3)
+
+    def broken(*a, **k):
+        raise PermanentError("messages/search: PaymentRequired")
+
+    fake.search = broken
+    with pytest.raises(RunStopped, match="cannot reconcile 1 trigger"):
+        make(campaigns, ledger, fake)
+    assert fake.calls == []
+
+
+def test_dry_run_writes_outbox_and_touches_nothing(campaigns, tmp_path):
+    outbox = tmp_path / "outbox"
+    d = Dispatcher(Settings(dry_run=True, outbox_dir=outbox, max_recipients_per_call=2),
+                   campaigns, BlockRenderer(BLOCKS), None, None)  # fmt: skip
+    d.start()
+    d.dispatch([row(1), row(2), row(3), row(1), row(4, holdout=True)])
+    d.close()
+    bodies = sorted(outbox.rglob("call-*.json"))
+    assert len(bodies) == 2
+    recipients = [json.loads(p.read_text())["body"]["message"]["to"] for p in bodies]
+    assert sorted(len(r) for r in recipients) == [1, 2]
+    previews = sorted(p.name for p in outbox.rglob("*.html"))
+    assert previews == ["cart_abandonment_1.html", "cart_abandonment_2.html",
+                        "cart_abandonment_3.html"]  # fmt: skip
+    page = next(outbox.rglob("cart_abandonment_1.html")).read_text()
+    assert "u1@example.com" in page and "<table" in page and "utm_source=signalmail" in page
+    assert "key" not in json.loads(bodies[0].read_text())["body"]

@@ -1,0 +1,109 @@
+"""The send ledger on DuckDB and PostgreSQL: claims are atomic, final states stick."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def ledger(request, tmp_path):
+    if request.param == "duckdb":
+        led = Ledger(f"duckdb:///{tmp_path / 'ledger.duckdb'}")
+    else:
+        pg_url = request.getfixturevalue("pg_url")
+        schema = request.getfixturevalue("pg_schema")
+        led = Ledger(pg_url.replace("postgresql://", "postgresql+psycopg://"), schema)
+    yield led
+    led.close()
+
+
+def entry(tid: str, state: str = "sending", **kw) -> LedgerEntry:
+    return LedgerEntry(trigger_id=tid, campaign="c", user_id="u", email="a@b.c", variant="v",
+                       template="t", state=state, **kw)  # fmt: skip
+
+
+def test_transitions_claim_to_final(ledger):
+    assert ledger.claim([entry("a"), entry("b")], max_attempts=3) == {"a", "b"}
+    assert ledger.states(["a", "b", "zzz"]) == {"a": ("sending", 1), "b": ("sending", 1)}
+    ledger.record([entry("a", "sent", mandrill_id="m1"),
+                   entry("b", "rejected", reject_reason="hard-bounce")])  # fmt: skip
+    a, b = ledger.get("a"), ledger.get("b")
+    assert (a["state"], a["mandrill_id"], a["attempts"]) == ("sent", "m1", 1)
+    assert a["sent_at"] is not None and a["created_at"] <= a["updated_at"]
+    assert (b["state"], b["reject_reason"], b["sent_at"]) == ("rejected", "hard-bounce", None)
+    assert ledger.in_flight() == []
+
+
+def test_final_states_are_never_claimed_again(ledger):
+    ledger.claim([entry(t) for t in "abcd"], max_attempts=3)
+    ledger.record([entry("a", "sent"), entry("b", "queued"), entry("c", "invalid"),
+                   entry("d", "failed", error="boom")])  # fmt: skip
+    assert ledger.claim([entry(t) for t in "abcd"], max_attempts=3) == {"d"}
+    assert ledger.get("d")["attempts"] == 2 and ledger.get("d")["error"] is None
+    ledger.record([entry("d", "failed", error="again")])
+    assert ledger.claim([entry("d")], max_attempts=2) == set()  # attempts exhausted
+    assert ledger.claim([entry("e")], max_attempts=2) == {"e"}
+
+
+def test_claim_is_atomic_between_racing_claimers(ledger):
+    ids = [f"t{i}" for i in range(300)]
+    won: list[set[str]] = []
+    lock = threading.Lock()
+
+    errors: list[Exception] = []
+
+    def claim():
+        try:
+            got = ledger.claim([entry(t) for t in ids], max_attempts=3)
+        except Exception as exc:  # DuckDB refuses the conflicting commit outright
+            errors.append(exc)
+            return
+        with lock:
+            won.append(got)
+
+    threads = [threading.Thread(target=claim) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(w) for w in won) == 300  # no trigger claimed twice
+    assert set().union(*won) == set(ids)
+    if ledger.dialect == "postgresql":
+        assert errors == []
+    assert all(s == ("sending", 1) for s in ledger.states(ids).values())
+
+
+def test_record_new_never_overwrites(ledger):
+    ledger.claim([entry("a")], max_attempts=3)
+    ledger.record([entry("a", "sent")])
+    inserted = ledger.record_new([entry("a", "held_out"), entry("b", "held_out")])
+    assert inserted == {"b"}
+    assert ledger.get("a")["state"] == "sent"
+    assert ledger.get("b")["attempts"] == 0
+
+
+def test_record_refuses_sending_and_unknown_states(ledger):
+    with pytest.raises(ValueError, match="not a final ledger state"):
+        ledger.record([entry("a", "sending")])
+    with pytest.raises(ValueError, match="not a final ledger state"):
+        ledger.record([entry("a", "delivered")])
+
+
+def test_table_matches_the_contract(ledger):
+    ledger.claim([entry("x'; drop table x; --")], max_attempts=3)  # values are bound
+    row = ledger.get("x'; drop table x; --")
+    assert set(row) == {
+        "trigger_id", "campaign", "user_id", "email", "variant", "template", "state",
+        "reject_reason", "error", "mandrill_id", "attempts", "created_at", "updated_at",
+        "sent_at",
+    }  # fmt: skip
+    assert len(ledger.states([f"n{i}" for i in range(1200)] + ["x'; drop table x; --"])) == 1
+
+
+def test_schema_name_must_be_an_identifier(tmp_path):
+    with pytest.raises(ValueError, match="plain identifier"):
+        Ledger(f"duckdb:///{tmp_path / 'l.duckdb'}", "x; drop")

@@ -1,0 +1,310 @@
+"""`signalmail templates lint --local` and `preview`, offline, against files the tests write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from signalmail.cli import main
+from signalmail.templates.lint import lint_template
+from target_mailchimp_transactional.campaigns import load_campaign
+
+from tests.conftest import REPO_ROOT
+from tests.unit.test_tap_warehouse import T0, trigger_row, write_duckdb
+
+CAMPAIGN_YML = """\
+campaign: cart_abandonment
+template: cart-abandonment
+from_email: hello@shop.example.com
+from_name: Example Shop
+subject: "{{first_name}}, your cart misses you"
+merge_vars:
+  - first_name
+  - products
+  - cart_total
+  - currency
+blocks:
+  - {region: cart_items, template: cart_items.html.j2}
+"""
+
+BLOCK_J2 = """\
+<ul class="cart">{% for p in products %}<li>{{ p.name }} x{{ p.quantity }}</li>{% endfor %}</ul>
+"""
+
+CLEAN = """\
+<!doctype html>
+<html><body>
+<h1>Hi {{#if first_name}}{{title first_name}}{{else}}there{{/if}},</h1>
+<div mc:edit="cart_items"><p>Your cart</p></div>
+{{#each products}}<b>{{upper name}}</b> {{price}} {{../currency}}{{/each}}
+<p>Total {{cart_total}} {{currency}}</p>
+{{#if `cart_total > 100`}}<p>Free shipping!</p>{{elseif `cart_total > 50`}}<p>Almost!</p>{{/if}}
+<p><a href="{{unsub 'https://shop.example.com/unsubscribe'}}">Unsubscribe</a></p>
+</body></html>
+"""
+
+BROKEN = """\
+<!doctype html>
+<html><body>
+<h1>Hi {{fist_name}},</h1>
+<div mc:edit="cart_item"><p>Your cart</p></div>
+{{#each products}}<b>{{shout nmae}}</b>{{/each}}
+<p>Sent to {{email}} - *|FNAME|*</p>
+</body></html>
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project folder laid out like the repository's templates/."""
+    (tmp_path / "templates/campaigns").mkdir(parents=True)
+    (tmp_path / "templates/blocks").mkdir()
+    (tmp_path / "templates/mandrill").mkdir()
+    (tmp_path / "templates/campaigns/cart_abandonment.yml").write_text(CAMPAIGN_YML)
+    (tmp_path / "templates/blocks/cart_items.html.j2").write_text(BLOCK_J2)
+    (tmp_path / "templates/mandrill/cart-abandonment.html").write_text(CLEAN)
+    return tmp_path
+
+
+def run(cwd: Path, *args: str):
+    """Invoke `signalmail templates ...` from `cwd`, as an operator in the project folder."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, ["templates", *args], catch_exceptions=False)
+    finally:
+        os.chdir(previous)
+
+
+def test_lint_clean_template_passes(project):
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 0, result.output
+    assert "0 error(s), 0 warning(s)" in result.output
+
+
+def test_lint_broken_template_reports_each_problem_with_its_line(project):
+    (project / "templates/mandrill/cart-abandonment.html").write_text(BROKEN)
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    lines = [
+        line for line in result.output.splitlines() if ": error: " in line or ": warning: " in line
+    ]
+    template = "templates/mandrill/cart-abandonment.html"
+    expected = [
+        (f"{template}:3: error: unknown merge tag `fist_name` (did you mean `first_name`?)"),
+        f"{template}:5: error: unknown helper `shout`",
+        f"{template}:5: error: `nmae` is not a product field inside #each products "
+        "(did you mean `name`?)",
+        f"{template}:6: error: merge tag `email`: `email` is a trigger field, but campaign "
+        "cart_abandonment does not send it",
+        f"{template}:6: warning: Mailchimp merge tag `*|FNAME|*` is not merged",
+        f"{template}:7: error: no unsubscribe link",
+        "templates/campaigns/cart_abandonment.yml:12: error: block cart_items.html.j2 fills "
+        "mc:edit region `cart_items`, but templates/mandrill/cart-abandonment.html has no "
+        'mc:edit="cart_items" (it has: cart_item)',
+    ]
+    for want in expected:
+        assert any(line.startswith(want) for line in lines), (
+            f"missing {want!r} in:\n{result.output}"
+        )
+    assert len(lines) == len(expected), result.output
+    assert "6 error(s), 1 warning(s)" in result.output
+
+
+def test_lint_syntax_error_and_unknown_block_helper_name_the_line(project):
+    template = project / "templates/mandrill/cart-abandonment.html"
+    template.write_text(
+        CLEAN.replace("{{#each products}}", "{{#loop products}}").replace("{{/each}}", "{{/loop}}")
+    )
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    assert (
+        "templates/mandrill/cart-abandonment.html:5: error: handlebars syntax: "
+        "unknown block helper #loop"
+    ) in result.output
+    template.write_text(CLEAN.replace("{{/if}},</h1>", ",</h1>"))
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    assert re.search(r"cart-abandonment\.html:\d+: error: handlebars syntax: .*#if", result.output)
+
+
+def test_lint_missing_local_template_points_at_the_campaign_line(project):
+    (project / "templates/mandrill/cart-abandonment.html").unlink()
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    assert re.search(
+        r"templates/campaigns/cart_abandonment\.yml:2: error: mandrill:templates/cart-abandonment:"
+        r" no file .*cart-abandonment\.html",
+        result.output,
+    )
+
+
+def test_lint_invalid_campaign_file_is_named(project):
+    (project / "templates/campaigns/cart_abandonment.yml").write_text(
+        CAMPAIGN_YML.replace("from_email: hello@shop.example.com\n", "")
+    )
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    assert "cart_abandonment.yml" in result.output
+    assert "from_email" in result.output
+
+
+def test_lint_without_key_or_local_is_a_usage_error(project, monkeypatch):
+    monkeypatch.delenv("SIGNALMAIL_MANDRILL_API_KEY", raising=False)
+    result = run(project, "lint")
+    assert result.exit_code == 2
+    assert "--api-key" in result.output
+
+
+def test_lint_escaped_block_var_and_outer_scope_warnings(project):
+    campaign = load_campaign(project / "templates/campaigns/cart_abandonment.yml")
+    variant = campaign.variants[0]
+    code = CLEAN.replace(
+        "<p>Total", "{{block_cart_items}} {{#each products}}{{../../currency}}{{/each}}<p>Total"
+    )
+    findings = [str(f) for f in lint_template(code, "t.html", campaign, variant)]
+    assert any("t.html:6: warning: `{{block_cart_items}}` holds HTML" in f for f in findings)
+    assert any(
+        "t.html:6: error: `../../currency` climbs above the top level" in f for f in findings
+    )
+
+
+@pytest.mark.skipif(
+    not (REPO_ROOT / "templates/mandrill").is_dir(), reason="no starter templates in the repo yet"
+)
+def test_repository_starter_templates_lint_clean():
+    result = run(REPO_ROOT, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 0, result.output
+
+
+def test_lint_field_shadowed_by_a_helper(project):
+    campaign = load_campaign(project / "templates/campaigns/cart_abandonment.yml")
+    code = CLEAN.replace("<b>{{upper name}}</b>", '<a href="{{url}}">{{name}}</a>')
+    findings = [str(f) for f in lint_template(code, "t.html", campaign, campaign.variants[0])]
+    assert findings == [
+        "t.html:5: error: `{{url}}` calls Mandrill's `url` helper (helpers win over fields of "
+        "the same name), so the `url` value never shows; write `{{this.url}}`"
+    ]
+    fixed = CLEAN.replace("<b>{{upper name}}</b>", '<a href="{{this.url}}">{{name}}</a>')
+    assert lint_template(fixed, "t.html", campaign, campaign.variants[0]) == []
+
+
+# ------------------------------------------------------------------------------ preview
+
+
+@pytest.fixture
+def warehouse(project: Path) -> Path:
+    path = project / "warehouse.duckdb"
+    rows = [trigger_row(n, T0 + dt.timedelta(minutes=n)) for n in range(1, 4)]
+    rows.append(trigger_row(4, T0 + dt.timedelta(minutes=4), campaign="post_purchase"))
+    rows.append(trigger_row(5, T0 + dt.timedelta(minutes=5), payload="[1, 2]"))
+    write_duckdb(path, rows)
+    return path
+
+
+def test_preview_writes_each_rendered_email_and_an_index(project, warehouse):
+    out = project / "output/preview"
+    result = run(
+        project,
+        "preview",
+        "--sqlalchemy-url",
+        f"duckdb:///{warehouse}",
+        "--schema",
+        "marts",
+        "--campaign",
+        "cart_abandonment",
+        "-n",
+        "3",
+    )
+    assert result.exit_code == 1, result.output  # t0005's payload is not an object
+    # Newest first: t0005 (bad payload: listed, no file), t0003, t0002.
+    assert sorted(p.name for p in out.glob("0*.html")) == ["002-t0003.html", "003-t0002.html"]
+    body = (out / "003-t0002.html").read_text()
+    assert "<h1>Hi Name2,</h1>" in body  # {{title first_name}} from the row
+    assert "<b>SHOE 2</b> 10.5 EUR" in body  # {{upper name}}, {{../currency}} in #each
+    assert '<div mc:edit="cart_items"><ul class="cart"><li>Shoe 2 x1</li></ul>' in body
+    assert "<p>Your cart</p>" not in body  # the region's default content was replaced
+    assert "Total 21 EUR" in body  # numbers print as Handlebars.js prints them
+    assert "Free shipping" not in body
+    assert "Almost!" not in body  # 21 <= 50
+    assert 'href="https://shop.example.com/unsubscribe"' in body
+    assert "<h1>Hi there,</h1>" in (out / "002-t0003.html").read_text()  # no first_name
+    index = (out / "index.html").read_text()
+    assert "href='003-t0002.html'>Name2, your cart misses you</a>" in index
+    assert "t0005" in index
+    assert "payload is not a JSON object" in index
+    assert "t0005 (cart_abandonment): payload: payload is not a JSON object" in result.output
+    assert "2 of 3 trigger(s) rendered" in result.output
+
+
+def test_preview_lists_rows_without_a_campaign_file(project, warehouse):
+    out = project / "p"
+    result = run(
+        project,
+        "preview",
+        "--sqlalchemy-url",
+        f"duckdb:///{warehouse}",
+        "--schema",
+        "marts",
+        "--trigger-id",
+        "t0004",
+        "--trigger-id",
+        "t0001",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.glob("0*.html")) == ["002-t0001.html"]
+    assert "no campaign file post_purchase.yml" in (out / "index.html").read_text()
+    assert "1 of 2 trigger(s) rendered" in result.output
+
+
+def test_preview_missing_table_and_locked_free_read(project, warehouse):
+    result = run(
+        project, "preview", "--sqlalchemy-url", f"duckdb:///{warehouse}", "--schema", "nope"
+    )
+    assert result.exit_code == 1
+    assert "table 'email_triggers' not found in nope" in result.output
+    result = run(project, "preview", "--sqlalchemy-url", f"duckdb:///{project / 'none.duckdb'}")
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+
+
+def test_preview_uses_payload_values_verbatim_and_escapes_them(project):
+    path = project / "w.duckdb"
+    payload = {
+        "cart_total": 12,
+        "currency": "EUR",
+        "products": [
+            {
+                "name": "<b>Bold</b> & co",
+                "price": 12,
+                "quantity": 2,
+                "url": "https://shop.example.com/p/1",
+            }
+        ],
+    }
+    write_duckdb(path, [trigger_row(1, T0, first_name="Zoë", payload=json.dumps(payload))])
+    out = project / "out"
+    result = run(
+        project,
+        "preview",
+        "--sqlalchemy-url",
+        f"duckdb:///{path}",
+        "--schema",
+        "marts",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    body = (out / "001-t0001.html").read_text()
+    assert "Zoë" in body
+    assert "&lt;B&gt;BOLD&lt;/B&gt; &amp; CO" in body  # handlebars escapes merge values
+    assert "<li>&lt;b&gt;Bold&lt;/b&gt; &amp; co x2</li>" in body  # Jinja2 autoescapes too
+    assert "Free shipping" not in body
+    assert "Almost!" not in body
