@@ -1,6 +1,6 @@
 """Collector ingest rate (acknowledged = durable) against this machine's raw append+fsync rate.
 
-    python bench/bench_collector.py [--events 200000] [--senders 3] [--batch 100]
+    python bench/bench_collector.py [--events 100000] [--senders 3] [--drivers sdk,raw]
 
 1. Baseline, same run, same disk: append JSON lines of the same events in batches of `--batch`
    with one fdatasync per batch (the best a collector without group commit could do), and again
@@ -8,8 +8,10 @@
 2. `signalmail collect` runs as a subprocess pinned to CPU 0 (one core). Two drivers, each in
    `--senders` processes pinned to the other CPU(s):
    - `sdk`: rudder-sdk-python in async mode (batches of `--batch`, gzip), the real client;
-   - `raw`: pre-built gzip batches of `--batch` events over keep-alive HTTP, so the sender
-     costs little and the collector's own limit shows.
+   - `raw`: pre-built gzip batches of `--batch` events over 8 keep-alive connections per
+     process, so the senders cost little and the collector's own one-core limit shows (on a
+     2-core machine one core of SDK processes cannot saturate the collector: about 5k events/s
+     per SDK process, measured here).
    A sender counts an event as acknowledged only when its request got 200. Events/s =
    acknowledged events / wall time from the first send to the last acknowledgement. The
    collector's CPU seconds give events per collector CPU-second: its one-core capacity even
@@ -117,40 +119,50 @@ def sdk_sender(port: int, events: int, batch: int, ready, go, out) -> None:
     out.put((events - len(failed), start, end, [] if failed else ids))
 
 
-def raw_sender(port: int, events: int, batch: int, ready, go, out) -> None:
+def raw_sender(port: int, events: int, batch: int, ready, go, out, connections: int = 8) -> None:
+    """Pre-built gzip batches over `connections` keep-alive connections (threads: they mostly
+    wait on the collector, so a few per process give it concurrent requests to group)."""
+    import threading
+
     bodies, ids = [], []
     for first in range(0, events, batch):
         chunk = [sample_event(i) for i in range(first, min(first + batch, events))]
         ids.extend(e["messageId"] for e in chunk)
         sent_at = "2026-01-01T00:00:01.000Z"
-        bodies.append(gzip.compress(json.dumps({"batch": chunk, "sentAt": sent_at}).encode(), 6))
+        body = gzip.compress(json.dumps({"batch": chunk, "sentAt": sent_at}).encode(), 6)
+        bodies.append((body, len(chunk)))
     auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    acked = 0
+    headers = {
+        "Authorization": auth,
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    acked = [0] * connections
+
+    def worker(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for body, count in bodies[n::connections]:
+            while True:
+                conn.request("POST", "/v1/batch", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 429:  # back off and resend, as the SDK does
+                    break
+                time.sleep(0.01)
+            if response.status == 200:
+                acked[n] += count
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(connections)]
     ready.set()
     go.wait()
     start = time.perf_counter()
-    for body, first in zip(bodies, range(0, events, batch), strict=True):
-        while True:
-            conn.request(
-                "POST",
-                "/v1/batch",
-                body=body,
-                headers={
-                    "Authorization": auth,
-                    "Content-Type": "application/json",
-                    "Content-Encoding": "gzip",
-                },
-            )
-            response = conn.getresponse()
-            response.read()
-            if response.status != 429:  # back off and resend, as the SDK does
-                break
-            time.sleep(0.01)
-        if response.status == 200:
-            acked += min(batch, events - first)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     end = time.perf_counter()
-    out.put((acked, start, end, ids if acked == events else []))
+    total = sum(acked)
+    out.put((total, start, end, ids if total == events else []))
 
 
 def free_port() -> int:
@@ -194,6 +206,7 @@ def run_phase(name, target, port, pid, events, senders, batch, sender_cpus, base
     rate = acked / wall
     groups = after["spool"]["groups"] - before["spool"]["groups"]
     durable = after["spool"]["events_written"] - before["spool"]["events_written"]
+    segments = after["spool"]["segments_written"] - before["spool"]["segments_written"]
     requests = after["accepted_requests"] - before["accepted_requests"]
     mean_group = durable / max(groups, 1)
     per_cpu = acked / max(cpu_used, 1e-9)
@@ -205,7 +218,7 @@ def run_phase(name, target, port, pid, events, senders, batch, sender_cpus, base
     )
     print(
         f"[{name}]   {requests:,} requests, {durable:,} events fsync'd in {groups:,} group "
-        f"commits (mean {mean_group:,.0f} events/fsync)"
+        f"commits (mean {mean_group:,.0f} events/fsync); {segments} segments published"
     )
     raw_group = raw_fsync_rate(base, min(events, 100_000), max(int(mean_group), 1))
     print(f"[{name}]   raw append+fdatasync at {int(mean_group)} events/fsync: {raw_group:,.0f}/s")
@@ -226,6 +239,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=3, help="sender processes per driver")
     parser.add_argument("--batch", type=int, default=100, help="events per request")
     parser.add_argument("--drivers", default="sdk,raw", help="comma list of sdk, raw")
+    parser.add_argument("--segment-mb", type=int, default=8, help="collector --max-segment-bytes")
     parser.add_argument("--dir", default=None, help="spool parent directory (default: a temp dir)")
     args = parser.parse_args()
 
@@ -247,6 +261,9 @@ def main() -> None:
         str(spool),
         "--log-level",
         "warning",
+        # rotate (gzip + rename) several times inside the measurement, as in production
+        "--max-segment-bytes",
+        str(args.segment_mb * 1024 * 1024),
     ]
     env = {**os.environ, "SIGNALMAIL_WRITE_KEY": WRITE_KEY}
     if shutil.which("taskset"):
@@ -291,10 +308,12 @@ def main() -> None:
                     found += 1
     print(f"after clean stop: {found:,} of {len(ids):,} acknowledged messageIds in segments")
     for name, rate, per_cpu in summary:
-        verdict = "met" if max(rate, per_cpu) >= 20_000 else "NOT met"
         print(
-            f"summary [{name}]: {rate:,.0f} events/s acknowledged, {per_cpu:,.0f} per collector "
-            f"CPU-second; goal 20,000/s on one core {verdict}"
+            f"summary [{name}]: {rate:,.0f} events/s acknowledged+durable "
+            f"(>= 20,000: {'yes' if rate >= 20_000 else 'no'}); one-core capacity "
+            f"{per_cpu:,.0f} events per collector CPU-second "
+            f"(>= 20,000: {'yes' if per_cpu >= 20_000 else 'no'}); raw fsync ratio "
+            f"{rate / raw_batch:.2f}"
         )
     if os.environ.get("BENCH_KEEP") is None:
         shutil.rmtree(base)

@@ -6,8 +6,11 @@ tests describe the exact lines they need (good events, bad lines, raw bytes) and
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as dt
 import gzip
+import io
 import json
 import uuid
 from pathlib import Path
@@ -114,3 +117,34 @@ def write_segment(
 
 def ts_of(day_offset_s: int) -> int:
     return int(DAY.timestamp()) + day_offset_s
+
+
+def run_tap(
+    config: dict[str, Any], state: dict | None = None, catalog: dict | None = None
+) -> list[dict[str, Any]]:
+    """Run one sync in-process and return the Singer messages it wrote."""
+    from tap_rudderstack.tap import TapRudderStack
+
+    tap = TapRudderStack(
+        config=config, state=copy.deepcopy(state), catalog=catalog, parse_env_config=False
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tap.sync_all()
+    return [json.loads(line) for line in out.getvalue().splitlines() if line]
+
+
+def records(messages, stream=None) -> list[dict[str, Any]]:
+    return [
+        m["record"]
+        for m in messages
+        if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)
+    ]
+
+
+def ids(messages, stream=None) -> list[str]:
+    return [r.get("message_id") or r.get("rejected_id") for r in records(messages, stream)]
+
+
+def last_state(messages) -> dict:
+    return [m for m in messages if m["type"] == "STATE"][-1]["value"]

@@ -42,7 +42,7 @@ class DemoError(click.ClickException):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -57,7 +57,7 @@ class CollectorProcess:
     log_path: Path
 
     def log_tail(self, lines: int = 20) -> str:
-        """The end of the collector's log, for error messages."""
+        """Return the end of the collector's log, for error messages."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -88,9 +88,14 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_collector(spool: Path, write_key: str, source_id: str = DEMO_SOURCE_ID,
-                      port: int | None = None, startup_timeout: float = 30.0,
-                      extra_args: tuple[str, ...] = ()) -> Iterator[CollectorProcess]:
+def running_collector(
+    spool: Path,
+    write_key: str,
+    source_id: str = DEMO_SOURCE_ID,
+    port: int | None = None,
+    startup_timeout: float = 30.0,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[CollectorProcess]:
     """Run `signalmail collect` for the duration of the block; stop it cleanly afterwards.
 
     The write key goes through the environment, never the command line (visible in `ps`).
@@ -101,9 +106,19 @@ def running_collector(spool: Path, write_key: str, source_id: str = DEMO_SOURCE_
     spool.mkdir(parents=True, exist_ok=True)
     log_path = spool.parent / "collector.log"
     command = [
-        sys.executable, "-c", "from signalmail.cli import main; main()", "collect",
-        "--host", "127.0.0.1", "--port", str(port), "--spool", str(spool),
-        "--source-id", source_id, *extra_args,
+        sys.executable,
+        "-c",
+        "from signalmail.cli import main; main()",
+        "collect",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--spool",
+        str(spool),
+        "--source-id",
+        source_id,
+        *extra_args,
     ]
     env = dict(os.environ, SIGNALMAIL_WRITE_KEY=write_key)
     with log_path.open("wb") as log:
@@ -113,11 +128,14 @@ def running_collector(spool: Path, write_key: str, source_id: str = DEMO_SOURCE_
         deadline = time.monotonic() + startup_timeout
         while not _healthy(collector.url):
             if process.poll() is not None:
-                raise DemoError(f"collector exited with {process.returncode} during start-up. "
-                                f"Log:\n{collector.log_tail()}")
+                raise DemoError(
+                    f"collector exited with {process.returncode} during start-up. "
+                    f"Log:\n{collector.log_tail()}"
+                )
             if time.monotonic() > deadline:
-                raise DemoError(f"collector not healthy after {startup_timeout}s. "
-                                f"Log:\n{collector.log_tail()}")
+                raise DemoError(
+                    f"collector not healthy after {startup_timeout}s. Log:\n{collector.log_tail()}"
+                )
             time.sleep(0.05)  # readiness polling
         yield collector
     finally:
@@ -183,12 +201,16 @@ def read_spool(root: Path, source_id: str | None = None) -> SpoolSummary:
 
 
 def print_spool_summary(summary: SpoolSummary, root: Path) -> None:
-    """The captured data, as a person would want to see it after the demo."""
-    click.echo(f"\ncaptured in {root}: {len(summary.segments)} segments, {summary.events} events "
-               f"({summary.duplicates} duplicate messageIds)")
+    """Print the captured data, as a person would want to see it after the demo."""
+    click.echo(
+        f"\ncaptured in {root}: {len(summary.segments)} segments, {summary.events} events "
+        f"({summary.duplicates} duplicate messageIds)"
+    )
     click.echo(f"  event time {summary.first} .. {summary.last}")
-    click.echo(f"  users: {len(summary.user_ids)} identified ({len(summary.opted_in)} opted in to "
-               f"email), {len(summary.anonymous_ids)} devices (anonymousIds)")
+    click.echo(
+        f"  users: {len(summary.user_ids)} identified ({len(summary.opted_in)} opted in to "
+        f"email), {len(summary.anonymous_ids)} devices (anonymousIds)"
+    )
     for kind, count in summary.by_type.most_common():
         click.echo(f"  {count:>8}  {kind}")
     for name, count in summary.by_name.most_common():
@@ -199,25 +221,37 @@ def print_spool_summary(summary: SpoolSummary, root: Path) -> None:
         click.echo(f"  ... and {len(summary.segments) - 5} more")
 
 
-def capture(spool: Path, users: int, days: float, seed: int, fresh: bool = True,
-            max_segment_age: float = 5.0) -> tuple[dict[str, Any], SpoolSummary]:
+def capture(
+    spool: Path,
+    users: int,
+    days: float,
+    seed: int,
+    fresh: bool = True,
+    max_segment_age: float = 5.0,
+) -> tuple[dict[str, Any], SpoolSummary]:
     """Collector + simulator + read-back; returns (simulation summary, spool summary)."""
     from signalmail.simulate.cli import run, summary
     from signalmail.simulate.model import Simulation, SimulationConfig
     from signalmail.simulate.sinks import SdkSink, SinkError
 
     if fresh:  # only the demo's own source: never wipe anything else under a given directory
-        for leftover in (spool / "rudder-logs" / DEMO_SOURCE_ID, spool / ".journal" / DEMO_SOURCE_ID):
+        for leftover in (
+            spool / "rudder-logs" / DEMO_SOURCE_ID,
+            spool / ".journal" / DEMO_SOURCE_ID,
+        ):
             shutil.rmtree(leftover, ignore_errors=True)
     write_key = secrets.token_urlsafe(16)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days)
     config = SimulationConfig(seed=seed, users=users, days=days, start=start)
     sim = Simulation(config)
     began = time.monotonic()
-    with running_collector(spool, write_key,
-                           extra_args=("--max-segment-age", str(max_segment_age))) as collector:
-        click.echo(f"collector up at {collector.url} (spool {spool}); simulating {users} users "
-                   f"over {days:g} days with seed {seed}")
+    with running_collector(
+        spool, write_key, extra_args=("--max-segment-age", str(max_segment_age))
+    ) as collector:
+        click.echo(
+            f"collector up at {collector.url} (spool {spool}); simulating {users} users "
+            f"over {days:g} days with seed {seed}"
+        )
         sink = SdkSink(collector.url, write_key, batch_size=500)
         try:
             handed = run(sim, sink, compress_time=True, rate=None, limit=None)
@@ -237,13 +271,23 @@ def capture(spool: Path, users: int, days: float, seed: int, fresh: bool = True,
 
 @click.command()
 @click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=14.0,
-              show_default=True)
+@click.option(
+    "--days", type=click.FloatRange(min=0, min_open=True), default=14.0, show_default=True
+)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SPOOL,
-              show_default=True, help="Spool directory the demo's collector writes.")
-@click.option("--fresh/--keep", default=True, show_default=True,
-              help="Start from an empty demo source in the spool, or add to what is there.")
+@click.option(
+    "--spool",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SPOOL,
+    show_default=True,
+    help="Spool directory the demo's collector writes.",
+)
+@click.option(
+    "--fresh/--keep",
+    default=True,
+    show_default=True,
+    help="Start from an empty demo source in the spool, or add to what is there.",
+)
 def demo(users: int, days: float, seed: int, spool: Path, fresh: bool) -> None:
     """Capture demo: collector + simulated storefront, then what landed in the spool."""
     from signalmail.simulate.cli import print_summary

@@ -12,6 +12,7 @@ files appear atomically by renaming them into a matching name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -45,7 +46,7 @@ class SpoolError(Exception):
 
 
 def parse_date_folder(name: str) -> dt.date | None:
-    """The UTC date of a date folder name, or None when the name is not a date folder."""
+    """Return the UTC date of a date folder name, or None when it is not a date folder."""
     match = _ISO_DATE.match(name)
     try:
         if match:
@@ -86,13 +87,13 @@ class SpoolFile:
 
 
 def position_sort_tuple(position: str) -> tuple[int, str]:
-    """The ``sort_tuple`` of a bookmark ``position`` string, without the file itself."""
+    """Return the ``sort_tuple`` of a bookmark ``position`` string, without the file."""
     head = position.split(".", 1)[0]
     return (int(head) if head.isdigit() else 0, position)
 
 
 def open_filesystem(source: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """An fsspec filesystem and the root path inside it for a ``source`` setting.
+    """Return an fsspec filesystem and the root path inside it for a ``source`` setting.
 
     Local paths and ``file://`` URLs use the local filesystem; ``s3://bucket/prefix`` uses s3fs
     with ``storage_options`` (key, secret, token, client_kwargs.endpoint_url/region_name).
@@ -104,6 +105,10 @@ def open_filesystem(source: str, storage_options: dict[str, Any] | None = None) 
     else:
         protocol, path = "file", source
     options = dict(storage_options or {}) if protocol != "file" else {}
+    if protocol != "file":
+        # A fresh instance per run: fsspec caches instances and their listings per process,
+        # which would hide files that appeared since the last listing.
+        options["skip_instance_cache"] = True
     try:
         fs = fsspec.filesystem(protocol, **options)
     except (ImportError, ValueError) as exc:
@@ -141,6 +146,7 @@ class SpoolLister:
     def iter_files(self, min_date: dt.date | None = None) -> Iterator[SpoolFile]:
         """Spool files with folder date >= ``min_date``, in processing order."""
         logs = f"{self.root}/rudder-logs"
+        self.fs.invalidate_cache()  # every run lists what is there now
         if not self.fs.exists(logs):
             raise SpoolError(
                 f"no rudder-logs/ folder under the spool root {self.root!r}: "
@@ -245,15 +251,15 @@ def iter_lines(fs: Any, url: str) -> Iterator[tuple[int, bytes]]:
                 yield line_number, line
     if member_started and not decomp.eof:
         # The stream stopped inside a member: the file was cut short.
-        try:
+        with contextlib.suppress(zlib.error):  # flush on a truncated stream rarely raises
             pending += decomp.flush()
-        except zlib.error:  # pragma: no cover - flush on a truncated stream rarely raises
-            pass
         lines, pending = _split(pending)
         for line in lines:
             line_number += 1
             yield line_number, line
-        raise CorruptFile("truncated_gzip: the file ends inside a gzip member", line_number + 1, pending)
+        raise CorruptFile(
+            "truncated_gzip: the file ends inside a gzip member", line_number + 1, pending
+        )
     if pending:
         # A last line without a trailing newline is still a complete line.
         line_number += 1
@@ -310,7 +316,7 @@ _UTC = dt.UTC
 
 
 def parse_timestamp(value: Any) -> dt.datetime | None:
-    """An aware UTC datetime for an ISO-8601 value; naive values are taken as UTC.
+    """Return an aware UTC datetime for an ISO-8601 value; naive values are taken as UTC.
 
     Returns None for absent or unparseable values (the caller counts those): a warehouse load
     must never fail on one client's broken clock string.

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Stream
-from singer_sdk.helpers._typing import TypeConformanceLevel
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 if TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -66,7 +66,7 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _text(value: Any) -> str | None:
-    """A string column's value: strings as they are, scalars as text, nothing as null."""
+    """Return a string column's value: strings as is, scalars as text, nothing as null."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -79,7 +79,7 @@ def _text(value: Any) -> str | None:
 
 
 def _object(value: Any) -> dict[str, Any] | None:
-    """A JSON-object column's value; a non-object is kept, wrapped, rather than dropped."""
+    """Return a JSON-object column's value; a non-object is kept, wrapped, not dropped."""
     if value is None or isinstance(value, dict):
         return value
     return {"_value": value}
@@ -106,7 +106,7 @@ class EventBuilder:
         return parsed
 
     def build(self, stream: str, event: dict[str, Any], key: str, line: int) -> dict[str, Any]:
-        """The record for ``stream`` (already chosen from the event's type)."""
+        """Build the record for ``stream`` (already chosen from the event's type)."""
         get = event.get
         context = get("context")
         ctx = context if isinstance(context, dict) else {}
@@ -158,7 +158,7 @@ class EventBuilder:
 def rejection_record(
     spool_file: SpoolFile, rejection: Rejection, max_chars: int, rejected_at: dt.datetime
 ) -> dict[str, Any]:
-    """The ``rejected_events`` record of one rejected line or quarantined file tail."""
+    """Build the ``rejected_events`` record of a rejected line or quarantined file tail."""
     from tap_rudderstack.spool import rejected_id
 
     raw = rejection.raw.decode("utf-8", errors="replace")
@@ -188,11 +188,13 @@ class SpoolStream(Stream):
     # Records are built with exactly the schema's types: conform the root level only.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    def _increment_stream_state(self, latest_record: dict, *, context: Context | None = None) -> None:
+    def _increment_stream_state(
+        self, latest_record: dict, *, context: Context | None = None
+    ) -> None:
         """No SDK replication-key bookkeeping: progress is the spool position (``sync.py``)."""
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """This stream's records from one pass over the spool (single-stream syncs only)."""
+        """Read this stream's records from the spool (single-stream syncs only)."""
         from tap_rudderstack.sync import SpoolSync
 
         yield from SpoolSync(self._tap, [self]).iter_stream_records(self)

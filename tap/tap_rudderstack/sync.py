@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ from tap_rudderstack.streams import EventBuilder, rejection_record
 
 if TYPE_CHECKING:
     from singer_sdk import Stream, Tap
+
+#: How far in the future a segment's opening second may be before it is distrusted.
+FUTURE_SKEW_S = 300
 
 #: Test hook (never set in production): SIGKILL the tap after this many records, to prove resume.
 CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
@@ -98,12 +102,17 @@ class SpoolProgress:
         """Segments opened before this second are taken as read."""
         return None if self.high_ts is None else self.high_ts - window_s
 
-    def finish(self, spool_file: SpoolFile, window_s: int) -> None:
-        """Mark a file read and forget files that fell out of the window."""
+    def finish(self, spool_file: SpoolFile, window_s: int, now: float | None = None) -> None:
+        """Mark a file read and forget files that fell out of the window.
+
+        A segment named with a future second (a writer's broken clock) moves ``high_ts`` no
+        further than the present, so it cannot push every other file out of the window.
+        """
         self.cursor = None
         self.done.add(spool_file.position)
-        if self.high_ts is None or spool_file.ts > self.high_ts:
-            self.high_ts = spool_file.ts
+        ts = min(spool_file.ts, int(time.time() if now is None else now) + FUTURE_SKEW_S)
+        if self.high_ts is None or ts > self.high_ts:
+            self.high_ts = ts
             horizon = self.high_ts - window_s
             self.done = {p for p in self.done if position_sort_tuple(p)[0] >= horizon}
 
@@ -207,9 +216,11 @@ class SpoolSync:
     def read_file(
         self, spool_file: SpoolFile, skip: int
     ) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        """``(line, stream, record)`` for each line after ``skip``; rejections go to
-        ``rejected_events``. A corrupt or truncated gzip yields its good lines, then one
-        rejection row for the damage, and the file counts as read (quarantined).
+        """Yield ``(line, stream, record)`` for each line after ``skip``.
+
+        Unusable lines become ``rejected_events`` records. A corrupt or truncated gzip yields
+        its good lines, then one rejection row for the damage, and the file counts as read
+        (quarantined).
         """
         key = spool_file.key
         now = dt.datetime.now(dt.UTC)
@@ -225,8 +236,10 @@ class SpoolSync:
                 if isinstance(parsed, str):
                     self.rejections[parsed] += 1
                     rejection = Rejection(line_number, parsed, line)
-                    yield line_number, "rejected_events", rejection_record(
-                        spool_file, rejection, self.max_raw, now
+                    yield (
+                        line_number,
+                        "rejected_events",
+                        rejection_record(spool_file, rejection, self.max_raw, now),
                     )
                     continue
                 stream, event = parsed
@@ -240,14 +253,16 @@ class SpoolSync:
                 "Quarantined spool file %s at line %d: %s", key, exc.line_number, exc.reason
             )
             rejection = Rejection(exc.line_number, exc.reason, exc.tail)
-            yield exc.line_number, "rejected_events", rejection_record(
-                spool_file, rejection, self.max_raw, now
+            yield (
+                exc.line_number,
+                "rejected_events",
+                rejection_record(spool_file, rejection, self.max_raw, now),
             )
 
-    # -- single stream (SDK path) -------------------------------------------------------------------
+    # -- single stream (SDK path) ----------------------------------------------------------------
 
     def iter_stream_records(self, stream: Stream) -> Iterator[dict[str, Any]]:
-        """Records of one stream from its progress; used when the SDK syncs a single stream."""
+        """Yield one stream's records from its progress (when the SDK syncs a single stream)."""
         progress = SpoolProgress.from_state(stream.stream_state)
         for spool_file, skip, _late in self.plan(progress):
             for _line, name, record in self.read_file(spool_file, skip):
@@ -263,14 +278,15 @@ class SpoolSync:
             key = msgspec.json.encode(stream.stream_state.get("spool") or {}).decode()
             groups.setdefault(key, []).append(stream)
         writer = self.tap.message_writer
-        if not isinstance(writer, FastWriter):  # a tap built with another writer: wrap nothing,
-            writer = FastWriter()  # records and state must share one ordered buffer
+        if not isinstance(writer, FastWriter):
+            # A tap given another writer: records and STATE must share one ordered buffer.
+            writer = FastWriter()
             self.tap.message_writer = writer
-            self.tap.state_writer._message_writer = writer  # noqa: SLF001
+            self.tap.state_writer._message_writer = writer
         self._writer = writer
         self._records = 0
         for stream in self.streams:
-            stream._write_schema_message()  # noqa: SLF001 - the SDK's SCHEMA (stream maps applied)
+            stream._write_schema_message()
         for group in groups.values():
             self._run_group(group)
         writer.flush()
@@ -324,7 +340,11 @@ class SpoolSync:
         """
         maps = stream.stream_maps
         writer = self._writer
-        if len(maps) == 1 and type(maps[0]) is SameRecordTransform and not maps[0].flattening_enabled:
+        if (
+            len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+        ):
             name = stream.name
             mask = stream.mask
             dropped = [p for p in stream.schema["properties"] if not mask[("properties", p)]]
@@ -338,7 +358,7 @@ class SpoolSync:
             return emit
 
         def emit_mapped(record: dict[str, Any], extracted: str) -> None:
-            for message in stream._generate_record_messages(record):  # noqa: SLF001
+            for message in stream._generate_record_messages(record):
                 writer.write_record(message.stream, message.record, extracted)
 
         return emit_mapped
@@ -349,7 +369,9 @@ class SpoolSync:
             self._writer.flush()  # the records go out, the STATE that would cover them does not
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _checkpoint(self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None) -> None:
+    def _checkpoint(
+        self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None
+    ) -> None:
         if batch:
             batch.flush()
         state = progress.to_state()
@@ -385,7 +407,7 @@ class _Batches:
 
     def add(self, stream: Stream, record: dict[str, Any]) -> None:
         """Buffer the mapped record; write the batches when the batch size is reached."""
-        for message in stream._generate_record_messages(record):  # noqa: SLF001
+        for message in stream._generate_record_messages(record):
             self.buffers.setdefault(message.stream, []).append(message.record)
             self.size += 1
         if self.size >= self.config.batch_size:

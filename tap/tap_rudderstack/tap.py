@@ -14,11 +14,14 @@ from tap_rudderstack.sync import FastWriter, SpoolSync
 
 
 class TapRudderStack(Tap):
-    """Reads the spool once per run and feeds tracks, identifies, pages, screens, groups,
-    aliases and rejected_events, resuming from a spool position kept in state.
+    """Singer tap over a RudderStack spool: one pass per run feeding every event stream.
+
+    Streams: tracks, identifies, pages, screens, groups, aliases and rejected_events; each run
+    resumes from the spool position kept in state (see sync.py).
     """
 
     name = "tap-rudderstack"
+    package_name = "signalmail"  # the distribution that ships this tap (version in --about)
     message_writer_class = FastWriter
     capabilities: ClassVar[list[Any]] = [
         TapCapabilities.CATALOG,
@@ -102,7 +105,7 @@ class TapRudderStack(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[Stream]:
-        """The six event streams, in RudderStack type order, then rejected_events."""
+        """Return the six event streams, in RudderStack type order, then rejected_events."""
         streams: list[Stream] = [EventStream(self, name) for name in EVENT_STREAMS.values()]
         streams.append(RejectedEventsStream(self))
         return streams

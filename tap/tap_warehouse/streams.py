@@ -162,8 +162,8 @@ class WarehouseStream(SQLStream):
                 self.replication_key,
             )
 
-    def _parse_json(self, record: dict) -> dict:
-        for name in self.json_columns:
+    def _parse_json(self, record: dict, json_columns: list[str]) -> dict:
+        for name in json_columns:
             value = record.get(name)
             if isinstance(value, str):
                 try:
@@ -183,6 +183,8 @@ class WarehouseStream(SQLStream):
             msg = f"Stream {self.name!r} does not support partitioning."
             raise NotImplementedError(msg)
         selected = list(self.get_selected_schema()["properties"].keys())
+        # Catalog-derived properties are rebuilt on every access: resolve them once per read.
+        json_columns = self.json_columns
         keys = [self.replication_key, *self.primary_keys] if self.replication_key else []
         columns = list(dict.fromkeys([*selected, *keys, *self.primary_keys]))
         table = self.connector.get_table(self.fully_qualified_name, column_names=columns)
@@ -205,7 +207,7 @@ class WarehouseStream(SQLStream):
             query = sa.select(*(table.columns[name] for name in selected)).where(*base)
             with self.connector._connect() as conn:
                 for row in conn.execution_options(stream_results=True).execute(query).mappings():
-                    yield self._parse_json(dict(row))
+                    yield self._parse_json(dict(row), json_columns)
             return
 
         last: list[t.Any] | None = None
@@ -216,7 +218,7 @@ class WarehouseStream(SQLStream):
             with self.connector._connect() as conn:
                 rows = [dict(row) for row in conn.execute(query).mappings()]
             for row in rows:
-                yield self._parse_json({name: row[name] for name in selected})
+                yield self._parse_json({name: row[name] for name in selected}, json_columns)
             if len(rows) < page_size:
                 return
             last = [rows[-1][column.name] for column in order]

@@ -45,6 +45,7 @@ class BlockRenderer:
             lstrip_blocks=True,
         )
         self.env.filters["utm"] = lambda url, params: add_utm(url, params or {})
+        self._compiled: dict[str, jinja2.Template] = {}
 
     def check(self, campaigns: dict[str, Campaign]) -> None:
         """Compile every referenced block at start so syntax errors fail before any send."""
@@ -94,6 +95,9 @@ class BlockRenderer:
 
     def _render(self, block: Block, context: dict[str, Any]) -> str:
         try:
-            return self.env.get_template(block.template).render(context)
+            template = self._compiled.get(block.template)
+            if template is None:
+                template = self._compiled[block.template] = self.env.get_template(block.template)
+            return template.render(context)
         except jinja2.TemplateError as exc:
             raise BlockRenderError(f"block {block.template!r}: {exc}") from None

@@ -8,6 +8,7 @@ sending a half-personalised email. The reference for every key is docs/activatio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,9 +239,18 @@ def add_utm(url: str, params: dict[str, str]) -> str:
     """`url` with the UTM parameters set (existing utm_* replaced, other query kept)."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         return url
+    return _add_utm(url, tuple(params.items()))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _add_utm(url: str, params: tuple[tuple[str, str], ...]) -> str:
+    # Cached: a catalogue has far fewer product URLs than a send has recipients.
+    if "utm_" not in url and "#" not in url:  # fast path: nothing to replace
+        return url + ("&" if "?" in url else "?") + urlencode(params)
+    names = {k for k, _ in params}
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query.extend(params.items())
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    query.extend(params)
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

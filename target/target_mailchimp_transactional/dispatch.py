@@ -213,6 +213,10 @@ class Dispatcher:
         self._seen_dry: set[str] = set()
         self._outbox_n = 0
         self._template_content: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self._pending: list[Future[CallResult]] = []
+        self._fatal: InvalidKeyError | None = None  # seen by the main thread
+        self._stop: InvalidKeyError | None = None  # seen by the workers
+        self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- start / stop
 
@@ -255,7 +259,9 @@ class Dispatcher:
             )
 
     def close(self) -> None:
-        """Stop the threads, settle this run's ambiguous sends, flush events, log the summary."""
+        """Finish in-flight calls, settle this run's ambiguous sends, flush events, log."""
+        if not self.s.dry_run:
+            self.flush()
         self.pool.shutdown(wait=True)
         if not self.s.dry_run and self.stats.counts.get("left_sending"):
             self.reconcile(end_of_run=True)
@@ -529,6 +535,13 @@ class Dispatcher:
     # ---------------------------------------------------------------- live sends
 
     def _send(self, items: list[Prepared]) -> None:
+        """Claim, then hand the calls to the pool and return while they are in flight.
+
+        Preparing the next batch overlaps with Mandrill's answers to this one. In-flight calls
+        are bounded (`2 x concurrency`), and `flush()` waits for all of them: the target calls it
+        before it writes any Singer STATE and at the end, so state never runs ahead of the
+        ledger.
+        """
         assert self.ledger is not None
         entries = [i.entry("sending") for i in items]
         claimed = self.ledger.claim(entries, self.s.max_attempts)
@@ -537,41 +550,43 @@ class Dispatcher:
             self.stats.counts["skipped_claimed_elsewhere"] += lost
         items = [i for i in items if i.trigger_id in claimed]
         calls = self.calls_for(items)
-        pending: dict[Future[CallResult], list[Prepared]] = {}
-        queue = list(reversed(calls))
-        fatal: InvalidKeyError | None = None
-        while queue or pending:
-            while queue and len(pending) < max(1, self.s.concurrency) and fatal is None:
-                call = queue.pop()
-                key = (call[0].campaign.name, call[0].variant.name)
-                if key in self.broken:
-                    self._finish(CallResult([Outcome(i, "failed", error=self.broken[key])
-                                             for i in call]))  # fmt: skip
-                    continue
-                pending[self.pool.submit(self._run_call, call)] = call
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                call = pending.pop(future)
-                result = future.result()
-                self._finish(result)
-                if result.fatal is not None:
-                    fatal = result.fatal
-            if fatal is not None and queue:
+        for n, call in enumerate(calls):
+            self._pending.append(self.pool.submit(self._run_call, call))
+            try:
+                self._harvest(limit=2 * max(1, self.s.concurrency))
+            except RunStopped:
                 # Claimed but never attempted: back to failed, retried on the next run.
-                self.ledger.record([i.entry("failed", error="run stopped: Invalid_Key")
-                                    for c in queue for i in c])  # fmt: skip
-                queue.clear()
-        if fatal is not None:
+                self._finish(CallResult([
+                    Outcome(i, "failed", error="run stopped: Invalid_Key")
+                    for rest in calls[n + 1 :] for i in rest
+                ]))  # fmt: skip
+                raise
+
+    def flush(self) -> None:
+        """Wait for every call in flight and record its outcome; raise if the run must stop."""
+        self._harvest(limit=0)
+
+    def _harvest(self, limit: int) -> None:
+        """Record finished calls; block until at most `limit` remain in flight."""
+        while self._pending:
+            done = [f for f in self._pending if f.done()]
+            if not done and len(self._pending) <= limit and self._fatal is None:
+                break
+            if not done:
+                wait(self._pending, return_when=FIRST_COMPLETED)
+                continue
+            for future in done:
+                self._pending.remove(future)
+                self._finish(future.result())
+        if self._fatal is not None and not self._pending:
+            fatal, self._fatal = self._fatal, None
             raise RunStopped(str(fatal))
 
     def _finish(self, result: CallResult) -> None:
         """Write a call's outcomes and emit events (main thread only)."""
         assert self.ledger is not None
-        if result.template_broken:
-            first = result.outcomes[0].item
-            self.broken[(first.campaign.name, first.variant.name)] = result.template_broken
+        if result.fatal is not None and self._fatal is None:
+            self._fatal = result.fatal
         final = [o for o in result.outcomes if o.state != "sending"]
         for o in result.outcomes:
             self.stats.counts[o.state if o.state != "sending" else "left_sending"] += 1
@@ -593,18 +608,30 @@ class Dispatcher:
     def _run_call(self, call: list[Prepared]) -> CallResult:
         """Worker thread: one call with retries, ambiguity checks and ValidationError bisection."""
         result = CallResult()
+        key = (call[0].campaign.name, call[0].variant.name)
+        if self._stop is not None:
+            # Claimed but never attempted: back to failed, retried on the next run.
+            result.outcomes = [Outcome(i, "failed", error=f"run stopped: {self._stop.name}")
+                               for i in call]  # fmt: skip
+            return result
+        if key in self.broken:
+            result.outcomes = [Outcome(i, "failed", error=self.broken[key]) for i in call]
+            return result
         pending = list(call)
         attempt = 0
         while pending:
-            self.stats.calls += 1
+            with self._lock:
+                self.stats.calls += 1
             try:
                 answers = self._post(pending)
             except InvalidKeyError as exc:
+                self._stop = exc
                 result.fatal = exc
                 result.outcomes += [Outcome(i, "failed", error="Invalid_Key") for i in pending]
                 return result
             except TemplateError as exc:
                 result.template_broken = f"{exc.name}: {exc}"
+                self.broken[key] = result.template_broken  # later calls skip the campaign
                 result.outcomes += [Outcome(i, "failed", error=str(exc)) for i in pending]
                 return result
             except ValidationFailed as exc:

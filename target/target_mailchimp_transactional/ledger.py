@@ -187,9 +187,7 @@ class Ledger:
             )
         elif self.dialect == "postgresql":
             typed = ", ".join(f"{c} {_PG_TYPES[c]}" for c in COLUMNS)
-            source = (
-                f"select {cols} from jsonb_to_recordset(cast(:rows as jsonb)) as x({typed})"
-            )
+            source = f"select {cols} from jsonb_to_recordset(cast(:rows as jsonb)) as x({typed})"
         else:
             source = "values " + ", ".join(
                 "(" + ", ".join(f":{c}_{i}" for c in COLUMNS) + ")" for i in range(n)

@@ -225,6 +225,12 @@ class TargetMailchimpTransactional(Target):
             "`batch_config`."
         )
 
+    def _write_state_message(self, state: dict) -> None:
+        """Emit STATE only once every send in flight is recorded in the ledger."""
+        if "dispatcher" in self.__dict__:
+            self.dispatcher.flush()
+        super()._write_state_message(state)
+
     def process_endofpipe(self) -> None:
         """Drain, then flush events and log the run summary (reconciles even on empty input)."""
         dispatcher = self.dispatcher

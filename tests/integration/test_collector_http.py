@@ -238,11 +238,50 @@ def test_queue_full_is_429_while_a_commit_is_stuck(tmp_path, monkeypatch):
         blocked = post(running, "/v1/track", {"userId": "u", "event": "e"})
         assert blocked.status_code == 429
         assert blocked.headers["Retry-After"] == "1"
+        # the first request is still waiting for its fsync: no 200 before durability
+        assert sender.is_alive()
+        assert "r" not in first_result
         release.set()
         sender.join(10)
         assert first_result["r"].status_code == 200
         assert running.metrics()["rejected_requests"] == {"queue_full": 1}
         assert sorted(e["messageId"] for e in running.events()) == [f"q{i}" for i in range(5)]
+
+
+def test_sdk_async_backs_off_on_429_and_delivers_after(tmp_path, monkeypatch):
+    real = spool_module.os.fdatasync
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_once(fd):
+        if not release.is_set():
+            entered.set()
+            assert release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(spool_module.os, "fdatasync", stuck_once)
+    with serve(tmp_path, queue_capacity=1) as running:
+        holder = threading.Thread(
+            target=post, args=(running, "/v1/track", {"userId": "h", "messageId": "held"})
+        )
+        holder.start()
+        assert entered.wait(10)  # one event in flight: the queue is full
+        errors = []
+        client = Client(
+            WRITE_KEY,
+            host=running.url,
+            upload_interval=0.01,
+            on_error=lambda e, b: errors.append(e),
+        )
+        client.track(user_id="u", event="Retried", message_id="after-429")
+        wait_until(
+            lambda: running.metrics()["rejected_requests"].get("queue_full", 0) >= 1,
+            what="the SDK's first attempt answered 429",
+        )
+        release.set()
+        client.flush()  # returns once the SDK's backoff retry got 200
+        holder.join(10)
+        assert errors == []
+        assert sorted(e["messageId"] for e in running.events()) == ["after-429", "held"]
 
 
 def test_single_event_endpoints_enrich_from_path_and_headers(collector):

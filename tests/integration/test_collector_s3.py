@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from rudderstack.analytics.client import Client
 from signalmail.collector.spool import SEGMENT_RE, SpoolWriter, segment_key
 
 from tests.conftest import free_port, port_open, wait_until
@@ -125,3 +131,44 @@ def test_unreachable_s3_keeps_journal_for_next_start(s3, tmp_path):
     writer.close(timeout=1)
     (journal,) = (tmp_path / "j").glob("*.journal")
     assert b'"kept"' in journal.read_bytes()
+
+
+def test_collect_command_spools_sdk_events_to_s3(s3, tmp_path):
+    """The real `signalmail collect` process, configured only through flags and env vars."""
+    client, prefix, options = s3
+    port = free_port()
+    env = {
+        **os.environ,
+        "SIGNALMAIL_WRITE_KEY": "s3-secret-write-key",
+        "SIGNALMAIL_STORAGE_OPTIONS": json.dumps(options),
+    }
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("signalmail")),
+            "collect",
+            "--port",
+            str(port),
+            "--spool",
+            f"s3://{BUCKET}/{prefix}",
+            "--journal-dir",
+            str(tmp_path / "journal"),
+            "--source-id",
+            "shop",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: port_open(port) or proc.poll() is not None, what="collector start")
+        assert proc.poll() is None
+        sdk = Client("s3-secret-write-key", host=f"http://127.0.0.1:{port}", sync_mode=True)
+        for i in range(5):
+            sdk.track(user_id="u1", event="Product Viewed", properties={"i": i})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM), stderr
+    (key,) = objects(client, f"{prefix}/rudder-logs/shop/")
+    assert [e["properties"]["i"] for e in read_object(client, key)] == [0, 1, 2, 3, 4]
+    assert "s3-secret-write-key" not in stderr

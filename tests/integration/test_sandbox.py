@@ -453,6 +453,14 @@ def test_messages_send_with_mailchimp_merge_tags(client):
     )
 
 
+def test_no_recipients_answers_an_empty_list(client, cart_template):
+    raw = client.messages.send_template(
+        {"template_name": cart_template, "template_content": [], "message": {"to": []}}
+    )
+    assert isinstance(raw, requests.Response)  # the client's quirk for a falsy JSON answer
+    assert (raw.status_code, raw.json()) == (200, [])
+
+
 def test_unknown_message(client):
     error = error_of(client.messages.info, {"id": "does-not-exist"})
     assert (error.text["name"], error.text["code"]) == ("Unknown_Message", 11)
@@ -733,3 +741,60 @@ def test_admin_health_and_unimplemented_operation(sandbox, client):
     assert error.text["name"] == "ValidationError"
     assert "does not implement ips/list" in error.text["message"]
     wait_until(lambda: True, what="nothing")
+
+
+def test_automatic_events_and_index_all_metadata(tmp_path):
+    from signalmail.sandbox.app import AutoEvents
+
+    receiver = Receiver()
+    try:
+        with run_sandbox(
+            tmp_path,
+            api_keys=[KEY],
+            webhook_urls=[receiver.url],
+            webhook_key="whsec",
+            auto_events=AutoEvents(open=1.0, click=1.0),
+            index_all_metadata=True,
+            seed=3,
+        ) as running:
+            client = running.client(KEY)
+            client.templates.add(
+                {
+                    "name": "t",
+                    "code": '<a href="https://shop.example/x">x</a>',
+                    "from_email": "a@b.example",
+                }
+            )
+            results = client.messages.send_template(
+                {
+                    "template_name": "t",
+                    "template_content": [],
+                    "message": {
+                        "to": [{"email": "r1@x.example"}, {"email": "r2@x.example"}],
+                        "metadata": {"campaign": "c1", "trigger_id": "shared"},
+                        "recipient_metadata": [
+                            {"rcpt": "r2@x.example", "values": {"trigger_id": "t-2"}}
+                        ],
+                    },
+                }
+            )
+            running.wait_delivered()
+            events = [(e["event"], e["_id"]) for e in receiver.events()]
+            for result in results:
+                assert [kind for kind, message_id in events if message_id == result["_id"]] == [
+                    "send",
+                    "open",
+                    "click",
+                ]
+            assert all(
+                verify_signature("whsec", receiver.url, p["params"], p["signature"])
+                for p in receiver.posts
+            )
+            clicks = client.messages.info({"id": results[0]["_id"]})["clicks_detail"]
+            assert [c["url"] for c in clicks] == ["https://shop.example/x"]
+            # no metadata/add needed with index_all_metadata; recipient_metadata overrides
+            found = client.messages.search({"query": "u_trigger_id:t-2"})
+            assert [m["email"] for m in found] == ["r2@x.example"]
+            assert found[0]["metadata"] == {"campaign": "c1", "trigger_id": "t-2"}
+    finally:
+        receiver.close()

@@ -16,11 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
-
 from signalmail.demo import read_spool, running_collector
 from signalmail.simulate import iter_events
 from signalmail.simulate.cli import simulate
 from signalmail.simulate.sinks import SdkSink, SinkError
+
+from tests.conftest import free_port, wait_until
 
 WRITE_KEY = "test-write-key"
 START = "2026-02-01T00:00:00Z"
@@ -90,9 +91,25 @@ def invoke(args, env=None):
 
 
 def test_compressed_run_sends_exactly_the_generated_stream(recorder):
-    result = invoke(["--data-plane-url", recorder.url, "--seed", "5", "--users", "25",
-                     "--days", "4", "--start", START, "--compress-time", "--batch-size", "100",
-                     "--json"], env={"SIGNALMAIL_WRITE_KEY": WRITE_KEY})
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--seed",
+            "5",
+            "--users",
+            "25",
+            "--days",
+            "4",
+            "--start",
+            START,
+            "--compress-time",
+            "--batch-size",
+            "100",
+            "--json",
+        ],
+        env={"SIGNALMAIL_WRITE_KEY": WRITE_KEY},
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     expected = list(iter_events(seed=5, users=25, days=4, start=START_DT))
@@ -117,12 +134,28 @@ def test_compressed_run_sends_exactly_the_generated_stream(recorder):
     sent_at = datetime.fromisoformat(recorder.bodies[0]["sentAt"])
     assert abs((datetime.now(UTC) - sent_at).total_seconds()) < 120
     assert summary["events_by_name"]["Product Viewed"] == sum(
-        1 for e in expected if e.get("event") == "Product Viewed")
+        1 for e in expected if e.get("event") == "Product Viewed"
+    )
 
 
 def test_sent_at_event_stamps_each_event(recorder):
-    result = invoke(["--data-plane-url", recorder.url, "--write-key", WRITE_KEY, "--users", "5",
-                     "--days", "2", "--start", START, "--compress-time", "--sent-at", "event"])
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--write-key",
+            WRITE_KEY,
+            "--users",
+            "5",
+            "--days",
+            "2",
+            "--start",
+            START,
+            "--compress-time",
+            "--sent-at",
+            "event",
+        ]
+    )
     assert result.exit_code == 0, result.output
     events = recorder.events()
     assert events
@@ -131,11 +164,25 @@ def test_sent_at_event_stamps_each_event(recorder):
 
 def test_live_mode_stamps_now_and_respects_limit(recorder):
     before = datetime.now(UTC)
-    result = invoke(["--data-plane-url", recorder.url, "--write-key", WRITE_KEY, "--users", "5",
-                     "--rate", "5000", "--limit", "40", "--json"])
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--write-key",
+            WRITE_KEY,
+            "--users",
+            "5",
+            "--rate",
+            "5000",
+            "--limit",
+            "40",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     events = recorder.events()
-    assert len(events) == 40 and json.loads(result.output)["events"] == 40
+    assert len(events) == 40
+    assert json.loads(result.output)["events"] == 40
     for event in events:
         stamp = datetime.fromisoformat(event["originalTimestamp"].replace("Z", "+00:00"))
         assert stamp >= before.replace(microsecond=0)
@@ -143,26 +190,74 @@ def test_live_mode_stamps_now_and_respects_limit(recorder):
 
 def test_sync_mode_closes_cleanly(recorder):
     # Client.shutdown() raises in sync mode; the sink must not call it
-    result = invoke(["--data-plane-url", recorder.url, "--write-key", WRITE_KEY, "--users", "3",
-                     "--days", "1", "--start", START, "--compress-time", "--sync", "--limit", "15"])
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--write-key",
+            WRITE_KEY,
+            "--users",
+            "3",
+            "--days",
+            "1",
+            "--start",
+            START,
+            "--compress-time",
+            "--sync",
+            "--limit",
+            "15",
+        ]
+    )
     assert result.exit_code == 0, result.output
-    assert len(recorder.bodies) == 15 and all(len(b["batch"]) == 1 for b in recorder.bodies)
+    assert len(recorder.bodies) == 15
+    assert all(len(b["batch"]) == 1 for b in recorder.bodies)
 
 
 def test_wrong_write_key_fails_with_a_clear_error(recorder):
-    result = invoke(["--data-plane-url", recorder.url, "--write-key", "wrong", "--users", "30",
-                     "--days", "3", "--start", START, "--compress-time", "--max-retries", "0"])
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--write-key",
+            "wrong",
+            "--users",
+            "30",
+            "--days",
+            "3",
+            "--start",
+            START,
+            "--compress-time",
+            "--max-retries",
+            "0",
+        ]
+    )
     assert result.exit_code == 1
-    assert "HTTP 401" in result.output and "invalid write key" in result.output
+    assert "HTTP 401" in result.output
+    assert "invalid write key" in result.output
     assert "wrong" not in result.output.replace("wrong write key", "")  # the key is never printed
     assert recorder.bodies == []
 
 
 def test_server_errors_are_retried_and_nothing_is_lost(recorder):
     recorder.answers = [(503, "busy"), (429, "too many requests")]
-    result = invoke(["--data-plane-url", recorder.url, "--write-key", WRITE_KEY, "--users", "5",
-                     "--days", "2", "--start", START, "--compress-time", "--max-retries", "3",
-                     "--json"])
+    result = invoke(
+        [
+            "--data-plane-url",
+            recorder.url,
+            "--write-key",
+            WRITE_KEY,
+            "--users",
+            "5",
+            "--days",
+            "2",
+            "--start",
+            START,
+            "--compress-time",
+            "--max-retries",
+            "3",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     ids = [e["messageId"] for e in recorder.events()]
     assert len(ids) == len(set(ids)) == json.loads(result.output)["events"]
@@ -191,14 +286,28 @@ def test_usage_errors():
 def test_simulator_through_the_real_collector(tmp_path):
     spool = tmp_path / "spool"
     with running_collector(spool, WRITE_KEY, source_id="simtest") as collector:
-        result = invoke(["--data-plane-url", collector.url, "--write-key", WRITE_KEY,
-                         "--users", "20", "--days", "5", "--start", START, "--compress-time",
-                         "--json"])
+        result = invoke(
+            [
+                "--data-plane-url",
+                collector.url,
+                "--write-key",
+                WRITE_KEY,
+                "--users",
+                "20",
+                "--days",
+                "5",
+                "--start",
+                START,
+                "--compress-time",
+                "--json",
+            ]
+        )
         assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     spooled = read_spool(spool, "simtest")
     expected = {e["messageId"]: e for e in iter_events(seed=42, users=20, days=5, start=START_DT)}
-    assert set(expected) == spooled.message_ids and spooled.duplicates == 0
+    assert set(expected) == spooled.message_ids
+    assert spooled.duplicates == 0
     assert summary["events"] == spooled.events
     # skew correction with a real sentAt gives back the simulated event time
     import gzip as gz
@@ -212,3 +321,47 @@ def test_simulator_through_the_real_collector(tmp_path):
                 stamped = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
                 assert abs((stamped - simulated).total_seconds()) < 60
                 assert event["receivedAt"] > event["timestamp"]
+
+
+def test_unreachable_data_plane_stops_quickly_with_the_reason():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = invoke(
+        [
+            "--data-plane-url",
+            url,
+            "--write-key",
+            WRITE_KEY,
+            "--users",
+            "200",
+            "--days",
+            "14",
+            "--start",
+            START,
+            "--compress-time",
+            "--max-retries",
+            "0",
+            "--json",
+        ]
+    )
+    assert result.exit_code == 1
+    assert "ConnectionError" in result.output
+    assert "events were not accepted" in result.output
+    summary = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert summary["accepted"] == 0
+    assert summary["events"] < 6000  # stopped early, not after the whole stream
+
+
+def test_every_queued_event_is_accounted_for_after_a_fatal_answer(recorder):
+    sink = SdkSink(recorder.url, "wrong", batch_size=10, max_retries=0)
+    with pytest.raises(SinkError, match="stopping"):  # noqa: PT012 (send raises mid-stream)
+        for event in iter_events(seed=3, users=200, days=14, start=START_DT):
+            sink.send(event)
+        # the whole stream may be queued before the first answer: wait for it, then check
+        wait_until(lambda: sink.fatal is not None, timeout=20, what="the 401 answer")
+        sink._check()
+    with pytest.raises(SinkError, match="HTTP 401: invalid write key") as failed:
+        sink.close()
+    assert (
+        sink.failed == sink.sent > 0
+    )  # failed batches plus discarded queue, nothing lost silently
+    assert f"{sink.failed} of {sink.sent} events" in str(failed.value)

@@ -114,7 +114,7 @@ def test_unknown_template_fails_that_campaign_and_others_go_on(sandbox, tmp_path
 
 def test_mailchimp_template_id_uses_send_mc_template(sandbox, tmp_path):
     seeded = sandbox.seed_mc_templates([{
-        "name": "Welcome back", "subject": "Welcome back {{first_name}}",
+        "mc_template_name": "Welcome back", "subject": "Welcome back {{first_name}}",
         "from_email": "hello@shop.example.com", "code": "<p>Hello {{first_name}}</p>",
         "publish": True,
     }])  # fmt: skip
@@ -122,7 +122,7 @@ def test_mailchimp_template_id_uses_send_mc_template(sandbox, tmp_path):
     campaigns.mkdir()
     (campaigns / "re_engagement.yml").write_text(
         "campaign: re_engagement\n"
-        f"mc_template_id: {seeded[0]['mc_template_id'] if 'mc_template_id' in seeded[0] else seeded[0]['id']}\n"
+        f"mc_template_id: {seeded[0]['mc_template_id']}\n"
         "from_email: hello@shop.example.com\nmerge_vars: [first_name]\ntags: [winback]\n"
     )
     cfg = target_config(sandbox, tmp_path, campaigns_dir=str(campaigns))

@@ -9,13 +9,13 @@ import io
 import tracemalloc
 
 import pytest
-
 from signalmail.replay import cli as replay_cli
 from signalmail.replay.cli import ReplayResult, iter_events, replay_file
 from signalmail.replay.source import Input, Progress, Rejects, ReplayError
 
-REES46_HEADER = ("event_time,event_type,product_id,category_id,category_code,brand,price,"
-                 "user_id,user_session")
+REES46_HEADER = (
+    "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+)
 RR_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 SESSION = "9333dfbd-b87a-4708-9857-6336556b0fcc"
 
@@ -43,9 +43,18 @@ def write(tmp_path, name, lines, compress=False):
     return path
 
 
-def rees(t, kind, product="3900821", price="33.20", user="554748717", session=SESSION,
-         code="appliances.environment.water_heater", brand="aqua"):
-    return f"2019-10-01 {t} UTC,{kind},{product},2053013552326770905,{code},{brand},{price},{user},{session}"
+def rees(
+    t,
+    kind,
+    product="3900821",
+    price="33.20",
+    user="554748717",
+    session=SESSION,
+    code="appliances.environment.water_heater",
+    brand="aqua",
+):
+    category = f"2053013552326770905,{code}"
+    return f"2019-10-01 {t} UTC,{kind},{product},{category},{brand},{price},{user},{session}"
 
 
 def by_name(events, name):
@@ -53,34 +62,58 @@ def by_name(events, name):
 
 
 def test_rees46_mapping_and_order_grouping(tmp_path):
-    path = write(tmp_path, "oct.csv", [
-        REES46_HEADER,
-        rees("00:00:00", "view"),
-        rees("00:00:01", "cart"),
-        rees("00:00:02", "remove_from_cart"),
-        rees("00:00:03", "cart", product="1004237", price="1081.98", code="electronics.smartphone", brand="apple"),
-        rees("00:00:05", "purchase"),
-        rees("00:00:05", "purchase"),
-        rees("00:00:06", "purchase", product="1004237", price="1081.98", code="electronics.smartphone", brand="apple"),
-        rees("00:00:07", "view", user="1", session="other-session"),
-        rees("00:30:00", "view", user="1", session="other-session"),  # closes the order window
-        rees("00:30:01", "purchase", user="1", session="other-session"),  # open at end of file
-    ])
+    path = write(
+        tmp_path,
+        "oct.csv",
+        [
+            REES46_HEADER,
+            rees("00:00:00", "view"),
+            rees("00:00:01", "cart"),
+            rees("00:00:02", "remove_from_cart"),
+            rees(
+                "00:00:03",
+                "cart",
+                product="1004237",
+                price="1081.98",
+                code="electronics.smartphone",
+                brand="apple",
+            ),
+            rees("00:00:05", "purchase"),
+            rees("00:00:05", "purchase"),
+            rees(
+                "00:00:06",
+                "purchase",
+                product="1004237",
+                price="1081.98",
+                code="electronics.smartphone",
+                brand="apple",
+            ),
+            rees("00:00:07", "view", user="1", session="other-session"),
+            rees("00:30:00", "view", user="1", session="other-session"),  # closes the order window
+            rees("00:30:01", "purchase", user="1", session="other-session"),  # open at end of file
+        ],
+    )
     sink = ListSink()
     result = replay_file(path, sink)
-    assert result.format == "rees46" and result.rows == 10 and result.rejects.count == 0
+    assert result.format == "rees46"
+    assert result.rows == 10
+    assert result.rejects.count == 0
     assert sink.closed == 1
     events = sink.events
     viewed = by_name(events, "Product Viewed")[0]
     assert viewed["type"] == "track"
     assert viewed["userId"] == "rees46-554748717"
-    assert viewed["anonymousId"] and viewed["context"]["sessionId"] == SESSION
+    assert viewed["anonymousId"]
+    assert viewed["context"]["sessionId"] == SESSION
     assert viewed["originalTimestamp"] == "2019-10-01T00:00:00.000Z"
     props = viewed["properties"]
-    assert props["product_id"] == "3900821" and props["price"] == pytest.approx(33.2)
-    assert props["brand"] == "aqua" and props["category"] == "appliances.environment.water_heater"
+    assert props["product_id"] == "3900821"
+    assert props["price"] == pytest.approx(33.2)
+    assert props["brand"] == "aqua"
+    assert props["category"] == "appliances.environment.water_heater"
     assert props["name"] == "Aqua water heater"
-    assert props["url"].endswith("/3900821") and props["image_url"].endswith("3900821.jpg")
+    assert props["url"].endswith("/3900821")
+    assert props["image_url"].endswith("3900821.jpg")
     assert props["currency"] == "USD"
     added = by_name(events, "Product Added")
     assert [a["properties"]["cart_id"] for a in added] == [SESSION, SESSION]
@@ -88,7 +121,8 @@ def test_rees46_mapping_and_order_grouping(tmp_path):
     orders = by_name(events, "Order Completed")
     assert len(orders) == 2
     first = orders[0]["properties"]
-    assert first["cart_id"] == SESSION and first["order_id"].startswith(f"rees46-{SESSION}-")
+    assert first["cart_id"] == SESSION
+    assert first["order_id"].startswith(f"rees46-{SESSION}-")
     lines = {line["product_id"]: line["quantity"] for line in first["products"]}
     assert lines == {"3900821": 2, "1004237": 1}
     assert first["total"] == pytest.approx(2 * 33.20 + 1081.98)
@@ -109,31 +143,37 @@ def test_message_ids_are_stable_across_replays(tmp_path):
 
 
 def test_bad_rows_are_reported_with_line_numbers_not_fatal(tmp_path):
-    path = write(tmp_path, "bad.csv", [
-        REES46_HEADER,
-        rees("00:00:00", "view"),                        # 2 ok
-        "bad time,view,1,2,,,1.0,2,s",                   # 3
-        rees("00:00:01", "view", price="abc"),           # 4
-        rees("00:00:01", "view", price="-3"),            # 5
-        rees("00:00:01", "teleport"),                    # 6
-        "2019-10-01 00:00:01 UTC,view,1,2",              # 7 too few columns
-        rees("00:00:01", "cart", session=""),            # 8 cart without session
-        rees("00:00:01", "view", user="u-1"),            # 9
-        'a,"b"c,d',                                      # 10 broken quoting
-        "",                                              # blank line: not a row
-        rees("00:00:02", "view"),                        # 12 ok after all that
-    ])
+    path = write(
+        tmp_path,
+        "bad.csv",
+        [
+            REES46_HEADER,
+            rees("00:00:00", "view"),  # 2 ok
+            "bad time,view,1,2,,,1.0,2,s",  # 3
+            rees("00:00:01", "view", price="abc"),  # 4
+            rees("00:00:01", "view", price="-3"),  # 5
+            rees("00:00:01", "teleport"),  # 6
+            "2019-10-01 00:00:01 UTC,view,1,2",  # 7 too few columns
+            rees("00:00:01", "cart", session=""),  # 8 cart without session
+            rees("00:00:01", "view", user="u-1"),  # 9
+            'a,"b"c,d',  # 10 broken quoting
+            "",  # blank line: not a row
+            rees("00:00:02", "view"),  # 12 ok after all that
+        ],
+    )
     rejects_file = tmp_path / "rejects.csv"
     sink = ListSink()
     result = replay_file(path, sink, rejects=Rejects(path=rejects_file))
-    assert result.events == 2 and len(sink.events) == 2
+    assert result.events == 2
+    assert len(sink.events) == 2
     assert result.rows == 10
     assert result.rejects.count == 8
     rows = list(csv.DictReader(rejects_file.open()))
     assert [int(r["line"]) for r in rows] == [3, 4, 5, 6, 7, 8, 9, 10]
     reasons = [r["reason"] for r in rows]
     assert reasons[0].startswith("bad event_time")
-    assert reasons[1].startswith("bad price") and reasons[2].startswith("bad price")
+    assert reasons[1].startswith("bad price")
+    assert reasons[2].startswith("bad price")
     assert reasons[3].startswith("unknown event_type")
     assert reasons[4] == "expected 9 columns, got 4"
     assert "missing user_session" in reasons[5]
@@ -145,7 +185,11 @@ def test_bad_rows_are_reported_with_line_numbers_not_fatal(tmp_path):
 
 def test_invalid_utf8_is_rejected_not_crashing(tmp_path):
     path = tmp_path / "latin.csv"
-    path.write_bytes((REES46_HEADER + "\n").encode() + rees("00:00:00", "view", brand="caf\xe9").encode("latin-1") + b"\n")
+    path.write_bytes(
+        (REES46_HEADER + "\n").encode()
+        + rees("00:00:00", "view", brand="caf\xe9").encode("latin-1")
+        + b"\n"
+    )
     sink = ListSink()
     result = replay_file(path, sink)
     assert result.rejects.examples[0].reason == "invalid UTF-8 in row"
@@ -153,7 +197,9 @@ def test_invalid_utf8_is_rejected_not_crashing(tmp_path):
 
 
 def test_gzip_input_bom_and_limit(tmp_path):
-    lines = [REES46_HEADER] + [rees(f"00:00:{i:02d}", "view", product=str(100 + i)) for i in range(20)]
+    lines = [REES46_HEADER] + [
+        rees(f"00:00:{i:02d}", "view", product=str(100 + i)) for i in range(20)
+    ]
     lines[0] = "\ufeff" + lines[0].upper()  # BOM and upper-case header still sniff as rees46
     path = write(tmp_path, "oct.csv.gz", lines, compress=True)
     sink = ListSink()
@@ -166,27 +212,32 @@ def test_gzip_input_bom_and_limit(tmp_path):
 
 
 def test_retailrocket_mapping(tmp_path):
-    path = write(tmp_path, "events.csv", [
-        RR_HEADER,
-        "1433221332117,257597,view,355908,",
-        "1433221332200,257597,addtocart,355908,",
-        "1433221340000,257597,transaction,355908,4000",
-        "1433221340500,257597,transaction,248676,4000",
-        "1433221340500,257597,transaction,248676,4000",
-        "1433224214164,992329,view,248676,",
-        "1433224214164,992329,view,248676,9",             # 8 transactionid on a view
-        "1433224214,992329,view,248676,",                 # 9 seconds, not ms
-        "1433224214164,992329,transaction,248676,",       # 10 transaction without id
-        "1433224214164,abc,view,248676,",                 # 12
-        "1433224214164,992329,purchase,248676,",          # 12
-    ])
+    path = write(
+        tmp_path,
+        "events.csv",
+        [
+            RR_HEADER,
+            "1433221332117,257597,view,355908,",
+            "1433221332200,257597,addtocart,355908,",
+            "1433221340000,257597,transaction,355908,4000",
+            "1433221340500,257597,transaction,248676,4000",
+            "1433221340500,257597,transaction,248676,4000",
+            "1433224214164,992329,view,248676,",
+            "1433224214164,992329,view,248676,9",  # 8 transactionid on a view
+            "1433224214,992329,view,248676,",  # 9 seconds, not ms
+            "1433224214164,992329,transaction,248676,",  # 10 transaction without id
+            "1433224214164,abc,view,248676,",  # 12
+            "1433224214164,992329,purchase,248676,",  # 12
+        ],
+    )
     sink = ListSink()
     result = replay_file(path, sink, wanted_format="auto")
     assert result.format == "retailrocket"
     assert [r.line for r in result.rejects.examples] == [8, 9, 10, 11, 12]
     events = sink.events
     viewed = by_name(events, "Product Viewed")[0]
-    assert "userId" not in viewed and viewed["anonymousId"]
+    assert "userId" not in viewed
+    assert viewed["anonymousId"]
     assert viewed["originalTimestamp"] == "2015-06-02T05:02:12.117Z"
     assert viewed["properties"]["product_id"] == "355908"
     added = by_name(events, "Product Added")[0]
@@ -194,7 +245,8 @@ def test_retailrocket_mapping(tmp_path):
     assert added["anonymousId"] == viewed["anonymousId"]
     (order,) = by_name(events, "Order Completed")
     props = order["properties"]
-    assert props["order_id"] == "rr-4000" and props["cart_id"] == "rr-257597"
+    assert props["order_id"] == "rr-4000"
+    assert props["cart_id"] == "rr-257597"
     assert {p["product_id"]: p["quantity"] for p in props["products"]} == {"355908": 1, "248676": 2}
     assert "_cart_id" not in order
 
@@ -213,7 +265,9 @@ def test_format_sniffing_and_header_errors(tmp_path):
     with pytest.raises(ReplayError, match="cannot open"):
         Input(tmp_path / "missing.csv")
     # a file without a header is fine when the format is given: its first row is data
-    headerless = write(tmp_path, "part-0001.csv", ["1433221332117,1,view,2,", "1433221332118,1,view,3,"])
+    headerless = write(
+        tmp_path, "part-0001.csv", ["1433221332117,1,view,2,", "1433221332118,1,view,3,"]
+    )
     sink = ListSink()
     assert replay_file(headerless, sink, wanted_format="retailrocket").events == 2
 
@@ -234,7 +288,10 @@ def test_progress_bar_draws_to_its_stream():
     bar.finish(1000, 20, 2)
     text = stream.getvalue()
     assert bar.drawn == 2
-    assert "50.0%" in text and "100.0%" in text and "2 rejected" in text and text.endswith("\n")
+    assert "50.0%" in text
+    assert "100.0%" in text
+    assert "2 rejected" in text
+    assert text.endswith("\n")
     silent = Progress(total=10, enabled=False, stream=io.StringIO())
     silent.update(5, 1, 0, force=True)
     assert silent.stream.getvalue() == ""
@@ -249,9 +306,16 @@ def test_streaming_uses_generators_and_constant_memory(tmp_path):
         for i in range(rows):
             kind = ("view", "view", "cart", "purchase")[i % 4]
             # wide rows (long category codes) give megabytes with few rows: tracemalloc is slow
-            lines.append(rees(f"{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}", kind,
-                              product=str(1000 + i % 500), user=str(i % 997),
-                              session=f"s-{i // 8}", code=f"cat{i % 50}." + "x" * 180))
+            lines.append(
+                rees(
+                    f"{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}",
+                    kind,
+                    product=str(1000 + i % 500),
+                    user=str(i % 997),
+                    session=f"s-{i // 8}",
+                    code=f"cat{i % 50}." + "x" * 180,
+                )
+            )
         return write(tmp_path, name, lines)
 
     class CountingSink(ListSink):
@@ -266,11 +330,13 @@ def test_streaming_uses_generators_and_constant_memory(tmp_path):
         tracemalloc.stop()
         return top, result
 
-    small_peak, small = peak(make(1_250, "small.csv"))
+    small_peak, _small = peak(make(1_250, "small.csv"))
     big_path = make(10_000, "big.csv")
     assert big_path.stat().st_size > 2_500_000
     big_peak, big = peak(big_path)
-    assert big.rows == 10_000 and big.rejects.count == 0 and big.events > 8_000
+    assert big.rows == 10_000
+    assert big.rejects.count == 0
+    assert big.events > 8_000
     assert big_peak < 1_500_000  # well below the file's size
     assert big_peak < 2 * small_peak + 300_000  # 8x the rows, not 8x the memory
 

@@ -191,3 +191,71 @@ def test_store_survives_reopen(tmp_path):
     assert reopened.delete_reject("a@b.example") is True
     assert reopened.delete_reject("a@b.example") is False
     reopened.close()
+
+
+def test_scheduled_message_is_sent_once_its_time_has_come(tmp_path):
+    from signalmail.sandbox.app import MandrillError, Sandbox, SandboxConfig
+
+    now = [1_800_000_000.0]
+    sandbox = Sandbox(
+        SandboxConfig(db_path=tmp_path / "db.sqlite3", api_keys=["k"], clock=lambda: now[0])
+    )
+    try:
+        result = sandbox.call(
+            "messages/send",
+            {
+                "key": "k",
+                "send_at": "2027-01-16 08:00:00",
+                "message": {
+                    "html": "<p>x</p>",
+                    "from_email": "a@b.example",
+                    "to": [{"email": "c@d.example"}],
+                },
+            },
+        )
+        assert result[0]["status"] == "scheduled"
+        message_id = result[0]["_id"]
+        assert sandbox.call("messages/info", {"key": "k", "id": message_id})["state"] == "scheduled"
+        now[0] = 1_800_000_000.0 + 86_400 * 3  # 2027-01-18, past send_at
+        info = sandbox.call("messages/info", {"key": "k", "id": message_id})
+        assert info["state"] == "sent"
+        assert info["smtp_events"][0]["ts"] == 1_800_086_400  # sent at its send_at
+        with pytest.raises(MandrillError, match="Invalid API key"):
+            sandbox.call("users/ping", {"key": "wrong"})
+    finally:
+        sandbox.close()
+
+
+def test_webhook_batches_are_dropped_after_max_attempts_with_the_error_recorded(tmp_path):
+    import socket
+
+    from signalmail.sandbox.webhooks import WebhookDispatcher
+
+    with socket.socket() as sock:  # a port nothing listens on: connection refused at once
+        sock.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    store = Store(tmp_path / "db.sqlite3")
+    hook = store.add_webhook(
+        {
+            "url": dead_url,
+            "auth_key": "k",
+            "events": ["send"],
+            "batches_sent": 0,
+            "events_sent": 0,
+            "last_error": None,
+        }
+    )
+    store.add_webhook({"url": dead_url, "auth_key": "k", "events": ["open"]})
+    dispatcher = WebhookDispatcher(store, max_attempts=3, backoff_s=0.01)
+    try:
+        assert (
+            dispatcher.publish([{"event": "send", "_id": "m1"}, {"event": "click", "_id": "m1"}])
+            == 1
+        )
+        assert dispatcher.wait_idle(10)
+        stored = {h["id"]: h for h in store.list_webhooks()}[hook["id"]]
+        assert stored["last_error"] == "ConnectionError"
+        assert (stored["batches_sent"], stored["events_sent"]) == (0, 0)
+    finally:
+        dispatcher.close()
+        store.close()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from signalmail.simulate import Simulation, SimulationConfig, iter_events
 from signalmail.simulate.catalog import build_catalog
 from signalmail.simulate.clock import Pacer
@@ -28,9 +28,15 @@ def stream() -> tuple[list[dict], SimulationStats]:
 
 
 def test_same_seed_same_stream_including_ids_and_times():
-    first = [json.dumps(e, sort_keys=True) for e in iter_events(seed=7, users=40, days=5, start=START)]
-    again = [json.dumps(e, sort_keys=True) for e in iter_events(seed=7, users=40, days=5, start=START)]
-    other = [json.dumps(e, sort_keys=True) for e in iter_events(seed=8, users=40, days=5, start=START)]
+    first = [
+        json.dumps(e, sort_keys=True) for e in iter_events(seed=7, users=40, days=5, start=START)
+    ]
+    again = [
+        json.dumps(e, sort_keys=True) for e in iter_events(seed=7, users=40, days=5, start=START)
+    ]
+    other = [
+        json.dumps(e, sort_keys=True) for e in iter_events(seed=8, users=40, days=5, start=START)
+    ]
     assert len(first) > 200
     assert first == again
     assert first != other
@@ -47,7 +53,9 @@ def test_start_moves_every_timestamp_by_the_same_offset():
         ta = datetime.fromisoformat(a["originalTimestamp"].replace("Z", "+00:00"))
         tb = datetime.fromisoformat(b["originalTimestamp"].replace("Z", "+00:00"))
         # the waking-hours shift may differ by whole hours; never by a random amount
-        assert (tb - ta).total_seconds() % 3600 == pytest.approx(0, abs=0.002) or tb - ta == timedelta(days=1)
+        assert (tb - ta).total_seconds() % 3600 == pytest.approx(
+            0, abs=0.002
+        ) or tb - ta == timedelta(days=1)
 
 
 def test_catalog_is_deterministic_complete_and_skewed():
@@ -60,7 +68,8 @@ def test_catalog_is_deterministic_complete_and_skewed():
     assert len({p.name for p in catalog.products}) == 300
     for product in catalog.products:
         assert product.price > 0
-        assert product.url.startswith("https://") and product.product_id in product.url
+        assert product.url.startswith("https://")
+        assert product.product_id in product.url
         assert product.image_url.endswith(f"{product.product_id}.jpg")
     draws = catalog.sample(random.Random(0), k=20000)
     counts = sorted((sum(1 for d in draws if d is p) for p in catalog.products), reverse=True)
@@ -76,13 +85,16 @@ def test_events_are_ordered_unique_and_complete(stream):
     times = [e["originalTimestamp"] for e in events]
     assert times == sorted(times)
     end = (START + timedelta(days=21)).isoformat()
-    assert times[0] >= START.isoformat().replace("+00:00", "") and times[-1] < end
+    assert times[0] >= START.isoformat().replace("+00:00", "")
+    assert times[-1] < end
     for event in events:
         assert event["type"] in {"track", "identify", "page"}
         assert event["anonymousId"]
-        assert event["context"]["timezone"] and event["context"]["userAgent"]
+        assert event["context"]["timezone"]
+        assert event["context"]["userAgent"]
         if event["type"] == "track":
-            assert event["event"] and isinstance(event["properties"], dict)
+            assert event["event"]
+            assert isinstance(event["properties"], dict)
 
 
 def test_identify_traits_and_consent_mix(stream):
@@ -91,7 +103,8 @@ def test_identify_traits_and_consent_mix(stream):
     assert identifies
     for event in identifies:
         traits = event["context"]["traits"]
-        assert "@" in traits["email"] and traits["first_name"]
+        assert "@" in traits["email"]
+        assert traits["first_name"]
         ZoneInfo(traits["timezone"])  # a real IANA name
         assert traits["locale"]
         assert isinstance(traits["email_opt_in"], bool)
@@ -110,14 +123,15 @@ def test_anonymous_browsing_comes_before_identify(stream):
     for i, event in enumerate(events):
         if event["type"] == "identify":
             first_identify.setdefault(event["anonymousId"], i)
-    browsed_first = 0
+    per_device = defaultdict(list)
+    for i, event in enumerate(events):
+        per_device[event["anonymousId"]].append((i, event))
     for anon, at in first_identify.items():
-        before = [e for e in events[:at] if e["anonymousId"] == anon]
+        before = [e for i, e in per_device[anon] if i < at]
+        after = [e for i, e in per_device[anon] if i >= at]
+        assert before, "every shopper browses anonymously before identifying"
         assert all("userId" not in e for e in before)
-        after = [e for e in events[at:] if e["anonymousId"] == anon]
         assert all(e.get("userId") for e in after)
-        browsed_first += bool(before)
-    assert browsed_first == len(first_identify)
 
 
 def test_funnel_follows_the_ecommerce_spec(stream):
@@ -126,9 +140,17 @@ def test_funnel_follows_the_ecommerce_spec(stream):
     for event in events:
         if event["type"] == "track":
             names[event["event"]].append(event)
-    for name in ("Products Searched", "Product List Viewed", "Product Viewed", "Product Added",
-                 "Product Removed", "Cart Viewed", "Checkout Started", "Order Completed",
-                 "Email Link Clicked"):
+    for name in (
+        "Products Searched",
+        "Product List Viewed",
+        "Product Viewed",
+        "Product Added",
+        "Product Removed",
+        "Cart Viewed",
+        "Checkout Started",
+        "Order Completed",
+        "Email Link Clicked",
+    ):
         assert names[name], f"no {name} events"
     product_keys = {"product_id", "sku", "name", "brand", "category", "price", "url", "image_url"}
     for event in names["Product Viewed"]:
@@ -169,9 +191,14 @@ def test_email_clicks_only_from_consenting_identified_shoppers(stream):
         if event.get("event") == "Email Link Clicked":
             props = event["properties"]
             assert consent.get(event["userId"]) is True
-            assert props["trigger_id"] and props["url"].startswith("https://")
-            assert props["campaign"] in {"cart_abandonment", "browse_abandonment",
-                                         "product_recommendations", "re_engagement"}
+            assert props["trigger_id"]
+            assert props["url"].startswith("https://")
+            assert props["campaign"] in {
+                "cart_abandonment",
+                "browse_abandonment",
+                "product_recommendations",
+                "re_engagement",
+            }
 
 
 def test_returning_and_quiet_shoppers(stream):
@@ -184,7 +211,7 @@ def test_returning_and_quiet_shoppers(stream):
     sessions = {}
     longest_gap = {}
     for anon, stamps in times.items():
-        gaps = [(b - a) for a, b in zip(stamps, stamps[1:], strict=False)]
+        gaps = [(b - a) for a, b in itertools.pairwise(stamps)]
         sessions[anon] = 1 + sum(1 for g in gaps if g > timedelta(minutes=30))
         longest_gap[anon] = max(gaps, default=timedelta(0))
     assert sum(1 for n in sessions.values() if n >= 3) > 0.2 * len(sessions)
@@ -197,7 +224,7 @@ def test_invalid_configuration_is_refused():
     with pytest.raises(ValueError, match="days"):
         SimulationConfig(days=0)
     with pytest.raises(ValueError, match="timezone-aware"):
-        SimulationConfig(start=datetime(2026, 1, 1))  # noqa: DTZ001
+        SimulationConfig(start=datetime(2026, 1, 1))
 
 
 def test_pacer_holds_the_rate_and_catches_up_when_late():
@@ -219,3 +246,11 @@ def test_pacer_holds_the_rate_and_catches_up_when_late():
     assert slept == []
     with pytest.raises(ValueError, match="positive"):
         Pacer(0)
+
+
+def test_iso_matches_datetime_formatting():
+    from signalmail.simulate.model import iso
+
+    for ts in (0.0, 1767225600.0, 1767225600.0004, 1767225600.9996, 1767225600.123, 1.5e9 + 0.5):
+        expected = datetime.fromtimestamp(round(ts, 3), UTC).isoformat(timespec="milliseconds")
+        assert iso(ts) == expected.replace("+00:00", "Z")

@@ -4,52 +4,29 @@ BATCH, plus the singer-sdk standard tap test suite.
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import atexit
 import gzip
-import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from singer_sdk.testing import get_tap_test_class
-
 from tap_rudderstack.streams import COMMON_PROPERTIES, EXTRA_PROPERTIES
 from tap_rudderstack.tap import TapRudderStack
-from tests.tap_rudderstack_spool import event, ts_of, write_segment
+
+from tests.tap_rudderstack_spool import (
+    event,
+    ids,
+    last_state,
+    records,
+    run_tap,
+    ts_of,
+    write_segment,
+)
 
 KINDS = ["track", "identify", "page", "screen", "group", "alias"]
-
-
-def run_tap(
-    config: dict[str, Any], state: dict | None = None, catalog: dict | None = None
-) -> list[dict[str, Any]]:
-    """Run one sync in-process and return the Singer messages it wrote."""
-    tap = TapRudderStack(
-        config=config, state=copy.deepcopy(state), catalog=catalog, parse_env_config=False
-    )
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        tap.sync_all()
-    return [json.loads(line) for line in out.getvalue().splitlines() if line]
-
-
-def records(messages, stream=None) -> list[dict[str, Any]]:
-    return [
-        m["record"]
-        for m in messages
-        if m["type"] == "RECORD" and (stream is None or m["stream"] == stream)
-    ]
-
-
-def ids(messages, stream=None) -> list[str]:
-    return [r.get("message_id") or r.get("rejected_id") for r in records(messages, stream)]
-
-
-def last_state(messages) -> dict:
-    return [m for m in messages if m["type"] == "STATE"][-1]["value"]
 
 
 @pytest.fixture
@@ -336,6 +313,7 @@ def test_about_lists_every_setting_with_a_description():
 # --- singer-sdk standard tap tests, on a spool written at collection time ----------------------
 
 _STANDARD_ROOT = Path(tempfile.mkdtemp(prefix="tap-rudderstack-std-"))
+atexit.register(shutil.rmtree, _STANDARD_ROOT, True)
 for _offset, _kinds in ((0, KINDS[:3]), (60, KINDS[3:])):
     write_segment(
         _STANDARD_ROOT,
@@ -346,3 +324,16 @@ for _offset, _kinds in ((0, KINDS[:3]), (60, KINDS[3:])):
 TestTapRudderStackStandard = get_tap_test_class(
     TapRudderStack, config={"source": str(_STANDARD_ROOT)}
 )
+
+
+def test_a_segment_named_in_the_future_does_not_push_real_files_out_of_the_window(tmp_path):
+    import time
+
+    root = tmp_path / "spool"
+    now = int(time.time())
+    write_segment(root, now + 30 * 86400, [event("track", 1)])  # a writer with a broken clock
+    config = {"source": str(root), "late_file_window_minutes": 60}
+    state = last_state(run_tap(config))
+    assert state["bookmarks"]["tracks"]["spool"]["high_ts"] <= now + 3600
+    write_segment(root, now - 600, [event("track", 2)])
+    assert ids(run_tap(config, state=state)) == ["m-track-2"]

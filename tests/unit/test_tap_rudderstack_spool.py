@@ -8,7 +8,6 @@ import json
 
 import fsspec
 import pytest
-
 from tap_rudderstack.spool import (
     CorruptFile,
     SpoolError,
@@ -20,6 +19,7 @@ from tap_rudderstack.spool import (
     parse_timestamp,
     rejected_id,
 )
+
 from tests.tap_rudderstack_spool import event, segment_path, ts_of, write_segment
 
 LOCAL = fsspec.filesystem("file")
@@ -73,9 +73,9 @@ def test_truncated_gzip_yields_good_lines_then_raises_with_the_cut_line(tmp_path
     path = tmp_path / "t.json.gz"
     path.write_bytes(data[: len(data) // 2])
     got: list[tuple[int, bytes]] = []
+    reader = iter_lines(LOCAL, str(path))
     with pytest.raises(CorruptFile) as info:
-        for item in iter_lines(LOCAL, str(path)):
-            got.append(item)
+        got.extend(reader)  # extend keeps what was yielded before the raise
     assert 0 < len(got) < 500
     assert all(json.loads(line)["n"] == n - 1 for n, line in got)  # every yielded line is whole
     assert info.value.reason.startswith("truncated_gzip")

@@ -401,3 +401,38 @@ def test_duckdb_type_mapping():
     assert isinstance(duckdb_type("VARCHAR[]"), sa.ARRAY)
     assert isinstance(duckdb_type("STRUCT(a INTEGER)"), sa.JSON)
     assert isinstance(duckdb_type("JSON"), sa.JSON)
+
+
+def test_console_script_runs_incrementally_with_a_state_file(warehouse, tmp_path):
+    """The installed `tap-warehouse` executable, as Meltano invokes it."""
+    executable = Path(sys.executable).with_name("tap-warehouse")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(config_for(warehouse)))
+    about = subprocess.run(
+        [executable, "--about", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    settings = json.loads(about.stdout)["settings"]["properties"]
+    assert settings["sqlalchemy_url"]["secret"] is True
+    assert {
+        "sqlalchemy_url",
+        "schema",
+        "tables",
+        "replication_keys",
+        "lock_timeout_seconds",
+    } <= set(settings)
+    first = subprocess.run(
+        [executable, "--config", config], capture_output=True, text=True, check=True
+    )
+    messages = [json.loads(line) for line in first.stdout.splitlines()]
+    assert sum(m["type"] == "RECORD" for m in messages) == 5
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps([m for m in messages if m["type"] == "STATE"][-1]["value"]))
+    second = subprocess.run(
+        [executable, "--config", config, "--state", state],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    records = [json.loads(line) for line in second.stdout.splitlines()]
+    assert [m["record"]["trigger_id"] for m in records if m["type"] == "RECORD"] == ["t0005"]
+    assert str(warehouse) not in first.stderr  # the URL (a secret setting) is never logged

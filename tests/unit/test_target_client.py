@@ -56,7 +56,9 @@ def test_errors_are_classified_by_name_not_status(name, status, cls):
 
 def test_invalid_key_message_is_clear_and_keyless():
     client = MandrillClient(KEY, "http://127.0.0.1:9")
-    error = client._translate({"name": "Invalid_Key", "message": "Invalid API key"}, 500, "users/ping")
+    error = client._translate(
+        {"name": "Invalid_Key", "message": "Invalid API key"}, 500, "users/ping"
+    )
     assert "api_key" in str(error) and KEY not in str(error)
 
 

@@ -36,7 +36,9 @@ ONE = "browse_abandonment"  # a campaign with a single variant: one call per bat
 
 
 def iso(minutes: float) -> str:
-    return (dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=minutes)).isoformat()
+    return (
+        dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=minutes)
+    ).isoformat()
 
 
 def row(n: int, campaign: str = "cart_abandonment", **over: Any) -> dict[str, Any]:
@@ -151,8 +153,12 @@ def test_batches_carry_per_recipient_data_and_never_mix_variants(campaigns, ledg
         assert [m["rcpt"] for m in msg["merge_vars"]] == emails
         for m in msg["recipient_metadata"]:
             n = m["rcpt"].removeprefix("u").removesuffix("@example.com")
-            assert m["values"] == {"trigger_id": f"cart_abandonment:{n}", "campaign":
-                                   "cart_abandonment", "variant": variant, "user_id": f"u{n}"}
+            assert m["values"] == {
+                "trigger_id": f"cart_abandonment:{n}",
+                "campaign": "cart_abandonment",
+                "variant": variant,
+                "user_id": f"u{n}",
+            }
             assert campaigns["cart_abandonment"].variant_for(f"u{n}", "x").name == variant
         for m in msg["merge_vars"]:
             names = {v["name"]: v["content"] for v in m["vars"]}
@@ -192,7 +198,9 @@ def test_never_sent_cases_are_recorded_without_a_call(campaigns, ledger):
     assert fake.calls == []
     assert got["cart_abandonment:1"]["state"] == "held_out"
     assert (got["cart_abandonment:2"]["state"], got["cart_abandonment:2"]["reject_reason"]) == (
-        "invalid", "expired")
+        "invalid",
+        "expired",
+    )
     assert got["cart_abandonment:3"]["reject_reason"] == "invalid-email"
     assert "not JSON" in got["cart_abandonment:4"]["error"]
     assert "not a JSON object" in got["cart_abandonment:5"]["error"]
@@ -320,8 +328,10 @@ def test_rejected_recipient_recorded_with_reason(campaigns, ledger):
     d = make(campaigns, ledger, fake)
     d.dispatch([row(1), row(2)])
     d.close()
-    assert (ledger.get("cart_abandonment:2")["state"], ledger.get("cart_abandonment:2")[
-        "reject_reason"]) == ("rejected", "unsub")
+    assert (
+        ledger.get("cart_abandonment:2")["state"],
+        ledger.get("cart_abandonment:2")["reject_reason"],
+    ) == ("rejected", "unsub")
 
 
 def test_ambiguous_failure_is_never_resent_blindly(campaigns, ledger):

@@ -8,83 +8,48 @@ searches as (
     select * from {{ ref('int_searches') }}
 ),
 
-window_views as (
+window_interactions as (
+    -- one pass over the window: views, and adds or purchases that end the situation
     select
         user_id,
         product_id,
-        count(*) as view_count,
-        min(event_at) as first_viewed_at,
-        max(event_at) as last_viewed_at
+        sum(case when interaction_type = 'view' then 1 else 0 end) as view_count,
+        min(case when interaction_type = 'view' then event_at end) as first_viewed_at,
+        max(case when interaction_type = 'view' then event_at end) as last_viewed_at,
+        max(case when interaction_type in ('add', 'purchase') then event_at end) as last_added_at,
+        {{ latest_value('product_name', 'event_at desc, message_id desc') }} as product_name,
+        {{ latest_value('brand', 'event_at desc, message_id desc') }} as brand,
+        {{ latest_value('category', 'event_at desc, message_id desc') }} as category,
+        {{ latest_value('product_url', 'event_at desc, message_id desc') }} as product_url,
+        {{ latest_value('image_url', 'event_at desc, message_id desc') }} as image_url,
+        {{ latest_value('price', 'event_at desc, message_id desc') }} as price,
+        {{ latest_value('currency', 'event_at desc, message_id desc') }} as currency
     from interactions
-    where interaction_type = 'view'
+    where interaction_type in ('view', 'add', 'purchase')
         and user_id is not null
         and event_at >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
         and event_at <= {{ now_utc() }}
     group by user_id, product_id
 ),
 
-later_adds as (
-    -- an add to cart or a purchase of the product after browsing began ends the situation
-    select distinct
-        window_views.user_id,
-        window_views.product_id
-    from window_views
-    inner join interactions
-        on window_views.user_id = interactions.user_id
-        and window_views.product_id = interactions.product_id
-        and interactions.interaction_type in ('add', 'purchase')
-        and interactions.event_at >= window_views.first_viewed_at
-),
-
 abandoned as (
+    -- viewed often enough, quiet since, and never added or bought after browsing began
     select
-        window_views.user_id,
-        window_views.product_id,
-        window_views.view_count,
-        window_views.first_viewed_at,
-        window_views.last_viewed_at,
+        *,
         row_number() over (
-            partition by window_views.user_id
-            order by window_views.view_count desc, window_views.last_viewed_at desc,
-                window_views.product_id
+            partition by user_id
+            order by view_count desc, last_viewed_at desc, product_id
         ) as product_rank
-    from window_views
-    left join later_adds
-        on window_views.user_id = later_adds.user_id
-        and window_views.product_id = later_adds.product_id
-    where later_adds.product_id is null
-        and window_views.view_count >= {{ var('browse_min_views') }}
-        and window_views.last_viewed_at
+    from window_interactions
+    where view_count >= {{ var('browse_min_views') }}
+        and last_viewed_at
             <= {{ dbt.dateadd('minute', -1 * var('browse_abandon_minutes'), now_utc()) }}
+        and (last_added_at is null or last_added_at < first_viewed_at)
 ),
 
 top_product as (
     select * from abandoned
     where product_rank = 1
-),
-
-product_details as (
-    -- the product as the user last saw it
-    select
-        interactions.user_id,
-        interactions.product_id,
-        interactions.product_name,
-        interactions.brand,
-        interactions.category,
-        interactions.product_url,
-        interactions.image_url,
-        interactions.price,
-        interactions.currency,
-        row_number() over (
-            partition by interactions.user_id, interactions.product_id
-            order by interactions.event_at desc, interactions.message_id desc
-        ) as detail_rank
-    from interactions
-    inner join top_product
-        on interactions.user_id = top_product.user_id
-        and interactions.product_id = top_product.product_id
-        and interactions.interaction_type = 'view'
-        and interactions.event_at = top_product.last_viewed_at
 ),
 
 last_search as (
@@ -116,15 +81,12 @@ final as (
             dbt.dateadd('minute', var('browse_abandon_minutes'), 'top_product.last_viewed_at')
         ) }} as expires_at,
         {{ json_object([
-            ('products', json_array_agg(product_merge_var('product_details'), 'product_details.product_id')),
-            ('currency', 'min(product_details.currency)'),
+            ('products', json_array_agg(product_merge_var('top_product'), 'top_product.product_id')),
+            ('currency', 'min(top_product.currency)'),
             ('search_term', 'min(last_search.search_term)'),
             ('view_count', 'top_product.view_count'),
         ]) }} as payload
     from top_product
-    inner join product_details
-        on top_product.user_id = product_details.user_id
-        and product_details.detail_rank = 1
     left join last_search
         on top_product.user_id = last_search.user_id
         and last_search.search_rank = 1

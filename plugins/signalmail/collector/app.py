@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -133,12 +133,16 @@ class Collector:
 
     async def _read(self, request: Request) -> bytes:
         counted = _Counting(request.stream())
-        body = await ingest.read_body(
-            counted,
-            request.headers.get("content-encoding"),
-            request.headers.get("content-length"),
-            self.settings.max_request_bytes,
-        )
+        try:
+            body = await ingest.read_body(
+                counted,
+                request.headers.get("content-encoding"),
+                request.headers.get("content-length"),
+                self.settings.max_request_bytes,
+            )
+        except ClientDisconnect:
+            # the client gave up mid-body: nothing was accepted, nobody is left to answer
+            raise ingest.IngestError(400, "client disconnected", "client_disconnected") from None
         self.metrics.bytes_received += counted.total
         self.metrics.bytes_decoded += len(body)
         return body

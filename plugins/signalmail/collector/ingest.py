@@ -14,6 +14,7 @@ Pure functions (no I/O besides reading the body stream) so the rules are unit-te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 import zlib
@@ -163,8 +164,12 @@ def parse_ts(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=65536)
 def rudder_id(user_id: Any, anonymous_id: Any) -> str:
-    """rudder-server's rudderId: an MD5-based UUID (version 3 bits) of "userId:anonymousId"."""
+    """rudder-server's rudderId: an MD5-based UUID (version 3 bits) of "userId:anonymousId".
+
+    Cached: a batch usually repeats one user, and the hash is a measurable share of ingest CPU.
+    """
     text = f"{'' if user_id is None else user_id}:{'' if anonymous_id is None else anonymous_id}"
     h = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
     variant = "89ab"[int(h[16], 16) & 0x3]

@@ -22,7 +22,7 @@ _NS_BYTES = NAMESPACE.bytes
 
 
 def message_id(*parts: object) -> str:
-    """A deterministic messageId: replaying the same rows again yields the same ids (deduped).
+    r"""Return a deterministic messageId: replaying the same rows yields the same ids (deduped).
 
     Exactly `uuid.uuid5(NAMESPACE, "\x1f".join(parts))`, formatted without building a UUID
     object: this runs twice per row, and `uuid.uuid5` is most of a row's cost on big files.
@@ -48,8 +48,12 @@ class OpenOrder:
 class OrderGrouper:
     """Collects purchase rows per order key and hands back finished orders as events."""
 
-    def __init__(self, build: Callable[[OpenOrder], dict[str, Any]], window_s: float = 300.0,
-                 max_open: int = 10_000) -> None:
+    def __init__(
+        self,
+        build: Callable[[OpenOrder], dict[str, Any]],
+        window_s: float = 300.0,
+        max_open: int = 10_000,
+    ) -> None:
         self.build = build
         self.window_s = window_s
         self.max_open = max_open
@@ -57,8 +61,9 @@ class OrderGrouper:
         self.watermark = float("-inf")
         self.split_orders = 0
 
-    def add(self, key: str, line_no: int, ts: float, product: dict[str, Any],
-            template: dict[str, Any]) -> list[dict[str, Any]]:
+    def add(
+        self, key: str, line_no: int, ts: float, product: dict[str, Any], template: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """Add one purchase row; returns orders that closed because time moved on."""
         order = self.open.get(key)
         if order is None:

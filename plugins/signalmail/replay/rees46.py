@@ -8,7 +8,10 @@ user_session; times like ``2019-10-01 00:00:02 UTC``. Mapping (docs/simulate.md,
 | view | track `Product Viewed` |
 | cart | track `Product Added` (quantity 1, `cart_id` = user_session) |
 | remove_from_cart | track `Product Removed` (quantity 1, `cart_id` = user_session) |
-| purchase rows of one session | one track `Order Completed` (`order_id` = `rees46-<session>-<first purchase epoch>`, `cart_id` = user_session, products[] with quantities, total = revenue = sum of price x quantity) |
+| purchase rows of one session | one track `Order Completed` (see below) |
+
+An order's `order_id` is `rees46-<session>-<epoch of its first purchase row>`, its `cart_id` the
+session, `products[]` carries quantities, and total = revenue = sum of price x quantity.
 
 Identity: `user_id` is REES46's permanent shopper id, so it becomes `userId` (`rees46-<id>`); the
 device-level `anonymousId` is a UUID derived from it, and `context.sessionId` carries the session.
@@ -27,8 +30,11 @@ from typing import Any
 from signalmail.replay.orders import OpenOrder, OrderGrouper, message_id
 from signalmail.replay.source import RowError
 
-EVENT_NAMES = {"view": "Product Viewed", "cart": "Product Added",
-               "remove_from_cart": "Product Removed"}
+EVENT_NAMES = {
+    "view": "Product Viewed",
+    "cart": "Product Added",
+    "remove_from_cart": "Product Removed",
+}
 KNOWN_TYPES = (*EVENT_NAMES, "purchase")
 CURRENCY = "USD"
 DEFAULT_URL_TEMPLATE = "https://shop.example.com/products/{product_id}"
@@ -37,7 +43,7 @@ DEFAULT_IMAGE_TEMPLATE = "https://cdn.shop.example.com/img/{product_id}.jpg"
 
 @lru_cache(maxsize=65_536)
 def device_id(dataset: str, shopper: str) -> str:
-    """The anonymousId of a shopper's device (bounded cache: shoppers repeat within minutes)."""
+    """Return the anonymousId of a shopper's device (cached: shoppers repeat within minutes)."""
     return message_id(dataset, "device", shopper)
 
 
@@ -68,9 +74,14 @@ class Rees46Converter:
     columns = 9
     dataset = "rees46"
 
-    def __init__(self, url_template: str = DEFAULT_URL_TEMPLATE,
-                 image_template: str = DEFAULT_IMAGE_TEMPLATE, shift_s: float = 0.0,
-                 order_window_s: float = 300.0, max_open_orders: int = 10_000) -> None:
+    def __init__(
+        self,
+        url_template: str = DEFAULT_URL_TEMPLATE,
+        image_template: str = DEFAULT_IMAGE_TEMPLATE,
+        shift_s: float = 0.0,
+        order_window_s: float = 300.0,
+        max_open_orders: int = 10_000,
+    ) -> None:
         self.url_template = url_template
         self.image_template = image_template
         self.shift_s = shift_s
@@ -80,16 +91,26 @@ class Rees46Converter:
         """Events for one row (often one, sometimes none or several); raises RowError if bad."""
         if len(row) != self.columns:
             raise RowError(f"expected {self.columns} columns, got {len(row)}")
-        (event_time, event_type, product_id, category_id, category_code, brand, price,
-         user_id, session) = (cell.strip() for cell in row)
+        (
+            event_time,
+            event_type,
+            product_id,
+            category_id,
+            category_code,
+            brand,
+            price,
+            user_id,
+            session,
+        ) = (cell.strip() for cell in row)
         if "\ufffd" in "".join(row):
             raise RowError("invalid UTF-8 in row")
         moment = parse_time(event_time)
         if self.shift_s:
             moment = datetime.fromtimestamp(moment.timestamp() + self.shift_s, UTC)
         if event_type not in KNOWN_TYPES:
-            raise RowError(f"unknown event_type: {event_type[:40]!r} (expected "
-                           f"{', '.join(KNOWN_TYPES)})")
+            raise RowError(
+                f"unknown event_type: {event_type[:40]!r} (expected {', '.join(KNOWN_TYPES)})"
+            )
         if not product_id.isdigit():
             raise RowError(f"bad product_id: {product_id[:40]!r}")
         if not user_id.isdigit():

@@ -7,7 +7,10 @@ Columns: timestamp (epoch milliseconds), visitorid, event, itemid, transactionid
 |---|---|
 | view | track `Product Viewed` |
 | addtocart | track `Product Added` (quantity 1, `cart_id` = `rr-<visitorid>`) |
-| transaction rows sharing a transactionid | one track `Order Completed` (`order_id` = `rr-<transactionid>`, `cart_id` = `rr-<visitorid>`, products[] with quantities) |
+| transaction rows sharing a transactionid | one track `Order Completed` |
+
+An order's `order_id` is `rr-<transactionid>`, its `cart_id` `rr-<visitorid>`, and `products[]`
+carries quantities.
 
 Retailrocket visitors are cookies that never sign in, so events carry only an `anonymousId`
 (a UUID derived from visitorid) and no `userId`. The data has no sessions, so each visitor has
@@ -42,9 +45,14 @@ class RetailrocketConverter:
     columns = 5
     dataset = "retailrocket"
 
-    def __init__(self, url_template: str = DEFAULT_URL_TEMPLATE,
-                 image_template: str = DEFAULT_IMAGE_TEMPLATE, shift_s: float = 0.0,
-                 order_window_s: float = 300.0, max_open_orders: int = 10_000) -> None:
+    def __init__(
+        self,
+        url_template: str = DEFAULT_URL_TEMPLATE,
+        image_template: str = DEFAULT_IMAGE_TEMPLATE,
+        shift_s: float = 0.0,
+        order_window_s: float = 300.0,
+        max_open_orders: int = 10_000,
+    ) -> None:
         self.url_template = url_template
         self.image_template = image_template
         self.shift_s = shift_s

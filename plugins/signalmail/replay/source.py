@@ -22,8 +22,15 @@ FIELD_SIZE_LIMIT = 1 << 20
 RAW_TEXT_LIMIT = 500
 
 REES46_HEADER = (
-    "event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
-    "user_id", "user_session",
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
 )
 RETAILROCKET_HEADER = ("timestamp", "visitorid", "event", "itemid", "transactionid")
 HEADERS: dict[str, tuple[str, ...]] = {"rees46": REES46_HEADER, "retailrocket": RETAILROCKET_HEADER}
@@ -107,8 +114,9 @@ class Input:
         else:
             binary = self._raw
         # utf-8-sig drops a BOM; undecodable bytes become U+FFFD and the row is rejected
-        self.text: TextIO = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace",
-                                             newline="")
+        self.text: TextIO = io.TextIOWrapper(
+            binary, encoding="utf-8-sig", errors="replace", newline=""
+        )
 
     def position(self) -> int:
         """Bytes of the file on disk consumed so far."""
@@ -176,7 +184,7 @@ def iter_rows(text: TextIO) -> Iterator[tuple[int, list[str] | None, str | None]
 
 
 def raw_text(row: list[str] | None) -> str:
-    """A row as text for reports, truncated."""
+    """Return a row as text for reports, truncated."""
     if row is None:
         return ""
     text = ",".join(row)
@@ -189,8 +197,14 @@ class Progress:
     Redraws at most every `interval` seconds so a fast replay is not slowed by the terminal.
     """
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None,
-                 interval: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        enabled: bool,
+        stream: TextIO | None = None,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total = max(total, 1)
         self.enabled = enabled
         self.stream = stream or sys.stderr
@@ -220,7 +234,7 @@ class Progress:
         self.drawn += 1
 
     def finish(self, position: int, rows: int, rejects: int) -> None:
-        """Final redraw and newline."""
+        """Draw the final state and end the line."""
         if self.enabled:
             self.update(position, rows, rejects, force=True)
             self.stream.write("\n")

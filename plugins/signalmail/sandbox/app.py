@@ -328,9 +328,9 @@ class Sandbox:
         send_at = _parse_send_at(body.get("send_at"), now)
         recipients = message.get("to") or []
         if not recipients:
-            raise MandrillError(
-                "ValidationError", 'Validation error: {"message":{"to":"No recipients"}}', -2
-            )
+            # Mandrill answers an empty list (which mailchimp-transactional then hands back as
+            # a raw requests.Response: the quirk callers must treat as "nothing was sent")
+            return []
         queued = bool(body.get("async")) or len(recipients) > 10
         language = message.get("merge_language") or "mailchimp"
         global_vars = {
@@ -352,17 +352,22 @@ class Sandbox:
         preserve = bool(message.get("preserve_recipients"))
         visible_to = [r for r in recipients if (r.get("type") or "to") != "bcc"]
         ids = [uuid.uuid4().hex for _ in recipients]
-        try:
-            parsed_html = (
-                handlebars.parse(source["html"]) if merge and language == "handlebars" else None
-            )
-        except handlebars.TemplateError as exc:
-            raise MandrillError("Invalid_Template", f"cannot render: {exc}", 6) from exc
+        # one query for the whole batch: a 1,000-recipient call must not make 1,000 lookups
+        rejects = self.store.find_rejects(
+            [(r.get("email") or "").strip() for r in recipients], subaccount or ""
+        )
+        # parse once per call, render per recipient
+        parts: tuple[Any, Any, Any] = (source["html"], source["subject"] or "", source["text"])
+        if merge and language == "handlebars":
+            try:
+                parts = tuple(handlebars.parse(part) for part in parts)  # type: ignore[assignment]
+            except handlebars.TemplateError as exc:
+                raise MandrillError("Invalid_Template", f"cannot render: {exc}", 6) from exc
         results: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         for message_id, recipient in zip(ids, recipients, strict=True):
             email = (recipient.get("email") or "").strip()
-            status, reason = self._recipient_status(email, from_email, subaccount)
+            status, reason = self._recipient_status(email, from_email, rejects)
             if status == "ok":
                 status = "scheduled" if send_at else "queued" if queued else "sent"
             merged = {**global_vars, **per_rcpt.get(email.lower(), {})}
@@ -374,9 +379,7 @@ class Sandbox:
             )
             html, subject, text = source["html"], source["subject"] or "", source["text"]
             if merge:
-                html, subject, text = self._render(
-                    language, parsed_html, html, subject, text, merged, options
-                )
+                html, subject, text = self._render(language, parts, merged, options)
             to_header = (
                 ", ".join(_address(r) for r in visible_to) if preserve else _address(recipient)
             )
@@ -419,7 +422,8 @@ class Sandbox:
             )
         self.store.insert_messages(rows)
         sent = [r["id"] for r in rows if r["state"] == "sent"]
-        rejected = [r["id"] for r in rows if r["state"] == "rejected"]
+        # invalid addresses are stored as rejected without a reason and fire no `reject` event
+        rejected = [r["id"] for r in rows if r["state"] == "rejected" and r["reject_reason"]]
         waiting = [r["id"] for r in rows if r["state"] == "queued"]
         self._delivery.submit(self._after_send, sent, rejected, waiting)
         return results
@@ -427,17 +431,16 @@ class Sandbox:
     def _render(
         self,
         language: str,
-        parsed: list[Any] | None,
-        html: str,
-        subject: str,
-        text: str,
+        parts: tuple[Any, Any, Any],
         merged: dict[str, Any],
         options: handlebars.RenderOptions,
     ) -> tuple[str, str, str]:
+        """Render (html, subject, text); handlebars parts may be pre-parsed node lists."""
+        html, subject, text = parts
         try:
             if language == "handlebars":
                 return (
-                    handlebars.render(parsed if parsed is not None else html, merged, options),
+                    handlebars.render(html, merged, options),
                     handlebars.render(subject, merged, options),
                     handlebars.render(text, merged, options),
                 )
@@ -454,7 +457,7 @@ class Sandbox:
             raise MandrillError("Invalid_Template", f"cannot render: {exc}", 6) from exc
 
     def _recipient_status(
-        self, email: str, from_email: str | None, subaccount: str | None
+        self, email: str, from_email: str | None, rejects: dict[str, str]
     ) -> tuple[str, str | None]:
         if not is_valid_email(email) or email.lower().endswith("@" + INVALID_DOMAIN):
             return "invalid", None
@@ -465,9 +468,8 @@ class Sandbox:
             return "rejected", REJECT_LOCAL_PARTS[local]
         if domain == REJECT_DOMAIN:
             return "rejected", "custom"
-        entry = self.store.find_reject(email, subaccount or "")
-        if entry:
-            return "rejected", entry["reason"]
+        if email.lower() in rejects:
+            return "rejected", rejects[email.lower()]
         return "ok", None
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
@@ -502,14 +504,11 @@ class Sandbox:
     def _after_send(self, sent: list[str], rejected: list[str], waiting: list[str]) -> None:
         """Background: deliver queued messages, fire send/reject webhooks, auto events."""
         try:
-            now = self.config.clock()
-            for message_id in waiting:
-                row = self.store.get_message(message_id)
-                if row:
-                    self.store.update_message(
-                        message_id, state="sent", smtp_events=[_smtp_event(now, len(row["html"]))]
-                    )
+            self.store.mark_sent(waiting, self.config.clock())
             delivered = sent + waiting
+            auto = self.config.auto_events
+            if not self.store.list_webhooks() and not (auto.open or auto.hard_bounce or auto.unsub):
+                return  # nobody listens: skip building events (bulk sends stay fast)
             events = [self._event("send", m) for m in delivered]
             events += [self._event("reject", m) for m in rejected]
             self.dispatcher.publish([e for e in events if e])
@@ -834,7 +833,7 @@ class Sandbox:
         try:
             html = handlebars.apply_mc_edit(code, contents)
             language = "handlebars" if "{{" in html else "mailchimp"
-            return self._render(language, None, html, "", "", merged, options)[0]
+            return self._render(language, (html, "", ""), merged, options)[0]
         except handlebars.TemplateError as exc:
             raise MandrillError("Invalid_Template", f"cannot render: {exc}", 6) from exc
 
@@ -1185,6 +1184,8 @@ def create_app(config: SandboxConfig) -> Starlette:
                 )
             else:
                 code, message = ERRORS[fault.detail]
+                if fault.detail == "Invalid_Key" and sandbox.config.error_style == "spec":
+                    code = 401
                 return _error_response(
                     sandbox, MandrillError(fault.detail, f"{message} (injected fault)", code)
                 )

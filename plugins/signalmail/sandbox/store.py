@@ -155,6 +155,31 @@ class Store:
         with self.transaction() as conn:
             conn.execute(f"update messages set {assignments} where id = ?", [*values, message_id])  # noqa: S608 - column names are ours
 
+    def mark_sent(self, message_ids: list[str], ts: float) -> None:
+        """Deliver queued messages: state sent with one SMTP `sent` event each."""
+        if not message_ids:
+            return
+        event = {
+            "ts": int(ts),
+            "type": "sent",
+            "diag": "250 2.0.0 OK (sandbox)",
+            "source_ip": "127.0.0.1",
+            "destination_ip": "127.0.0.1",
+        }
+        with self.transaction() as conn:
+            conn.executemany(
+                "update messages set state = 'sent', smtp_events = ? "
+                "where id = ? and state = 'queued'",
+                [
+                    (json.dumps([{**event, "size": size}]), message_id)
+                    for message_id, size in conn.execute(
+                        "select id, length(html) from messages "
+                        "where id in (select value from json_each(?))",
+                        (json.dumps(message_ids),),
+                    ).fetchall()
+                ],
+            )
+
     def count_messages(self) -> int:
         """How many messages are stored (used by tests and the admin endpoint)."""
         with self._lock:
@@ -238,6 +263,24 @@ class Store:
                 ),
             )
         return existing is None
+
+    def find_rejects(self, emails: list[str], subaccount: str = "") -> dict[str, str]:
+        """Return lower-cased address -> reason for every unexpired entry among `emails`."""
+        wanted = sorted({e.lower() for e in emails if e})
+        found: dict[str, str] = {}
+        now = mandrill_time()
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-variable limit
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            with self._lock:
+                rows = self._conn.execute(
+                    f"select email, reason from rejects where email in ({marks}) "  # noqa: S608
+                    "and subaccount in ('', ?) and expires_at > ? order by subaccount",
+                    [*chunk, subaccount, now],
+                ).fetchall()
+            for row in rows:  # a subaccount entry (sorted last) wins over the account-wide one
+                found[row["email"]] = row["reason"]
+        return found
 
     def delete_reject(self, email: str, subaccount: str = "") -> bool:
         """Remove a reject entry; False when there was none."""

@@ -6,6 +6,6 @@ the network; `signalmail simulate` drives the real rudder-sdk-python client with
 
 from __future__ import annotations
 
-from signalmail.simulate.model import SimulationConfig, Simulation, iter_events
+from signalmail.simulate.model import Simulation, SimulationConfig, iter_events
 
 __all__ = ["Simulation", "SimulationConfig", "iter_events"]

@@ -25,12 +25,32 @@ CATEGORIES: dict[str, tuple[tuple[float, float], tuple[str, ...]]] = {
     "Beauty": ((6.0, 79.0), ("Serum", "Cleanser", "Lip Balm", "Sunscreen", "Moisturiser")),
 }
 BRANDS: tuple[str, ...] = (
-    "Northwind", "Acme", "Fjordline", "Kestrel", "Luma", "Oakridge", "Pinecrest", "Solace",
-    "Tidewater", "Vireo", "Wren & Co", "Zephyr",
+    "Northwind",
+    "Acme",
+    "Fjordline",
+    "Kestrel",
+    "Luma",
+    "Oakridge",
+    "Pinecrest",
+    "Solace",
+    "Tidewater",
+    "Vireo",
+    "Wren & Co",
+    "Zephyr",
 )
 ADJECTIVES: tuple[str, ...] = (
-    "Classic", "Ultralight", "Everyday", "Pro", "Heritage", "Urban", "Alpine", "Coastal", "Essential",
-    "Midnight", "Summit", "Weekend",
+    "Classic",
+    "Ultralight",
+    "Everyday",
+    "Pro",
+    "Heritage",
+    "Urban",
+    "Alpine",
+    "Coastal",
+    "Essential",
+    "Midnight",
+    "Summit",
+    "Weekend",
 )
 COLOURS: tuple[str, ...] = ("Black", "Navy", "Olive", "Sand", "Red", "Grey", "White", "Teal")
 
@@ -49,7 +69,7 @@ class Product:
     image_url: str
 
     def properties(self, quantity: int | None = None) -> dict[str, object]:
-        """The e-commerce spec's product fields, optionally with a quantity (cart/order lines)."""
+        """Return the e-commerce spec's product fields, optionally with a quantity (cart lines)."""
         props: dict[str, object] = {
             "product_id": self.product_id,
             "sku": self.sku,
@@ -73,6 +93,7 @@ class Catalog:
     weights: list[float]
     by_category: dict[str, list[Product]] = field(default_factory=dict)
     _cum: list[float] = field(default_factory=list)
+    _cum_by_category: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         total = 0.0
@@ -81,8 +102,11 @@ class Catalog:
             total += weight
             self._cum.append(total)
         self.by_category = {}
-        for product in self.products:
+        self._cum_by_category = {}
+        for product, weight in zip(self.products, self.weights, strict=True):
             self.by_category.setdefault(product.category, []).append(product)
+            cum = self._cum_by_category.setdefault(product.category, [])
+            cum.append((cum[-1] if cum else 0.0) + weight)
 
     def sample(self, rng: random.Random, k: int = 1) -> list[Product]:
         """`k` products drawn by popularity (with replacement)."""
@@ -91,10 +115,9 @@ class Catalog:
     def sample_in(self, rng: random.Random, category: str, k: int) -> list[Product]:
         """Up to `k` distinct products of one category, the popular ones more likely first."""
         pool = self.by_category[category]
-        weights = [self.weights[int(p.product_id[2:]) - 1] for p in pool]
         picked: list[Product] = []
         seen: set[str] = set()
-        for product in rng.choices(pool, weights=weights, k=k * 2):
+        for product in rng.choices(pool, cum_weights=self._cum_by_category[category], k=k * 2):
             if product.product_id not in seen:
                 seen.add(product.product_id)
                 picked.append(product)
@@ -115,7 +138,7 @@ def build_catalog(seed: int, size: int = 300, skew: float = 1.1) -> Catalog:
     """
     if size < 1:
         raise ValueError(f"catalog size must be at least 1, got {size}")
-    rng = random.Random(f"catalog:{seed}")
+    rng = random.Random(f"catalog:{seed}")  # noqa: S311 (simulation, not security)
     categories = list(CATEGORIES)
     products: list[Product] = []
     names_seen: set[str] = set()

@@ -40,26 +40,39 @@ def parse_start(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def make_sink(data_plane_url: str | None, write_key: str | None, spool: str | None,
-              source_id: str, **sdk_options: Any) -> EventSink:
-    """The one sink the options ask for; exactly one of data plane URL and spool is allowed."""
+def make_sink(
+    data_plane_url: str | None,
+    write_key: str | None,
+    spool: str | None,
+    source_id: str,
+    **sdk_options: Any,
+) -> EventSink:
+    """Build the one sink the options ask for (exactly one of data plane URL and spool)."""
     if bool(data_plane_url) == bool(spool):
         raise click.UsageError("give exactly one of --data-plane-url and --spool")
     if spool:
         return SpoolSink(spool, source_id)
     if not write_key:
-        raise click.UsageError("--write-key (or SIGNALMAIL_WRITE_KEY) is required with "
-                               "--data-plane-url")
+        raise click.UsageError(
+            "--write-key (or SIGNALMAIL_WRITE_KEY) is required with --data-plane-url"
+        )
     assert data_plane_url is not None
     return SdkSink(data_plane_url, write_key, **sdk_options)
 
 
-def run(sim: Simulation, sink: EventSink, *, compress_time: bool, rate: float | None,
-        limit: int | None, progress: bool = False) -> int:
+def run(
+    sim: Simulation,
+    sink: EventSink,
+    *,
+    compress_time: bool,
+    rate: float | None,
+    limit: int | None,
+    progress: bool = False,
+) -> int:
     """Feed the simulation into the sink; returns the number of events handed over.
 
-    Stops early when the SDK reports an error retrying cannot fix (a wrong write key), so a
-    misconfigured run fails in seconds instead of after the whole stream.
+    The SDK sink raises `SinkError` from `send` once a batch failed for good (a wrong write key,
+    an unreachable data plane after its retries), so a misconfigured run fails in seconds.
     """
     pacer = Pacer(rate) if rate else None
     count = 0
@@ -72,20 +85,17 @@ def run(sim: Simulation, sink: EventSink, *, compress_time: bool, rate: float | 
         count += 1
         if limit is not None and count >= limit:
             break
-        if count % 1000 == 0:
-            fatal = getattr(sink, "fatal", None)
-            if fatal:
-                raise SinkError(f"the data plane refused events ({fatal}); stopping")
-            if progress:
-                click.echo(f"\r{count} events", nl=False, err=True)
+        if progress and count % 1000 == 0:
+            click.echo(f"\r{count} events", nl=False, err=True)
     if progress:
         click.echo(f"\r{count} events", err=True)
     return count
 
 
-def summary(stats: SimulationStats, config: SimulationConfig, handed: int,
-            elapsed: float) -> dict[str, Any]:
-    """What the run produced, as a JSON-ready dict (printed as text or `--json`)."""
+def summary(
+    stats: SimulationStats, config: SimulationConfig, handed: int, elapsed: float
+) -> dict[str, Any]:
+    """Describe what the run produced as a JSON-ready dict (printed as text or `--json`)."""
     return {
         "seed": config.seed,
         "users": config.users,
@@ -123,41 +133,98 @@ def print_summary(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--data-plane-url", envvar="SIGNALMAIL_DATA_PLANE_URL",
-              help="RudderStack-compatible data plane (a `signalmail collect` URL or RudderStack).")
-@click.option("--write-key", envvar="SIGNALMAIL_WRITE_KEY",
-              help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].")
-@click.option("--spool", type=click.Path(file_okay=False),
-              help="Write straight into this spool (directory or s3:// URL) instead of HTTP.")
-@click.option("--source-id", default="simulator", show_default=True,
-              help="Source id of spool segments written with --spool.")
-@click.option("--seed", type=int, default=42, show_default=True,
-              help="Same seed, same stream (messageIds and timestamps included).")
+@click.option(
+    "--data-plane-url",
+    envvar="SIGNALMAIL_DATA_PLANE_URL",
+    help="RudderStack-compatible data plane (a `signalmail collect` URL or RudderStack).",
+)
+@click.option(
+    "--write-key",
+    envvar="SIGNALMAIL_WRITE_KEY",
+    help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].",
+)
+@click.option(
+    "--spool",
+    type=click.Path(file_okay=False),
+    help="Write straight into this spool (directory or s3:// URL) instead of HTTP.",
+)
+@click.option(
+    "--source-id",
+    default="simulator",
+    show_default=True,
+    help="Source id of spool segments written with --spool.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Same seed, same stream (messageIds and timestamps included).",
+)
 @click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=14.0,
-              show_default=True, help="Length of simulated time.")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=14.0,
+    show_default=True,
+    help="Length of simulated time.",
+)
 @click.option("--start", help="Simulated day 0 (UTC date or ISO time); default --days ago.")
-@click.option("--compress-time", is_flag=True,
-              help="Keep simulated event times and send as fast as possible (or at --rate).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
-              help=f"Events per wall-clock second (live mode default {DEFAULT_LIVE_RATE:g}).")
+@click.option(
+    "--compress-time",
+    is_flag=True,
+    help="Keep simulated event times and send as fast as possible (or at --rate).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Events per wall-clock second (live mode default {DEFAULT_LIVE_RATE:g}).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--catalog-size", type=click.IntRange(min=8), default=300, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Events per SDK upload.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="SDK retries per batch (exponential backoff) before counting it as failed.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Events per SDK upload.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="SDK retries per batch (exponential backoff) before counting it as failed.",
+)
 @click.option("--sync", is_flag=True, help="SDK sync mode: one blocking request per event.")
-@click.option("--sent-at", type=click.Choice(["wall", "event"]), default="wall",
-              show_default=True,
-              help="wall: real sentAt, so the data plane's timestamp is the simulated time; "
-                   "event: sentAt = simulated time, so timestamp ~ receivedAt.")
+@click.option(
+    "--sent-at",
+    type=click.Choice(["wall", "event"]),
+    default="wall",
+    show_default=True,
+    help="wall: real sentAt, so the data plane's timestamp is the simulated time; "
+    "event: sentAt = simulated time, so timestamp ~ receivedAt.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def simulate(data_plane_url: str | None, write_key: str | None, spool: str | None,
-             source_id: str, seed: int, users: int, days: float, start: str | None,
-             compress_time: bool, rate: float | None, limit: int | None, catalog_size: int,
-             batch_size: int, max_retries: int, sync: bool, sent_at: str,
-             as_json: bool) -> None:
+def simulate(
+    data_plane_url: str | None,
+    write_key: str | None,
+    spool: str | None,
+    source_id: str,
+    seed: int,
+    users: int,
+    days: float,
+    start: str | None,
+    compress_time: bool,
+    rate: float | None,
+    limit: int | None,
+    catalog_size: int,
+    batch_size: int,
+    max_retries: int,
+    sync: bool,
+    sent_at: str,
+    as_json: bool,
+) -> None:
     """Simulate shoppers (catalog, identities, funnels, abandonment, email clicks)."""
     start_at = parse_start(start)
     if start_at is None:
@@ -165,20 +232,37 @@ def simulate(data_plane_url: str | None, write_key: str | None, spool: str | Non
         start_at = now - timedelta(days=days) if compress_time else now
     if not compress_time and rate is None:
         rate = DEFAULT_LIVE_RATE
-    config = SimulationConfig(seed=seed, users=users, days=days, start=start_at,
-                              catalog_size=catalog_size)
+    config = SimulationConfig(
+        seed=seed, users=users, days=days, start=start_at, catalog_size=catalog_size
+    )
     try:
-        sink = make_sink(data_plane_url, write_key, spool, source_id, batch_size=batch_size,
-                         max_retries=max_retries, sync=sync, sent_at=sent_at)
-    except SinkError as exc:
-        raise click.ClickException(str(exc)) from exc
+        sink = make_sink(
+            data_plane_url,
+            write_key,
+            spool,
+            source_id,
+            batch_size=batch_size,
+            max_retries=max_retries,
+            sync=sync,
+            sent_at=sent_at,
+        )
+    except click.UsageError:
+        raise
+    except Exception as exc:  # SpoolError (source locked by a running collector), bad URL, ...
+        raise click.ClickException(f"cannot open the destination: {exc}") from exc
     sim = Simulation(config)
     began = time.monotonic()
     handed = 0
     failure: str | None = None
     try:
-        handed = run(sim, sink, compress_time=compress_time, rate=rate, limit=limit,
-                     progress=sys.stderr.isatty() and not as_json)
+        handed = run(
+            sim,
+            sink,
+            compress_time=compress_time,
+            rate=rate,
+            limit=limit,
+            progress=sys.stderr.isatty() and not as_json,
+        )
     except KeyboardInterrupt:
         click.echo("interrupted: flushing what was generated", err=True)
     except SinkError as exc:
@@ -187,10 +271,10 @@ def simulate(data_plane_url: str | None, write_key: str | None, spool: str | Non
         try:
             sink.close()
         except SinkError as exc:
-            failure = failure or str(exc)
+            failure = str(exc)  # the complete account: every reason with its event count
     data = summary(sim.stats, config, handed, time.monotonic() - began)
     data["delivered_to"] = spool if spool else data_plane_url
-    data["accepted"] = sink.sent
+    data["accepted"] = sink.sent - getattr(sink, "failed", 0)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:

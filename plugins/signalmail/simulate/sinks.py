@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -55,7 +57,7 @@ def _parse_iso(text: str) -> datetime:
 
 
 def _sdk_client_class() -> type:
-    """A `Client` that keeps the per-event `originalTimestamp` (and optionally `sentAt`).
+    """Return a `Client` subclass keeping per-event `originalTimestamp` (and maybe `sentAt`).
 
     rudder-sdk-python's public calls build the message dict themselves and offer no way to pass
     `originalTimestamp`; `_enqueue` is the one place every call goes through, so the subclass
@@ -85,10 +87,20 @@ class SdkSink:
     timestamp ~ receivedAt.
     """
 
-    def __init__(self, data_plane_url: str, write_key: str, *, batch_size: int = 500,
-                 upload_interval: float = 0.2, max_queue_size: int = 20000,
-                 max_retries: int = 3, timeout: float = 15.0, sync: bool = False,
-                 gzip: bool = True, sent_at: str = "wall") -> None:
+    def __init__(
+        self,
+        data_plane_url: str,
+        write_key: str,
+        *,
+        batch_size: int = 500,
+        upload_interval: float = 0.2,
+        max_queue_size: int = 20000,
+        max_retries: int = 3,
+        timeout: float = 15.0,
+        sync: bool = False,
+        gzip: bool = True,
+        sent_at: str = "wall",
+    ) -> None:
         if not write_key:
             raise SinkError("a write key is required (--write-key or SIGNALMAIL_WRITE_KEY)")
         if sent_at not in ("wall", "event"):
@@ -117,7 +129,12 @@ class SdkSink:
 
     @property
     def fatal(self) -> str | None:
-        """A client error that retrying cannot fix (401 wrong write key, 400, 413), if one came."""
+        """Describe the first batch the SDK gave up on (after its retries), if any.
+
+        Callers stop feeding events once this is set: a wrong write key (401) is never retried,
+        and an unreachable or failing data plane has already had `max_retries` chances, so
+        carrying on would only lose more events, slowly.
+        """
         return self._fatal
 
     def _on_error(self, exc: Exception, batch: list[dict[str, Any]]) -> None:
@@ -125,11 +142,14 @@ class SdkSink:
 
     def _record(self, exc: Exception, count: int) -> None:
         status = getattr(exc, "status", None)
-        reason = f"HTTP {status}: {getattr(exc, 'message', exc)}" if status else repr(exc)
+        if status:
+            reason = f"HTTP {status}: {getattr(exc, 'message', exc)}"
+        else:  # requests' messages carry the URL, never the auth header
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
         with self._lock:
             self.failed += count
             self.errors[reason] += count
-            if isinstance(status, int) and 400 <= status < 500 and status != 429:
+            if self._fatal is None:
                 self._fatal = reason
 
     def send(self, event: dict[str, Any]) -> None:
@@ -147,19 +167,31 @@ class SdkSink:
         }
         kind = event["type"]
         user_id = event.get("userId")
-        if not self.sync and self.client.queue.qsize() >= self.max_queue_size - 1:
-            self.client.flush()  # back-pressure: never let the SDK drop on a full queue
+        self._check()
+        while not self.sync and self.client.queue.qsize() >= self.max_queue_size - 1:
+            # back-pressure: never let the SDK drop on a full queue; poll so a failure that
+            # happens meanwhile stops us instead of waiting for every queued batch's retries
+            time.sleep(0.005)
+            self._check()
         try:
             if kind == "track":
-                ok, _ = self.client.track(user_id=user_id, event=event["event"],
-                                          properties=event.get("properties") or {}, **common)
+                ok, _ = self.client.track(
+                    user_id=user_id,
+                    event=event["event"],
+                    properties=event.get("properties") or {},
+                    **common,
+                )
             elif kind == "identify":
                 traits = common["context"].pop("traits", None) or event.get("traits") or {}
                 ok, _ = self.client.identify(user_id=user_id, traits=traits, **common)
             elif kind == "page":
-                ok, _ = self.client.page(user_id=user_id, name=event.get("name"),
-                                         category=event.get("category"),
-                                         properties=event.get("properties") or {}, **common)
+                ok, _ = self.client.page(
+                    user_id=user_id,
+                    name=event.get("name"),
+                    category=event.get("category"),
+                    properties=event.get("properties") or {},
+                    **common,
+                )
             else:
                 raise SinkError(f"the simulator does not send {kind!r} events")
         except SinkError:
@@ -174,9 +206,30 @@ class SdkSink:
         else:  # queue full despite the flush above (consumer died): count it, do not hide it
             self._record(SinkError("SDK queue full"), 1)
 
+    def _check(self) -> None:
+        if self._fatal is not None:
+            raise SinkError(f"the data plane did not accept a batch ({self._fatal}); stopping")
+
+    def _discard_queue(self) -> None:
+        """After a failure, drop what is still queued (counted as failed) instead of retrying it."""
+        dropped = 0
+        while True:
+            try:
+                self.client.queue.get_nowait()
+            except queue.Empty:
+                break
+            self.client.queue.task_done()
+            dropped += 1
+        if dropped:
+            with self._lock:
+                self.failed += dropped
+                self.errors["not sent: stopped after the first failed batch"] += dropped
+
     def close(self) -> None:
         """Flush the SDK's queue and stop its consumer; raise if any event was not accepted."""
         if not self.sync:  # Client.shutdown() raises in sync mode (no consumer threads)
+            if self._fatal is not None:
+                self._discard_queue()
             self.client.flush()
             self.client.join()
         if self.failed:
@@ -192,9 +245,16 @@ class SpoolSink:
     and the disk overlap.
     """
 
-    def __init__(self, root: str, source_id: str, *, chunk_size: int = 5000, in_flight: int = 2,
-                 max_segment_bytes: int | None = None,
-                 writer_factory: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        source_id: str,
+        *,
+        chunk_size: int = 5000,
+        in_flight: int = 2,
+        max_segment_bytes: int | None = None,
+        writer_factory: Callable[..., Any] | None = None,
+    ) -> None:
         if writer_factory is None:
             from signalmail.collector.spool import SpoolWriter
 

@@ -11,9 +11,32 @@ import uuid
 from dataclasses import dataclass
 
 FIRST_NAMES: tuple[str, ...] = (
-    "Ada", "Bea", "Carlos", "Dana", "Eitan", "Fatima", "Gus", "Hana", "Ines", "Jonas", "Kemal",
-    "Lena", "Mateo", "Nia", "Oskar", "Priya", "Quinn", "Rosa", "Sven", "Tomoko", "Uma", "Viktor",
-    "Wei", "Ximena", "Yusuf", "Zoe",
+    "Ada",
+    "Bea",
+    "Carlos",
+    "Dana",
+    "Eitan",
+    "Fatima",
+    "Gus",
+    "Hana",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Oskar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tomoko",
+    "Uma",
+    "Viktor",
+    "Wei",
+    "Ximena",
+    "Yusuf",
+    "Zoe",
 )
 #: (IANA time zone, locale, share of shoppers)
 REGIONS: tuple[tuple[str, str, float], ...] = (
@@ -68,8 +91,8 @@ def _uuid(rng: random.Random) -> str:
 
 
 def make_shopper(seed: int, index: int, days: float) -> Shopper:
-    """Shopper number `index`, a pure function of (seed, index) so streams merge deterministically."""
-    rng = random.Random(f"shopper:{seed}:{index}")
+    """Build shopper `index` purely from (seed, index), so streams merge deterministically."""
+    rng = random.Random(f"shopper:{seed}:{index}")  # noqa: S311 (simulation, not security)
     first_name = rng.choice(FIRST_NAMES)
     zones = rng.choices(REGIONS, weights=[r[2] for r in REGIONS])[0]
     identifies = rng.random() >= SHARE_NEVER_IDENTIFY
@@ -91,5 +114,6 @@ def make_shopper(seed: int, index: int, days: float) -> Shopper:
         quiet_days=rng.uniform(14.0, 35.0),
         clicks_emails=email_opt_in and rng.random() < SHARE_EMAIL_CLICKER,
         user_agent=rng.choice(USER_AGENTS),
-        ip=f"203.0.113.{rng.randrange(1, 255)}",  # TEST-NET-3, never a real address
+        # TEST-NET-3 (RFC 5737): never a real address
+        ip=f"203.0.113.{rng.randrange(1, 255)}",
     )

@@ -274,10 +274,12 @@ def lint_template(code: str, origin: str, campaign: Campaign, variant: Variant) 
     for match in _MC_TAG.finditer(code):
         tag = match.group(1).strip()
         if not MC_SPECIAL.match(tag):
+            close = difflib.get_close_matches(tag.lower(), sorted(checker.provided), 1, 0.6)
+            hint = f"write `{{{{{close[0]}}}}}`" if close else "use a handlebars merge tag"
             checker.warn(
                 code.count("\n", 0, match.start()) + 1,
                 f"Mailchimp merge tag `*|{tag}|*` is not merged: the target sends "
-                f"merge_language handlebars; write `{{{{{tag.lower()}}}}}`",
+                f"merge_language handlebars; {hint}",
             )
     if not checker.has_unsub and not _UNSUB_MC.search(code):
         checker.error(

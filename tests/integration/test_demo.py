@@ -1,0 +1,44 @@
+"""`signalmail demo`: collector + simulator + read-back, end to end with small numbers."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from click.testing import CliRunner
+from signalmail.demo import DemoError, demo, read_spool, running_collector
+
+
+def test_demo_captures_every_simulated_event(tmp_path):
+    spool = tmp_path / "data" / "demo" / "spool"
+    args = ["--users", "25", "--days", "3", "--seed", "7", "--spool", str(spool)]
+    result = CliRunner().invoke(demo, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    spooled = read_spool(spool, "demo")
+    assert spooled.events > 100
+    assert spooled.duplicates == 0
+    assert f"all {spooled.events} simulated events are in the spool, once each" in result.output
+    assert f"{len(spooled.segments)} segments, {spooled.events} events" in result.output
+    assert "cart abandonment" in result.output
+    assert "track: Product Viewed" in result.output
+    assert not list(
+        (spool / ".journal" / "demo").glob("*.journal")
+    )  # stopped cleanly: all published
+    # a second run starts fresh: the spool holds only the new run's events
+    again = CliRunner().invoke(demo, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert read_spool(spool, "demo").events == spooled.events
+
+
+def test_collector_that_dies_at_start_up_is_reported(tmp_path):
+    spool = tmp_path / "spool"
+    holder = running_collector(spool, "k", source_id="same")
+    with holder as collector:  # the same source is locked by the first collector
+        with (
+            pytest.raises(DemoError, match="exited") as failed,
+            running_collector(spool, "k", source_id="same", startup_timeout=20),
+        ):
+            raise AssertionError("second collector should not start")
+        assert "another process" in str(failed.value)  # the log tail says why
+        assert collector.process.poll() is None
+    assert collector.process.returncode in (0, -signal.SIGTERM)

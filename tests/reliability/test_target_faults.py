@@ -1,0 +1,186 @@
+"""The target under Mandrill faults and crashes: every trigger ends sent at most once.
+
+All through the real mailchimp-transactional client and the sandbox's fault injection
+(POST /sandbox/faults); the crash test kills a real `target-mailchimp-transactional` process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from target_mailchimp_transactional.dispatch import RunStopped
+from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
+from tests.conftest import wait_until
+from tests.integration.test_target_support import (
+    API_KEY,
+    ledger_rows,
+    run_target,
+    sandbox_messages,
+    seed_templates,
+    singer_lines,
+    target_config,
+    trigger,
+)
+
+run_sandbox = pytest.importorskip("signalmail.sandbox.testing").run_sandbox
+SEND = ["messages/send-template"]
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    with run_sandbox(tmp_path / "sandbox", api_keys=[API_KEY], search_calls_per_minute=600) as sb:
+        seed_templates(sb)
+        yield sb
+
+
+def per_trigger(sandbox) -> Counter[str]:
+    return Counter(m["metadata"]["trigger_id"] for m in sandbox_messages(sandbox))
+
+
+def test_transient_faults_are_retried_and_nothing_is_sent_twice(sandbox, tmp_path, caplog):
+    sandbox.set_faults(errors={"GeneralError": 0.2}, http_429=0.15, http_5xx=0.15, only=SEND,
+                       seed=11)  # fmt: skip
+    cfg = target_config(sandbox, tmp_path, max_recipients_per_call=10, max_retries=10)
+    rows = [trigger(i) for i in range(80)]
+    with caplog.at_level(logging.WARNING, logger="target_mailchimp_transactional"):
+        run_target(cfg, singer_lines(rows))
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert any("HTTP 503 with an empty body" in m for m in retried)  # the raw-Response quirk
+    assert any("RequestLimitExceeded" in m for m in retried)
+    assert any("GeneralError" in m for m in retried)
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(80)})
+    assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sent", "queued"}
+
+
+def test_retries_exhausted_are_failed_then_sent_on_the_next_run(sandbox, tmp_path):
+    sandbox.set_faults(errors={"GeneralError": 1.0}, only=SEND)
+    cfg = target_config(sandbox, tmp_path, max_retries=2)
+    rows = [trigger(i) for i in range(5)]
+    run_target(cfg, singer_lines(rows))
+    ledger = ledger_rows(cfg)
+    assert {r["state"] for r in ledger.values()} == {"failed"}
+    assert "gave up after 3 tries" in ledger["cart_abandonment:0"]["error"]
+    assert sandbox_messages(sandbox) == []
+    sandbox.set_faults()
+    run_target(cfg, singer_lines(rows))
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(5)})
+    assert {r["attempts"] for r in ledger_rows(cfg).values()} == {2}
+
+
+def test_invalid_key_stops_the_run_without_showing_the_key(sandbox, tmp_path, caplog):
+    cfg = target_config(sandbox, tmp_path, api_key="wrong-key-SECRET-42")
+    with caplog.at_level(logging.DEBUG), pytest.raises(RunStopped) as err:
+        run_target(cfg, singer_lines([trigger(1)]))
+    assert "Invalid_Key" in str(err.value) and "api_key" in str(err.value)
+    assert "SECRET-42" not in str(err.value)
+    assert "SECRET-42" not in caplog.text
+    assert ledger_rows(cfg) == {}  # stopped before claiming anything
+
+
+def test_invalid_key_mid_run_releases_claims_for_the_next_run(sandbox, tmp_path):
+    sandbox.set_faults(errors={"Invalid_Key": 1.0}, only=SEND)
+    cfg = target_config(sandbox, tmp_path, max_recipients_per_call=5, concurrency=1)
+    rows = [trigger(i) for i in range(12)]
+    with pytest.raises(RunStopped, match="Invalid_Key"):
+        run_target(cfg, singer_lines(rows))
+    assert {r["state"] for r in ledger_rows(cfg).values()} == {"failed"}
+    sandbox.set_faults()
+    run_target(cfg, singer_lines(rows))
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(12)})
+
+
+def test_validation_error_records_invalid(sandbox, tmp_path):
+    sandbox.set_faults(errors={"ValidationError": 1.0}, only=SEND)
+    cfg = target_config(sandbox, tmp_path)
+    run_target(cfg, singer_lines([trigger(i) for i in range(4)]))
+    ledger = ledger_rows(cfg)
+    assert {r["state"] for r in ledger.values()} == {"invalid"}
+    assert "ValidationError" in ledger["cart_abandonment:0"]["error"]
+    assert sandbox_messages(sandbox) == []
+
+
+def test_timeout_is_reconciled_not_resent(sandbox, tmp_path):
+    sandbox.set_faults(timeout=1.0, timeout_s=1.5, only=SEND)
+    cfg = target_config(sandbox, tmp_path, timeout=0.4)
+    rows = [trigger(i, "browse_abandonment") for i in range(6)]
+    run_target(cfg, singer_lines(rows))
+    assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sending", "sent", "queued"}
+    sandbox.set_faults()
+    # The hung request lands after the client gave up, as a slow upstream does.
+    wait_until(lambda: len(sandbox_messages(sandbox)) == 6, timeout=10, what="late delivery")
+    run_target(cfg, singer_lines(rows))
+    ledger = ledger_rows(cfg)
+    assert {r["state"] for r in ledger.values()} <= {"sent", "queued"}
+    assert per_trigger(sandbox) == Counter({f"browse_abandonment:{i}": 1 for i in range(6)})
+    assert all(r["mandrill_id"] for r in ledger.values())
+
+
+def test_sending_rows_unknown_to_mandrill_are_sent_again(sandbox, tmp_path):
+    cfg = target_config(sandbox, tmp_path)
+    ledger = Ledger(cfg["ledger_url"])
+    ledger.claim([LedgerEntry(trigger_id=f"cart_abandonment:{i}") for i in range(3)], 3)
+    ledger.close()  # as a process killed before its request left would leave it
+    run_target(cfg, singer_lines([trigger(i) for i in range(3)]))
+    rows = ledger_rows(cfg)
+    assert {r["state"] for r in rows.values()} == {"sent"}
+    assert {r["attempts"] for r in rows.values()} == {2}
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(3)})
+
+
+@pytest.mark.slow
+def test_killed_mid_send_is_reconciled_on_rerun(sandbox, tmp_path, pg_url, pg_schema):
+    """kill -9 while a send is in flight; the rerun finds it with messages/search."""
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://")
+    cfg = target_config(sandbox, tmp_path, ledger_url=url, ledger_schema=pg_schema, timeout=60)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(cfg))
+    rows = [trigger(i, "browse_abandonment") for i in range(20)]
+    input_path = tmp_path / "input.jsonl"
+    input_path.write_text(singer_lines(rows))
+    sandbox.set_faults(timeout=1.0, timeout_s=2.0, only=SEND)  # the call hangs 2 s, then lands
+    arrived: list[str] = []
+    injector = sandbox.sandbox.faults
+    original_draw = injector.draw
+
+    def draw(operation):  # observe requests reaching the sandbox
+        arrived.append(operation)
+        return original_draw(operation)
+
+    injector.draw = draw
+    exe = Path(sys.executable).with_name("target-mailchimp-transactional")
+    with input_path.open() as stdin:
+        proc = subprocess.Popen(  # noqa: S603 - our own console script
+            [str(exe), "--config", str(config_path)], stdin=stdin,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        ledger = Ledger(url, pg_schema)
+
+        def in_flight() -> bool:
+            return len(ledger.in_flight()) == 20 and SEND[0] in arrived
+
+        wait_until(in_flight, timeout=30, what="`sending` recorded and the call at Mandrill")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(ledger.in_flight()) == 20
+    sandbox.set_faults()
+    wait_until(lambda: len(sandbox_messages(sandbox)) == 20, timeout=15, what="late delivery")
+    run_target(cfg, singer_lines(rows))
+    states = {r["trigger_id"]: r for r in ledger.all_rows()}
+    ledger.close()
+    assert {r["state"] for r in states.values()} <= {"sent", "queued"}
+    assert {r["attempts"] for r in states.values()} == {1}  # reconciled, not re-claimed
+    assert per_trigger(sandbox) == Counter({f"browse_abandonment:{i}": 1 for i in range(20)})
