@@ -90,6 +90,37 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
         f.track("Product Removed", now - 4.5 * h, dict(OTHER_PRODUCT, **cart), user_id="s-cart")
     )
 
+    # s-cart's history: three earlier emails, each opened at 18:00 New York time (EST then):
+    # the user's own best send hour. The sends count in campaign_performance.
+    for day in (11, 12, 13):
+        sent_at = (now - day * 24 * h).replace(hour=20)
+        trigger = f"hist-s-cart-{day}"
+        events.append(
+            f.track(
+                "Email Sent",
+                sent_at,
+                {
+                    "trigger_id": trigger,
+                    "campaign": "product_recommendations",
+                    "email": "ada@example.com",
+                    "user_id": "s-cart",
+                    "mandrill_id": f"m-{day}",
+                },
+                user_id="s-cart",
+            )
+        )
+        events.append(
+            mandrill_event(
+                f,
+                "Email Opened",
+                sent_at.replace(hour=23),
+                email="ada@example.com",
+                user_id="s-cart",
+                trigger_id=trigger,
+                campaign="product_recommendations",
+            )
+        )
+
     # s-buyer: cart converted by an order
     events.append(_consenting(f, "s-buyer", now - 7 * h))
     events.extend(_abandoned_cart(f, "s-buyer", now - 6 * h))

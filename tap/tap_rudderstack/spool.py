@@ -100,6 +100,8 @@ def open_filesystem(source: str, storage_options: dict[str, Any] | None = None) 
     """
     import fsspec  # imported here so that `--about` stays fast
 
+    if not source or not source.strip():
+        raise SpoolError("the `source` setting is empty: set a local path or s3://bucket/prefix")
     if "://" in source:
         protocol, _, path = source.partition("://")
     else:

@@ -33,6 +33,8 @@ if t.TYPE_CHECKING:
 
 #: DuckDB's message when another process holds a conflicting lock on the database file.
 DUCKDB_LOCK_MESSAGE = "Could not set lock on file"
+#: DuckDB's message when this very process holds the file open with another configuration.
+DUCKDB_SAME_PROCESS_MESSAGE = "different configuration than existing connections"
 
 
 class WarehouseLockedError(RuntimeError):
@@ -183,6 +185,13 @@ class WarehouseConnector(SQLConnector):
             try:
                 return self._engine.connect()
             except sa.exc.OperationalError as exc:
+                if DUCKDB_SAME_PROCESS_MESSAGE in str(exc.orig):
+                    msg = (
+                        f"The DuckDB file {self._engine.url.database!r} is already open "
+                        f"read-write in this process; DuckDB cannot also open it read-only here. "
+                        f"Close that connection first, or run the tap in its own process."
+                    )
+                    raise WarehouseLockedError(msg) from None
                 if DUCKDB_LOCK_MESSAGE not in str(exc.orig):
                     raise
                 if monotonic() + delay > deadline:

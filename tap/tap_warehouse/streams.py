@@ -17,6 +17,7 @@ import json
 import typing as t
 
 import sqlalchemy as sa
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLStream
 from singer_sdk.streams.core import REPLICATION_INCREMENTAL
 
@@ -74,6 +75,9 @@ class WarehouseStream(SQLStream):
     """Rows of one mart, incrementally on its replication key when it has one."""
 
     connector_class = WarehouseConnector
+    # Columns are typed by the warehouse; conforming nested JSON values recursively only costs
+    # time (it was a third of the tap's CPU), root-level conformance still formats timestamps.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
     def __init__(
         self,
@@ -216,9 +220,15 @@ class WarehouseStream(SQLStream):
             if last is not None:
                 query = query.where(after_keyset(order, last))
             with self.connector._connect() as conn:
-                rows = [dict(row) for row in conn.execute(query).mappings()]
-            for row in rows:
+                result = conn.execute(query)
+                names = list(result.keys())
+                # fetchall(): the drivers' bulk fetch (row-by-row iteration is ~3x slower on
+                # duckdb-engine); a page is bounded by page_size.
+                rows = result.fetchall()
+            for values in rows:
+                row = dict(zip(names, values, strict=True))
                 yield self._parse_json({name: row[name] for name in selected}, json_columns)
             if len(rows) < page_size:
                 return
-            last = [rows[-1][column.name] for column in order]
+            tail = dict(zip(names, rows[-1], strict=True))
+            last = [tail[column.name] for column in order]

@@ -242,7 +242,7 @@ def add_utm(url: str, params: dict[str, str]) -> str:
     return _add_utm(url, tuple(params.items()))
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=4096)
 def _add_utm(url: str, params: tuple[tuple[str, str], ...]) -> str:
     # Cached: a catalogue has far fewer product URLs than a send has recipients.
     if "utm_" not in url and "#" not in url:  # fast path: nothing to replace

@@ -10,8 +10,8 @@ are absorbed here so that nothing above this module ever sees them:
 - `ApiClientError.text` is the decoded JSON dict (or a plain string for non-JSON bodies) and
   `.status_code` the HTTP status;
 - the default timeout is 300 s: we always set our own;
-- the package mutates the body dict it is given (adds `key`): we pass a copy, so request bodies
-  kept for logs or the dry-run outbox never contain the API key.
+- the package mutates the body dict it is given (adds `key` at the top level): we pass a
+  shallow copy, so request bodies kept for logs or the dry-run outbox never contain the key.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ class MandrillClient:
 
     def _call(self, method: Any, body: dict[str, Any], what: str, *, expect_list: bool) -> Any:
         try:
-            result = method(copy.deepcopy(body))
+            # The package writes `key` into (and may delete `outputFormat` from) the top-level
+            # dict it is given; a shallow copy keeps the caller's body key-free at no cost.
+            result = method(dict(body))
         except ApiClientError as exc:
             raise self._translate(exc.text, exc.status_code, what) from None
         except requests.exceptions.ConnectTimeout as exc:

@@ -314,7 +314,7 @@ class Dispatcher:
                 state = SEARCH_STATES.get(str(msg.get("state")), "sent")
                 entries.append(LedgerEntry(
                     trigger_id=tid, state=state, mandrill_id=msg.get("_id"),
-                    reject_reason=((msg.get("reject") or {}).get("reason") or msg.get("reject_reason")) or (
+                    reject_reason=(msg.get("reject") or {}).get("reason") or (
                         msg.get("state") if state == "rejected" else None),
                 ))  # fmt: skip
                 self.stats.counts["reconciled_found"] += 1

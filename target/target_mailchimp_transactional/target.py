@@ -87,14 +87,16 @@ class TargetMailchimpTransactional(Target):
             th.NumberType,
             default=30,
             description="Seconds to wait for one Mandrill answer (the client's own default is "
-            "300). A send that times out is looked up with messages/search before any retry.",
+            "300). A send that times out is never resent blindly: it stays `sending` and is "
+            "reconciled with messages/search.",
         ),
         th.Property(
             "max_retries",
             th.IntegerType,
             default=5,
-            description="Retries of one call on GeneralError, HTTP 5xx, 429, timeouts and "
-            "connection errors (exponential backoff with jitter); then the triggers are `failed`.",
+            description="Retries of one call on GeneralError, ServiceUnavailable, HTTP 5xx, 429 "
+            "and refused connections (exponential backoff with jitter); then the triggers are "
+            "`failed` and left for the next run.",
         ),
         th.Property(
             "backoff_base_seconds",

@@ -73,6 +73,18 @@ def test_cart_abandonment_after_stitching_dedupe_and_quiet_hours(first_triggers)
     assert row["expires_at"] == datetime(2026, 3, 12, 8, 30)
 
 
+def test_best_send_hour_from_own_opens_in_local_time(warehouse):
+    with duckdb.connect(str(warehouse.duckdb_path), read_only=True) as conn:
+        rows = conn.execute(
+            "select user_id, best_send_hour_local, send_hour_source from signals.user_signals"
+            " where user_id in ('s-cart', 's-browse') order by user_id"
+        ).fetchall()
+    # s-cart opened three emails at 23:00 UTC = 18:00 EST; s-browse has no history
+    assert rows[1] == ("s-cart", 18, "user")
+    assert rows[0][0] == "s-browse"
+    assert rows[0][2] == "population"
+
+
 def test_browse_abandonment_carries_search_term(first_triggers):
     payload = json.loads(first_triggers[("s-browse", "browse_abandonment")]["payload"])
     assert payload["search_term"] == "red shoes"

@@ -81,7 +81,9 @@ def trigger(n: int | str, campaign: str = "cart_abandonment", **over: Any) -> di
         "cart_total": 59.0,
         "currency": "EUR",
         "cart_url": "https://shop.example.com/cart",
-        "recommendations": [{"name": "Socks", "url": "https://shop.example.com/p/socks", "price": 9}],
+        "recommendations": [
+            {"name": "Socks", "url": "https://shop.example.com/p/socks", "price": 9}
+        ],
         "order_id": f"o{n}",
         "total": 59.0,
         "search_term": "shoes",
@@ -167,6 +169,62 @@ def ledger_rows(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ledger.close()
 
 
+class CollectorPlane:
+    """`signalmail collect` (the project's RudderStack-compatible data plane) in a thread.
+
+    Built from its public pieces (contracts section 1: SpoolWriter; the collector's app); the
+    events are read back from the spool it writes, as tap-rudderstack would read them.
+    """
+
+    def __init__(self, root: Path, write_key: str) -> None:
+        import uvicorn
+        from signalmail.collector.app import CollectorSettings, create_app
+        from signalmail.collector.spool import SpoolWriter
+
+        from tests.conftest import free_port
+
+        self.root = root
+        self.writer = SpoolWriter(str(root), "target-tests")
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        app = create_app(CollectorSettings(write_key=write_key), self.writer)
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event in the spool (the open segment is published first)."""
+        self.writer.flush()
+        out: list[dict[str, Any]] = []
+        for path in sorted((self.root / "rudder-logs").rglob("*.json.gz")):
+            with gzip.open(path, "rt") as handle:
+                out.extend(json.loads(line) for line in handle)
+        return out
+
+    def __enter__(self) -> CollectorPlane:
+        from tests.conftest import port_open, wait_until
+
+        self.thread.start()
+        port = int(self.url.rsplit(":", 1)[1])
+        wait_until(lambda: self.server.started and port_open(port), what="collector listening")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.writer.close()
+
+
+def data_plane(root: Path, write_key: str) -> CollectorPlane | RecordingDataPlane:
+    """The collector when it is importable, else the minimal recording server."""
+    try:
+        return CollectorPlane(root, write_key)
+    except ImportError:
+        return RecordingDataPlane(write_key)
+
+
 class RecordingDataPlane:
     """A minimal RudderStack data plane: records every /v1/batch event, answers 200 OK.
 
@@ -175,7 +233,7 @@ class RecordingDataPlane:
 
     def __init__(self, write_key: str) -> None:
         self.write_key = write_key
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self.rejected_auth = 0
         plane = self
 
@@ -197,7 +255,7 @@ class RecordingDataPlane:
                     return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                plane.events.extend(json.loads(body)["batch"])
+                plane._events.extend(json.loads(body)["batch"])
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"OK")
@@ -205,6 +263,11 @@ class RecordingDataPlane:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event received so far."""
+        return list(self._events)
 
     def __enter__(self) -> RecordingDataPlane:
         self.thread.start()

@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
 from target_mailchimp_transactional.campaigns import (
     CampaignConfigError,
@@ -63,8 +62,8 @@ def test_shipped_campaigns_load_and_blocks_compile():
          "variants[1].name", "duplicate"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nvariants: [{name: a, weight: 0}]\n",
          "variants[0].weight", "less than or equal"),
-        ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nblocks: [{region: r, template: nope.html.j2}]\n",
-         "blocks[0].template", "not found"),
+        ("campaign: c\ntemplate: t\nfrom_email: a@b.c\n"
+         "blocks: [{region: r, template: nope.html.j2}]\n", "blocks[0].template", "not found"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nblocks: [{region: r, template: x.txt}]\n",
          "blocks[0].template", "does not match"),
         ("campaign: other\ntemplate: t\nfrom_email: a@b.c\n", "campaign", "file is named c.yml"),
@@ -84,10 +83,10 @@ def test_invalid_campaign_names_file_and_field(tmp_path, text, field, words):
 
 def test_yaml_syntax_and_non_mapping_are_named(tmp_path):
     bad = write(tmp_path, "broken", "campaign: [unclosed\n")
-    with pytest.raises(CampaignConfigError, match="broken.yml: not valid YAML"):
+    with pytest.raises(CampaignConfigError, match=r"broken\.yml: not valid YAML"):
         load_campaign(bad)
     listy = write(tmp_path, "listy", "- a\n- b\n")
-    with pytest.raises(CampaignConfigError, match="listy.yml: must be a mapping"):
+    with pytest.raises(CampaignConfigError, match=r"listy\.yml: must be a mapping"):
         load_campaign(listy)
 
 

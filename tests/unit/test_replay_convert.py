@@ -349,3 +349,40 @@ def test_iter_events_is_lazy(tmp_path):
     next(events)
     assert result.rows == 1  # one row read for one event: nothing was read ahead into a list
     source.close()
+
+
+def test_order_grouper_caps_open_orders_and_keeps_time_monotonic():
+    from signalmail.replay.orders import OrderGrouper
+
+    built = []
+
+    def build(order):
+        built.append(order)
+        return {"order": order.key, "lines": dict(order.lines)}
+
+    grouper = OrderGrouper(build, window_s=60, max_open=2)
+    line = {"product_id": "p", "quantity": 1}
+    assert grouper.add("a", 1, 100.0, dict(line), {}) == []
+    assert grouper.add("b", 2, 101.0, dict(line), {}) == []
+    closed = grouper.add("c", 3, 102.0, dict(line), {})  # over the cap: the oldest goes early
+    assert [c["order"] for c in closed] == ["a"]
+    assert grouper.split_orders == 1
+    assert grouper.add("b", 4, 50.0, dict(line), {}) == []  # late row: watermark stays at 102
+    assert grouper.watermark == 102.0
+    assert grouper.open["b"].lines["p"]["quantity"] == 2
+    assert [c["order"] for c in grouper.advance(170.0)] == ["c", "b"]  # both idle > 60 s
+    assert grouper.drain() == []
+
+
+def test_cli_progress_bar_goes_to_stderr(tmp_path):
+    from click.testing import CliRunner
+
+    path = write(tmp_path, "p.csv", [REES46_HEADER] + [rees("00:00:01", "view")] * 30)
+    result = CliRunner().invoke(
+        replay_cli.replay, [str(path), "--spool", str(tmp_path / "s"), "--progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "100.0%" in result.stderr
+    assert "30 rows" in result.stderr
+    assert "100.0%" not in result.stdout
+    assert "replayed 30 rees46 rows as 30 events" in result.stdout

@@ -200,6 +200,11 @@ def test_missing_rudder_logs_folder_is_a_clear_error(tmp_path):
         list(SpoolLister(fs, root).iter_files())
 
 
+def test_empty_source_is_a_clear_error():
+    with pytest.raises(SpoolError, match="`source` setting is empty"):
+        open_filesystem("  ")
+
+
 def test_segment_helper_writes_the_contract_layout(tmp_path):
     path = segment_path(tmp_path, ts_of(0))
     assert path.relative_to(tmp_path).parts[:3] == ("rudder-logs", "src1", "2026-11-20")

@@ -436,3 +436,13 @@ def test_console_script_runs_incrementally_with_a_state_file(warehouse, tmp_path
     records = [json.loads(line) for line in second.stdout.splitlines()]
     assert [m["record"]["trigger_id"] for m in records if m["type"] == "RECORD"] == ["t0005"]
     assert str(warehouse) not in first.stderr  # the URL (a secret setting) is never logged
+
+
+def test_file_open_read_write_in_this_process_is_explained(warehouse):
+    con = duckdb.connect(str(warehouse))
+    try:
+        with pytest.raises(WarehouseLockedError, match=r"already open read-write in this process"):
+            run_tap(config_for(warehouse))
+    finally:
+        con.close()
+    assert len(run_tap(config_for(warehouse))[0]) == 5

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import requests
-
 from target_mailchimp_transactional.client import (
     AmbiguousError,
     InvalidKeyError,
@@ -59,7 +58,8 @@ def test_invalid_key_message_is_clear_and_keyless():
     error = client._translate(
         {"name": "Invalid_Key", "message": "Invalid API key"}, 500, "users/ping"
     )
-    assert "api_key" in str(error) and KEY not in str(error)
+    assert "api_key" in str(error)
+    assert KEY not in str(error)
 
 
 def test_raw_response_quirk_is_never_success():
@@ -90,7 +90,8 @@ def test_redact_removes_the_key():
 def test_settings_documented_and_secrets_marked():
     schema = TargetMailchimpTransactional.config_jsonschema["properties"]
     assert all(p.get("description") for p in schema.values())
-    assert schema["api_key"].get("secret") is True and schema["write_key"].get("secret") is True
+    assert schema["api_key"].get("secret") is True
+    assert schema["write_key"].get("secret") is True
     for name in ("base_url", "campaigns_dir", "ledger_url", "max_recipients_per_call",
                  "concurrency", "timeout", "max_retries", "dry_run", "outbox_dir",
                  "data_plane_url"):  # fmt: skip

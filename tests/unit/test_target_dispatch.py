@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from target_mailchimp_transactional.blocks import BlockRenderer
 from target_mailchimp_transactional.campaigns import load_campaigns
 from target_mailchimp_transactional.client import (
@@ -235,7 +234,8 @@ def test_retryable_errors_back_off_then_succeed(campaigns, ledger):
     d.dispatch([row(1), row(2)])  # two variants: two calls, the first fails twice
     d.close()
     assert len(fake.calls) == 4
-    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0  # exponential, jittered
+    assert 0.5 <= delays[0] <= 1.0
+    assert 1.0 <= delays[1] <= 2.0
     assert set(states(ledger).values()) == {"sent"}
 
 
@@ -372,7 +372,8 @@ def test_start_reconciles_sending_rows_in_or_batches(campaigns, ledger):
     assert len(fake.searches) == 3
     assert all(" OR " in q and "u_trigger_id:" in q for q in fake.searches[:2])
     got = {r["trigger_id"]: (r["state"], r["mandrill_id"]) for r in ledger.all_rows()}
-    assert got["t0"] == ("sent", "m0") and got["t1"] == ("queued", "q")
+    assert got["t0"] == ("sent", "m0")
+    assert got["t1"] == ("queued", "q")
     assert got["t2"][0] == "failed"
 
 
@@ -404,5 +405,7 @@ def test_dry_run_writes_outbox_and_touches_nothing(campaigns, tmp_path):
     assert previews == ["cart_abandonment_1.html", "cart_abandonment_2.html",
                         "cart_abandonment_3.html"]  # fmt: skip
     page = next(outbox.rglob("cart_abandonment_1.html")).read_text()
-    assert "u1@example.com" in page and "<table" in page and "utm_source=signalmail" in page
+    assert "u1@example.com" in page
+    assert "<table" in page
+    assert "utm_source=signalmail" in page
     assert "key" not in json.loads(bodies[0].read_text())["body"]

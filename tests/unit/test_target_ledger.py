@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 
 
@@ -33,7 +32,8 @@ def test_transitions_claim_to_final(ledger):
                    entry("b", "rejected", reject_reason="hard-bounce")])  # fmt: skip
     a, b = ledger.get("a"), ledger.get("b")
     assert (a["state"], a["mandrill_id"], a["attempts"]) == ("sent", "m1", 1)
-    assert a["sent_at"] is not None and a["created_at"] <= a["updated_at"]
+    assert a["sent_at"] is not None
+    assert a["created_at"] <= a["updated_at"]
     assert (b["state"], b["reject_reason"], b["sent_at"]) == ("rejected", "hard-bounce", None)
     assert ledger.in_flight() == []
 
@@ -43,7 +43,8 @@ def test_final_states_are_never_claimed_again(ledger):
     ledger.record([entry("a", "sent"), entry("b", "queued"), entry("c", "invalid"),
                    entry("d", "failed", error="boom")])  # fmt: skip
     assert ledger.claim([entry(t) for t in "abcd"], max_attempts=3) == {"d"}
-    assert ledger.get("d")["attempts"] == 2 and ledger.get("d")["error"] is None
+    assert ledger.get("d")["attempts"] == 2
+    assert ledger.get("d")["error"] is None
     ledger.record([entry("d", "failed", error="again")])
     assert ledger.claim([entry("d")], max_attempts=2) == set()  # attempts exhausted
     assert ledger.claim([entry("e")], max_attempts=2) == {"e"}

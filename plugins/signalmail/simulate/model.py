@@ -106,7 +106,7 @@ def iso(ts: float) -> str:
     is several times slower; a test pins it to datetime's output.
     """
     whole = math.floor(ts)
-    millis = int(round((ts - whole) * 1000))
+    millis = round((ts - whole) * 1000)
     if millis == 1000:
         whole, millis = whole + 1, 0
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{millis:03d}Z"
