@@ -145,6 +145,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--per-call", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--memory-ledger-url",
+        default=None,
+        help="ledger for the memory run (default: a fresh DuckDB file; a PostgreSQL URL shows "
+        "the target's own memory without DuckDB's in-process index)",
+    )
     args = parser.parse_args()
 
     import logging
@@ -182,10 +188,26 @@ def main() -> None:
         if args.memory:
             marks: dict[int, list[float]] = {10_000: [], args.memory: []}  # line 0 is SCHEMA
             before = rss_mb()
-            t_mem = run(batched_cfg | {"ledger_url": f"duckdb:///{work / 'memory'}.duckdb"},
-                        args.memory, "m", marks)  # fmt: skip
+            ledger_url = args.memory_ledger_url or f"duckdb:///{work / 'memory'}.duckdb"
+            extra = {"ledger_url": ledger_url}
+            if args.memory_ledger_url:
+                extra["ledger_schema"] = f"bench_{os.getpid()}"
+            try:
+                t_mem = run(batched_cfg | extra, args.memory, "m", marks)
+            finally:
+                if args.memory_ledger_url:
+                    import sqlalchemy as sa
+
+                    engine = sa.create_engine(args.memory_ledger_url)
+                    with engine.begin() as conn:
+                        conn.execute(
+                            sa.text(f"drop schema if exists {extra['ledger_schema']} cascade")
+                        )
+                    engine.dispose()
             after = rss_mb()
-            print(f"memory: RSS {before:.0f} MB before, {marks[10_000][0]:.0f} MB at 10,000 "
+            kind = ledger_url.split(":")[0]
+            print(f"memory ({kind} ledger): RSS {before:.0f} MB before, "
+                  f"{marks[10_000][0]:.0f} MB at 10,000 "
                   f"triggers, {marks[args.memory][0]:.0f} MB at {args.memory:,}, "
                   f"{after:.0f} MB after ({args.memory / t_mem:,.0f} recipients/s)")  # fmt: skip
     finally:

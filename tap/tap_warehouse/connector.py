@@ -41,8 +41,21 @@ class WarehouseLockedError(RuntimeError):
     """A writer (dbt, a loader) held the DuckDB file longer than `lock_timeout_seconds`."""
 
 
+class WarehouseConnectionError(RuntimeError):
+    """The warehouse refused or could not take the connection (server down, bad credentials)."""
+
+
 class WarehouseObjectNotFoundError(ConfigValidationError):
     """A configured schema, table or column does not exist in the warehouse."""
+
+
+class ReflectedColumn(t.NamedTuple):
+    """One column as the warehouse declares it."""
+
+    name: str
+    type: sa.types.TypeEngine
+    nullable: bool
+    comment: str | None = None
 
 
 class WarehouseSQLToJSONSchema(SQLToJSONSchema):
@@ -193,7 +206,9 @@ class WarehouseConnector(SQLConnector):
                     )
                     raise WarehouseLockedError(msg) from None
                 if DUCKDB_LOCK_MESSAGE not in str(exc.orig):
-                    raise
+                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                    msg = f"Cannot connect to {redacted_url(self.sqlalchemy_url)}: {reason}"
+                    raise WarehouseConnectionError(msg) from None
                 if monotonic() + delay > deadline:
                     path = self._engine.url.database
                     msg = (
@@ -233,15 +248,13 @@ class WarehouseConnector(SQLConnector):
                 names += inspector.get_view_names(schema=schema)
             return sorted(names)
 
-    def reflect_columns(
-        self, schema: str | None, table: str
-    ) -> list[tuple[str, sa.types.TypeEngine, bool]]:
-        """Return (name, SQLAlchemy type, nullable) per column in table order; [] if no table."""
+    def reflect_columns(self, schema: str | None, table: str) -> list[ReflectedColumn]:
+        """Return the columns in table order, with their comments (dbt persist_docs); [] if none."""
         with self._connect() as conn:
             if self.dialect_name == "duckdb":
                 rows = conn.execute(
                     sa.text(
-                        "select column_name, data_type, is_nullable "
+                        "select column_name, data_type, is_nullable, column_comment "
                         "from information_schema.columns "
                         "where table_schema = coalesce(:schema, current_schema()) "
                         "and table_name = :table and table_catalog = current_database() "
@@ -250,13 +263,19 @@ class WarehouseConnector(SQLConnector):
                     {"schema": schema, "table": table},
                 )
                 return [
-                    (name, duckdb_type(kind), nullable == "YES") for name, kind, nullable in rows
+                    ReflectedColumn(name, duckdb_type(kind), nullable == "YES", comment or None)
+                    for name, kind, nullable, comment in rows
                 ]
             inspector = sa.inspect(conn)
             if not inspector.has_table(table, schema=schema):
                 return []
             return [
-                (column["name"], column["type"], bool(column.get("nullable", True)))
+                ReflectedColumn(
+                    column["name"],
+                    column["type"],
+                    bool(column.get("nullable", True)),
+                    column.get("comment") or None,
+                )
                 for column in inspector.get_columns(table, schema=schema)
             ]
 
@@ -291,9 +310,9 @@ class WarehouseConnector(SQLConnector):
         _, schema_name, table_name = self.parse_full_table_name(full_table_name)
         wanted = {name.casefold() for name in column_names or []}
         return {
-            name: sa.Column(name, kind, nullable=nullable)
-            for name, kind, nullable in self.reflect_columns(schema_name, table_name)
-            if not wanted or name.casefold() in wanted
+            column.name: sa.Column(column.name, column.type, nullable=column.nullable)
+            for column in self.reflect_columns(schema_name, table_name)
+            if not wanted or column.name.casefold() in wanted
         }
 
     def json_schema_for(self, kind: sa.types.TypeEngine, *, nullable: bool) -> dict:
@@ -334,7 +353,7 @@ class WarehouseConnector(SQLConnector):
                     f"Has dbt built the marts, and is `schema` right?"
                 )
                 raise WarehouseObjectNotFoundError(msg)
-            names = [name for name, _, _ in columns]
+            names = [column.name for column in columns]
             primary_key = settings.primary_keys.get(table)
             if primary_key is None:
                 primary_key = self.reflect_primary_key(schema, table)
@@ -352,11 +371,14 @@ class WarehouseConnector(SQLConnector):
                     )
                     raise WarehouseObjectNotFoundError(msg)
             properties = {}
-            for name, kind, nullable in columns:
-                if name in json_columns:
-                    properties[name] = {"type": ["object", "array", "null"]}
+            for column in columns:
+                if column.name in json_columns:
+                    prop = {"type": ["object", "array", "null"]}
                 else:
-                    properties[name] = self.json_schema_for(kind, nullable=nullable)
+                    prop = self.json_schema_for(column.type, nullable=column.nullable)
+                if column.comment:  # dbt's column descriptions (persist_docs) document the catalog
+                    prop["description"] = column.comment
+                properties[column.name] = prop
             json_schema = {"type": "object", "properties": properties}
             method = "INCREMENTAL" if replication_key else "FULL_TABLE"
             entry = CatalogEntry(

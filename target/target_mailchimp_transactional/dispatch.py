@@ -287,8 +287,9 @@ class Dispatcher:
             len(stuck),
             " by this run" if end_of_run else " by an interrupted run",
         )
-        oldest = min(ts for _, ts in stuck)
-        ids = [tid for tid, _ in stuck]
+        oldest = min(r["updated_at"] for r in stuck)
+        ids = [r["trigger_id"] for r in stuck]
+        rows = {r["trigger_id"]: r for r in stuck}
         try:
             found = self.lookup(ids, oldest)
         except MandrillError as exc:
@@ -318,6 +319,15 @@ class Dispatcher:
                         msg.get("state") if state == "rejected" else None),
                 ))  # fmt: skip
                 self.stats.counts["reconciled_found"] += 1
+                row = rows[tid]
+                if self.emitter is not None and state in ACCEPTED and row.get("email"):
+                    # The crashed run never got to emit it; the stable messageId dedupes.
+                    self.emitter.email_sent(
+                        trigger_id=tid, campaign=row.get("campaign") or "",
+                        variant=row.get("variant") or "", template=row.get("template") or "",
+                        mandrill_id=msg.get("_id"), email=row["email"],
+                        user_id=row.get("user_id"), status=state,
+                    )  # fmt: skip
         self.ledger.record(entries)
 
     def lookup(self, trigger_ids: Sequence[str], since: dt.datetime) -> dict[str, dict[str, Any]]:

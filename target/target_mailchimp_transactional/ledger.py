@@ -268,16 +268,15 @@ class Ledger:
                 inserted.update(row[0] for row in result)
         return inserted
 
-    def in_flight(self) -> list[tuple[str, dt.datetime]]:
-        """Triggers left in `sending` (a crash between claim and result): id, claimed at."""
+    def in_flight(self) -> list[dict[str, Any]]:
+        """Rows left in `sending` (a crash or an ambiguous answer), oldest claim first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    f"select trigger_id, updated_at from {self.table_ref} "
-                    "where state = 'sending' order by updated_at"
+                    f"select * from {self.table_ref} where state = 'sending' order by updated_at"
                 )
             )
-            return [(r[0], r[1]) for r in rows]
+            return [dict(r) for r in rows.mappings()]
 
     def get(self, trigger_id: str) -> dict[str, Any] | None:
         """One row as a dict (tests and operators)."""

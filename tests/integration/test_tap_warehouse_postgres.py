@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.testing import get_tap_test_class
+from tap_warehouse.connector import WarehouseConnectionError
 from tap_warehouse.tap import TapWarehouse
 
 from tests.conftest import DEFAULT_PG_URL
@@ -134,11 +135,33 @@ def test_missing_table_error_hides_the_password(pg_schema):
         run_tap(pg_config(pg_schema))
     message = str(info.value)
     assert pg_schema in message
-    assert "signalmail:***@" in message
-    assert ":signalmail@" not in message
+    assert ":***@" in message
+    assert f":{sa.engine.make_url(SA_URL).password}@" not in message
 
 
 def test_payload_is_valid_json_text(pg_schema):
     load_rows(pg_schema, [trigger_row(1, T0)])
     [record], _, _ = run_tap(pg_config(pg_schema))
     assert json.loads(record["payload"])["currency"] == "EUR"
+
+
+def test_bad_credentials_fail_clearly_without_the_password(pg_schema):
+    wrong = sa.engine.make_url(SA_URL).set(password="not-the-Secret-42")
+    with pytest.raises(WarehouseConnectionError) as info:
+        run_tap(
+            {"sqlalchemy_url": wrong.render_as_string(hide_password=False), "schema": pg_schema}
+        )
+    message = str(info.value)
+    assert message.startswith(f"Cannot connect to {wrong.render_as_string(hide_password=True)}")
+    assert ":***@" in message
+    assert "password authentication failed" in message
+    assert "not-the-Secret-42" not in message
+
+
+def test_column_comments_become_descriptions(pg_schema):
+    load_rows(pg_schema, [])
+    engine = sa.create_engine(SA_URL, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"comment on column \"{pg_schema}\".email_triggers.payload is 'JSON'"))
+    catalog = json.loads(TapWarehouse(config=pg_config(pg_schema)).run_discovery())
+    assert catalog["streams"][0]["schema"]["properties"]["payload"]["description"] == "JSON"

@@ -22,6 +22,7 @@ from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 from tests.conftest import wait_until
 from tests.integration.test_target_support import (
     API_KEY,
+    data_plane,
     ledger_rows,
     run_target,
     sandbox_messages,
@@ -111,18 +112,25 @@ def test_validation_error_records_invalid(sandbox, tmp_path):
 
 def test_timeout_is_reconciled_not_resent(sandbox, tmp_path):
     sandbox.set_faults(timeout=1.0, timeout_s=1.5, only=SEND)
-    cfg = target_config(sandbox, tmp_path, timeout=0.4)
-    rows = [trigger(i, "browse_abandonment") for i in range(6)]
-    run_target(cfg, singer_lines(rows))
-    assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sending", "sent", "queued"}
-    sandbox.set_faults()
-    # The hung request lands after the client gave up, as a slow upstream does.
-    wait_until(lambda: len(sandbox_messages(sandbox)) == 6, timeout=10, what="late delivery")
-    run_target(cfg, singer_lines(rows))
-    ledger = ledger_rows(cfg)
-    assert {r["state"] for r in ledger.values()} <= {"sent", "queued"}
-    assert per_trigger(sandbox) == Counter({f"browse_abandonment:{i}": 1 for i in range(6)})
-    assert all(r["mandrill_id"] for r in ledger.values())
+    with data_plane(tmp_path / "spool", "wk") as plane:
+        cfg = target_config(sandbox, tmp_path, timeout=0.4, data_plane_url=plane.url,
+                            write_key="wk")  # fmt: skip
+        rows = [trigger(i, "browse_abandonment") for i in range(6)]
+        run_target(cfg, singer_lines(rows))
+        assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sending", "sent", "queued"}
+        sandbox.set_faults()
+        # The hung request lands after the client gave up, as a slow upstream does.
+        wait_until(lambda: len(sandbox_messages(sandbox)) == 6, timeout=10, what="late delivery")
+        run_target(cfg, singer_lines(rows))
+        ledger = ledger_rows(cfg)
+        assert {r["state"] for r in ledger.values()} <= {"sent", "queued"}
+        assert per_trigger(sandbox) == Counter({f"browse_abandonment:{i}": 1 for i in range(6)})
+        assert all(r["mandrill_id"] for r in ledger.values())
+        # Email Sent once per trigger, emitted by whichever reconciliation found the message.
+        wait_until(lambda: len(plane.events) >= 6, timeout=10, what="Email Sent events")
+        sent = [e["properties"] for e in plane.events if e.get("event") == "Email Sent"]
+    assert sorted(p["trigger_id"] for p in sent) == sorted(ledger)
+    assert {p["mandrill_id"] for p in sent} == {r["mandrill_id"] for r in ledger.values()}
 
 
 def test_sending_rows_unknown_to_mandrill_are_sent_again(sandbox, tmp_path):

@@ -446,3 +446,14 @@ def test_file_open_read_write_in_this_process_is_explained(warehouse):
     finally:
         con.close()
     assert len(run_tap(config_for(warehouse))[0]) == 5
+
+
+def test_column_comments_become_descriptions(warehouse):
+    """dbt's persist_docs writes column descriptions as comments; the catalog carries them."""
+    con = duckdb.connect(str(warehouse))
+    con.execute("comment on column marts.email_triggers.computed_at is 'Naive UTC build time'")
+    con.close()
+    catalog = json.loads(TapWarehouse(config=config_for(warehouse)).run_discovery())
+    props = catalog["streams"][0]["schema"]["properties"]
+    assert props["computed_at"]["description"] == "Naive UTC build time"
+    assert "description" not in props["email"]

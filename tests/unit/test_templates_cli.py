@@ -308,3 +308,14 @@ def test_preview_uses_payload_values_verbatim_and_escapes_them(project):
     assert "<li>&lt;b&gt;Bold&lt;/b&gt; &amp; co x2</li>" in body  # Jinja2 autoescapes too
     assert "Free shipping" not in body
     assert "Almost!" not in body
+
+
+def test_lint_checks_the_campaign_subject_line(project):
+    path = project / "templates/campaigns/cart_abandonment.yml"
+    path.write_text(CAMPAIGN_YML.replace("{{first_name}}, your cart", "{{firstname}}, your cart"))
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1
+    assert (
+        "templates/campaigns/cart_abandonment.yml:5: error: subject: unknown merge tag "
+        "`firstname` (did you mean `first_name`?)"
+    ) in result.output

@@ -49,11 +49,14 @@ _timeout = click.option(
 )
 
 
-def _load_campaigns(campaigns_dir: Path, blocks_dir: Path) -> dict:
+def _load_campaigns(campaigns_dir: Path, blocks_dir: Path | None) -> dict:
+    """Campaign files validated by the target's own loader (blocks checked when a folder)."""
     from target_mailchimp_transactional.campaigns import CampaignConfigError, load_campaigns
 
     try:
-        return load_campaigns(campaigns_dir, blocks_dir if blocks_dir.is_dir() else None)
+        return load_campaigns(
+            campaigns_dir, blocks_dir if blocks_dir and blocks_dir.is_dir() else None
+        )
     except CampaignConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -179,8 +182,14 @@ def sync(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     defaults: dict[str, dict[str, str]] = {}
+    campaigns: dict = {}
     if campaigns_dir.is_dir():
-        for campaign in _load_campaigns(campaigns_dir, Path("/nonexistent")).values():
+        try:
+            campaigns = _load_campaigns(campaigns_dir, None)
+        except click.ClickException as exc:
+            # Defaults for new templates are a nicety; a campaign typo must not block a push.
+            click.echo(f"warning: no from/subject defaults for new templates: {exc}", err=True)
+        for campaign in campaigns.values():
             for variant in campaign.variants:
                 if variant.template and variant.template not in defaults:
                     defaults[variant.template] = {
@@ -264,7 +273,7 @@ def preview(
     rendered (each reason is in the index).
     """
     from singer_sdk.exceptions import ConfigValidationError
-    from tap_warehouse.connector import WarehouseLockedError
+    from tap_warehouse.connector import WarehouseConnectionError, WarehouseLockedError
     from target_mailchimp_transactional.blocks import BlockRenderer
 
     from signalmail.templates.preview import read_rows, write_preview
@@ -285,7 +294,12 @@ def preview(
             campaigns=campaign_names,
             trigger_ids=trigger_ids,
         )
-    except (ConfigValidationError, WarehouseLockedError, LookupError) as exc:
+    except (
+        ConfigValidationError,
+        WarehouseConnectionError,
+        WarehouseLockedError,
+        LookupError,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         items = write_preview(rows, campaigns, BlockRenderer(blocks_dir), source, out)

@@ -306,6 +306,21 @@ def lint_template(code: str, origin: str, campaign: Campaign, variant: Variant) 
     return checker.findings
 
 
+def lint_subject(campaign: Campaign, variant: Variant) -> list[Finding]:
+    """Check the campaign's subject override: Mandrill merges it like the body."""
+    if not variant.subject or "{{" not in variant.subject:
+        return []
+    text = campaign.path.read_text(encoding="utf-8") if campaign.path.is_file() else ""
+    line = _line_of(text, variant.subject)
+    checker = _Checker(str(campaign.path), provided_vars(campaign, variant), campaign)
+    try:
+        checker.run(handlebars.parse(variant.subject))
+    except handlebars.TemplateError as exc:
+        match = _LINE_PREFIX.match(str(exc))
+        checker.error(1, f"handlebars syntax: {match.group(2) if match else exc}")
+    return [Finding(f.path, line, f.severity, f"subject: {f.message}") for f in checker.findings]
+
+
 def lint_campaign_fields(campaign: Campaign) -> list[Finding]:
     """Warn about merge vars whose field is neither a row column nor a documented payload field."""
     text = campaign.path.read_text(encoding="utf-8") if campaign.path.is_file() else ""
@@ -333,6 +348,7 @@ def lint_campaigns(campaigns: dict[str, Campaign], source: TemplateSource) -> li
         findings.update(lint_campaign_fields(campaign))
         text = campaign.path.read_text(encoding="utf-8") if campaign.path.is_file() else ""
         for variant, ref in template_refs(campaign):
+            findings.update(lint_subject(campaign, variant))
             try:
                 fetched = source.fetch(ref)
             except TemplateMissing as exc:
