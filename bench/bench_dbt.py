@@ -1,0 +1,259 @@
+"""Tick latency of the dbt trigger path, against a full refresh measured in the same run.
+
+History of `--events` simulated events is loaded into the raw tables (DuckDB file and/or a
+PostgreSQL schema), a full refresh builds everything (the baseline), then each tick appends
+`--tick-events` new events and times `dbt build --selector trigger_path`:
+
+- through the CLI (a new process per tick: parse, connect, run), and
+- through one long-lived dbtRunner (in a child process per engine, since one process cannot
+  switch profiles safely; it keeps the DuckDB file open between ticks, so the CLI ticks run first).
+
+Several sizes (`--events 1000000,5000000`) extend the same history and repeat the ticks, to see
+whether a tick stays flat as history grows. Prints one line per tick and a summary of ratios.
+
+    python bench/bench_dbt.py --events 1000000 --ticks 5
+    python bench/bench_dbt.py --events 100000 --engines duckdb        # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ROOT / "dbt_project"
+sys.path.insert(0, str(PROJECT))
+
+from testkit import raw_events  # noqa: E402
+from testkit.harness import Warehouse, run_dbt  # noqa: E402
+
+CHUNK = 50_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def warehouse_for(engine: str, args: argparse.Namespace) -> Warehouse:
+    workdir = Path(args.workdir)
+    if engine == "duckdb":
+        return Warehouse(
+            dialect="duckdb",
+            schema="bench_signals",
+            duckdb_path=workdir / "warehouse.duckdb",
+            ledger_path=workdir / "ledger.duckdb",
+            target_dir=workdir / "duckdb",
+        )
+    url = urlparse(args.pg_url)
+    pg = {
+        "host": url.hostname or "127.0.0.1",
+        "port": str(url.port or 5432),
+        "user": url.username or "",
+        "password": url.password or "",
+        "dbname": url.path.lstrip("/"),
+    }
+    return Warehouse(
+        dialect="postgres",
+        schema="bench_signals",
+        raw_schema="bench_raw",
+        ledger_schema="bench_ledger",
+        pg=pg,
+        target_dir=workdir / "postgres",
+    )
+
+
+def connect(engine: str, wh: Warehouse, args: argparse.Namespace):
+    if engine == "duckdb":
+        import duckdb
+
+        return duckdb.connect(str(wh.duckdb_path))
+    import psycopg
+
+    return psycopg.connect(args.pg_url, autocommit=True)
+
+
+def reset(engine: str, wh: Warehouse, args: argparse.Namespace) -> None:
+    if engine == "duckdb":
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        for path in (wh.duckdb_path, wh.ledger_path):
+            if path.exists():
+                path.unlink()
+    with connect(engine, wh, args) as conn:
+        if engine == "postgres":
+            for schema in (wh.raw_schema, wh.schema, wh.ledger_schema):
+                conn.execute(f'drop schema if exists "{schema}" cascade')
+        raw_events.create_raw_tables(conn, engine, wh.raw_schema)
+
+
+def traffic(start: datetime, end: datetime, count: int, seed: int, users: int):
+    factory = raw_events.EventFactory(seed=f"bench-{seed}")
+    return raw_events.Traffic(
+        start=start, end=end, users=users, products=500, seed=seed, factory=factory
+    ).events(count)
+
+
+def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: datetime) -> None:
+    """Extend history from `have` to `want` events, spread over the 60 days before now."""
+    users = max(1000, want // 100)
+    span = timedelta(days=60)
+    with connect(engine, wh, args) as conn:
+        for offset in range(have, want, CHUNK):
+            size = min(CHUNK, want - offset)
+            # each chunk covers its own slice of the 60 days, older history first
+            start = now - span + span * offset / want
+            end = now - span + span * (offset + size) / want - timedelta(minutes=10)
+            events = traffic(start, end, size, seed=offset, users=users)
+            raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"h{offset}")
+
+
+def load_tick(conn, engine: str, wh: Warehouse, args, tick: int, users: int) -> None:
+    """Append a tick of fresh events, received now (as a loader would)."""
+    now = utc_now()
+    events = list(traffic(now - timedelta(minutes=1), now, args.tick_events, 10**9 + tick, users))
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    for event in events:
+        event["receivedAt"] = stamp
+    raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"tick{tick}")
+
+
+TICK_ARGS = ["build", "--selector", "trigger_path", "--quiet"]
+
+
+def cli_ticks(engine: str, wh: Warehouse, args, size: int) -> list[float]:
+    times = []
+    for tick in range(args.ticks):
+        with connect(engine, wh, args) as conn:
+            load_tick(conn, engine, wh, args, tick + size, users=max(1000, size // 100))
+        started = time.perf_counter()
+        run_dbt(wh, *TICK_ARGS)
+        times.append(time.perf_counter() - started)
+        print(f"{engine:8} {size:>9} cli    tick {tick + 1}: {times[-1]:7.2f} s", flush=True)
+    return times
+
+
+def runner_ticks(engine: str, args_dict: dict, size: int, queue) -> None:
+    """Child process: one long-lived dbtRunner for this engine; reports tick times."""
+    from dbt.cli.main import dbtRunner
+
+    args = argparse.Namespace(**args_dict)
+    wh = warehouse_for(engine, args)
+    os.environ.update(wh.env())
+    runner = dbtRunner()
+    common = [
+        "--project-dir",
+        str(PROJECT),
+        "--profiles-dir",
+        str(PROJECT),
+        "--vars",
+        wh.dbt_vars(),
+    ]
+    started = time.perf_counter()
+    warm = runner.invoke([*TICK_ARGS, *common])
+    warmup = time.perf_counter() - started
+    if not warm.success:
+        queue.put(("error", f"warm-up failed: {warm.exception}"))
+        return
+    times = []
+    conn = connect(engine, wh, args)  # DuckDB: shares the runner's open database in-process
+    try:
+        for tick in range(args.ticks):
+            load_tick(conn, engine, wh, args, 10**6 + tick + size, users=max(1000, size // 100))
+            started = time.perf_counter()
+            result = runner.invoke([*TICK_ARGS, *common])
+            times.append(time.perf_counter() - started)
+            if not result.success:
+                queue.put(("error", f"tick {tick + 1} failed: {result.exception}"))
+                return
+            print(f"{engine:8} {size:>9} runner tick {tick + 1}: {times[-1]:7.2f} s", flush=True)
+    finally:
+        conn.close()
+    queue.put(("ok", (warmup, times)))
+
+
+def bench_engine(engine: str, args: argparse.Namespace) -> list[dict]:
+    wh = warehouse_for(engine, args)
+    reset(engine, wh, args)
+    now = utc_now()
+    have = 0
+    rows = []
+    for size in args.sizes:
+        started = time.perf_counter()
+        load_history(engine, wh, args, have, size, now)
+        have = size
+        print(f"{engine:8} {size:>9} loaded history in {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        run_dbt(wh, "build", "--full-refresh", "--quiet")
+        full = time.perf_counter() - started
+        print(f"{engine:8} {size:>9} full refresh (dbt build --full-refresh, CLI): {full:.2f} s")
+        cli = cli_ticks(engine, wh, args, size)
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        child = context.Process(target=runner_ticks, args=(engine, vars(args), size, queue))
+        child.start()
+        status, payload = queue.get()
+        child.join()
+        if status != "ok":
+            raise SystemExit(f"{engine}: long-lived runner {payload}")
+        warmup, runner = payload
+        rows.append(
+            {
+                "engine": engine,
+                "size": size,
+                "full": full,
+                "cli": cli,
+                "warmup": warmup,
+                "runner": runner,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--events", default="1000000", help="history size, or several comma-separated growing sizes"
+    )
+    parser.add_argument("--ticks", type=int, default=5, help="ticks per mode and size")
+    parser.add_argument("--tick-events", type=int, default=1000, help="new events per tick")
+    parser.add_argument("--engines", default="duckdb,postgres", help="duckdb, postgres or both")
+    parser.add_argument(
+        "--workdir",
+        default="/tmp/signalmail-bench-dbt",
+        help="where the DuckDB files and dbt target folders go",
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(
+            "SIGNALMAIL_PG_URL", "postgresql://signalmail:signalmail@127.0.0.1:5432/signalmail_test"
+        ),
+        help="PostgreSQL for the postgres engine (schemas bench_raw, bench_signals)",
+    )
+    args = parser.parse_args()
+    args.sizes = sorted(int(size) for size in args.events.split(","))
+
+    results = []
+    for engine in args.engines.split(","):
+        results.extend(bench_engine(engine.strip(), args))
+
+    print(
+        "\nengine   events     full(s)  cli tick(s)  runner tick(s)  runner/full  cli/full"
+        "  warm-up(s)"
+    )
+    for row in results:
+        cli, runner = statistics.median(row["cli"]), statistics.median(row["runner"])
+        print(
+            f"{row['engine']:8} {row['size']:>9} {row['full']:8.2f} {cli:12.2f} {runner:15.2f}"
+            f" {runner / row['full']:11.1%} {cli / row['full']:9.1%} {row['warmup']:10.2f}"
+        )
+    print("(median of ticks; tick = append events + dbt build --selector trigger_path)")
+
+
+if __name__ == "__main__":
+    main()
