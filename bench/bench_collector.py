@@ -299,7 +299,9 @@ def main() -> None:
             summary.append((name, rate, per_cpu))
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(120)
+        code = proc.wait(120)
+    if code != 0:
+        raise SystemExit(f"collector exited with {code} after SIGTERM (expected a clean 0)")
     found = 0
     for path in (spool / "rudder-logs").rglob("*.json.gz"):
         with gzip.open(path, "rt") as handle:

@@ -3,7 +3,7 @@
     python bench/bench_target.py                      # 10k batched, 200 naive, memory to 100k
     python bench/bench_target.py --batched 2000 --naive 100 --memory 20000   # quicker
 
-The sandbox runs as its own process (`signalmail sandbox --fault-latency-ms 50`), so it does not
+The sandbox runs as its own process (`signalmail sandbox --latency-ms 50`), so it does not
 share the target's interpreter. Both modes run the real target (singer-sdk reader, ledger on
 DuckDB, real mailchimp-transactional client) in this process, one after the other:
 

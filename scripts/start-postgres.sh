@@ -12,6 +12,19 @@ if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     exit 0
 fi
 
+# Already up with the test role and database (a second run, or a developer's own server): done,
+# without needing root for pg_ctlcluster or `su postgres`.
+if command -v psql >/dev/null 2>&1 && PGPASSWORD=signalmail PGCONNECT_TIMEOUT=3 psql -qAt \
+    -h 127.0.0.1 -p 5432 -U signalmail -d signalmail_test -c "select 1" >/dev/null 2>&1; then
+    echo "start-postgres: ready at postgresql://signalmail@127.0.0.1:5432/signalmail_test"
+    exit 0
+fi
+if [[ "$(id -u)" != "0" ]]; then
+    echo "start-postgres: not root, so cannot start PostgreSQL or create the test role;" \
+        "run 'sudo scripts/start-postgres.sh' once (Postgres tests skip until then)" >&2
+    exit 0
+fi
+
 version="${PG_VERSION:-15}"
 if ! pg_lsclusters --no-header | awk -v v="$version" '$1 == v && $2 == "main" && $4 == "online"' | grep -q .; then
     pg_ctlcluster "$version" main start

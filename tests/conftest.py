@@ -22,7 +22,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+) -> None:
     """Poll `predicate` until it holds; fail the test with `what` if it never does.
 
     This is readiness polling (a server answering, a file appearing), not a sleep standing in
@@ -53,7 +55,9 @@ def pg_url() -> str:
     except psycopg.OperationalError as exc:
         if os.environ.get("CI"):
             raise  # in CI the server is part of the contract, never a silent skip
-        pytest.skip(f"PostgreSQL not reachable ({exc.__class__.__name__}); run scripts/start-postgres.sh")
+        pytest.skip(
+            f"PostgreSQL not reachable ({exc.__class__.__name__}); run scripts/start-postgres.sh"
+        )
     return url
 
 

@@ -104,3 +104,30 @@
 {% macro duckdb__ledger_database() -%}
     {{ return(var('ledger_database', 'signalmail_ledger_db')) }}
 {%- endmacro %}
+
+
+{% macro restitched_anonymous_ids(cutoff) -%}
+    {#-
+        Anonymous ids whose identity link changed at or after `cutoff`: their stored events must
+        be resolved again (a late identify or alias re-attributes earlier anonymous activity).
+    -#}
+    select anonymous_id from {{ ref('int_identity_map') }}
+    where last_received_at >= {{ cutoff }}
+{%- endmacro %}
+
+
+{% macro materialized_cte() -%}
+    {#- Compute a CTE read several times once (DuckDB inlines by default, Postgres too). -#}
+    {{ return(adapter.dispatch('materialized_cte', 'signalmail')()) }}
+{%- endmacro %}
+
+{% macro default__materialized_cte() -%}
+{%- endmacro %}
+
+{% macro duckdb__materialized_cte() -%}
+    materialized
+{%- endmacro %}
+
+{% macro postgres__materialized_cte() -%}
+    materialized
+{%- endmacro %}

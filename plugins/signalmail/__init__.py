@@ -1,3 +1,3 @@
-"""signalmail operator CLI: collector, simulator, replay, Mandrill sandbox, template tooling, demo."""
+"""signalmail operator CLI: collector, simulator, replay, Mandrill sandbox, templates, demo."""
 
 __version__ = "0.1.0"

@@ -25,9 +25,11 @@ class LazyGroup(click.Group):
     """A click group that imports a subcommand only when it is invoked or listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Name every subcommand without importing any of them."""
         return sorted(SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import the module behind `cmd_name` now that it is needed."""
         target = SUBCOMMANDS.get(cmd_name)
         if target is None:
             return None

@@ -14,9 +14,13 @@ Per batch:
    time on threads; the main thread writes each call's results as it completes.
 
 Exactly once rests on three rules: claim before the call; an ambiguous failure (read timeout,
-connection lost mid-request, empty 2xx answer) is never retried blindly, the call's triggers are
-looked up with messages/search first and only the unknown ones are resent; and at start the
-triggers a crash left in `sending` are reconciled the same way before anything is sent.
+connection lost mid-request, empty 2xx answer) is never retried in the run, because Mandrill has
+no idempotency key and the timed-out request may still land: its triggers stay `sending`, the
+end-of-run lookup (messages/search on the trigger_id metadata) records the ones Mandrill has, and
+the next start records the rest `failed` (sendable again); and at start the triggers a crash left
+in `sending` are reconciled the same way before anything is sent. Only errors where Mandrill
+certainly did not take the message (GeneralError, 5xx, 429, refused connection, connect timeout)
+are retried with backoff.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Settings:
     search_calls_per_minute: int = 20
     search_batch_size: int = 50
     send_after_grace_seconds: int = 60
+    reconcile_grace_seconds: int = 600
     dry_run: bool = False
     outbox_dir: Path | None = None
 
@@ -274,9 +279,12 @@ class Dispatcher:
     def reconcile(self, *, end_of_run: bool = False) -> None:
         """Give every trigger left in `sending` its Mandrill state.
 
-        At start, a trigger Mandrill does not know becomes `failed` (safe to send again: the
-        process that claimed it is gone). At the end of a run it stays `sending`, because a
-        call that timed out in this run may still be landing; the next start decides.
+        A trigger Mandrill has is recorded with its state at once, whatever its age. One it
+        does not know becomes `failed` (safe to send again) only at start and only once its
+        claim is older than `reconcile_grace_seconds`: a younger claim may belong to a call that
+        timed out moments ago and is still landing, or to another run sending right now, and
+        marking it `failed` would let this run send it a second time. At the end of a run, and
+        while the claim is young, it stays `sending`; a later start decides.
         """
         assert self.ledger is not None
         stuck = self.ledger.in_flight()
@@ -301,9 +309,13 @@ class Dispatcher:
                 f"failed: {exc}); nothing was sent, rerun when Mandrill answers"
             ) from None
         entries = []
+        stale_before = utcnow() - dt.timedelta(seconds=max(0, self.s.reconcile_grace_seconds))
         for tid in ids:
             msg = found.get(tid)
             if msg is None and end_of_run:
+                continue
+            if msg is None and rows[tid]["updated_at"] > stale_before:
+                self.stats.counts["reconcile_too_recent"] += 1
                 continue
             if msg is None:
                 entries.append(LedgerEntry(
@@ -329,6 +341,14 @@ class Dispatcher:
                         user_id=row.get("user_id"), status=state,
                     )  # fmt: skip
         self.ledger.record(entries)
+        if self.stats.counts["reconcile_too_recent"] and not end_of_run:
+            LOGGER.warning(
+                "%d trigger(s) claimed less than %d s ago are not known to Mandrill yet: left "
+                "`sending` (a timed-out call may still land, or another run is sending them); "
+                "a later run settles them",
+                self.stats.counts["reconcile_too_recent"],
+                self.s.reconcile_grace_seconds,
+            )
 
     def lookup(self, trigger_ids: Sequence[str], since: dt.datetime) -> dict[str, dict[str, Any]]:
         """messages/search by trigger_id metadata, OR-batched, within the rate limit."""

@@ -136,6 +136,14 @@ class TargetMailchimpTransactional(Target):
             "deferred (not sent, not recorded; the mart emits it again when due).",
         ),
         th.Property(
+            "reconcile_grace_seconds",
+            th.IntegerType,
+            default=600,
+            description="A trigger left `sending` that messages/search does not find is marked "
+            "`failed` (sendable again) only once its claim is this old: a younger one may be a "
+            "timed-out call still landing or another run's send in flight.",
+        ),
+        th.Property(
             "dry_run",
             th.BooleanType,
             default=False,
@@ -193,6 +201,7 @@ class TargetMailchimpTransactional(Target):
             search_calls_per_minute=int(cfg.get("search_calls_per_minute", 20)),
             search_batch_size=int(cfg.get("search_batch_size", 50)),
             send_after_grace_seconds=int(cfg.get("send_after_grace_seconds", 60)),
+            reconcile_grace_seconds=int(cfg.get("reconcile_grace_seconds", 600)),
             dry_run=dry_run,
             outbox_dir=Path(cfg.get("outbox_dir", "output/outbox")),
         )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from rudderstack.analytics.client import Client
 from signalmail.cli import main
 
 from tests.conftest import free_port, port_open, wait_until
@@ -80,3 +85,33 @@ def test_second_collector_on_same_spool_is_refused(tmp_path):
     finally:
         first.terminate()
         first.wait(60)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_publishes_everything_and_exits_0(tmp_path, stop):
+    """A graceful stop is a success: exit 0 (not -15/143), open segment published, no journal."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [SIGNALMAIL, "collect", "--port", str(port), "--spool", str(tmp_path)],
+        env={**os.environ, "SIGNALMAIL_WRITE_KEY": "cli-key"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: port_open(port) or proc.poll() is not None, what="collector")
+        assert proc.poll() is None, proc.stderr.read()
+        client = Client("cli-key", host=f"http://127.0.0.1:{port}", sync_mode=True, max_retries=0)
+        sent = [client.track(user_id="u", event=f"e{i}")[1]["messageId"] for i in range(3)]
+        proc.send_signal(stop)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert f"stopped on {stop.name}" in stderr
+    segments = list((tmp_path / "rudder-logs" / "signalmail").rglob("*.json.gz"))
+    assert len(segments) == 1  # the age limit (60 s) never hit: the stop published it
+    with gzip.open(segments[0], "rt") as handle:
+        assert [json.loads(line)["messageId"] for line in handle] == sent
+    assert not list((tmp_path / ".journal" / "signalmail").glob("*.journal"))

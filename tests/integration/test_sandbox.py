@@ -704,6 +704,26 @@ def test_faults_by_name_429_5xx_and_reproducibility(sandbox, client):
     assert client.users.ping() == "PONG!"
 
 
+def test_lost_answer_fault_sends_but_answers_an_empty_list(sandbox, client, cart_template):
+    try:
+        sandbox.set_faults(lost_answer=1.0, only=["messages/send-template"])
+        assert client.users.ping() == "PONG!"  # `only` leaves other operations alone
+        body = {
+            "template_name": cart_template,
+            "template_content": [],
+            "message": {"to": [{"email": "lost@example.com"}], "metadata": {"n": "1"}},
+        }
+        raw = client.messages.send_template(body)
+        assert isinstance(raw, requests.Response)  # the client's quirk for a falsy answer
+        assert (raw.status_code, raw.json()) == (200, [])
+    finally:
+        sandbox.set_faults()
+    stored = client.messages.search({"query": "email:lost@example.com"})
+    assert [m["email"] for m in stored] == ["lost@example.com"]  # the send did happen
+    with pytest.raises(ValueError, match="lost_answer must be a rate"):
+        sandbox.sandbox.faults.set(type(sandbox.sandbox.faults.plan)(lost_answer=2))
+
+
 def test_timeout_fault_outlasts_the_client_timeout(sandbox):
     client = sandbox.client(KEY, timeout=0.3)
     try:

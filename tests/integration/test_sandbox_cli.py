@@ -67,11 +67,13 @@ def test_cli_refuses_bad_fault_settings(tmp_path):
             "--fault-429",
             "0.8",
             "--fault-5xx",
-            "0.5",
+            "0.4",
+            "--fault-lost-answer",
+            "0.1",
         ],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 2
-    assert "add up to 1.300 > 1" in result.stderr
+    assert "add up to 1.300 > 1" in result.stderr  # lost_answer counts with the others

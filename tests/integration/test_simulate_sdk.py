@@ -323,7 +323,8 @@ def test_simulator_through_the_real_collector(tmp_path):
                 assert event["receivedAt"] > event["timestamp"]
 
 
-def test_unreachable_data_plane_stops_quickly_with_the_reason():
+def test_unreachable_data_plane_stops_at_the_first_event_with_the_reason():
+    """Sync mode: the first refused event stops the run, and the summary accounts for it."""
     url = f"http://127.0.0.1:{free_port()}"
     result = invoke(
         [
@@ -340,15 +341,33 @@ def test_unreachable_data_plane_stops_quickly_with_the_reason():
             "--compress-time",
             "--max-retries",
             "0",
+            "--sync",
             "--json",
         ]
     )
     assert result.exit_code == 1
     assert "ConnectionError" in result.output
-    assert "events were not accepted" in result.output
+    assert "1 of 1 events were not accepted" in result.output
     summary = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert summary["events"] == 1  # handed over before the failure, not 0 and not the stream
     assert summary["accepted"] == 0
-    assert summary["events"] < 6000  # stopped early, not after the whole stream
+
+
+def test_async_sink_stops_within_its_queue_bound_when_the_data_plane_is_down():
+    """The SDK queue bounds how far the simulator runs ahead of a failing data plane, whatever
+    the timing: at most the queue plus the batch in flight, never the whole stream."""
+    url = f"http://127.0.0.1:{free_port()}"
+    sink = SdkSink(url, WRITE_KEY, batch_size=20, max_queue_size=50, max_retries=0)
+    stream = list(iter_events(seed=3, users=60, days=7, start=START_DT))
+    assert len(stream) > 500
+    with pytest.raises(SinkError, match="ConnectionError"):  # noqa: PT012 (send raises mid-stream)
+        for event in stream:
+            sink.send(event)
+        raise AssertionError("the whole stream was accepted by a dead data plane")
+    assert 0 < sink.sent <= 50 + 20
+    with pytest.raises(SinkError, match=rf"{sink.sent} of {sink.sent} events were not accepted"):
+        sink.close()
+    assert sink.failed == sink.sent
 
 
 def test_every_queued_event_is_accounted_for_after_a_fatal_answer(recorder):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from signalmail.demo import read_spool
 from signalmail.simulate import iter_events
@@ -97,3 +102,59 @@ def test_a_spool_source_locked_by_another_writer_is_a_clear_error(tmp_path):
     assert result.exit_code == 1
     assert "cannot open the destination" in result.output
     assert "another process" in result.output
+
+
+def test_seed_is_deterministic_across_processes_and_hash_seeds(tmp_path):
+    """`--seed` alone fixes the stream: two separate processes with different string-hash seeds
+    (PYTHONHASHSEED) produce the same events, ids and simulated times; another seed does not."""
+    signalmail = str(Path(sys.executable).with_name("signalmail"))
+    # receivedAt/sentAt are the wall clock of the write; everything else must match
+    wall_clock = {"receivedAt", "sentAt"}
+
+    def stream(seed: str, hash_seed: str, out: str) -> list[str]:
+        root = tmp_path / out
+        args = ["--users", "25", "--days", "4", "--start", "2026-02-01", "--seed", seed]
+        subprocess.run(
+            [signalmail, "simulate", "--spool", str(root), "--compress-time", *args],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        _, events = spool_events(root, "simulator")
+        return [
+            json.dumps({k: v for k, v in e.items() if k not in wall_clock}, sort_keys=True)
+            for e in events
+        ]
+
+    first = stream("11", "1", "a")
+    again = stream("11", "2", "b")
+    other = stream("12", "1", "c")
+    assert len(first) > 100
+    assert first == again
+    assert set(first).isdisjoint(other)
+
+
+def test_a_failing_disk_is_a_sink_error_and_every_event_is_counted_failed(tmp_path, monkeypatch):
+    """fsync failing mid-run: the spool sink raises SinkError (not a raw SpoolError) and counts
+    every event it took as failed, so `accepted = sent - failed` is 0, not an overstatement."""
+    from signalmail.collector import spool as spool_module
+    from signalmail.simulate.sinks import SinkError, SpoolSink
+
+    def broken_fdatasync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool_module.os, "fdatasync", broken_fdatasync)
+    sink = SpoolSink(str(tmp_path), "broken", chunk_size=10, in_flight=2)
+    stream = iter_events(seed=1, users=10, days=2, start=START)
+    with pytest.raises(SinkError, match="spool write failed"):  # noqa: PT012 (send raises mid-stream)
+        for event in stream:
+            sink.send(event)
+        raise AssertionError("a broken disk accepted the whole stream")
+    for _ in range(3):  # a caller that carries on: buffered, and refused at close
+        sink.send(next(stream))
+    with pytest.raises(SinkError, match="spool write failed"):
+        sink.close()
+    assert sink.sent >= 10
+    assert sink.failed == sink.sent
+    assert read_spool(tmp_path, "broken").events == 0

@@ -121,6 +121,29 @@ def test_unknown_template_fails_that_campaign_and_others_go_on(sandbox, tmp_path
     }
 
 
+def test_template_that_cannot_render_fails_that_campaign_and_others_go_on(sandbox, tmp_path):
+    # `{{url}}` inside #each calls Mandrill's url helper (helpers win over the item's field) with
+    # no argument: the template parses, so Mandrill stores it, but no send can render it.
+    client = sandbox.client(API_KEY)
+    client.templates.update({
+        "name": "re-engagement", "publish": True,
+        "code": '<p>{{#each recommendations}}<a href="{{url}}">{{name}}</a>{{/each}}</p>'
+                '<a href="*|UNSUB|*">unsubscribe</a>',
+    })  # fmt: skip
+    cfg = target_config(sandbox, tmp_path, max_recipients_per_call=2)
+    rows = [trigger(i, "re_engagement") for i in range(5)] + [trigger(i) for i in range(3)]
+    run_target(cfg, singer_lines(rows))
+    ledger = ledger_rows(cfg)
+    for i in range(5):
+        assert ledger[f"re_engagement:{i}"]["state"] == "failed"
+    assert "Invalid_Template" in ledger["re_engagement:0"]["error"]
+    assert "helper url needs 1 argument" in ledger["re_engagement:0"]["error"]
+    assert [ledger[f"cart_abandonment:{i}"]["state"] for i in range(3)] == ["sent"] * 3
+    assert Counter(m["metadata"]["campaign"] for m in sandbox_messages(sandbox)) == {
+        "cart_abandonment": 3
+    }
+
+
 def test_mailchimp_template_id_uses_send_mc_template(sandbox, tmp_path):
     seeded = sandbox.seed_mc_templates([{
         "mc_template_name": "Welcome back", "subject": "Welcome back {{first_name}}",
@@ -153,3 +176,44 @@ def test_dry_run_calls_nothing_and_writes_outbox(sandbox, tmp_path):
     assert sum(len(b["body"]["message"]["to"]) for b in bodies) == 4
     assert all(b["endpoint"] == "messages/send-template" for b in bodies)
     assert len(list(outbox.rglob("*.html"))) == 4
+
+
+def test_duplicates_within_a_run_across_batches_are_sent_once(sandbox, tmp_path):
+    # batch_size_rows=4: the repeats land in later drained batches while earlier calls may still
+    # be in flight; the ledger claim, not the batch, must stop the second send.
+    cfg = target_config(sandbox, tmp_path, batch_size_rows=4, max_recipients_per_call=2)
+    rows = [trigger(i) for i in range(6)]
+    repeats = [trigger(i % 6) for i in range(14)]  # each trigger 2-3 more times
+    same_person = [trigger(f"{i}b", email=f"user{i}@example.com") for i in range(3)]
+    run_target(cfg, singer_lines(rows + repeats + same_person))
+    per_trigger = Counter(m["metadata"]["trigger_id"] for m in sandbox_messages(sandbox))
+    expected = {f"cart_abandonment:{i}": 1 for i in range(6)}
+    expected |= {f"cart_abandonment:{i}b": 1 for i in range(3)}  # a new trigger is a new email
+    assert per_trigger == Counter(expected)
+    assert {r["attempts"] for r in ledger_rows(cfg).values()} == {1}
+
+
+def test_batch_message_stops_the_run_before_its_state_is_emitted(sandbox, tmp_path, capfd):
+    # singer-sdk sinks would drop a BATCH silently and let its STATE through; the tap's bookmark
+    # would then skip triggers that were never sent.
+    cfg = target_config(sandbox, tmp_path)
+    batch = {"type": "BATCH", "stream": "email_triggers",
+             "encoding": {"format": "jsonl", "compression": "gzip"},
+             "manifest": [f"file://{tmp_path}/batch-1.jsonl.gz"]}  # fmt: skip
+    lines = singer_lines(
+        [trigger(i) for i in range(3)],
+        extra=[
+            {"type": "STATE", "value": {"bookmark": "before-batch"}},
+            batch,
+            {"type": "STATE", "value": {"bookmark": "after-batch"}},
+        ],
+    )
+    with pytest.raises(ValueError, match="BATCH message for stream 'email_triggers' refused"):
+        run_target(cfg, lines)
+    assert "after-batch" not in capfd.readouterr().out
+    # Whatever went out before the refusal is recorded; the rerun (tap restarts from the last
+    # emitted bookmark, without batch_config) sends the rest, nothing twice.
+    assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sent", "queued"}
+    run_target(cfg, singer_lines([trigger(i) for i in range(3)]))
+    per_trigger = Counter(m["metadata"]["trigger_id"] for m in sandbox_messages(sandbox))
+    assert per_trigger == Counter({f"cart_abandonment:{i}": 1 for i in range(3)})

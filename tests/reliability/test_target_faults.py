@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from target_mailchimp_transactional.dispatch import RunStopped
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
+from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
 from tests.conftest import wait_until
 from tests.integration.test_target_support import (
@@ -62,14 +63,24 @@ def test_transient_faults_are_retried_and_nothing_is_sent_twice(sandbox, tmp_pat
     assert {r["state"] for r in ledger_rows(cfg).values()} <= {"sent", "queued"}
 
 
-def test_retries_exhausted_are_failed_then_sent_on_the_next_run(sandbox, tmp_path):
-    sandbox.set_faults(errors={"GeneralError": 1.0}, only=SEND)
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"errors": {"GeneralError": 1.0}}, "GeneralError"),
+        ({"errors": {"ServiceUnavailable": 1.0}}, "ServiceUnavailable"),
+        ({"http_5xx": 1.0}, "HTTP 503 with an empty body"),
+        ({"http_429": 1.0}, "RequestLimitExceeded"),
+    ],
+)
+def test_retries_exhausted_are_failed_then_sent_on_the_next_run(sandbox, tmp_path, fault, error):
+    sandbox.set_faults(**fault, only=SEND)
     cfg = target_config(sandbox, tmp_path, max_retries=2)
     rows = [trigger(i) for i in range(5)]
     run_target(cfg, singer_lines(rows))
     ledger = ledger_rows(cfg)
     assert {r["state"] for r in ledger.values()} == {"failed"}
     assert "gave up after 3 tries" in ledger["cart_abandonment:0"]["error"]
+    assert error in ledger["cart_abandonment:0"]["error"]
     assert sandbox_messages(sandbox) == []
     sandbox.set_faults()
     run_target(cfg, singer_lines(rows))
@@ -133,11 +144,68 @@ def test_timeout_is_reconciled_not_resent(sandbox, tmp_path):
     assert {p["mandrill_id"] for p in sent} == {r["mandrill_id"] for r in ledger.values()}
 
 
+def test_lost_answer_is_not_success_and_is_reconciled_not_resent(sandbox, tmp_path, caplog):
+    """Mandrill sends, the answer comes back 200 `[]` (a raw Response from the client)."""
+    sandbox.set_faults(lost_answer=1.0, only=SEND)
+    cfg = target_config(sandbox, tmp_path, max_recipients_per_call=4)
+    rows = [trigger(i) for i in range(10)]
+    with caplog.at_level(logging.WARNING, logger="target_mailchimp_transactional"):
+        run_target(cfg, singer_lines(rows))
+    assert any("with an empty list" in r.getMessage() for r in caplog.records)
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(10)})
+    # End-of-run reconciliation found every message: recorded with Mandrill's _id, never resent.
+    ledger = ledger_rows(cfg)
+    assert {r["state"] for r in ledger.values()} == {"sent"}
+    by_id = {m["metadata"]["trigger_id"]: m["_id"] for m in sandbox_messages(sandbox)}
+    assert {t: r["mandrill_id"] for t, r in ledger.items()} == by_id
+    assert {r["attempts"] for r in ledger.values()} == {1}
+    sandbox.set_faults()
+    run_target(cfg, singer_lines(rows))  # the tap re-delivers: nothing goes out again
+    assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(10)})
+
+
+def test_connection_refused_mid_run_is_retried_then_failed(sandbox, tmp_path):
+    """Through the real client: nothing listens on the API port once the key is proven."""
+    from target_mailchimp_transactional.client import MandrillClient
+    from target_mailchimp_transactional.dispatch import Dispatcher
+
+    from tests.conftest import free_port
+
+    target = TargetMailchimpTransactional(config=target_config(sandbox, tmp_path))
+    dispatcher: Dispatcher = target.dispatcher  # key proven, metadata indexed, reconciled
+    dispatcher.client = MandrillClient(API_KEY, f"http://127.0.0.1:{free_port()}/api/1.3", 2)
+    assert dispatcher.ledger is not None
+    waits: list[float] = []
+    dispatcher.sleep = waits.append
+    dispatcher.s.max_retries = 3
+    try:
+        dispatcher.dispatch([trigger(i) for i in range(3)])
+        dispatcher.flush()
+        rows = {r["trigger_id"]: r for r in dispatcher.ledger.all_rows()}
+    finally:
+        dispatcher.pool.shutdown(wait=True)
+        dispatcher.ledger.close()
+    assert {r["state"] for r in rows.values()} == {"failed"}
+    assert "gave up after 4 tries" in rows["cart_abandonment:0"]["error"]
+    assert "connection refused" in rows["cart_abandonment:0"]["error"]
+    # Each call (one per A/B variant) tried 4 times with a backoff before each retry.
+    assert dispatcher.stats.calls % 4 == 0
+    assert len(waits) == 3 * (dispatcher.stats.calls // 4) > 0
+    assert all(0 < w <= 0.05 for w in waits)  # jittered, capped by backoff_max_seconds
+    assert sandbox_messages(sandbox) == []
+
+
 def test_sending_rows_unknown_to_mandrill_are_sent_again(sandbox, tmp_path):
     cfg = target_config(sandbox, tmp_path)
     ledger = Ledger(cfg["ledger_url"])
     ledger.claim([LedgerEntry(trigger_id=f"cart_abandonment:{i}") for i in range(3)], 3)
     ledger.close()  # as a process killed before its request left would leave it
+    # Right after the crash the claims are young (reconcile_grace_seconds, default 600 s): a
+    # timed-out call could still land, so they are neither failed nor sent.
+    run_target(cfg, singer_lines([trigger(i) for i in range(3)]))
+    assert {r["state"] for r in ledger_rows(cfg).values()} == {"sending"}
+    assert sandbox_messages(sandbox) == []
+    cfg["reconcile_grace_seconds"] = 0  # a later run, once the grace has passed
     run_target(cfg, singer_lines([trigger(i) for i in range(3)]))
     rows = ledger_rows(cfg)
     assert {r["state"] for r in rows.values()} == {"sent"}

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
@@ -63,12 +64,21 @@ def test_declared_content_length_over_limit_is_413_before_reading():
 
 
 def test_gzip_bomb_is_413_without_inflating_it():
-    # 32 MB of zeros compresses to ~32 KB; reading must stop at the cap, not inflate it all.
-    bomb = gzip.compress(b"\0" * (32 * 1024 * 1024), compresslevel=9)
-    assert len(bomb) < 1024 * 1024
-    err = error_of(read, [bomb], "gzip", None, 1024 * 1024)
+    # 64 MB of zeros compresses to ~64 KB; reading must stop at the 1 MB cap, not inflate it all.
+    limit = 1024 * 1024
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < limit
+    chunks = [bomb[i : i + 16384] for i in range(0, len(bomb), 16384)]  # as a server streams it
+    tracemalloc.start()
+    try:
+        err = error_of(read, chunks, "gzip", None, limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert err.status == 413
     assert err.reason == "too_large"
+    # Bounded by the cap (plus slack for the event loop), far below the 64 MB it would inflate to.
+    assert peak < 4 * limit, f"peak {peak} bytes while reading a gzip bomb"
 
 
 def test_decompressed_size_just_under_limit_is_accepted():
@@ -187,6 +197,27 @@ def test_enrich_prefers_event_level_times_and_survives_garbage():
     assert event["originalTimestamp"] == "2026-03-01T10:00:00.000Z"
     assert event["sentAt"] == "2026-03-01T10:00:05.000Z"  # batch sentAt when the event's is bad
     assert event["timestamp"] == "2026-03-01T12:00:05.500Z"
+
+
+@pytest.mark.parametrize(
+    ("original", "sent"),
+    [("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z"), ("9999-12-31T00:00:00Z", "0001-01-01")],
+)
+def test_skew_correction_beyond_the_calendar_falls_back_to_received_at(original, sent):
+    event = {"type": "track", "userId": "u", "originalTimestamp": original, "sentAt": sent}
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip"))
+    assert event["timestamp"] == ingest.format_ts(RECEIVED)
+    assert event["originalTimestamp"].startswith(original[:10])  # the client's value is kept
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"], ids=["year1", "year9999"]
+)
+def test_times_whose_offset_leaves_the_calendar_count_as_unparseable(stamp):
+    event = {"type": "track", "userId": "u", "originalTimestamp": stamp, "sentAt": stamp}
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip", batch_sent_at=stamp))
+    received = ingest.format_ts(RECEIVED)
+    assert event["originalTimestamp"] == event["sentAt"] == event["timestamp"] == received
 
 
 def test_rudder_id_matches_rudder_server_md5_uuid():

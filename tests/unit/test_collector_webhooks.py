@@ -142,6 +142,10 @@ def test_send_deferral_sync_and_malformed_events_are_counted_not_converted():
             mandrill_event("deferral"),
             {"type": "blacklist", "action": "add"},
             {"event": "open", "ts": "yesterday", "_id": "x", "msg": {"email": "a@b.c"}},
+            # out of datetime's range: only this event is malformed, the POST still succeeds
+            {"event": "open", "ts": 1e20, "_id": "y", "msg": {"email": "a@b.c"}},
+            {"event": "open", "ts": float("inf"), "_id": "z", "msg": {"email": "a@b.c"}},
+            {"event": "open", "ts": True, "_id": "t", "msg": {"email": "a@b.c"}},
             "not an object",
             mandrill_event("click", url="https://x.example"),
         ]
@@ -151,6 +155,6 @@ def test_send_deferral_sync_and_malformed_events_are_counted_not_converted():
         "ignored_send": 1,
         "ignored_deferral": 1,
         "ignored_blacklist": 1,
-        "malformed": 2,
+        "malformed": 5,
         "converted": 1,
     }

@@ -188,6 +188,39 @@ def test_helpers_win_over_fields_unless_the_lookup_is_explicit():
         r("{{#each items}}{{url}}{{/each}}", items=[product])
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{this.url}}",
+        "{{./url}}",
+        "{{this/url}}",
+        "{{{this.url}}}",
+        "{{#if this.url}}{{this.url}}{{/if}}",
+    ],
+)
+def test_every_scoped_spelling_is_a_lookup_not_the_url_helper(template):
+    # Handlebars.js: a path that starts with `.` or `this` is never a helper call.
+    assert r(
+        f"{{{{#each items}}}}{template};{{{{/each}}}}", items=[{"url": "a/b"}, {"url": "c"}]
+    ) == ("a/b;c;")
+
+
+def test_helper_calls_and_lookups_around_helper_names():
+    ctx = {"item": {"url": "x y"}, "url": "top", "title": "ignored"}
+    assert r("{{item.url}}", **ctx) == "x y"  # dotted path: a lookup
+    assert r("{{#each list}}{{../url}}{{/each}}", list=[1], **ctx) == "top"  # parent: a lookup
+    assert r("{{#with item}}{{url this.url}}{{/with}}", **ctx) == "x%20y"  # helper on a field
+    assert r("{{#with item}}{{url url}}{{/with}}", **ctx) == "x%20y"  # argument: a lookup
+    with pytest.raises(TemplateError, match="helper title needs 1 argument"):
+        r("{{title}}", **ctx)  # bare helper name: the helper wins over the merge var
+
+
+def test_analyze_counts_scoped_helper_names_as_variables():
+    found = analyze("{{this/url}}{{./title}}{{upper name}}")
+    assert found.helpers == {"upper"}
+    assert {"url", "title", "name"} <= found.variables
+
+
 def test_unknown_helper_with_arguments_is_an_error():
     with pytest.raises(TemplateError, match="missing helper 'uper'"):
         r("{{uper name}}", name="x")

@@ -226,7 +226,7 @@ def test_retailrocket_mapping(tmp_path):
             "1433224214164,992329,view,248676,9",  # 8 transactionid on a view
             "1433224214,992329,view,248676,",  # 9 seconds, not ms
             "1433224214164,992329,transaction,248676,",  # 10 transaction without id
-            "1433224214164,abc,view,248676,",  # 12
+            "1433224214164,abc,view,248676,",  # 11
             "1433224214164,992329,purchase,248676,",  # 12
         ],
     )

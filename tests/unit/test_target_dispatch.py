@@ -122,7 +122,8 @@ def ledger(tmp_path):
 def make(campaigns, ledger, fake, **settings) -> Dispatcher:
     defaults = {"max_recipients_per_call": 100, "concurrency": 3, "max_retries": 3,
                 "backoff_base_seconds": 0.0, "backoff_max_seconds": 0.0,
-                "search_calls_per_minute": 60_000}  # fmt: skip
+                "search_calls_per_minute": 60_000,
+                "reconcile_grace_seconds": 0}  # as if the next run came long after  # fmt: skip
     defaults.update(settings)
     d = Dispatcher(Settings(**defaults), campaigns, BlockRenderer(BLOCKS), fake, ledger,
                    sleep=lambda s: None)  # fmt: skip
@@ -375,6 +376,26 @@ def test_start_reconciles_sending_rows_in_or_batches(campaigns, ledger):
     assert got["t0"] == ("sent", "m0")
     assert got["t1"] == ("queued", "q")
     assert got["t2"][0] == "failed"
+
+
+def test_young_claims_unknown_to_mandrill_are_not_failed_at_start(campaigns, ledger):
+    """A claim younger than the grace may be a call still landing or another run's send."""
+    fake = FakeMandrill()
+    ledger.claim([LedgerEntry(trigger_id=f"cart_abandonment:{i}", campaign="cart_abandonment")
+                  for i in (1, 2)], max_attempts=3)  # fmt: skip
+    fake.stored = [{"_id": "m1", "state": "sent", "metadata": {"trigger_id": "cart_abandonment:1"}}]
+    d = make(campaigns, ledger, fake, reconcile_grace_seconds=600)
+    assert ledger.get("cart_abandonment:1")["state"] == "sent"  # found: recorded at any age
+    assert ledger.get("cart_abandonment:2")["state"] == "sending"  # unknown and young: waits
+    assert d.stats.counts["reconcile_too_recent"] == 1
+    d.dispatch([row(2)])  # the tap re-delivers it: still not sent by this run
+    d.close()
+    assert fake.calls == []
+    later = make(campaigns, ledger, fake, reconcile_grace_seconds=0)  # the grace has passed
+    assert ledger.get("cart_abandonment:2")["state"] == "failed"
+    later.dispatch([row(2)])
+    later.close()
+    assert fake.sent_ids() == Counter({"cart_abandonment:1": 1, "cart_abandonment:2": 1})
 
 
 def test_reconciliation_that_cannot_search_stops_before_sending(campaigns, ledger):

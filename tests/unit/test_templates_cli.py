@@ -190,8 +190,19 @@ def test_lint_field_shadowed_by_a_helper(project):
         "t.html:5: error: `{{url}}` calls Mandrill's `url` helper (helpers win over fields of "
         "the same name), so the `url` value never shows; write `{{this.url}}`"
     ]
-    fixed = CLEAN.replace("<b>{{upper name}}</b>", '<a href="{{this.url}}">{{name}}</a>')
-    assert lint_template(fixed, "t.html", campaign, campaign.variants[0]) == []
+    for spelling in ("{{this.url}}", "{{./url}}", "{{this/url}}", "{{{this.url}}}"):
+        fixed = CLEAN.replace("<b>{{upper name}}</b>", f'<a href="{spelling}">{{{{name}}}}</a>')
+        assert lint_template(fixed, "t.html", campaign, campaign.variants[0]) == [], spelling
+
+
+def test_lint_scoped_typo_inside_each_is_still_a_product_field_error(project):
+    # `this/` must resolve against the product, exactly as the renderer does.
+    campaign = load_campaign(project / "templates/campaigns/cart_abandonment.yml")
+    code = CLEAN.replace("<b>{{upper name}}</b>", '<a href="{{this/ulr}}">{{name}}</a>')
+    findings = [str(f) for f in lint_template(code, "t.html", campaign, campaign.variants[0])]
+    assert len(findings) == 1
+    assert findings[0].startswith("t.html:5: error: `this/ulr` is not a product field")
+    assert "did you mean `url`?" in findings[0]
 
 
 # ------------------------------------------------------------------------------ preview

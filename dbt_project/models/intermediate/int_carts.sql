@@ -25,7 +25,7 @@ orders as (
 ),
 
 {% if is_incremental() %}
-touched as (
+touched as {{ materialized_cte() }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
 ),
 {% endif %}

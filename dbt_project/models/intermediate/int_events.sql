@@ -1,3 +1,17 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+    )
+}}
+
+{#-
+    A table rather than a view so state models filter by user without re-joining the whole
+    history to the identity map on every tick. Incrementally it takes the newly received rows
+    plus every stored row of an anonymous id whose link changed (re-attribution).
+-#}
+
 with
 
 tracks as (
@@ -15,6 +29,12 @@ identifies as (
 identity_map as (
     select * from {{ ref('int_identity_map') }}
 ),
+
+{% if is_incremental() %}
+restitched as {{ materialized_cte() }} (
+    {{ restitched_anonymous_ids(incremental_cutoff()) }}
+),
+{% endif %}
 
 activity as (
     -- site and app activity only: email webhook events are not the user being active
@@ -56,19 +76,27 @@ activity as (
     from identifies
 ),
 
+changed as (
+    select * from activity
+    {% if is_incremental() %}
+    where received_at >= {{ incremental_cutoff() }}
+        or (user_id is null and anonymous_id in (select anonymous_id from restitched))
+    {% endif %}
+),
+
 resolved as (
     select
-        activity.message_id,
-        activity.event_type,
-        activity.event_name,
-        activity.anonymous_id,
-        coalesce(activity.user_id, identity_map.user_id) as user_id,
-        activity.event_at,
-        activity.received_at,
-        activity.context_timezone
-    from activity
+        changed.message_id,
+        changed.event_type,
+        changed.event_name,
+        changed.anonymous_id,
+        coalesce(changed.user_id, identity_map.user_id) as user_id,
+        changed.event_at,
+        changed.received_at,
+        changed.context_timezone
+    from changed
     left join identity_map
-        on activity.anonymous_id = identity_map.anonymous_id
+        on changed.anonymous_id = identity_map.anonymous_id
 )
 
 select * from resolved

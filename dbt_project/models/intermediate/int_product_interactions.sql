@@ -1,7 +1,26 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='message_id',
+    )
+}}
+
+{#- A table for the same reason as int_events: newly received rows plus re-attributed ones. -#}
+
 with
 
 product_events as (
     select * from {{ ref('stg_rudderstack__product_events') }}
+    {% if is_incremental() %}
+    where received_at >= {{ incremental_cutoff() }}
+        or (
+            user_id is null
+            and anonymous_id in (
+                {{ restitched_anonymous_ids(incremental_cutoff()) }}
+            )
+        )
+    {% endif %}
 ),
 
 identity_map as (

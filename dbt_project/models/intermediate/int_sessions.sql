@@ -17,7 +17,7 @@ events as (
 ),
 
 {% if is_incremental() %}
-touched as (
+touched as {{ materialized_cte() }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
 ),
 {% endif %}

@@ -29,7 +29,7 @@ known_timezones as (
 ),
 
 {% if is_incremental() %}
-touched as (
+touched as {{ materialized_cte() }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
 ),
 {% endif %}

@@ -18,8 +18,8 @@ profiles as (
     select * from {{ ref('int_user_profiles') }}
 ),
 
-signals as (
-    select * from {{ ref('user_signals') }}
+send_preferences as (
+    select * from {{ ref('int_user_send_preferences') }}
 ),
 
 suppressions as (
@@ -48,13 +48,13 @@ reachable as (
         profiles.email,
         profiles.first_name,
         profiles.locale,
-        signals.timezone,
-        signals.best_send_hour_local
+        send_preferences.timezone,
+        send_preferences.best_send_hour_local
     from due
     inner join profiles
         on due.user_id = profiles.user_id
-    inner join signals
-        on due.user_id = signals.user_id
+    inner join send_preferences
+        on due.user_id = send_preferences.user_id
     left join suppressions
         on profiles.email = suppressions.email
     where profiles.has_email_consent

@@ -22,22 +22,8 @@ carts as (
     select * from {{ ref('int_carts') }}
 ),
 
-email_engagement_events as (
-    select * from {{ ref('stg_rudderstack__email_events') }}
-),
-
-population_timezone as (
-    -- the most common known time zone stands in for users who never told us theirs
-    select coalesce(max(timezone), '{{ var("default_timezone") }}') as timezone
-    from (
-        select
-            timezone,
-            row_number() over (order by count(*) desc, timezone) as timezone_rank
-        from profiles
-        where timezone is not null
-        group by timezone
-    ) as ranked
-    where timezone_rank = 1
+send_preferences as (
+    select * from {{ ref('int_user_send_preferences') }}
 ),
 
 users as (
@@ -46,8 +32,10 @@ users as (
         profiles.email,
         profiles.first_name,
         profiles.locale,
-        coalesce(profiles.timezone, population_timezone.timezone) as timezone,
-        profiles.timezone is null as is_timezone_assumed,
+        send_preferences.timezone,
+        send_preferences.is_timezone_assumed,
+        send_preferences.best_send_hour_local,
+        send_preferences.send_hour_source,
         coalesce(profiles.has_email_consent, false) as has_email_consent,
         activity.first_seen_at,
         activity.last_seen_at,
@@ -58,7 +46,8 @@ users as (
     from activity
     left join profiles
         on activity.user_id = profiles.user_id
-    cross join population_timezone
+    left join send_preferences
+        on activity.user_id = send_preferences.user_id
 ),
 
 weighted_signals as (
@@ -145,42 +134,6 @@ brand_weights as (
     group by user_id, brand
 ),
 
-engagement_hours as (
-    -- opens and clicks, in the user's own local hour
-    select
-        email_engagement_events.user_id,
-        extract(hour from {{ utc_to_local('email_engagement_events.event_at', 'users.timezone') }})
-            as local_hour
-    from email_engagement_events
-    inner join users
-        on email_engagement_events.user_id = users.user_id
-    where email_engagement_events.email_event_type in ('opened', 'clicked')
-),
-
-user_send_hours as (
-    select
-        user_id,
-        local_hour,
-        sum(count(*)) over (partition by user_id) as engagement_count,
-        row_number() over (
-            partition by user_id order by count(*) desc, local_hour
-        ) as hour_rank
-    from engagement_hours
-    group by user_id, local_hour
-),
-
-population_send_hour as (
-    select coalesce(max(local_hour), {{ var('default_send_hour') }}) as local_hour
-    from (
-        select
-            local_hour,
-            row_number() over (order by count(*) desc, local_hour) as hour_rank
-        from engagement_hours
-        group by local_hour
-    ) as ranked
-    where hour_rank = 1
-),
-
 open_carts as (
     select distinct user_id
     from carts
@@ -227,19 +180,10 @@ final as (
         brand_weights.brand as top_brand,
         round(cast(brand_weights.brand_weight / brand_weights.total_weight as numeric), 4)
             as brand_affinity,
-        cast(case
-            when user_send_hours.engagement_count >= {{ var('min_engagements_for_send_hour') }}
-                then user_send_hours.local_hour
-            else population_send_hour.local_hour
-        end as {{ dbt.type_int() }}) as best_send_hour_local,
-        case
-            when user_send_hours.engagement_count >= {{ var('min_engagements_for_send_hour') }}
-                then 'user'
-            else 'population'
-        end as send_hour_source,
+        users.best_send_hour_local,
+        users.send_hour_source,
         {{ now_utc() }} as computed_at
     from users
-    cross join population_send_hour
     left join intent
         on users.user_id = intent.user_id
     left join open_carts
@@ -250,9 +194,6 @@ final as (
     left join brand_weights
         on users.user_id = brand_weights.user_id
         and brand_weights.brand_rank = 1
-    left join user_send_hours
-        on users.user_id = user_send_hours.user_id
-        and user_send_hours.hour_rank = 1
 )
 
 select * from final

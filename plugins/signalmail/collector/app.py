@@ -309,9 +309,10 @@ def create_app(
     """Build the ASGI app.
 
     With `close_writer`, the app closes (flushes and publishes) the writer at lifespan shutdown,
-    i.e. after the server has stopped accepting and finished its in-flight requests. That is the
-    one place a clean stop can publish: uvicorn re-raises SIGTERM/SIGINT once `run()` returns,
-    so code after it never runs. Otherwise the caller owns the writer.
+    i.e. after the server has stopped accepting and finished its in-flight requests, so every
+    request answered 200 is in a published segment when the process ends. (uvicorn re-raises
+    SIGTERM/SIGINT once `run()` returns; `signalmail collect` absorbs that replay to exit 0, but
+    publishing here does not depend on it.) Otherwise the caller owns the writer.
     """
     collector = Collector(settings, writer)
 

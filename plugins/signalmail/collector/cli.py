@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -24,6 +28,37 @@ from signalmail.collector.spool import (
 )
 
 log = logging.getLogger("signalmail.collector")
+
+#: the signals uvicorn turns into a graceful shutdown
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def absorb_replayed_stop_signals(server: Any) -> Iterator[list[int]]:
+    """Keep a graceful shutdown from ending the process with "killed by signal" (-15 / 143).
+
+    uvicorn handles SIGTERM/SIGINT by draining requests and running the lifespan shutdown
+    (which publishes the spool), then restores the handlers it found and raises the same signal
+    again, so the process dies by it and supervisors (systemd, Kubernetes, shell scripts) see
+    143 or 130 for a stop that lost nothing. Installing a recording handler before uvicorn runs
+    makes that replayed signal land here instead; the caller then exits 0. The list yielded holds
+    the signals received. The previous handlers are restored on the way out.
+
+    The handler also asks `server` (a `uvicorn.Server`) to exit, exactly as uvicorn's own handler
+    does, so a signal arriving before uvicorn has installed its handlers still stops it.
+    """
+    received: list[int] = []
+
+    def record(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _storage_options(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -225,9 +260,13 @@ def collect(
         source_id,
         writer.journal_dir,
     )
-    try:
-        server.run()
-    finally:
-        writer.close(timeout=60)  # no-op after a clean lifespan shutdown
+    with absorb_replayed_stop_signals(server) as received:
+        try:
+            server.run()
+        finally:
+            writer.close(timeout=60)  # no-op after a clean lifespan shutdown
+    if received:  # asked to stop: whatever was acknowledged is published or left for recovery
+        log.info("stopped on %s", signal.Signals(received[0]).name)
+        return
     if not server.started:
         sys.exit(1)  # uvicorn already logged why (port in use, say)

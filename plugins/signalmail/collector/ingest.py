@@ -154,14 +154,18 @@ def format_ts(moment: datetime) -> str:
 
 
 def parse_ts(value: Any) -> datetime | None:
-    """Parse an ISO 8601 timestamp as an aware datetime; None when absent or unparseable."""
+    """Parse an ISO 8601 timestamp as an aware UTC datetime; None when absent or unusable.
+
+    "Unusable" includes an offset that pushes the instant off the calendar
+    (`0001-01-01T00:00:00+05:00`): converting it later would raise and fail the whole request.
+    """
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -196,7 +200,8 @@ def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     (`originalTimestamp`, else the SDK's `timestamp`, else receivedAt); sentAt is the event's,
     else the batch's, else receivedAt; then
     ``timestamp = receivedAt - (sentAt - originalTimestamp)`` corrects client clock skew.
-    Unparseable client times fall back to receivedAt, as rudder-server does.
+    Unparseable client times fall back to receivedAt, as rudder-server does, and so does a
+    correction that leaves the calendar: one client's absurd clock must not fail its batch.
     """
     received = info.received_at
     message_id = event.get("messageId")
@@ -225,9 +230,13 @@ def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     event["originalTimestamp"] = original_text
     event["sentAt"] = sent_text
     event["receivedAt"] = info.received_text
-    event["timestamp"] = (
-        info.received_text if sent == original else format_ts(received - (sent - original))
-    )
+    if sent == original:
+        event["timestamp"] = info.received_text
+    else:
+        try:
+            event["timestamp"] = format_ts(received - (sent - original))
+        except OverflowError:  # a "skew" beyond the calendar (year 1 vs 9999): use our clock
+            event["timestamp"] = info.received_text
     event["request_ip"] = info.request_ip
     event["rudderId"] = rudder_id(user_id, anonymous_id)
     return event

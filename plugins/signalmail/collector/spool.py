@@ -64,6 +64,9 @@ SEGMENT_RE = re.compile(
     r"^(?P<ts>\d{1,12})\.(?P<source>[A-Za-z0-9_-]+)\.(?P<uuid>[0-9a-f-]{32,36})\.json\.gz$"
 )
 
+#: temporary compressed copies of a journal on its way to object storage (in the journal dir)
+UPLOAD_PREFIX = ".upload-"
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
@@ -205,7 +208,7 @@ class _Store:
             return events, size, dropped
         # Remote: compress to a local temporary file, then one upload; the object appears whole.
         with tempfile.NamedTemporaryFile(
-            dir=journal.path.parent, prefix=".upload-", suffix=".partial"
+            dir=journal.path.parent, prefix=UPLOAD_PREFIX, suffix=".partial"
         ) as tmp:
             events, dropped = self._compress(journal, tmp, validate)
             tmp.flush()
@@ -414,6 +417,12 @@ class SpoolWriter:
         again would only rewrite identical bytes; the journal is deleted instead.
         """
         written = 0
+        # compressed copies a killed process was uploading (object storage): the journal they
+        # came from is still here and is published again below; holding the lock, nobody else
+        # can be writing them
+        for leftover in self.journal_dir.glob(UPLOAD_PREFIX + "*.partial"):
+            log.info("removing unfinished upload copy %s", leftover.name)
+            leftover.unlink(missing_ok=True)
         for path in sorted(self.journal_dir.glob("*.journal")):
             journal = Journal.from_path(path)
             if journal is None:

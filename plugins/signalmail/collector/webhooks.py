@@ -122,8 +122,18 @@ def message_id_for(mandrill_id: str, event: str, ts: Any, url: str | None = None
     return str(uuid.uuid5(MANDRILL_NAMESPACE, name))
 
 
-def _iso(ts: Any) -> str:
-    moment = datetime.fromtimestamp(float(ts), UTC)
+def _iso_or_none(ts: Any) -> str | None:
+    """Mandrill's epoch-seconds `ts` as RFC 3339, or None when it is not a usable time.
+
+    A `ts` out of datetime's range (1e20, inf) must make only its own event malformed: an
+    exception here would fail the whole POST, and Mandrill would retry it forever.
+    """
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    try:
+        moment = datetime.fromtimestamp(float(ts), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -168,9 +178,10 @@ def _convert_one(item: dict[str, Any], kind: str) -> dict[str, Any] | None:
     mandrill_id = item.get("_id") or msg.get("_id")
     ts = item.get("ts")
     email = msg.get("email") or item.get("email")
-    if not mandrill_id or not isinstance(ts, int | float) or not isinstance(email, str):
+    event_time = _iso_or_none(ts)
+    if not mandrill_id or event_time is None or not isinstance(email, str):
         log.warning(
-            "skipping Mandrill %s event without _id, numeric ts or msg.email (_id=%s)",
+            "skipping Mandrill %s event without _id, a valid numeric ts or msg.email (_id=%s)",
             kind,
             mandrill_id,
         )
@@ -205,7 +216,6 @@ def _convert_one(item: dict[str, Any], kind: str) -> dict[str, Any] | None:
         )
     if kind == "reject":
         properties["reject_reason"] = msg.get("reject_reason") or item.get("reject_reason")
-    event_time = _iso(ts)
     track: dict[str, Any] = {
         "type": "track",
         "event": EVENT_NAMES[kind],

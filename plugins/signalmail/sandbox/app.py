@@ -1172,7 +1172,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         if plan.latency_ms and (not plan.only or operation in plan.only):
             await asyncio.sleep(plan.latency_ms / 1000)
         fault = sandbox.faults.draw(operation)
-        if fault is not None:
+        if fault is not None and fault.kind != "lost_answer":  # that one answers after the call
             if fault.kind == "timeout":
                 await asyncio.sleep(plan.timeout_s)
             elif fault.kind == "5xx":
@@ -1198,6 +1198,9 @@ def create_app(config: SandboxConfig) -> Starlette:
             return _error_response(
                 sandbox, MandrillError("GeneralError", ERRORS["GeneralError"][1], -1)
             )
+        if fault is not None and fault.kind == "lost_answer":
+            # The work is done (a send is stored), only the answer is lost.
+            return JSONResponse([])
         return JSONResponse(result)
 
     async def faults(request: Request) -> Response:

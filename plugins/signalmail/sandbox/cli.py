@@ -115,6 +115,12 @@ def _error_rate(value: str) -> tuple[str, float]:
 @click.option("--fault-5xx", default=0.0, type=float, help="Share answered 503 with an empty body.")
 @click.option("--fault-timeout", default=0.0, type=float, help="Share of calls that hang.")
 @click.option(
+    "--fault-lost-answer",
+    default=0.0,
+    type=float,
+    help="Share of calls carried out but answered 200 `[]`.",
+)
+@click.option(
     "--timeout-seconds", default=30.0, show_default=True, type=float, help="How long they hang."
 )
 @click.option("--latency-ms", default=0.0, type=float, help="Added to every API call.")
@@ -144,6 +150,7 @@ def sandbox(**opts: object) -> None:
         http_5xx=float(opts["fault_5xx"]),  # type: ignore[arg-type]
         timeout=float(opts["fault_timeout"]),
         timeout_s=float(opts["timeout_seconds"]),  # type: ignore[arg-type]
+        lost_answer=float(opts["fault_lost_answer"]),  # type: ignore[arg-type]
         latency_ms=float(opts["latency_ms"]),
         seed=int(opts["seed"]),  # type: ignore[arg-type]
     )

@@ -12,6 +12,9 @@ Faults:
   raw `requests.Response` instead of raising, a quirk a caller must detect.
 - `timeout`: the call hangs `timeout_s` seconds before answering (longer than the client's
   timeout), then answers normally, as a slow upstream does.
+- `lost_answer`: the call is carried out (a send is stored and delivered) but its answer is
+  replaced by HTTP 200 with `[]`: the client library returns a raw `requests.Response`, and a
+  caller that takes it for "nothing happened" and resends sends twice.
 - `latency_ms`: fixed delay added to every call (the bench's 50 ms).
 - `only`: restrict faults to these operations (e.g. `messages/send-template`).
 """
@@ -52,6 +55,7 @@ class FaultPlan:
     http_5xx_status: int = 503
     timeout: float = 0.0
     timeout_s: float = 30.0
+    lost_answer: float = 0.0
     latency_ms: float = 0.0
     only: list[str] = field(default_factory=list)
     seed: int = 0
@@ -73,9 +77,15 @@ class FaultPlan:
             if name not in ERRORS:
                 raise ValueError(f"unknown error name {name!r}; known: {sorted(ERRORS)}")
             _check_rate(f"errors.{name}", rate)
-        for name in ("http_429", "http_5xx", "timeout"):
+        for name in ("http_429", "http_5xx", "timeout", "lost_answer"):
             _check_rate(name, getattr(self, name))
-        total = sum(self.errors.values()) + self.http_429 + self.http_5xx + self.timeout
+        total = (
+            sum(self.errors.values())
+            + self.http_429
+            + self.http_5xx
+            + self.timeout
+            + self.lost_answer
+        )
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates add up to {total:.3f} > 1")
         if self.latency_ms < 0 or self.timeout_s < 0:
@@ -95,7 +105,7 @@ def _check_rate(name: str, rate: Any) -> None:
 
 @dataclass(frozen=True)
 class Fault:
-    """The fault drawn for one call: kind is error | 429 | 5xx | timeout; detail per kind."""
+    """The fault drawn for one call: error | 429 | 5xx | timeout | lost_answer; detail per kind."""
 
     kind: str
     detail: str = ""
@@ -131,6 +141,7 @@ class FaultInjector:
             ("429", plan.http_429),
             ("5xx", plan.http_5xx),
             ("timeout", plan.timeout),
+            ("lost_answer", plan.lost_answer),
         ):
             threshold += rate
             if roll < threshold:

@@ -68,6 +68,8 @@ class Path:
     depth: int = 0
     data: bool = False
     raw: str = ""
+    #: written `this.x`, `this/x`, `./x` or `this`: always a lookup, never a helper call
+    scoped: bool = False
 
 
 @dataclass
@@ -168,15 +170,20 @@ def _parse_path(raw: str, line: int) -> Path:
     data = text.startswith("@")
     if data:
         text = text[1:]
-    if text.startswith("this.") or text.startswith("./"):
-        text = text.split(".", 1)[1] if text.startswith("this.") else text[2:]
+    # Handlebars.js treats a path starting with `.` or the word `this` as scoped: a plain
+    # lookup in the current context, never a helper call (`{{this.url}}` vs `{{url}}`).
+    scoped = bool(re.match(r"\.|this\b", text))
+    if text.startswith(("this.", "this/")):
+        text = text[5:]
+    elif text.startswith("./"):
+        text = text[2:]
     if text in ("this", ".", ""):
         parts: list[str] = []
     else:
         parts = [p for p in re.split(r"[./]", text)]
         if any(p == "" for p in parts):
             raise TemplateError(f"line {line}: invalid path {raw!r}")
-    return Path(parts, depth, data, raw)
+    return Path(parts, depth, data, raw, scoped)
 
 
 def _parse_word(word: str, line: int) -> Any:
@@ -619,7 +626,7 @@ class _Renderer:
 
     def mustache(self, node: Mustache) -> str:
         name = node.name
-        if _is_helper_name(name) and name.parts[0] in HELPERS:
+        if is_helper_name(name) and name.parts[0] in HELPERS:
             minimum, function = HELPERS[name.parts[0]]
             args = [self.value(a) for a in node.args]
             if len(args) < minimum:
@@ -678,10 +685,15 @@ class _Renderer:
         self.frames.append(_Frame(context, {**self.frames[0].data, **data}))
 
 
-def _is_helper_name(name: Path) -> bool:
-    """`{{url}}` calls the helper (helpers win over fields); `{{this.url}}` is a lookup."""
-    explicit = name.raw.startswith(("this.", "./"))
-    return not name.data and name.depth == 0 and len(name.parts) == 1 and not explicit
+def is_helper_name(name: Path) -> bool:
+    """Whether a mustache's name may call a helper (Handlebars.js `simpleId`).
+
+    Only a bare one-part name can: `{{url}}` calls the `url` helper even inside `#each` over
+    items that have a `url` field (helpers win), while `{{this.url}}`, `{{./url}}`,
+    `{{this/url}}`, `{{../url}}`, `{{item.url}}` and `{{@url}}` are always lookups. The
+    renderer, `analyze()` and the template linter all decide through this one function.
+    """
+    return not name.data and not name.scoped and name.depth == 0 and len(name.parts) == 1
 
 
 def _number(value: Any) -> float | None:
@@ -768,7 +780,7 @@ def analyze(source: str | list[Any]) -> TemplateAnalysis:
         for node in items:
             if isinstance(node, Mustache):
                 name = node.name
-                if _is_helper_name(name) and (name.parts[0] in HELPERS or node.args):
+                if is_helper_name(name) and (name.parts[0] in HELPERS or node.args):
                     result.helpers.add(name.parts[0])
                     result.has_unsub |= name.parts[0] == "unsub"
                 else:

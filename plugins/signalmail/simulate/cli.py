@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,13 @@ def make_sink(
     return SdkSink(data_plane_url, write_key, **sdk_options)
 
 
+@dataclass
+class Handed:
+    """How many events `run` has handed to the sink so far; still right after `run` raised."""
+
+    count: int = 0
+
+
 def run(
     sim: Simulation,
     sink: EventSink,
@@ -68,28 +76,30 @@ def run(
     rate: float | None,
     limit: int | None,
     progress: bool = False,
+    handed: Handed | None = None,
 ) -> int:
     """Feed the simulation into the sink; returns the number of events handed over.
 
     The SDK sink raises `SinkError` from `send` once a batch failed for good (a wrong write key,
-    an unreachable data plane after its retries), so a misconfigured run fails in seconds.
+    an unreachable data plane after its retries), so a misconfigured run fails in seconds. Pass
+    `handed` to know how far a run that raised (or was interrupted) got.
     """
     pacer = Pacer(rate) if rate else None
-    count = 0
+    done = handed if handed is not None else Handed()
     for _, event in sim.timed():
         if pacer is not None:
             pacer.wait()
         if not compress_time:
             event["originalTimestamp"] = iso(time.time())
         sink.send(event)
-        count += 1
-        if limit is not None and count >= limit:
+        done.count += 1
+        if limit is not None and done.count >= limit:
             break
-        if progress and count % 1000 == 0:
-            click.echo(f"\r{count} events", nl=False, err=True)
+        if progress and done.count % 1000 == 0:
+            click.echo(f"\r{done.count} events", nl=False, err=True)
     if progress:
-        click.echo(f"\r{count} events", err=True)
-    return count
+        click.echo(f"\r{done.count} events", err=True)
+    return done.count
 
 
 def summary(
@@ -252,16 +262,17 @@ def simulate(
         raise click.ClickException(f"cannot open the destination: {exc}") from exc
     sim = Simulation(config)
     began = time.monotonic()
-    handed = 0
+    handed = Handed()
     failure: str | None = None
     try:
-        handed = run(
+        run(
             sim,
             sink,
             compress_time=compress_time,
             rate=rate,
             limit=limit,
             progress=sys.stderr.isatty() and not as_json,
+            handed=handed,
         )
     except KeyboardInterrupt:
         click.echo("interrupted: flushing what was generated", err=True)
@@ -272,7 +283,7 @@ def simulate(
             sink.close()
         except SinkError as exc:
             failure = str(exc)  # the complete account: every reason with its event count
-    data = summary(sim.stats, config, handed, time.monotonic() - began)
+    data = summary(sim.stats, config, handed.count, time.monotonic() - began)
     data["delivered_to"] = spool if spool else data_plane_url
     data["accepted"] = sink.sent - getattr(sink, "failed", 0)
     if as_json:

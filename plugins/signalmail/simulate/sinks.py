@@ -39,6 +39,7 @@ class SinkError(RuntimeError):
 class EventSink(Protocol):
     """Anything that accepts RudderStack event dicts and can be closed (flushing them)."""
 
+    #: events handed over so far, delivered or not (`failed`, where a sink has it, is a part)
     sent: int
 
     def send(self, event: dict[str, Any]) -> None:
@@ -199,11 +200,11 @@ class SdkSink:
         except Exception as exc:  # sync mode raises the SDK's APIError or a network error
             if not self.sync:
                 raise
+            self.sent += 1  # handed over and refused: `failed` is always a part of `sent`
             self._record(exc, 1)
             return
-        if ok:
-            self.sent += 1
-        else:  # queue full despite the flush above (consumer died): count it, do not hide it
+        self.sent += 1
+        if not ok:  # queue full despite the wait above (consumer died): count it, do not hide it
             self._record(SinkError("SDK queue full"), 1)
 
     def _check(self) -> None:
@@ -265,12 +266,13 @@ class SpoolSink:
         # a generous age: segment boundaries follow size while a bulk load is running
         self.writer = writer_factory(root, source_id, max_segment_age_s=3600.0, **options)
         self.sent = 0
+        self.failed = 0
         self.chunk_size = chunk_size
         self.in_flight = in_flight
         self._encoder = msgspec.json.Encoder()
         self._buffer = bytearray()
         self._count = 0
-        self._futures: list[concurrent.futures.Future[None]] = []
+        self._futures: list[tuple[concurrent.futures.Future[None], int]] = []
         self._now = _now_iso()
 
     def send(self, event: dict[str, Any]) -> None:
@@ -293,24 +295,49 @@ class SpoolSink:
             self._submit()
 
     def _submit(self) -> None:
+        """Hand the buffered chunk to the writer; raise `SinkError` once any chunk failed.
+
+        A failed chunk's events count in `failed` (they were handed over, none is durable), so
+        `sent - failed` is what the spool holds, as with the SDK sink.
+        """
         if not self._count:
             return
-        future = self.writer.submit_lines(bytes(self._buffer), self._count)
-        self.sent += self._count
-        self._buffer.clear()
-        self._count = 0
-        self._futures.append(future)
+        count = self._count
+        self.sent += count
+        try:
+            future = self.writer.submit_lines(bytes(self._buffer), count)
+        except Exception as exc:  # SpoolError: the writer failed earlier or is closed
+            self.failed += count
+            raise SinkError(f"spool write failed: {exc}") from exc
+        finally:
+            self._buffer.clear()
+            self._count = 0
+        self._futures.append((future, count))
         while len(self._futures) > self.in_flight:
-            self._futures.pop(0).result()
+            self._wait(*self._futures.pop(0))
+
+    def _wait(self, future: concurrent.futures.Future[None], count: int) -> None:
+        try:
+            future.result()
+        except Exception as exc:
+            self.failed += count
+            raise SinkError(f"spool write failed: {exc}") from exc
 
     def close(self) -> None:
         """Make everything durable and publish the last segment."""
+        errors: list[SinkError] = []
         try:
-            self._submit()
-            for future in self._futures:
-                future.result()
+            try:
+                self._submit()
+            except SinkError as exc:
+                errors.append(exc)
+            for future, count in self._futures:  # account for every chunk, not just the first
+                try:
+                    self._wait(future, count)
+                except SinkError as exc:
+                    errors.append(exc)
             self._futures.clear()
-        except Exception as exc:
-            raise SinkError(f"spool write failed: {exc}") from exc
+            if errors:
+                raise errors[0]
         finally:
             self.writer.close()

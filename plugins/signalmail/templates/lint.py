@@ -130,10 +130,8 @@ class _Checker:
 
     def mustache(self, node: Mustache, scopes: list[_Scope]) -> None:
         name = node.name
-        # `this.url` / `./url` are explicit lookups in Handlebars.js, never helper calls.
-        explicit = name.raw.startswith(("this.", "./"))
-        simple = not name.data and name.depth == 0 and len(name.parts) == 1 and not explicit
-        if simple and (name.parts[0] in handlebars.HELPERS or node.args):
+        # The renderer's own rule: `{{url}}` calls the helper, `{{this.url}}` is a lookup.
+        if handlebars.is_helper_name(name) and (name.parts[0] in handlebars.HELPERS or node.args):
             helper = name.parts[0]
             if helper not in handlebars.HELPERS:
                 known = ", ".join(sorted(handlebars.HELPERS))
