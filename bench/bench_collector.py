@@ -183,11 +183,11 @@ def metrics(port: int) -> dict:
 
 
 def run_phase(name, target, port, pid, events, senders, batch, sender_cpus, base, raw_batch):
-    per = events // senders
     ready_events, procs = [], []
     go, out = mp.Event(), mp.Queue()
     for n in range(senders):
         ready = mp.Event()
+        per = events // senders + (1 if n < events % senders else 0)  # exactly `events` in all
         p = mp.Process(target=target, args=(port, per, batch, ready, go, out))
         p.start()
         os.sched_setaffinity(p.pid, {sender_cpus[n % len(sender_cpus)]})

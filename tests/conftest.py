@@ -44,6 +44,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def collector_ready(port: int, source_id: str, host: str = "127.0.0.1") -> bool:
+    """True once *our* collector answers GET /health on `port` for `source_id`.
+
+    Stronger than `port_open`: the app has finished starting (spool recovered, lifespan run),
+    and a port that another test process grabbed between `free_port()` and our bind is not
+    mistaken for ours (that collector would have exited, and the caller also polls for it).
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as answer:
+            body = json.loads(answer.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+    return body.get("status") == "ok" and body.get("source_id") == source_id
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """URL of the real PostgreSQL server that `make test` started (scripts/start-postgres.sh)."""

@@ -131,3 +131,11 @@
 {% macro postgres__materialized_cte() -%}
     materialized
 {%- endmacro %}
+
+{% macro snowflake__materialized_cte() -%}
+    {#- Snowflake decides materialisation itself -#}
+{%- endmacro %}
+
+{% macro bigquery__materialized_cte() -%}
+    {#- BigQuery has no CTE materialisation hint -#}
+{%- endmacro %}

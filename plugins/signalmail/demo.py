@@ -79,12 +79,18 @@ class CollectorProcess:
         return int(self.process.returncode)
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, source_id: str) -> bool:
+    """Tell whether the collector we started answers /health for our source.
+
+    Checking the source id, not just a 200, keeps a different server that happens to hold the
+    port (another run grabbed it between `free_port()` and our bind) from passing as ours.
+    """
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:  # noqa: S310
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):
+            body = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError):
         return False
+    return isinstance(body, dict) and body.get("source_id") == source_id
 
 
 @contextlib.contextmanager
@@ -126,7 +132,7 @@ def running_collector(
     collector = CollectorProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
         deadline = time.monotonic() + startup_timeout
-        while not _healthy(collector.url):
+        while not _healthy(collector.url, source_id):
             if process.poll() is not None:
                 raise DemoError(
                     f"collector exited with {process.returncode} during start-up. "

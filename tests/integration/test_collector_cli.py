@@ -1,4 +1,4 @@
-"""`signalmail collect` as a command: options, environment, refusal of a second writer."""
+"""`signalmail collect` as a command: options, environment, a second writer, clean stops."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 from rudderstack.analytics.client import Client
 from signalmail.cli import main
+from signalmail.collector.cli import absorb_replayed_stop_signals
 
-from tests.conftest import free_port, port_open, wait_until
+from tests.conftest import collector_ready, free_port, wait_until
 
 SIGNALMAIL = str(Path(sys.executable).with_name("signalmail"))
 
@@ -70,7 +72,10 @@ def test_second_collector_on_same_spool_is_refused(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: port_open(port) or first.poll() is not None, what="first collector")
+        wait_until(
+            lambda: collector_ready(port, "signalmail") or first.poll() is not None,
+            what="first collector",
+        )
         second = subprocess.run(
             [SIGNALMAIL, "collect", "--port", str(free_port()), "--spool", str(tmp_path)],
             env=env,
@@ -98,7 +103,10 @@ def test_stop_signal_publishes_everything_and_exits_0(tmp_path, stop):
         text=True,
     )
     try:
-        wait_until(lambda: port_open(port) or proc.poll() is not None, what="collector")
+        wait_until(
+            lambda: collector_ready(port, "signalmail") or proc.poll() is not None,
+            what="collector",
+        )
         assert proc.poll() is None, proc.stderr.read()
         client = Client("cli-key", host=f"http://127.0.0.1:{port}", sync_mode=True, max_retries=0)
         sent = [client.track(user_id="u", event=f"e{i}")[1]["messageId"] for i in range(3)]
@@ -115,3 +123,18 @@ def test_stop_signal_publishes_everything_and_exits_0(tmp_path, stop):
     with gzip.open(segments[0], "rt") as handle:
         assert [json.loads(line)["messageId"] for line in handle] == sent
     assert not list((tmp_path / ".journal" / "signalmail").glob("*.journal"))
+
+
+def test_stop_signal_handler_records_stops_and_escalates_after_run():
+    """In-process: the replayed signal is absorbed; one after `run` returned aborts; the
+    handlers found before are back afterwards."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    server = SimpleNamespace(should_exit=False)
+    with absorb_replayed_stop_signals(server) as stop:
+        signal.raise_signal(signal.SIGTERM)  # what uvicorn does after its graceful shutdown
+        assert stop.received == [signal.SIGTERM]
+        assert server.should_exit is True
+        stop.run_returned = True
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

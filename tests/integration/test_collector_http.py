@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from signalmail.collector import webhooks
 from signalmail.collector.app import CollectorSettings, create_app
 from signalmail.collector.spool import SpoolWriter
 
-from tests.conftest import free_port, port_open, wait_until
+from tests.conftest import port_open, wait_until
 
 WRITE_KEY = "wk_test_123"
 HOOK_KEY = "mandrill_hook_key"
@@ -55,13 +56,16 @@ class Running:
 def serve(tmp_path: Path, **overrides) -> Iterator[Running]:
     writer = SpoolWriter(tmp_path, "src")
     settings = CollectorSettings(write_key=WRITE_KEY, **overrides)
-    port = free_port()
+    # bound here and handed to uvicorn: no window in which another process can take the port
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, writer), host="127.0.0.1", port=port, log_level="warning"
         )
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started and port_open(port), what="collector listening")
     try:
@@ -282,6 +286,29 @@ def test_sdk_async_backs_off_on_429_and_delivers_after(tmp_path, monkeypatch):
         holder.join(10)
         assert errors == []
         assert sorted(e["messageId"] for e in running.events()) == ["after-429", "held"]
+
+
+def test_failed_fsync_is_503_never_200_and_health_turns_503(tmp_path, monkeypatch):
+    """A disk that fails fsync: the request is refused (the SDK retries it), nothing afterwards
+    is acknowledged, and /health says why so an orchestrator can replace the instance."""
+
+    def broken_fdatasync(fd):
+        raise OSError(5, "Input/output error")
+
+    with serve(tmp_path) as running:
+        assert post(running, "/v1/track", {"userId": "u", "messageId": "ok"}).status_code == 200
+        monkeypatch.setattr(spool_module.os, "fdatasync", broken_fdatasync)
+        for message_id in ("lost-1", "lost-2"):
+            response = post(running, "/v1/track", {"userId": "u", "messageId": message_id})
+            assert (response.status_code, response.text) == (503, "storage unavailable")
+        health = requests.get(f"{running.url}/health", timeout=5)
+        assert health.status_code == 503
+        assert health.json()["status"] == "failing"
+        assert "Input/output error" in health.json()["error"]
+        metrics = running.metrics()
+        assert metrics["accepted_events"] == 1
+        assert metrics["rejected_requests"] == {"storage_error": 2}
+        assert metrics["spool"]["healthy"] is False
 
 
 def test_single_event_endpoints_enrich_from_path_and_headers(collector):

@@ -16,7 +16,7 @@ import pytest
 from rudderstack.analytics.client import Client
 from signalmail.collector.spool import SEGMENT_RE, SpoolWriter, segment_key
 
-from tests.conftest import free_port, port_open, wait_until
+from tests.conftest import collector_ready, free_port, port_open, wait_until
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -163,7 +163,10 @@ def test_collect_command_spools_sdk_events_to_s3(s3, tmp_path):
         text=True,
     )
     try:
-        wait_until(lambda: port_open(port) or proc.poll() is not None, what="collector start")
+        wait_until(
+            lambda: collector_ready(port, "shop") or proc.poll() is not None,
+            what="collector start",
+        )
         assert proc.poll() is None
         sdk = Client("s3-secret-write-key", host=f"http://127.0.0.1:{port}", sync_mode=True)
         for i in range(5):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import free_port, port_open, wait_until
+from tests.conftest import collector_ready, free_port, wait_until
 
 WRITE_KEY = "reliability-key"
 SENDERS = 6
@@ -46,7 +46,9 @@ def start_collector(spool: Path, port: int) -> subprocess.Popen:
         "warning",
     ]
     proc = subprocess.Popen(command, env={**os.environ, "SIGNALMAIL_WRITE_KEY": WRITE_KEY})
-    wait_until(lambda: port_open(port) or proc.poll() is not None, what="collector start")
+    wait_until(
+        lambda: collector_ready(port, "rel") or proc.poll() is not None, what="collector start"
+    )
     assert proc.poll() is None, "collector exited at start"
     return proc
 

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -33,29 +34,41 @@ log = logging.getLogger("signalmail.collector")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@dataclass
+class StopSignals:
+    """What `absorb_replayed_stop_signals` saw; `run_returned` is set by the caller."""
+
+    received: list[int] = field(default_factory=list)
+    run_returned: bool = False
+
+
 @contextmanager
-def absorb_replayed_stop_signals(server: Any) -> Iterator[list[int]]:
+def absorb_replayed_stop_signals(server: Any) -> Iterator[StopSignals]:
     """Keep a graceful shutdown from ending the process with "killed by signal" (-15 / 143).
 
     uvicorn handles SIGTERM/SIGINT by draining requests and running the lifespan shutdown
     (which publishes the spool), then restores the handlers it found and raises the same signal
     again, so the process dies by it and supervisors (systemd, Kubernetes, shell scripts) see
     143 or 130 for a stop that lost nothing. Installing a recording handler before uvicorn runs
-    makes that replayed signal land here instead; the caller then exits 0. The list yielded holds
-    the signals received. The previous handlers are restored on the way out.
+    makes that replayed signal land here instead, and the caller exits 0. The previous handlers
+    are restored on the way out.
 
     The handler also asks `server` (a `uvicorn.Server`) to exit, exactly as uvicorn's own handler
-    does, so a signal arriving before uvicorn has installed its handlers still stops it.
+    does, so a signal arriving before uvicorn has installed its handlers still stops it. Once the
+    caller has set `run_returned`, a further stop signal is an operator insisting: it raises
+    KeyboardInterrupt, abandoning the final publish (the journals stay for recovery).
     """
-    received: list[int] = []
+    state = StopSignals()
 
     def record(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
+        state.received.append(signum)
         server.should_exit = True
+        if state.run_returned:
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
     try:
-        yield received
+        yield state
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -260,13 +273,14 @@ def collect(
         source_id,
         writer.journal_dir,
     )
-    with absorb_replayed_stop_signals(server) as received:
+    with absorb_replayed_stop_signals(server) as stop:
         try:
             server.run()
         finally:
+            stop.run_returned = True
             writer.close(timeout=60)  # no-op after a clean lifespan shutdown
-    if received:  # asked to stop: whatever was acknowledged is published or left for recovery
-        log.info("stopped on %s", signal.Signals(received[0]).name)
+    if stop.received:  # asked to stop: what was acknowledged is published or left for recovery
+        log.info("stopped on %s", signal.Signals(stop.received[0]).name)
         return
     if not server.started:
         sys.exit(1)  # uvicorn already logged why (port in use, say)
