@@ -24,6 +24,7 @@ postgres:
 
 test: install meltano-install postgres
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 # Unit tests only: offline, no servers.

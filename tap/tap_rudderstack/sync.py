@@ -25,7 +25,6 @@ passes, one per distinct progress, so each stream gets every event exactly from 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import signal
 import sys
@@ -58,8 +57,6 @@ FUTURE_SKEW_S = 300
 
 #: Test hook (never set in production): SIGKILL the tap after this many records, to prove resume.
 CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
-
-logger = logging.getLogger("tap-rudderstack")
 
 
 class SpoolProgress:

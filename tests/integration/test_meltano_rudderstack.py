@@ -196,6 +196,8 @@ def duckdb_env(tmp_path) -> dict[str, str]:
         "TAP_RUDDERSTACK_SOURCE": str(tmp_path / "spool"),
         "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
         "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
+        # Own system database: runs never touch the project's .meltano/meltano.db.
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
     }
 
 
@@ -206,6 +208,8 @@ def postgres_env(tmp_path, pg_url, pg_schema) -> dict[str, str]:
         "TARGET_POSTGRES_SQLALCHEMY_URL": pg_url.replace("postgresql://", "postgresql+psycopg://"),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": pg_schema,
         "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
+        # Own system database: runs never touch the project's .meltano/meltano.db.
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
     }
 
 
@@ -325,3 +329,33 @@ def test_postgres_kill_and_resume_is_exactly_once(
     re_emitted = sum(counts.get(s, 0) for s in STREAM_OF.values())
     assert 300 - 170 <= re_emitted < 300
     assert_exactly_once(postgres_ids(pg_url, pg_schema), spool)
+
+
+def test_meltano_select_limits_streams_and_properties(meltano_installed, duckdb_env, tmp_path):
+    """Meltano's `select` extra (here through its env var) reaches the tap as a catalog."""
+    spool = build_spool(tmp_path / "spool")
+    env = {**duckdb_env, "TAP_RUDDERSTACK__SELECT": json.dumps(["tracks.*", "!tracks.context"])}
+    done = meltano_run(env, "target-duckdb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    import duckdb
+
+    con = duckdb.connect(env["TARGET_DUCKDB_FILEPATH"], read_only=True)
+    try:
+        tables = {
+            row[0]
+            for row in con.execute(
+                "select table_name from information_schema.tables"
+                " where table_schema = 'rudderstack_raw'"
+            ).fetchall()
+        }
+        columns = {row[0] for row in con.execute("describe rudderstack_raw.tracks").fetchall()}
+        loaded = {
+            row[0]
+            for row in con.execute("select message_id from rudderstack_raw.tracks").fetchall()
+        }
+    finally:
+        con.close()
+    assert tables == {"tracks"}
+    assert "context" not in columns
+    assert {"message_id", "event", "properties", "context_ip"} <= columns
+    assert loaded == spool.expected["tracks"]

@@ -10,6 +10,7 @@ import pytest
 from tap_rudderstack.spool import SpoolError
 
 from tests.conftest import free_port, port_open, wait_until
+from tests.integration.test_meltano_rudderstack import meltano_installed, meltano_run
 from tests.tap_rudderstack_spool import (
     event,
     ids,
@@ -21,6 +22,7 @@ from tests.tap_rudderstack_spool import (
 )
 
 BUCKET = "events-bucket"
+__all__ = ["meltano_installed"]  # a fixture, re-used from the Meltano tests
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,33 @@ def test_missing_prefix_is_a_clear_error(s3, s3_endpoint):
     config["source"] = f"s3://{BUCKET}/no-such-prefix"
     with pytest.raises(SpoolError, match="no rudder-logs/ folder"):
         run_tap(config)
+
+
+@pytest.mark.slow
+def test_meltano_run_reads_s3_into_duckdb(s3, s3_endpoint, tmp_path, meltano_installed):
+    """The Meltano venv of the tap can reach S3 (s3fs comes with its pip_url) end to end."""
+    import duckdb
+
+    _client, upload = s3
+    upload(ts_of(0), [event("track", n) for n in range(20)] + ["{bad"])
+    env = {
+        "TAP_RUDDERSTACK_SOURCE": f"s3://{BUCKET}/dumps",
+        "TAP_RUDDERSTACK_AWS_ACCESS_KEY_ID": "testing",
+        "TAP_RUDDERSTACK_AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "TAP_RUDDERSTACK_ENDPOINT_URL": s3_endpoint,
+        "TAP_RUDDERSTACK_REGION": "us-east-1",
+        "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
+        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
+        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
+    }
+    done = meltano_run(env, "target-duckdb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "testing-secret" not in done.stdout + done.stderr  # the secret is never logged
+    con = duckdb.connect(env["TARGET_DUCKDB_FILEPATH"], read_only=True)
+    try:
+        loaded = con.execute("select message_id from rudderstack_raw.tracks").fetchall()
+        rejected = con.execute("select reason from rudderstack_raw.rejected_events").fetchall()
+    finally:
+        con.close()
+    assert sorted(row[0] for row in loaded) == sorted(f"m-track-{n}" for n in range(20))
+    assert rejected == [("invalid_json",)]

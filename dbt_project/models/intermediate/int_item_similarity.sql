@@ -77,7 +77,7 @@ pairs as (
         and co_views.related_product_id = co_purchases.related_product_id
 ),
 
-final as (
+scored as (
     -- cosine normalisation: co-occurrence divided by the geometric mean of both products'
     -- own popularity, so a bestseller that co-occurs with everything scores low with each
     select
@@ -100,6 +100,26 @@ final as (
     left join purchase_counts as right_orders
         on pairs.related_product_id = right_orders.product_id
     where pairs.co_view_count + pairs.co_purchase_count >= {{ var('recommendation_min_pair_count') }}
+),
+
+final as (
+    -- item-kNN: only each product's nearest neighbours, which keeps every join downstream
+    -- proportional to the catalogue rather than to the square of it
+    select
+        product_id,
+        related_product_id,
+        co_view_count,
+        co_purchase_count,
+        similarity
+    from (
+        select
+            scored.*,
+            row_number() over (
+                partition by product_id order by similarity desc, related_product_id
+            ) as neighbour_rank
+        from scored
+    ) as ranked
+    where neighbour_rank <= {{ var('similar_items_per_product') }}
 )
 
 select * from final
