@@ -1,6 +1,7 @@
-"""`signalmail demo`: the capture path end to end on embedded defaults, in well under a minute.
+"""`signalmail demo`: signalmail end to end on embedded defaults.
 
-Starts `signalmail collect` as a child process on a free port with its spool under
+The capture half lives here; the load/model/send half in `signalmail.demo_pipeline`. Capture
+starts `signalmail collect` as a child process on a free port with its spool under
 ./data/demo/spool, drives the storefront simulator through rudder-sdk-python against it with
 compressed time, stops the collector with SIGTERM (so its last segment is published), then reads
 the spool segments back and prints what was captured. It fails loudly if any event the SDK
@@ -101,6 +102,7 @@ def running_collector(
     port: int | None = None,
     startup_timeout: float = 30.0,
     extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[CollectorProcess]:
     """Run `signalmail collect` for the duration of the block; stop it cleanly afterwards.
 
@@ -126,7 +128,7 @@ def running_collector(
         source_id,
         *extra_args,
     ]
-    env = dict(os.environ, SIGNALMAIL_WRITE_KEY=write_key)
+    env = dict(os.environ, SIGNALMAIL_WRITE_KEY=write_key, **(extra_env or {}))
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     collector = CollectorProcess(process, f"http://127.0.0.1:{port}", log_path)
@@ -291,12 +293,33 @@ def capture(
     "--fresh/--keep",
     default=True,
     show_default=True,
-    help="Start from an empty demo source in the spool, or add to what is there.",
+    help="Start from an empty demo (spool, warehouse, ledger, state), or add to what is there.",
 )
-def demo(users: int, days: float, seed: int, spool: Path, fresh: bool) -> None:
-    """Capture demo: collector + simulated storefront, then what landed in the spool."""
+@click.option(
+    "--capture-only",
+    is_flag=True,
+    help="Stop after capture: collector + simulator + spool read-back, no Meltano or dbt.",
+)
+def demo(users: int, days: float, seed: int, spool: Path, fresh: bool, capture_only: bool) -> None:
+    """Run signalmail end to end on embedded defaults.
+
+    Capture (collector + simulated storefront through rudder-sdk-python), then one
+    `meltano run` that loads the spool into DuckDB, builds the dbt signals and sends the due
+    emails into a local Mandrill sandbox, whose webhooks flow back into the collector.
+    """
     from signalmail.simulate.cli import print_summary
 
+    project_root = Path.cwd()
+    if not capture_only and not (project_root / "meltano.yml").exists():
+        raise DemoError("run the demo from the signalmail project folder (where meltano.yml is)")
+    if fresh and not capture_only:
+        for leftover in ("warehouse.duckdb", "ledger.duckdb", "state", "outbox"):
+            path = project_root / "data" / "demo" / leftover
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        (project_root / "data" / "demo" / "sandbox.sqlite").unlink(missing_ok=True)
     sim_summary, spooled = capture(spool, users, days, seed, fresh=fresh)
     print_summary(sim_summary)
     print_spool_summary(spooled, spool)
@@ -305,3 +328,24 @@ def demo(users: int, days: float, seed: int, spool: Path, fresh: bool) -> None:
         if missing:
             raise DemoError(f"{missing} events handed to the SDK are not in the spool")
         click.echo(f"\nall {sim_summary['events']} simulated events are in the spool, once each")
+    if capture_only:
+        return
+
+    from signalmail.demo_pipeline import activate
+
+    write_key = secrets.token_urlsafe(16)
+    webhook_key = secrets.token_urlsafe(16)
+    with running_collector(
+        spool,
+        write_key,
+        extra_args=("--max-segment-age", "5"),
+        extra_env={"SIGNALMAIL_MANDRILL_WEBHOOK_KEY": webhook_key},
+    ) as collector:
+        activate(project_root, collector.url, write_key, webhook_key)
+        code = collector.stop()
+    if code != 0:
+        raise DemoError(f"collector exited with {code}. Log:\n{collector.log_tail()}")
+    click.echo(
+        "opens, clicks and Email Sent events are in the spool now; "
+        "`meltano --environment demo run tap-rudderstack target-duckdb` loads them"
+    )

@@ -1,0 +1,1 @@
+"""target-duckdb-bulk: a Singer loader that lands each batch in DuckDB with one read_json upsert."""

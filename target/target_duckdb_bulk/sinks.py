@@ -1,0 +1,274 @@
+"""The DuckDB sink: JSON lines in a temp file per batch, one read_json upsert per load.
+
+Per record the only Python work is one msgspec encode and a file write; DuckDB parses, casts,
+deduplicates and upserts. The explicit `columns={...}` of read_json means no sniffing at all, so
+nothing like target-duckdb 0.8.0's lost header row can happen. BATCH messages (singer-sdk JSONL
+batch files) are loaded with read_json directly from the file, never through Python records.
+"""
+
+from __future__ import annotations
+
+import shutil
+import typing as t
+from pathlib import Path
+
+import duckdb
+import msgspec
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
+from singer_sdk.sinks import BatchSink
+
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from target_duckdb_bulk.target import TargetDuckDBBulk
+
+# Line number written into each buffered record so that "last one wins" among duplicate keys
+# of one batch does not depend on the order DuckDB happens to scan in.
+SEQ = "__target_duckdb_bulk_seq"
+
+JSON_TYPE = "JSON"
+
+
+def quote(identifier: str) -> str:
+    """A DuckDB identifier, double-quoted so any stream or property name is safe."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """A DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    """The alternatives of a property schema, with `null` removed (type lists and anyOf)."""
+    if "anyOf" in prop or "oneOf" in prop:
+        options = [o for o in prop.get("anyOf", prop.get("oneOf", [])) if isinstance(o, dict)]
+        return [o for sub in options for o in _non_null_types(sub)]
+    kinds = prop.get("type")
+    if kinds is None:
+        return [prop]  # no type at all: anything goes
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    return [{**prop, "type": k} for k in kinds if k != "null"]
+
+
+def column_type(prop: dict[str, t.Any]) -> str:
+    """The DuckDB column type for one Singer property schema.
+
+    object/array (and untyped or mixed-type properties) become JSON so that every nested field
+    stays reachable with json_extract; date-time becomes a naive UTC TIMESTAMP.
+    """
+    options = _non_null_types(prop)
+    kinds = {o.get("type") for o in options}
+    if len(kinds) != 1 or None in kinds:
+        return "DOUBLE" if kinds == {"integer", "number"} else JSON_TYPE
+    kind = kinds.pop()
+    formats = {o.get("format") for o in options}
+    if kind == "string":
+        if formats == {"date-time"}:
+            return "TIMESTAMP"
+        if formats == {"date"}:
+            return "DATE"
+        if formats == {"time"}:
+            return "TIME"
+        return "VARCHAR"
+    return {
+        "integer": "BIGINT",
+        "number": "DOUBLE",
+        "boolean": "BOOLEAN",
+        "object": JSON_TYPE,
+        "array": JSON_TYPE,
+    }.get(kind, JSON_TYPE)
+
+
+def table_name(stream_name: str) -> str:
+    """The table a stream lands in: the stream name with characters DuckDB dislikes replaced."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in stream_name).lower()
+
+
+class DuckDBBulkSink(BatchSink):
+    """One stream -> one DuckDB table; each drained batch is a single INSERT OR REPLACE."""
+
+    target: TargetDuckDBBulk  # set by Sink.__init__ via the target argument
+
+    def __init__(self, target: TargetDuckDBBulk, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.target = target
+        self._encoder = msgspec.json.Encoder()
+        self._seq = 0
+        if SEQ in self.schema.get("properties", {}):
+            msg = f"stream {self.stream_name!r} has a property named {SEQ!r}, reserved by the loader"
+            raise ValueError(msg)
+        self.columns: dict[str, str] = {
+            name: column_type(prop) for name, prop in self.schema["properties"].items()
+        }
+        missing = [k for k in self.key_properties if k not in self.columns]
+        if missing:
+            msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
+            raise ValueError(msg)
+
+    @property
+    def max_size(self) -> int:
+        """Records per batch: the `batch_size_rows` setting (the SDK's own default is 10,000)."""
+        return int(self.config.get("batch_size_rows") or 100_000)
+
+    @property
+    def full_table(self) -> str:
+        return f"{quote(self.target_schema)}.{quote(table_name(self.stream_name))}"
+
+    @property
+    def target_schema(self) -> str:
+        return self.config.get("default_target_schema") or "rudderstack_raw"
+
+    # --- table management ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the schema and table from the Singer schema, or add the columns it lacks."""
+        con = self.target.connection
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.target_schema)}")
+        existing = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [self.target_schema, table_name(self.stream_name)],
+            ).fetchall()
+        )
+        if not existing:
+            cols = [f"{quote(n)} {ty}" for n, ty in self.columns.items()]
+            if self.key_properties:
+                cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in self.key_properties)})")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {self.full_table} ({', '.join(cols)})")
+            self.logger.info("Created table %s", self.full_table)
+            return
+        for name, ty in self.columns.items():
+            if name not in existing:
+                con.execute(f"ALTER TABLE {self.full_table} ADD COLUMN {quote(name)} {ty}")
+                self.logger.info("Added column %s %s to %s", name, ty, self.full_table)
+            elif existing[name] != ty:
+                # DuckDB casts on insert; a value that does not fit fails the load loudly.
+                self.logger.warning(
+                    "Column %s of %s is %s but the stream now declares %s; keeping %s",
+                    name,
+                    self.full_table,
+                    existing[name],
+                    ty,
+                    existing[name],
+                )
+
+    # --- RECORD messages -------------------------------------------------------------------
+
+    def _validate_and_parse(self, record: dict) -> dict:
+        """Skip the SDK's per-record date-time parsing: DuckDB parses them in bulk.
+
+        With validate_records on, the SDK's jsonschema validation still runs first.
+        """
+        if self._validator is not None:
+            return super()._validate_and_parse(record)
+        return record
+
+    def start_batch(self, context: dict) -> None:
+        path = self.target.temp_dir / f"{table_name(self.stream_name)}-{context['batch_id']}.jsonl"
+        context["path"] = path
+        context["file"] = path.open("wb", buffering=1 << 20)
+        self._seq = 0
+
+    def process_record(self, record: dict, context: dict) -> None:
+        self._seq += 1
+        record[SEQ] = self._seq
+        context["file"].write(self._encoder.encode(record) + b"\n")
+
+    def process_batch(self, context: dict) -> None:
+        """Load the batch's file with one statement, then delete it."""
+        file = context.get("file")
+        if file is None:
+            return
+        file.close()
+        path: Path = context["path"]
+        try:
+            self._load(str(path), compression="uncompressed", sequenced=True)
+        finally:
+            path.unlink(missing_ok=True)
+        self.target.request_full_drain()
+
+    # --- BATCH messages --------------------------------------------------------------------
+
+    def process_batch_files(self, encoding: BaseBatchFileEncoding, files: Sequence[str]) -> None:
+        """Load singer-sdk batch files (JSON lines, gzip or plain) straight into DuckDB.
+
+        Local `file://` files are read in place; other storages are copied to the temp folder
+        first. One statement per file, in manifest order, so a later file wins on a duplicate key.
+        """
+        if encoding.format != BatchFileFormat.JSONL:
+            msg = (
+                f"stream {self.stream_name!r}: BATCH encoding {encoding.format!r} is not"
+                " supported (use jsonl)"
+            )
+            raise NotImplementedError(msg)
+        compression = "gzip" if encoding.compression == "gzip" else "uncompressed"
+        storage = self.batch_config.storage if self.batch_config else None
+        for url in files:
+            head, tail = StorageTarget.split_url(url)
+            if url.startswith("file://"):
+                local = Path(head.removeprefix("file://")) / tail
+                if not local.is_file():
+                    msg = f"stream {self.stream_name!r}: BATCH file {url} does not exist"
+                    raise FileNotFoundError(msg)
+                self._load(str(local), compression=compression, sequenced=False)
+                continue
+            file_storage = storage or StorageTarget.from_url(head)
+            copy = self.target.temp_dir / f"batch-{Path(tail).name}"
+            with file_storage.open(tail, mode="rb") as src, copy.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                self._load(str(copy), compression=compression, sequenced=False)
+            finally:
+                copy.unlink(missing_ok=True)
+
+    # --- the load --------------------------------------------------------------------------
+
+    def _load(self, path: str, *, compression: str, sequenced: bool) -> None:
+        """INSERT OR REPLACE the file's rows, deduplicated on the key (the last line wins)."""
+        read_columns = dict(self.columns)
+        if self.include_sdc_metadata_properties:
+            # The SDK adds _sdc_* to self.schema after __init__ when metadata is on.
+            for name, prop in self.schema["properties"].items():
+                read_columns.setdefault(name, column_type(prop))
+        insert_cols = list(read_columns)
+        # date-time: parse with its offset (TIMESTAMPTZ), store as naive UTC (session TZ is UTC).
+        source_types = {
+            n: ("TIMESTAMPTZ" if ty == "TIMESTAMP" else ty) for n, ty in read_columns.items()
+        }
+        if sequenced:
+            source_types[SEQ] = "BIGINT"
+        columns_sql = ", ".join(f"{literal(n)}: {literal(ty)}" for n, ty in source_types.items())
+        select_sql = ", ".join(
+            f"{quote(n)}::TIMESTAMP" if ty == "TIMESTAMP" else quote(n)
+            for n, ty in read_columns.items()
+        )
+        scan = (
+            f"read_json({literal(path)}, format='newline_delimited', columns={{{columns_sql}}},"
+            f" compression={literal(compression)},"
+            f" maximum_object_size={int(self.config.get('maximum_object_size') or 16_777_216)})"
+        )
+        col_list = ", ".join(quote(c) for c in insert_cols)
+        if self.key_properties:
+            keys = ", ".join(quote(k) for k in self.key_properties)
+            # Without a line number (BATCH files) the scan order stands in for it.
+            order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
+            line = "" if sequenced else ", row_number() OVER () AS __line"
+            sql = (
+                f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"
+                f" SELECT {select_sql} FROM (SELECT *{line} FROM {scan})"
+                f" WHERE {' AND '.join(f'{quote(k)} IS NOT NULL' for k in self.key_properties)}"
+                f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+            )
+        else:
+            sql = f"INSERT INTO {self.full_table} ({col_list}) SELECT {select_sql} FROM {scan}"
+        try:
+            count = self.target.connection.execute(sql).fetchone()
+        except duckdb.Error as exc:
+            msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
+            raise RuntimeError(msg) from exc
+        self.logger.info(
+            "Loaded %s rows into %s", count[0] if count else "?", self.full_table
+        )
