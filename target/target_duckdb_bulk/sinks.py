@@ -30,17 +30,17 @@ JSON_TYPE = "JSON"
 
 
 def quote(identifier: str) -> str:
-    """A DuckDB identifier, double-quoted so any stream or property name is safe."""
+    """Double-quote a DuckDB identifier so any stream or property name is safe."""
     return '"' + identifier.replace('"', '""') + '"'
 
 
 def literal(text: str) -> str:
-    """A DuckDB string literal."""
+    """Quote text as a DuckDB string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
 def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
-    """The alternatives of a property schema, with `null` removed (type lists and anyOf)."""
+    """List the alternatives of a property schema, `null` removed (type lists and anyOf)."""
     if "anyOf" in prop or "oneOf" in prop:
         options = [o for o in prop.get("anyOf", prop.get("oneOf", [])) if isinstance(o, dict)]
         return [o for sub in options for o in _non_null_types(sub)]
@@ -53,7 +53,7 @@ def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
 
 
 def column_type(prop: dict[str, t.Any]) -> str:
-    """The DuckDB column type for one Singer property schema.
+    """Map one Singer property schema to its DuckDB column type.
 
     object/array (and untyped or mixed-type properties) become JSON so that every nested field
     stays reachable with json_extract; date-time becomes a naive UTC TIMESTAMP.
@@ -82,7 +82,7 @@ def column_type(prop: dict[str, t.Any]) -> str:
 
 
 def table_name(stream_name: str) -> str:
-    """The table a stream lands in: the stream name with characters DuckDB dislikes replaced."""
+    """Name the table a stream lands in: the stream name, other characters made `_`."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in stream_name).lower()
 
 
@@ -97,7 +97,9 @@ class DuckDBBulkSink(BatchSink):
         self._encoder = msgspec.json.Encoder()
         self._seq = 0
         if SEQ in self.schema.get("properties", {}):
-            msg = f"stream {self.stream_name!r} has a property named {SEQ!r}, reserved by the loader"
+            msg = (
+                f"stream {self.stream_name!r} has a property named {SEQ!r}, reserved by the loader"
+            )
             raise ValueError(msg)
         self.columns: dict[str, str] = {
             name: column_type(prop) for name, prop in self.schema["properties"].items()
@@ -114,10 +116,12 @@ class DuckDBBulkSink(BatchSink):
 
     @property
     def full_table(self) -> str:
+        """The quoted `"schema"."table"` of this stream."""
         return f"{quote(self.target_schema)}.{quote(table_name(self.stream_name))}"
 
     @property
     def target_schema(self) -> str:
+        """The `default_target_schema` setting."""
         return self.config.get("default_target_schema") or "rudderstack_raw"
 
     # --- table management ------------------------------------------------------------------
@@ -167,12 +171,14 @@ class DuckDBBulkSink(BatchSink):
         return record
 
     def start_batch(self, context: dict) -> None:
+        """Open this batch's JSON-lines file (one per batch, deleted once loaded)."""
         path = self.target.temp_dir / f"{table_name(self.stream_name)}-{context['batch_id']}.jsonl"
         context["path"] = path
         context["file"] = path.open("wb", buffering=1 << 20)
         self._seq = 0
 
     def process_record(self, record: dict, context: dict) -> None:
+        """Append the record, numbered so the last duplicate of a key wins in the load."""
         self._seq += 1
         record[SEQ] = self._seq
         context["file"].write(self._encoder.encode(record) + b"\n")
@@ -256,19 +262,18 @@ class DuckDBBulkSink(BatchSink):
             # Without a line number (BATCH files) the scan order stands in for it.
             order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
             line = "" if sequenced else ", row_number() OVER () AS __line"
+            # Every identifier goes through quote() and every literal through literal(). A NULL
+            # key is not filtered out: the primary key's NOT NULL fails the load, loudly.
             sql = (
-                f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"
+                f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"  # noqa: S608
                 f" SELECT {select_sql} FROM (SELECT *{line} FROM {scan})"
-                f" WHERE {' AND '.join(f'{quote(k)} IS NOT NULL' for k in self.key_properties)}"
                 f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
             )
         else:
-            sql = f"INSERT INTO {self.full_table} ({col_list}) SELECT {select_sql} FROM {scan}"
+            sql = f"INSERT INTO {self.full_table} ({col_list}) SELECT {select_sql} FROM {scan}"  # noqa: S608
         try:
             count = self.target.connection.execute(sql).fetchone()
         except duckdb.Error as exc:
             msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
             raise RuntimeError(msg) from exc
-        self.logger.info(
-            "Loaded %s rows into %s", count[0] if count else "?", self.full_table
-        )
+        self.logger.info("Loaded %s rows into %s", count[0] if count else "?", self.full_table)

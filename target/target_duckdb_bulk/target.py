@@ -35,15 +35,23 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
 
     @property
     def default_input(self) -> t.IO[bytes]:
+        """Stdin as bytes: msgspec decodes UTF-8 itself, no text layer needed."""
         return sys.stdin.buffer
 
-    def deserialize_json(self, line: bytes) -> dict:
+    def deserialize_json(self, line: bytes | str) -> dict:  # type: ignore[override]
+        """Decode one Singer message; a clear InvalidInputLine for anything else."""
+        # bytes from stdin; str when the SDK's `--input FILE` option opens a file in text mode.
         try:
-            return self._decoder.decode(line)  # type: ignore[no-any-return]
+            message = self._decoder.decode(line)
         except msgspec.DecodeError as exc:
-            shown = line[:500].decode("utf-8", "replace")
+            head = line[:500]
+            shown = head if isinstance(head, str) else head.decode("utf-8", "replace")
             msg = f"Unable to parse line as JSON ({exc}): {shown}"
             raise InvalidInputLine(msg) from exc
+        if not isinstance(message, dict):
+            msg = f"Singer message is not a JSON object: {str(line)[:200]}"
+            raise InvalidInputLine(msg)
+        return message
 
 
 class TargetDuckDBBulk(Target):
@@ -121,7 +129,10 @@ class TargetDuckDBBulk(Target):
             try:
                 con = duckdb.connect(str(path))
             except duckdb.IOException as exc:
-                msg = f"cannot open DuckDB file {path} for writing (is another process using it?): {exc}"
+                msg = (
+                    f"cannot open DuckDB file {path} for writing"
+                    f" (is another process using it?): {exc}"
+                )
                 raise RuntimeError(msg) from exc
             # Date-time columns are read as TIMESTAMPTZ and stored as naive UTC TIMESTAMP; the
             # cast between them uses the session time zone, so pin it.
@@ -141,7 +152,7 @@ class TargetDuckDBBulk(Target):
         return Path(self._temp_dir.name)
 
     def request_full_drain(self) -> None:
-        """Called by a sink that drained because it was full: drain the others and emit STATE.
+        """Ask for a full drain (others loaded, then STATE) after a sink drained for being full.
 
         The SDK only emits STATE from drain_all (end of input, schema change, record age), so a
         long run would otherwise resume from its very first bookmark after a crash.

@@ -1,0 +1,274 @@
+"""target-duckdb-bulk as a real process, fed by tap-rudderstack's real output.
+
+The tap runs over a spool written with tests/tap_rudderstack_spool.py (every event kind,
+duplicates inside a file and across files, bad lines); its Singer messages are piped into
+`python -m target_duckdb_bulk`. The warehouse must then hold every message_id exactly once, also
+after a second run over the same data and when the tap sends BATCH files instead of RECORDs.
+A SIGKILL mid-stream proves STATE is only written for rows DuckDB has committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tests.conftest import REPO_ROOT, wait_until
+from tests.tap_rudderstack_spool import event, run_tap, ts_of, write_segment
+
+KINDS = ["track", "identify", "page", "screen", "group", "alias"]
+STREAM_OF = {
+    "track": "tracks",
+    "identify": "identifies",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+TARGET = [sys.executable, "-m", "target_duckdb_bulk"]
+
+
+def make_spool(root: Path) -> set[str]:
+    """Two segments with every kind, in-file and cross-file duplicates and bad lines."""
+    first = [event(KINDS[n % 6], n) for n in range(60)]
+    first.insert(10, event("track", 0, properties={"product_id": "late-edit"}))  # dup in file
+    first += [b"{not json", json.dumps({"type": "track"})]  # rejected, never loaded as events
+    write_segment(root, ts_of(0), first)
+    second = [event(KINDS[n % 6], n) for n in range(50, 90)]  # 50..59 again: cross-file dups
+    write_segment(root, ts_of(300), second)
+    return {f"m-{KINDS[n % 6]}-{n}" for n in range(90)}
+
+
+def run_target(config: dict[str, Any], messages: list[dict], tmp_path: Path) -> list[dict]:
+    """Pipe `messages` into the target CLI; return the STATE messages it printed."""
+    cfg = tmp_path / "target.json"
+    cfg.write_text(json.dumps(config))
+    data = "".join(json.dumps(m) + "\n" for m in messages)
+    done = subprocess.run(
+        [*TARGET, "--config", str(cfg)],
+        input=data.encode(),
+        capture_output=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return [json.loads(line) for line in done.stdout.decode().splitlines() if line]
+
+
+def warehouse_ids(db: Path) -> Counter:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        ids: Counter = Counter()
+        for stream in STREAM_OF.values():
+            rows = con.execute(f"select message_id from rudderstack_raw.{stream}").fetchall()
+            ids.update(r[0] for r in rows)
+        return ids
+    finally:
+        con.close()
+
+
+def test_tap_output_lands_exactly_once_and_reruns_upsert(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    expected = make_spool(spool)
+    messages = run_tap({"source": str(spool)})
+    emitted = [
+        m["record"]["message_id"]
+        for m in messages
+        if m["type"] == "RECORD" and m["stream"] != "rejected_events"
+    ]
+    assert len(emitted) > len(expected), "the spool should make the tap emit duplicates"
+    db = tmp_path / "w.duckdb"
+    config = {"filepath": str(db), "batch_size_rows": 7}  # many batches: many "first rows"
+    states = run_target(config, messages, tmp_path)
+    assert states, "no STATE after a complete load"
+    assert states[-1] == [m for m in messages if m["type"] == "STATE"][-1]["value"]
+    ids = warehouse_ids(db)
+    assert set(ids) == expected
+    assert max(ids.values()) == 1
+
+    # The same data again (an at-least-once replay): still exactly once.
+    run_target(config, messages, tmp_path)
+    assert warehouse_ids(db) == ids
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(
+            "select original_timestamp, json_extract_string(properties, '$.product_id'),"
+            " typeof(original_timestamp), typeof(properties), context_user_agent"
+            " from rudderstack_raw.tracks where message_id = 'm-track-0'"
+        ).fetchone()
+        rejected = con.execute("select count(*) from rudderstack_raw.rejected_events").fetchone()
+    finally:
+        con.close()
+    # The in-file duplicate came later in the file, so its properties won.
+    assert row == (
+        dt.datetime(2026, 11, 20, 0, 0),
+        "late-edit",
+        "TIMESTAMP",
+        "JSON",
+        "Mozilla/5.0",
+    )
+    assert rejected == (2,)
+
+
+def test_tap_batch_messages_land_exactly_once(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    expected = make_spool(spool)
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    messages = run_tap(
+        {
+            "source": str(spool),
+            "batch_config": {
+                "encoding": {"format": "jsonl", "compression": "gzip"},
+                "storage": {"root": f"file://{batches}"},
+                "batch_size": 5,
+            },
+        }
+    )
+    assert not [m for m in messages if m["type"] == "RECORD"]
+    assert len([m for m in messages if m["type"] == "BATCH"]) >= 6
+    db = tmp_path / "w.duckdb"
+    run_target({"filepath": str(db)}, messages, tmp_path)
+    ids = warehouse_ids(db)
+    assert set(ids) == expected
+    assert max(ids.values()) == 1
+
+
+class LiveTarget:
+    """The target CLI with stdin held open, its stdout lines collected by a reader thread."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*TARGET, "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[dict] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def send(self, *messages: dict) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+        self.proc.stdin.flush()
+
+    def finish(self) -> int:
+        """Close stdin (end of the stream) and wait for a clean exit."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        code = self.proc.wait(timeout=60)
+        self._thread.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._thread.join(timeout=10)
+
+
+def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    cfg = tmp_path / "target.json"
+    cfg.write_text(json.dumps({"filepath": str(db), "batch_size_rows": 3}))
+    schema = {
+        "type": "SCHEMA",
+        "stream": "tracks",
+        "key_properties": ["message_id"],
+        "schema": {
+            "type": "object",
+            "properties": {"message_id": {"type": "string"}, "n": {"type": "integer"}},
+        },
+    }
+
+    def rec(n: int) -> dict:
+        return {"type": "RECORD", "stream": "tracks", "record": {"message_id": f"m{n}", "n": n}}
+
+    def state(n: int) -> dict:
+        return {"type": "STATE", "value": {"bookmarks": {"tracks": {"line": n}}}}
+
+    live = LiveTarget(cfg)
+    try:
+        # m1..m3 fill a batch: it loads, then the state seen so far (line 2) is written.
+        live.send(schema, rec(1), rec(2), state(2), rec(3))
+        wait_until(lambda: len(live.lines) >= 1, timeout=60, what="the first STATE")
+        # m4 and state 4 stay buffered: the batch is not full, so nothing is committed.
+        live.send(rec(4), state(4))
+        live.send(rec(4), state(4))  # an idempotent repeat of the same STATE adds no output
+    finally:
+        live.kill()
+    assert live.lines == [state(2)["value"]]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        loaded = con.execute("select message_id from rudderstack_raw.tracks order by 1").fetchall()
+    finally:
+        con.close()
+    assert loaded == [("m1",), ("m2",), ("m3",)]
+
+    # Resume from the saved bookmark (line 2): m3 comes again, m4 arrives; all exactly once.
+    live = LiveTarget(cfg)
+    try:
+        live.send(schema, rec(3), rec(4), state(4))
+        assert live.finish() == 0
+    finally:
+        if live.proc.poll() is None:
+            live.kill()
+    assert live.lines == [state(4)["value"]]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("select message_id, n from rudderstack_raw.tracks order by 1").fetchall()
+    finally:
+        con.close()
+    assert rows == [("m1", 1), ("m2", 2), ("m3", 3), ("m4", 4)]
+
+
+def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    # Another process holds the file read-write (DuckDB admits one writer process).
+    blocker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb,sys;c=duckdb.connect(sys.argv[1]);print('up',"
+            " flush=True);sys.stdin.read()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert blocker.stdout is not None
+        assert blocker.stdout.readline().strip() == b"up"
+        cfg = tmp_path / "target.json"
+        cfg.write_text(json.dumps({"filepath": str(db)}))
+        done = subprocess.run(
+            [*TARGET, "--config", str(cfg)],
+            input=b'{"type":"SCHEMA","stream":"s","schema":{"properties":{"id":{"type":"string"}}},'
+            b'"key_properties":["id"]}\n',
+            capture_output=True,
+            cwd=REPO_ROOT,
+            timeout=60,
+        )
+    finally:
+        assert blocker.stdin is not None
+        blocker.stdin.close()
+        blocker.wait(timeout=30)
+    assert done.returncode != 0
+    assert b"cannot open DuckDB file" in done.stderr
