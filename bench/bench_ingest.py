@@ -6,7 +6,8 @@
 
 Generates a spool of realistic e-commerce events directly (gzip JSON lines in the RudderStack
 layout), then measures wall-clock events/s and peak RSS (whole process tree, polled with psutil)
-for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb`; the same into
+for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb`; the same with this
+project's target-duckdb-bulk, through Meltano and as a bare `tap | target` pipe; the same into
 PostgreSQL; and DuckDB's own `read_json` over the same files as the ceiling. Every figure is printed
 with its ratio to that ceiling, measured in the same run. Meltano's plugins must be installed
 (`meltano install`); PostgreSQL is skipped when not reachable (SIGNALMAIL_PG_URL).
@@ -241,6 +242,21 @@ def tap_alone(spool: Path, work: Path, env: dict) -> Measured:
     return run_measured([str(BIN / "tap-rudderstack"), "--config", str(config)], env)
 
 
+def tap_pipe_bulk(spool: Path, work: Path, env: dict, db: Path) -> Measured:
+    """tap-rudderstack piped straight into target-duckdb-bulk, without Meltano in between."""
+    tap_config = work / "tap.json"
+    tap_config.write_text(json.dumps({"source": str(spool)}))
+    target_config = work / "target-bulk.json"
+    target_config.write_text(json.dumps({"filepath": str(db)}))
+    script = BIN / "target-duckdb-bulk"
+    target = str(script) if script.exists() else f"{sys.executable} -m target_duckdb_bulk"
+    pipeline = (
+        f"set -o pipefail; {BIN / 'tap-rudderstack'} --config {tap_config}"
+        f" | {target} --config {target_config} > /dev/null"
+    )
+    return run_measured(["bash", "-c", pipeline], env)
+
+
 def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) -> Measured:
     env = {
         **env,
@@ -275,7 +291,7 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--per-file", type=int, default=50_000, help="events per spool file")
-    parser.add_argument("--skip", default="", help="comma list of: duckdb,postgres,memory")
+    parser.add_argument("--skip", default="", help="comma list of: duckdb,bulk,postgres,memory")
     parser.add_argument(
         "--memory-sizes",
         default="",
@@ -308,6 +324,19 @@ def main() -> None:
             loaded = duckdb_rows(db)
             assert loaded == args.events, f"DuckDB has {loaded} rows, expected {args.events}"
             rows.append(("tap -> target-duckdb (meltano run)", measured))
+        if "bulk" not in skip:
+            db = work / "bulk-meltano.duckdb"
+            measured = meltano_run(
+                "target-duckdb-bulk", spool, work, env, {"TARGET_DUCKDB_BULK_FILEPATH": str(db)}
+            )
+            loaded = duckdb_rows(db)
+            assert loaded == args.events, f"DuckDB (bulk) has {loaded} rows, expected {args.events}"
+            rows.append(("tap -> target-duckdb-bulk (meltano run)", measured))
+            db = work / "bulk-pipe.duckdb"
+            measured = tap_pipe_bulk(spool, work, env, db)
+            loaded = duckdb_rows(db)
+            assert loaded == args.events, f"DuckDB (pipe) has {loaded} rows, expected {args.events}"
+            rows.append(("tap | target-duckdb-bulk (pipe)", measured))
         if "postgres" not in skip:
             pg = pg_setup()
             if pg:
@@ -336,14 +365,14 @@ def main() -> None:
         # code costs, and stays meaningful on a machine shared with other work.
         cpu_ceiling = args.events / rows[0][1].cpu
         print(
-            f"\n{'pipeline':38} {'wall s':>7} {'cpu s':>7} {'events/s':>9} {'vs ceil':>7}"
+            f"\n{'pipeline':40} {'wall s':>7} {'cpu s':>7} {'events/s':>9} {'vs ceil':>7}"
             f" {'ev/cpu-s':>9} {'vs ceil':>7} {'peak RSS':>9}"
         )
         for name, m in rows:
             rate = args.events / m.secs
             cpu_rate = args.events / m.cpu
             print(
-                f"{name:38} {m.secs:7.1f} {m.cpu:7.1f} {rate:9,.0f} {rate / ceiling:7.2f}"
+                f"{name:40} {m.secs:7.1f} {m.cpu:7.1f} {rate:9,.0f} {rate / ceiling:7.2f}"
                 f" {cpu_rate:9,.0f} {cpu_rate / cpu_ceiling:7.2f} {m.peak / 2**20:6.0f} MB"
             )
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

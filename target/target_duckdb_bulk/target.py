@@ -172,6 +172,11 @@ class TargetDuckDBBulk(Target):
         super().process_endofpipe()
         if self._connection is not None:
             self._connection.execute("CHECKPOINT")
+        self.close()
+
+    def close(self) -> None:
+        """Close DuckDB and remove the batch files (also after a failed load, for embedders)."""
+        if self._connection is not None:
             self._connection.close()
             self._connection = None
         if self._temp_dir is not None:

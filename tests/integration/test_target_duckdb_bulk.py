@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from tests.conftest import REPO_ROOT, wait_until
 from tests.tap_rudderstack_spool import event, run_tap, ts_of, write_segment
@@ -272,3 +273,61 @@ def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
         blocker.wait(timeout=30)
     assert done.returncode != 0
     assert b"cannot open DuckDB file" in done.stderr
+
+
+MELTANO = str(Path(sys.executable).parent / "meltano")
+PLUGIN_BIN = REPO_ROOT / ".meltano/loaders/target-duckdb-bulk/venv/bin/target-duckdb-bulk"
+
+
+@pytest.fixture(scope="session")
+def bulk_loader_installed() -> None:
+    """`meltano install loader target-duckdb-bulk` when its venv is missing."""
+    if not PLUGIN_BIN.exists():
+        done = subprocess.run(
+            [MELTANO, "install", "loader", "target-duckdb-bulk"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert PLUGIN_BIN.exists(), (
+        "the plugin venv has no target-duckdb-bulk script: pyproject.toml must declare"
+        ' target-duckdb-bulk = "target_duckdb_bulk.target:TargetDuckDBBulk.cli"'
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bulk_loader_installed")
+def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    expected = make_spool(spool)
+    db = tmp_path / "w.duckdb"
+    env = {
+        **os.environ,
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_DISABLE_TRACKING": "true",
+        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
+        "TAP_RUDDERSTACK_SOURCE": str(spool),
+        "TARGET_DUCKDB_BULK_FILEPATH": str(db),
+        "TARGET_DUCKDB_BULK_BATCH_SIZE_ROWS": "13",
+    }
+    env.pop("TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS", None)
+    cmd = [MELTANO, "--environment", "dev", "run", "tap-rudderstack", "target-duckdb-bulk"]
+
+    def run() -> None:
+        done = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run()
+    ids = warehouse_ids(db)
+    assert set(ids) == expected
+    assert max(ids.values()) == 1
+    # A newer file (two new events, one re-sent): the second run reads only what is new.
+    write_segment(spool, ts_of(600), [event("track", 500), event("page", 501), event("track", 0)])
+    run()
+    ids = warehouse_ids(db)
+    assert set(ids) == expected | {"m-track-500", "m-page-501"}
+    assert max(ids.values()) == 1

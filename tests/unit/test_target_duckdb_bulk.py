@@ -61,8 +61,11 @@ def run_target(db: Path, messages: list[dict], **config: Any) -> list[dict]:
     )
     data = b"".join(json.dumps(m).encode() + b"\n" for m in messages)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        target.listen(io.BytesIO(data))
+    try:
+        with contextlib.redirect_stdout(out):
+            target.listen(io.BytesIO(data))
+    finally:
+        target.close()  # a failed load leaves the connection open in this process
     return [json.loads(line) for line in out.getvalue().splitlines() if line]
 
 
