@@ -36,6 +36,7 @@ combined as (
         coalesce(ledger_rows.email, sent_events.email) as email,
         coalesce(ledger_rows.send_state, 'sent') as send_state,
         coalesce(ledger_rows.mandrill_id, sent_events.mandrill_id) as mandrill_id,
+        coalesce(ledger_rows.attempts, 0) as attempts,
         coalesce(ledger_rows.created_at, ledger_rows.sent_at, sent_events.sent_at) as triggered_at,
         coalesce(ledger_rows.sent_at, sent_events.sent_at) as sent_at
     from ledger_rows
@@ -51,10 +52,13 @@ final as (
         email,
         send_state,
         mandrill_id,
+        attempts,
         triggered_at,
         sent_at,
         send_state = 'held_out' as is_held_out,
-        send_state in ('sent', 'queued', 'scheduled') as is_sent
+        send_state in ('sent', 'queued', 'scheduled') as is_sent,
+        -- a failure the target may still retry: the trigger is offered again on later runs
+        send_state = 'failed' and attempts < {{ var('max_send_attempts') }} as is_retryable_failure
     from combined
 )
 

@@ -27,7 +27,9 @@ suppressions as (
 ),
 
 sends as (
+    -- a retryable failure neither owns its trigger_id nor counts towards cooldowns and caps
     select * from {{ ref('int_email_sends') }}
+    where is_retryable_failure is not true
 ),
 
 orders as (
@@ -83,7 +85,7 @@ not_purchased_since as (
 ),
 
 not_sent as (
-    -- the ledger (any state) owns a trigger_id once it has seen it
+    -- the ledger owns a trigger_id once it has seen it (retryable failures aside)
     select not_purchased_since.*
     from not_purchased_since
     left join sends
