@@ -258,9 +258,18 @@ def tap_pipe_bulk(spool: Path, work: Path, env: dict, db: Path) -> Measured:
 
 
 def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) -> Measured:
+    # A private Meltano system dir sharing the installed plugin venvs: other `meltano run`s in
+    # this checkout (tests) rewrite .meltano/run/<plugin>/ files and would break this one.
+    sys_dir = work / "meltano-sys"
+    sys_dir.mkdir(exist_ok=True)
+    for kind in ("extractors", "loaders"):
+        link = sys_dir / kind
+        if not link.exists():
+            link.symlink_to(REPO / ".meltano" / kind)
     env = {
         **env,
         **extra,
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
         "TAP_RUDDERSTACK_SOURCE": str(spool),
         "MELTANO_STATE_BACKEND_URI": f"file://{work}/state-{target}",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",

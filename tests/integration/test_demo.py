@@ -9,7 +9,7 @@ from signalmail.demo import DemoError, demo, read_spool, running_collector
 
 def test_demo_captures_every_simulated_event(tmp_path):
     spool = tmp_path / "data" / "demo" / "spool"
-    args = ["--users", "25", "--days", "3", "--seed", "7", "--spool", str(spool)]
+    args = ["--users", "25", "--days", "3", "--seed", "7", "--spool", str(spool), "--capture-only"]
     result = CliRunner().invoke(demo, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     spooled = read_spool(spool, "demo")

@@ -303,8 +303,15 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     expected = make_spool(spool)
     db = tmp_path / "w.duckdb"
+    # A private Meltano system dir reusing the installed venvs: a `meltano run` elsewhere in
+    # this checkout rewrites .meltano/run/<plugin>/ and would otherwise break this one.
+    sys_dir = tmp_path / "meltano-sys"
+    sys_dir.mkdir()
+    for kind in ("extractors", "loaders"):
+        (sys_dir / kind).symlink_to(REPO_ROOT / ".meltano" / kind)
     env = {
         **os.environ,
+        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
         "MELTANO_DISABLE_TRACKING": "true",
         "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
