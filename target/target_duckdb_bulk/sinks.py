@@ -190,11 +190,15 @@ class DuckDBBulkSink(BatchSink):
             return
         file.close()
         path: Path = context["path"]
+        # Full (not drained by a drain_all): ask for a full drain so that STATE follows. Only
+        # then: a drain_all that asked again for every sink it drains would never stop.
+        was_full = self.current_size >= self.max_size
         try:
             self._load(str(path), compression="uncompressed", sequenced=True)
         finally:
             path.unlink(missing_ok=True)
-        self.target.request_full_drain()
+        if was_full:
+            self.target.request_full_drain()
 
     # --- BATCH messages --------------------------------------------------------------------
 

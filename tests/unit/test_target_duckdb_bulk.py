@@ -238,6 +238,21 @@ def test_state_follows_loaded_batches(tmp_path: Path) -> None:
     assert [s["bookmarks"]["tracks"]["pos"] for s in states] == [1, 2]
 
 
+def test_full_drain_happens_once_per_full_batch_with_several_streams(tmp_path: Path) -> None:
+    """One stream filling up loads every stream once, not on every following record."""
+    db = tmp_path / "w.duckdb"
+    messages: list[dict] = [schema_msg("tracks"), schema_msg("pages")]
+    for i in range(30):
+        messages += [rec(f"t{i}", "tracks"), rec(f"p{i}", "pages"), state(i)]
+    states = [s["bookmarks"]["tracks"]["pos"] for s in run_target(db, messages, batch_size_rows=5)]
+    # tracks fills at t4 (STATE 3 seen) and pages, drained then with 4, fills at p8 (STATE 7):
+    # the streams take turns, one full drain each time, plus the one at the end. A drain that
+    # requested another drain for every sink it loaded would write a STATE after every record.
+    assert states == [3, 7, 12, 16, 21, 25, 29]
+    assert query(db, "select count(*) from rudderstack_raw.tracks") == [(30,)]
+    assert query(db, "select count(*) from rudderstack_raw.pages") == [(30,)]
+
+
 def _batch_file(folder: Path, name: str, rows: list[dict], *, gz: bool = True) -> str:
     path = folder / name
     data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
