@@ -347,5 +347,5 @@ def demo(users: int, days: float, seed: int, spool: Path, fresh: bool, capture_o
         raise DemoError(f"collector exited with {code}. Log:\n{collector.log_tail()}")
     click.echo(
         "opens, clicks and Email Sent events are in the spool now; "
-        "`meltano --environment demo run tap-rudderstack target-duckdb` loads them"
+        "`meltano --environment demo run tap-rudderstack target-duckdb-bulk` loads them"
     )

@@ -1,11 +1,11 @@
 """The rest of `signalmail demo` after capture: load, model, send, report.
 
 Runs the real thing, never a shortcut: one `meltano --environment demo run` with
-tap-rudderstack -> target-duckdb -> dbt build -> tap-warehouse -> target-mailchimp-transactional,
-against a local Mandrill sandbox whose webhooks and the target's "Email Sent" events go back
-into a running collector, exactly as in production. Paths come from the `demo` environment in
-meltano.yml (everything under data/demo/); Meltano's state for the demo lives there too, so a
-fresh demo starts from nothing.
+tap-rudderstack -> target-duckdb-bulk -> dbt build -> tap-warehouse ->
+target-mailchimp-transactional, against a local Mandrill sandbox whose webhooks and the
+target's "Email Sent" events go back into a running collector, exactly as in production. Paths
+come from the `demo` environment in meltano.yml (everything under data/demo/); Meltano's state
+for the demo lives there too, so a fresh demo starts from nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from signalmail.demo import DemoError, free_port
 #: The pipeline the demo runs, in Meltano's own words.
 PIPELINE = (
     "tap-rudderstack",
-    "target-duckdb",
+    "target-duckdb-bulk",
     "dbt-duckdb:build",
     "tap-warehouse",
     "target-mailchimp-transactional",

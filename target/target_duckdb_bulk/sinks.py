@@ -95,6 +95,8 @@ class DuckDBBulkSink(BatchSink):
         super().__init__(target, *args, **kwargs)
         self.target = target
         self._encoder = msgspec.json.Encoder()
+        # Read once: is_full asks for it after every record.
+        self._max_size = int(self.config.get("batch_size_rows") or 100_000)
         self._seq = 0
         if SEQ in self.schema.get("properties", {}):
             msg = (
@@ -112,7 +114,7 @@ class DuckDBBulkSink(BatchSink):
     @property
     def max_size(self) -> int:
         """Records per batch: the `batch_size_rows` setting (the SDK's own default is 10,000)."""
-        return int(self.config.get("batch_size_rows") or 100_000)
+        return self._max_size
 
     @property
     def full_table(self) -> str:
@@ -128,6 +130,7 @@ class DuckDBBulkSink(BatchSink):
 
     def setup(self) -> None:
         """Create the schema and table from the Singer schema, or add the columns it lacks."""
+        self.target.wait_for_loads()  # no DDL while a load of the old schema is running
         con = self.target.connection
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.target_schema)}")
         existing = dict(
@@ -183,6 +186,17 @@ class DuckDBBulkSink(BatchSink):
         record[SEQ] = self._seq
         context["file"].write(self._encoder.encode(record) + b"\n")
 
+    def process_raw_record(self, raw: msgspec.Raw, context: dict) -> None:
+        """Append a record given as raw JSON bytes (the target's fast path), numbered likewise."""
+        self._seq += 1
+        body = bytes(raw).strip()
+        if not body.startswith(b"{") or not body.endswith(b"}"):
+            msg = f"stream {self.stream_name!r}: a RECORD's record is not an object: {body[:200]!r}"
+            raise ValueError(msg)
+        inner = body[1:-1].strip()
+        prefix = b'{"' + SEQ.encode() + b'":' + str(self._seq).encode()
+        context["file"].write(prefix + (b"," + inner if inner else b"") + b"}\n")
+
     def process_batch(self, context: dict) -> None:
         """Load the batch's file with one statement, then delete it."""
         file = context.get("file")
@@ -193,10 +207,16 @@ class DuckDBBulkSink(BatchSink):
         # Full (not drained by a drain_all): ask for a full drain so that STATE follows. Only
         # then: a drain_all that asked again for every sink it drains would never stop.
         was_full = self.current_size >= self.max_size
-        try:
-            self._load(str(path), compression="uncompressed", sequenced=True)
-        finally:
-            path.unlink(missing_ok=True)
+
+        def load() -> None:
+            try:
+                self._load(str(path), compression="uncompressed", sequenced=True)
+            finally:
+                path.unlink(missing_ok=True)
+
+        # In the loader thread: the next batch is read while DuckDB loads this one. STATE waits
+        # for it (TargetDuckDBBulk._write_state_message).
+        self.target.submit_load(load)
         if was_full:
             self.target.request_full_drain()
 
@@ -214,6 +234,7 @@ class DuckDBBulkSink(BatchSink):
                 " supported (use jsonl)"
             )
             raise NotImplementedError(msg)
+        self.target.wait_for_loads()  # BATCH files load in order after any pending batch
         compression = "gzip" if encoding.compression == "gzip" else "uncompressed"
         storage = self.batch_config.storage if self.batch_config else None
         for url in files:

@@ -2,8 +2,9 @@
 
 Why it exists: target-duckdb 0.8.0 spends its time in per-record Python (validation, flattening,
 CSV writing) and drops a row per batch on duckdb >= 1.3. This loader does the least Python per
-record (one msgspec encode into a temp file) and lets DuckDB parse, type, deduplicate and upsert
-each batch in a single statement; see sinks.py.
+record (the record's raw JSON bytes go to a temp file; see _process_record_message) and lets
+DuckDB parse, type, deduplicate and upsert each batch in a single statement (sinks.py), in a
+loader thread that overlaps with reading the next batch.
 """
 
 from __future__ import annotations
@@ -11,16 +12,23 @@ from __future__ import annotations
 import sys
 import tempfile
 import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import msgspec
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_duckdb_bulk.sinks import DuckDBBulkSink
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from singer_sdk.sinks import Sink
 
 
 class MsgspecBytesReader(GenericSingerReader[bytes]):
@@ -32,6 +40,9 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
     """
 
     _decoder = msgspec.json.Decoder()
+    # Top level only: nested values stay as raw bytes, so a RECORD's record is never parsed here.
+    _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw])
+    _str = msgspec.json.Decoder(str)
 
     @property
     def default_input(self) -> t.IO[bytes]:
@@ -41,7 +52,16 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
     def deserialize_json(self, line: bytes | str) -> dict:  # type: ignore[override]
         """Decode one Singer message; a clear InvalidInputLine for anything else."""
         # bytes from stdin; str when the SDK's `--input FILE` option opens a file in text mode.
+        # A RECORD keeps its record as msgspec.Raw (the target decides whether it must parse it).
         try:
+            envelope = self._envelope.decode(line)
+            kind = envelope.get("type")
+            if kind is not None and bytes(kind) == b'"RECORD"':
+                message: t.Any = {
+                    k: (v if k == "record" else self._decoder.decode(v))
+                    for k, v in envelope.items()
+                }
+                return message
             message = self._decoder.decode(line)
         except msgspec.DecodeError as exc:
             head = line[:500]
@@ -119,6 +139,10 @@ class TargetDuckDBBulk(Target):
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._drain_requested = False
+        self._fast_sinks: dict[str, Sink] = {}
+        # One background loader thread, at most one load in flight (see submit_load).
+        self._loader: ThreadPoolExecutor | None = None
+        self._pending_load: Future[None] | None = None
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -151,6 +175,78 @@ class TargetDuckDBBulk(Target):
             self._temp_dir = tempfile.TemporaryDirectory(prefix="target-duckdb-bulk-", dir=base)
         return Path(self._temp_dir.name)
 
+    def _process_record_message(self, message_dict: dict) -> None:
+        """RECORD: on the fast path the record's raw JSON goes straight to the batch file.
+
+        The fast path applies when the stream has no stream map, flattening, metadata columns or
+        validation, which is how tap-rudderstack's output is loaded. It skips the SDK's
+        per-record decode, copy, map and re-encode; the key check moves to DuckDB (a missing or
+        null key fails the load on the primary key's NOT NULL). Anything else is decoded and goes
+        through the SDK's own path.
+        """
+        record = message_dict.get("record")
+        if not isinstance(record, msgspec.Raw):
+            super()._process_record_message(message_dict)
+            return
+        stream_name = message_dict.get("stream")
+        sink = self._sinks_active.get(stream_name) if isinstance(stream_name, str) else None
+        if sink is None:
+            fast = False
+        elif self._fast_sinks.get(stream_name) is sink:
+            fast = True
+        else:
+            # Decided once per sink (a new SCHEMA makes a new sink and a new decision).
+            fast = self._fast_path(stream_name, sink)
+            if fast:
+                self._fast_sinks[stream_name] = sink
+        if not fast:
+            message_dict["record"] = msgspec.json.decode(record)
+            super()._process_record_message(message_dict)
+            return
+        context = sink._get_context({})
+        sink.tally_record_read()
+        sink.process_raw_record(record, context)
+        sink.record_counter_metric.increment()
+        if sink.is_full:
+            self.drain_one(sink)
+        self._handle_max_record_age()
+
+    def _fast_path(self, stream_name: str, sink: Sink) -> bool:
+        maps = self.mapper.stream_maps.get(stream_name)
+        return (
+            isinstance(sink, DuckDBBulkSink)
+            and maps is not None
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == stream_name
+            and not maps[0].flattening_enabled
+            and not sink.include_sdc_metadata_properties
+            and sink._validator is None
+        )
+
+    def submit_load(self, load: Callable[[], None]) -> None:
+        """Run `load` in the loader thread once the previous load has finished.
+
+        DuckDB releases the GIL while it executes, so reading and buffering the next batch
+        overlaps with this load. One load at a time keeps batches in arrival order and never
+        uses the connection from two threads at once.
+        """
+        self.wait_for_loads()
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-load")
+        self._pending_load = self._loader.submit(load)
+
+    def wait_for_loads(self) -> None:
+        """Block until the pending load has committed; re-raise its error here."""
+        pending, self._pending_load = self._pending_load, None
+        if pending is not None:
+            pending.result()
+
+    def _write_state_message(self, state: dict) -> None:
+        # STATE only after everything before it is committed.
+        self.wait_for_loads()
+        super()._write_state_message(state)
+
     def request_full_drain(self) -> None:
         """Ask for a full drain (others loaded, then STATE) after a sink drained for being full.
 
@@ -170,12 +266,16 @@ class TargetDuckDBBulk(Target):
     def process_endofpipe(self) -> None:
         """Load what is left, emit the final STATE, then checkpoint and close DuckDB."""
         super().process_endofpipe()
+        self.wait_for_loads()
         if self._connection is not None:
             self._connection.execute("CHECKPOINT")
         self.close()
 
     def close(self) -> None:
         """Close DuckDB and remove the batch files (also after a failed load, for embedders)."""
+        if self._loader is not None:
+            self._loader.shutdown(wait=True)
+            self._loader = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -259,3 +259,15 @@ def test_webhook_batches_are_dropped_after_max_attempts_with_the_error_recorded(
     finally:
         dispatcher.close()
         store.close()
+
+
+def test_vendored_spec_is_mailchimps_published_description():
+    """The sandbox ships its own copy of the spec; it must not drift from the reference one."""
+    from signalmail.sandbox.validation import DEFAULT_SPEC_PATH
+
+    from tests.conftest import REPO_ROOT
+
+    reference = REPO_ROOT.parent / "shared" / "specs" / DEFAULT_SPEC_PATH.name
+    if not reference.exists():
+        pytest.skip("no ../shared/specs beside this checkout")
+    assert DEFAULT_SPEC_PATH.read_bytes() == reference.read_bytes()

@@ -326,10 +326,59 @@ def test_record_before_schema_is_refused(tmp_path: Path) -> None:
         run_target(tmp_path / "w.duckdb", [rec("a")])
 
 
-def test_record_without_key_is_refused(tmp_path: Path) -> None:
+def test_record_without_key_fails_the_load(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    bad = {"type": "RECORD", "stream": "tracks", "record": {"n": 1}}
+    with pytest.raises(RuntimeError, match=r"stream 'tracks'.*NOT NULL.*message_id"):
+        run_target(db, [schema_msg(), rec("a"), bad])
+    assert query(db, "select count(*) from rudderstack_raw.tracks") == [(0,)]
+
+
+def test_failed_background_load_writes_no_later_state(tmp_path: Path) -> None:
+    """Loads run in a loader thread; a failure there still stops STATE and fails the run."""
+    db = tmp_path / "w.duckdb"
+    target = TargetDuckDBBulk(
+        config={"filepath": str(db), "batch_size_rows": 2}, parse_env_config=False
+    )
+    bad = {"type": "RECORD", "stream": "tracks", "record": {"n": 1}}  # no key
+    # [a, b] loads, then STATE 1; [bad, c] fails in the loader thread: STATE 2 is never written.
+    messages = [schema_msg(), rec("a"), state(1), rec("b"), bad, state(2), rec("c"), state(3)]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(RuntimeError, match="NOT NULL"):
+            target.listen(io.BytesIO(b"".join(json.dumps(m).encode() + b"\n" for m in messages)))
+    finally:
+        target.close()
+    written = [
+        json.loads(line)["bookmarks"]["tracks"]["pos"] for line in out.getvalue().splitlines()
+    ]
+    assert written == [1]
+    assert query(db, "select message_id from rudderstack_raw.tracks order by 1") == [("a",), ("b",)]
+
+
+def test_record_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    bad = {"type": "RECORD", "stream": "tracks", "record": [1, 2]}
+    with pytest.raises(ValueError, match="not an object"):
+        run_target(tmp_path / "w.duckdb", [schema_msg(), bad])
+
+
+def test_stream_maps_take_the_sdk_path(tmp_path: Path) -> None:
+    """With a stream map the record is decoded and mapped by the SDK before it is buffered."""
+    db = tmp_path / "w.duckdb"
+    run_target(
+        db,
+        [schema_msg(), rec("a", user_id="secret", n=1), rec("a", user_id="secret", n=2)],
+        stream_maps={"tracks": {"user_id": None}},
+    )
+    cols = {r[0] for r in query(db, "select column_name from information_schema.columns")}
+    assert "user_id" not in cols
+    assert query(db, "select message_id, n from rudderstack_raw.tracks") == [("a", 2)]
+
+
+def test_key_check_on_the_sdk_path(tmp_path: Path) -> None:
     bad = {"type": "RECORD", "stream": "tracks", "record": {"n": 1}}
     with pytest.raises(Exception, match="key_properties"):
-        run_target(tmp_path / "w.duckdb", [schema_msg(), bad])
+        run_target(tmp_path / "w.duckdb", [schema_msg(), bad], validate_records=True)
 
 
 def test_null_key_fails_the_load_instead_of_vanishing(tmp_path: Path) -> None:

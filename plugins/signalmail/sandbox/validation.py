@@ -13,8 +13,9 @@ literal spec contradicts how the service and its own client behave:
    recipient with status `invalid`, not with a ValidationError. Address checks that Mandrill
    does make (rejects/add, from_email) are done by the endpoints.
 
-The spec file defaults to `/work/shared/specs/mailchimp-transactional.openapi.json` beside this
-project; `SIGNALMAIL_MANDRILL_SPEC` or the `spec_path` argument point elsewhere.
+The spec ships inside this package (`spec/`, Mailchimp's own OpenAPI description, v1.4.0), so an
+installed sandbox needs no checkout beside it; `SIGNALMAIL_MANDRILL_SPEC` or the `spec_path`
+argument point elsewhere, for example at a newer description.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SPEC_PATH = _REPO_ROOT.parent / "shared" / "specs" / "mailchimp-transactional.openapi.json"
+DEFAULT_SPEC_PATH = (
+    Path(__file__).resolve().parent / "spec" / "mailchimp-transactional.openapi.json"
+)
 SPEC_URI = "urn:mailchimp-transactional-openapi"
 
 
