@@ -36,7 +36,8 @@ from signalmail.replay.source import (
     raw_text,
     sniff_format,
 )
-from signalmail.simulate.sinks import EventSink, SdkSink, SinkError, SpoolSink
+from signalmail.simulate.cli import check_destination, destination_options, make_sink
+from signalmail.simulate.sinks import EventSink, SinkError
 
 CONVERTERS = {"rees46": Rees46Converter, "retailrocket": RetailrocketConverter}
 
@@ -166,27 +167,7 @@ def replay_file(
     show_default=True,
     help="Data set; auto reads the header.",
 )
-@click.option(
-    "--data-plane-url",
-    envvar="SIGNALMAIL_DATA_PLANE_URL",
-    help="Send through rudder-sdk-python to this data plane.",
-)
-@click.option(
-    "--write-key",
-    envvar="SIGNALMAIL_WRITE_KEY",
-    help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].",
-)
-@click.option(
-    "--spool",
-    type=click.Path(file_okay=False),
-    help="Write straight into this spool (directory or s3:// URL).",
-)
-@click.option(
-    "--source-id",
-    default="replay",
-    show_default=True,
-    help="Source id of spool segments written with --spool.",
-)
+@destination_options(default_source_id="replay")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many rows.")
 @click.option(
     "--rejects",
@@ -221,20 +202,6 @@ def replay_file(
     help="Product image URL; {product_id} is replaced.",
 )
 @click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Events per SDK upload.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="SDK retries per batch before counting it as failed.",
-)
-@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar on stderr (default: when stderr is a terminal).",
@@ -259,12 +226,7 @@ def replay(
     as_json: bool,
 ) -> None:
     """Replay a REES46 or Retailrocket CSV (plain or .gz) as RudderStack e-commerce events."""
-    if bool(data_plane_url) == bool(spool):
-        raise click.UsageError("give exactly one of --data-plane-url and --spool")
-    if data_plane_url and not write_key:
-        raise click.UsageError(
-            "--write-key (or SIGNALMAIL_WRITE_KEY) is required with --data-plane-url"
-        )
+    check_destination(data_plane_url, write_key, spool)
     for name, template in (("--url-template", url_template), ("--image-template", image_template)):
         try:
             template.format(product_id="1")
@@ -275,12 +237,13 @@ def replay(
     if not Path(path).is_file():
         raise click.ClickException(f"no such file: {path}")
     try:
-        sink: EventSink = (
-            SpoolSink(spool, source_id)
-            if spool
-            else SdkSink(
-                str(data_plane_url), str(write_key), batch_size=batch_size, max_retries=max_retries
-            )
+        sink = make_sink(
+            data_plane_url,
+            write_key,
+            spool,
+            source_id,
+            batch_size=batch_size,
+            max_retries=max_retries,
         )
     except Exception as exc:
         raise click.ClickException(f"cannot open the destination: {exc}") from exc

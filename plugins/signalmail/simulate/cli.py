@@ -15,15 +15,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from signalmail.simulate.clock import Pacer
 from signalmail.simulate.model import Simulation, SimulationConfig, SimulationStats, iso
 from signalmail.simulate.sinks import EventSink, SdkSink, SinkError, SpoolSink
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_LIVE_RATE = 50.0
 
@@ -41,6 +44,67 @@ def parse_start(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def destination_options(default_source_id: str) -> Callable[[F], F]:
+    """Add the options choosing where events go; `simulate` and `replay` share them."""
+
+    def decorate(command: F) -> F:
+        for option in reversed(
+            (
+                click.option(
+                    "--data-plane-url",
+                    envvar="SIGNALMAIL_DATA_PLANE_URL",
+                    help="Send through rudder-sdk-python to this RudderStack-compatible data "
+                    "plane (a `signalmail collect` URL or RudderStack).",
+                ),
+                click.option(
+                    "--write-key",
+                    envvar="SIGNALMAIL_WRITE_KEY",
+                    help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].",
+                ),
+                click.option(
+                    "--spool",
+                    type=click.Path(file_okay=False),
+                    help="Write straight into this spool (directory or s3:// URL) instead of HTTP.",
+                ),
+                click.option(
+                    "--source-id",
+                    default=default_source_id,
+                    show_default=True,
+                    help="Source id of spool segments written with --spool.",
+                ),
+                click.option(
+                    "--batch-size",
+                    type=click.IntRange(min=1),
+                    default=500,
+                    show_default=True,
+                    help="Events per SDK upload.",
+                ),
+                click.option(
+                    "--max-retries",
+                    type=click.IntRange(min=0),
+                    default=3,
+                    show_default=True,
+                    help="SDK retries per batch (exponential backoff) before counting it as "
+                    "failed.",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def check_destination(data_plane_url: str | None, write_key: str | None, spool: str | None) -> None:
+    """Refuse option combinations that name no destination, two, or an HTTP one without a key."""
+    if bool(data_plane_url) == bool(spool):
+        raise click.UsageError("give exactly one of --data-plane-url and --spool")
+    if data_plane_url and not write_key:
+        raise click.UsageError(
+            "--write-key (or SIGNALMAIL_WRITE_KEY) is required with --data-plane-url"
+        )
+
+
 def make_sink(
     data_plane_url: str | None,
     write_key: str | None,
@@ -49,16 +113,10 @@ def make_sink(
     **sdk_options: Any,
 ) -> EventSink:
     """Build the one sink the options ask for (exactly one of data plane URL and spool)."""
-    if bool(data_plane_url) == bool(spool):
-        raise click.UsageError("give exactly one of --data-plane-url and --spool")
+    check_destination(data_plane_url, write_key, spool)
     if spool:
         return SpoolSink(spool, source_id)
-    if not write_key:
-        raise click.UsageError(
-            "--write-key (or SIGNALMAIL_WRITE_KEY) is required with --data-plane-url"
-        )
-    assert data_plane_url is not None
-    return SdkSink(data_plane_url, write_key, **sdk_options)
+    return SdkSink(str(data_plane_url), str(write_key), **sdk_options)
 
 
 @dataclass
@@ -143,27 +201,7 @@ def print_summary(data: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option(
-    "--data-plane-url",
-    envvar="SIGNALMAIL_DATA_PLANE_URL",
-    help="RudderStack-compatible data plane (a `signalmail collect` URL or RudderStack).",
-)
-@click.option(
-    "--write-key",
-    envvar="SIGNALMAIL_WRITE_KEY",
-    help="Source write key for --data-plane-url [env SIGNALMAIL_WRITE_KEY].",
-)
-@click.option(
-    "--spool",
-    type=click.Path(file_okay=False),
-    help="Write straight into this spool (directory or s3:// URL) instead of HTTP.",
-)
-@click.option(
-    "--source-id",
-    default="simulator",
-    show_default=True,
-    help="Source id of spool segments written with --spool.",
-)
+@destination_options(default_source_id="simulator")
 @click.option(
     "--seed",
     type=int,
@@ -192,20 +230,6 @@ def print_summary(data: dict[str, Any]) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--catalog-size", type=click.IntRange(min=8), default=300, show_default=True)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="Events per SDK upload.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="SDK retries per batch (exponential backoff) before counting it as failed.",
-)
 @click.option("--sync", is_flag=True, help="SDK sync mode: one blocking request per event.")
 @click.option(
     "--sent-at",
