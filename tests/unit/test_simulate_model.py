@@ -48,7 +48,15 @@ def test_same_seed_same_stream_including_ids_and_times():
 def test_start_moves_every_timestamp_by_the_same_offset():
     base = list(iter_events(seed=3, users=10, days=3, start=START))
     later = list(iter_events(seed=3, users=10, days=3, start=START + timedelta(days=1)))
-    assert [e["messageId"] for e in base] == [e["messageId"] for e in later]
+    # same behaviour, new identities: a messageId never names two different events
+    assert [e["event"] if e["type"] == "track" else e["type"] for e in base] == [
+        e["event"] if e["type"] == "track" else e["type"] for e in later
+    ]
+    assert not {e["messageId"] for e in base} & {e["messageId"] for e in later}
+    assert [e["messageId"] for e in later] == [
+        e["messageId"]
+        for e in iter_events(seed=3, users=10, days=3, start=START + timedelta(days=1))
+    ]
     for a, b in zip(base, later, strict=True):
         ta = datetime.fromisoformat(a["originalTimestamp"].replace("Z", "+00:00"))
         tb = datetime.fromisoformat(b["originalTimestamp"].replace("Z", "+00:00"))

@@ -122,6 +122,16 @@ class _ShopperTimeline:
         self.catalog = catalog
         self.stats = stats
         self.rng = random.Random(f"timeline:{config.seed}:{shopper.index}")  # noqa: S311 (simulation, not security)
+        # Ids are salted with the start: the same seed and start replay the same messageIds,
+        # while a run over another period (the demo's second run, say) mints new ones instead
+        # of handing a messageId already loaded to a different event. XOR keeps ids unique
+        # within a run and leaves the behaviour drawn from `rng` untouched.
+        self.id_salt = (
+            int.from_bytes(
+                hashlib.blake2b(config.start.isoformat().encode(), digest_size=16).digest()
+            )
+            >> 6
+        )
         self.start = config.start.timestamp()
         self.end = self.start + config.days * 86400.0
         self.zone = ZoneInfo(shopper.timezone)
@@ -136,8 +146,8 @@ class _ShopperTimeline:
     # -- small helpers -------------------------------------------------------------------------
 
     def _uuid(self) -> str:
-        """Return a version-4-shaped UUID string drawn from the shopper's own RNG."""
-        h = f"{self.rng.getrandbits(122):031x}"
+        """Return a version-4-shaped UUID string drawn from the shopper's RNG, salted by start."""
+        h = f"{self.rng.getrandbits(122) ^ self.id_salt:031x}"
         return f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-{h[19:31]}"
 
     def _context(
