@@ -15,15 +15,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 
-from signalmail.replay.rees46 import (
-    DEFAULT_IMAGE_TEMPLATE,
-    DEFAULT_URL_TEMPLATE,
-    Rees46Converter,
-)
+from signalmail.replay.converter import DEFAULT_IMAGE_TEMPLATE, DEFAULT_URL_TEMPLATE, Converter
+from signalmail.replay.rees46 import Rees46Converter
 from signalmail.replay.retailrocket import RetailrocketConverter
 from signalmail.replay.source import (
     Input,
@@ -39,17 +36,10 @@ from signalmail.replay.source import (
 from signalmail.simulate.cli import check_destination, destination_options, make_sink
 from signalmail.simulate.sinks import EventSink, SinkError
 
-CONVERTERS = {"rees46": Rees46Converter, "retailrocket": RetailrocketConverter}
-
-
-class Converter(Protocol):
-    """What both dataset converters offer."""
-
-    def convert(self, line: int, row: list[str]) -> list[dict[str, Any]]:
-        """Events for one row."""
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Events still held at the end of the input."""
+CONVERTERS: dict[str, type[Converter]] = {
+    "rees46": Rees46Converter,
+    "retailrocket": RetailrocketConverter,
+}
 
 
 @dataclass(slots=True)

@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from signalmail.replay.orders import OpenOrder, OrderGrouper, message_id
+from signalmail.replay.converter import Converter
+from signalmail.replay.orders import OpenOrder, message_id
 from signalmail.replay.source import RowError
 
 EVENT_NAMES = {
@@ -37,8 +38,6 @@ EVENT_NAMES = {
 }
 KNOWN_TYPES = (*EVENT_NAMES, "purchase")
 CURRENCY = "USD"
-DEFAULT_URL_TEMPLATE = "https://shop.example.com/products/{product_id}"
-DEFAULT_IMAGE_TEMPLATE = "https://cdn.shop.example.com/img/{product_id}.jpg"
 
 
 @lru_cache(maxsize=65_536)
@@ -68,29 +67,15 @@ def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Rees46Converter:
-    """Stateful row -> events converter (state: open orders only, bounded)."""
+class Rees46Converter(Converter):
+    """REES46 rows -> RudderStack e-commerce events."""
 
     columns = 9
     dataset = "rees46"
 
-    def __init__(
-        self,
-        url_template: str = DEFAULT_URL_TEMPLATE,
-        image_template: str = DEFAULT_IMAGE_TEMPLATE,
-        shift_s: float = 0.0,
-        order_window_s: float = 300.0,
-        max_open_orders: int = 10_000,
-    ) -> None:
-        self.url_template = url_template
-        self.image_template = image_template
-        self.shift_s = shift_s
-        self.orders = OrderGrouper(self._order_event, order_window_s, max_open_orders)
-
     def convert(self, line: int, row: list[str]) -> list[dict[str, Any]]:
         """Events for one row (often one, sometimes none or several); raises RowError if bad."""
-        if len(row) != self.columns:
-            raise RowError(f"expected {self.columns} columns, got {len(row)}")
+        self.check_columns(row)
         (
             event_time,
             event_type,
@@ -164,10 +149,6 @@ class Rees46Converter:
         event["properties"] = product
         closed.append(event)
         return closed
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Orders still open at the end of the input."""
-        return self.orders.drain()
 
     def _order_event(self, order: OpenOrder) -> dict[str, Any]:
         event = dict(order.template)

@@ -24,13 +24,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from signalmail.replay.orders import OpenOrder, OrderGrouper, message_id
-from signalmail.replay.rees46 import (
-    DEFAULT_IMAGE_TEMPLATE,
-    DEFAULT_URL_TEMPLATE,
-    device_id,
-    iso,
-)
+from signalmail.replay.converter import Converter
+from signalmail.replay.orders import OpenOrder, message_id
+from signalmail.replay.rees46 import device_id, iso
 from signalmail.replay.source import RowError
 
 EVENT_NAMES = {"view": "Product Viewed", "addtocart": "Product Added"}
@@ -39,29 +35,15 @@ KNOWN_TYPES = (*EVENT_NAMES, "transaction")
 MIN_MS, MAX_MS = 946_684_800_000, 4_102_444_800_000
 
 
-class RetailrocketConverter:
-    """Stateful row -> events converter (state: open orders only, bounded)."""
+class RetailrocketConverter(Converter):
+    """Retailrocket rows -> RudderStack e-commerce events."""
 
     columns = 5
     dataset = "retailrocket"
 
-    def __init__(
-        self,
-        url_template: str = DEFAULT_URL_TEMPLATE,
-        image_template: str = DEFAULT_IMAGE_TEMPLATE,
-        shift_s: float = 0.0,
-        order_window_s: float = 300.0,
-        max_open_orders: int = 10_000,
-    ) -> None:
-        self.url_template = url_template
-        self.image_template = image_template
-        self.shift_s = shift_s
-        self.orders = OrderGrouper(self._order_event, order_window_s, max_open_orders)
-
     def convert(self, line: int, row: list[str]) -> list[dict[str, Any]]:
         """Events for one row; raises RowError if the row is malformed."""
-        if len(row) != self.columns:
-            raise RowError(f"expected {self.columns} columns, got {len(row)}")
+        self.check_columns(row)
         timestamp, visitor, kind, item, transaction = (cell.strip() for cell in row)
         if not timestamp.isdigit():
             raise RowError(f"bad timestamp: {timestamp[:40]!r} (epoch milliseconds expected)")
@@ -108,10 +90,6 @@ class RetailrocketConverter:
         event["properties"] = product
         closed.append(event)
         return closed
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Orders still open at the end of the input."""
-        return self.orders.drain()
 
     def _order_event(self, order: OpenOrder) -> dict[str, Any]:
         event = dict(order.template)
