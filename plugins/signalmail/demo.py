@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,10 +59,7 @@ class CollectorProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         """Return the end of the collector's log, for error messages."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no collector log)"
+        return _log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the collector closes its spool, publishing the open segment."""
@@ -92,6 +89,38 @@ def _healthy(url: str, source_id: str) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return isinstance(body, dict) and body.get("source_id") == source_id
+
+
+def _log_tail(log_path: Path, lines: int = 20) -> str:
+    """Return the end of a child process's log, for error messages."""
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log_path})"
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    what: str,
+    log_path: Path,
+    timeout: float,
+) -> None:
+    """Poll `ready` until it holds; fail with the child's log if it exits or times out first.
+
+    Readiness polling, not a sleep standing in for synchronisation: the loop ends the moment
+    the server answers.
+    """
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise DemoError(
+                f"{what} exited with {process.returncode} during start-up. "
+                f"Log:\n{_log_tail(log_path)}"
+            )
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what} not ready after {timeout}s. Log:\n{_log_tail(log_path)}")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -133,18 +162,13 @@ def running_collector(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     collector = CollectorProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while not _healthy(collector.url, source_id):
-            if process.poll() is not None:
-                raise DemoError(
-                    f"collector exited with {process.returncode} during start-up. "
-                    f"Log:\n{collector.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"collector not healthy after {startup_timeout}s. Log:\n{collector.log_tail()}"
-                )
-            time.sleep(0.05)  # readiness polling
+        wait_until_ready(
+            process,
+            lambda: _healthy(collector.url, source_id),
+            "collector",
+            log_path,
+            startup_timeout,
+        )
         yield collector
     finally:
         collector.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from signalmail.demo import DemoError, free_port
+from signalmail.demo import DemoError, free_port, wait_until_ready
 
 #: The pipeline the demo runs, in Meltano's own words.
 PIPELINE = (
@@ -123,14 +123,9 @@ def running_sandbox(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     sandbox = SandboxProcess(process, f"http://127.0.0.1:{port}", api_key, log_path)
     try:
-        deadline = time.monotonic() + timeout
-        while not _sandbox_ready(sandbox.url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise DemoError(
-                    "the Mandrill sandbox did not start. Log:\n"
-                    + log_path.read_text(errors="replace")[-2000:]
-                )
-            time.sleep(0.05)  # readiness polling
+        wait_until_ready(
+            process, lambda: _sandbox_ready(sandbox.url), "Mandrill sandbox", log_path, timeout
+        )
         yield sandbox
     finally:
         sandbox.stop()
