@@ -6,11 +6,12 @@
 
 Generates a spool of realistic e-commerce events directly (gzip JSON lines in the RudderStack
 layout), then measures wall-clock events/s and peak RSS (whole process tree, polled with psutil)
-for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb`; the same with this
-project's target-duckdb-bulk, through Meltano and as a bare `tap | target` pipe; the same into
-PostgreSQL; and DuckDB's own `read_json` over the same files as the ceiling. Every figure is printed
-with its ratio to that ceiling, measured in the same run. Meltano's plugins must be installed
-(`meltano install`); PostgreSQL is skipped when not reachable (SIGNALMAIL_PG_URL).
+for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb` (RECORD messages,
+environment dev-records); the same with this project's target-duckdb-bulk, through Meltano with
+RECORD messages, with BATCH files (the dev environment's default) and as a bare `tap | target`
+pipe; the same into PostgreSQL; and DuckDB's own `read_json` over the same files as the ceiling.
+Every figure is printed with its ratio to that ceiling, measured in the same run. Meltano's plugins
+must be installed (`meltano install`); PostgreSQL is skipped when not reachable (SIGNALMAIL_PG_URL).
 """
 
 from __future__ import annotations
@@ -271,12 +272,22 @@ def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) ->
         **extra,
         "MELTANO_SYS_DIR_ROOT": str(sys_dir),
         "TAP_RUDDERSTACK_SOURCE": str(spool),
-        "MELTANO_STATE_BACKEND_URI": f"file://{work}/state-{target}",
+        "MELTANO_STATE_BACKEND_URI": f"file://{work}/state-{target}{extra.get('_state', '')}",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    cmd = [str(BIN / "meltano"), "--environment", extra.get("_env", "dev"), "run"]
+    cmd = [str(BIN / "meltano"), "--environment", extra.get("_env", "dev-records"), "run"]
     cmd += ["--full-refresh", "tap-rudderstack", target]
     return run_measured(cmd, {k: v for k, v in env.items() if not k.startswith("_")})
+
+
+def batch_config(folder: Path) -> dict:
+    """The tap's BATCH settings of the dev environment, with files under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "encoding": {"format": "jsonl", "compression": "none"},
+        "storage": {"root": folder.as_uri()},
+        "batch_size": 100_000,
+    }
 
 
 def duckdb_rows(path: Path) -> int:
@@ -340,12 +351,33 @@ def main() -> None:
             )
             loaded = duckdb_rows(db)
             assert loaded == args.events, f"DuckDB (bulk) has {loaded} rows, expected {args.events}"
-            rows.append(("tap -> target-duckdb-bulk (meltano run)", measured))
+            rows.append(("tap -> target-duckdb-bulk, RECORD (meltano)", measured))
+            db = work / "bulk-batch.duckdb"
+            batches = work / "batches"
+            measured = meltano_run(
+                "target-duckdb-bulk",
+                spool,
+                work,
+                env,
+                {
+                    "TARGET_DUCKDB_BULK_FILEPATH": str(db),
+                    "TAP_RUDDERSTACK_BATCH_CONFIG": json.dumps(batch_config(batches)),
+                    "_state": "batch",
+                    "_env": "dev",
+                },
+            )
+            loaded = duckdb_rows(db)
+            assert loaded == args.events, (
+                f"DuckDB (BATCH) has {loaded} rows, expected {args.events}"
+            )
+            left = list(batches.rglob("*.json*"))
+            assert not left, f"{len(left)} batch files were not deleted after loading"
+            rows.append(("tap -> target-duckdb-bulk, BATCH (meltano)", measured))
             db = work / "bulk-pipe.duckdb"
             measured = tap_pipe_bulk(spool, work, env, db)
             loaded = duckdb_rows(db)
             assert loaded == args.events, f"DuckDB (pipe) has {loaded} rows, expected {args.events}"
-            rows.append(("tap | target-duckdb-bulk (pipe)", measured))
+            rows.append(("tap | target-duckdb-bulk, RECORD (pipe)", measured))
         if "postgres" not in skip:
             pg = pg_setup()
             if pg:

@@ -6,13 +6,24 @@
 -#}
 
 {% macro incremental_cutoff(column='received_at') -%}
-    (
-        select coalesce(
-            {{ dbt.dateadd('minute', -1 * var('lookback_minutes'), 'max(' ~ column ~ ')') }},
-            cast('1900-01-01 00:00:00' as {{ dbt.type_timestamp() }})
-        )
+    {#-
+        The high-water mark of {{ this }} on `column` minus the lookback, as a timestamp literal.
+
+        Read with one query when the model compiles and inlined as a constant, never as a
+        subquery: a constant lets DuckDB skip row groups by their min/max (zone maps) and
+        Postgres use an index, so a tick reads the newest rows instead of scanning all of
+        history. A subquery is only evaluated at run time, after the scan is planned.
+    -#}
+    {%- if not execute -%}
+        {{ return("cast('1900-01-01 00:00:00' as " ~ dbt.type_timestamp() ~ ")") }}
+    {%- endif -%}
+    {%- set query -%}
+        select {{ dbt.dateadd('minute', -1 * var('lookback_minutes'), 'max(' ~ column ~ ')') }}
         from {{ this }}
-    )
+    {%- endset -%}
+    {%- set mark = run_query(query).columns[0].values()[0] -%}
+    {%- set text = mark.strftime('%Y-%m-%d %H:%M:%S.%f') if mark is not none else '1900-01-01 00:00:00' -%}
+    cast('{{ text }}' as {{ dbt.type_timestamp() }})
 {%- endmacro %}
 
 

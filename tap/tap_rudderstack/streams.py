@@ -19,10 +19,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from tap_rudderstack.spool import parse_timestamp
+
 if TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_rudderstack.spool import Rejection, SpoolFile
+
+_fromisoformat = dt.datetime.fromisoformat
 
 # Integers carry a `maximum`: target-duckdb maps an unbounded integer to hugeint.
 _INT32 = {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}
@@ -95,11 +99,32 @@ class EventBuilder:
     def __init__(self) -> None:
         self.bad_timestamps = 0
 
-    def _ts(self, value: Any) -> dt.datetime | None:
-        from tap_rudderstack.spool import parse_timestamp
+    def _ts(self, value: Any) -> dt.datetime | str | None:
+        """Return a date-time column's value: valid UTC text as is, anything else parsed.
 
+        RudderStack writes UTC as `YYYY-MM-DDTHH:MM:SS[.fff]Z`. Such a value is only checked
+        (the shape here, the calendar by fromisoformat) and passed on as the same text, which
+        every loader parses anyway; converting it to a datetime and back was a fifth of the
+        tap's time. Other forms (offsets, no zone) are parsed and normalised to UTC.
+        """
         if value is None:
             return None
+        if (
+            type(value) is str
+            and len(value) >= 20
+            and value[-1] == "Z"
+            and value[4] == "-"
+            and value[7] == "-"
+            and value[10] == "T"
+            and value[13] == ":"
+            and value[16] == ":"
+        ):
+            try:
+                _fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                return value
         parsed = parse_timestamp(value)
         if parsed is None:
             self.bad_timestamps += 1

@@ -13,6 +13,7 @@ import typing as t
 from pathlib import Path
 
 import duckdb
+import fsspec
 import msgspec
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
 from singer_sdk.sinks import BatchSink
@@ -237,6 +238,7 @@ class DuckDBBulkSink(BatchSink):
         self.target.wait_for_loads()  # BATCH files load in order after any pending batch
         compression = "gzip" if encoding.compression == "gzip" else "uncompressed"
         storage = self.batch_config.storage if self.batch_config else None
+        delete = bool(self.config.get("delete_batch_files"))
         for url in files:
             head, tail = StorageTarget.split_url(url)
             if url.startswith("file://"):
@@ -245,15 +247,20 @@ class DuckDBBulkSink(BatchSink):
                     msg = f"stream {self.stream_name!r}: BATCH file {url} does not exist"
                     raise FileNotFoundError(msg)
                 self._load(str(local), compression=compression, sequenced=False)
-                continue
-            file_storage = storage or StorageTarget.from_url(head)
-            copy = self.target.temp_dir / f"batch-{Path(tail).name}"
-            with file_storage.open(tail, mode="rb") as src, copy.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            try:
-                self._load(str(copy), compression=compression, sequenced=False)
-            finally:
-                copy.unlink(missing_ok=True)
+            else:
+                file_storage = storage or StorageTarget.from_url(head)
+                copy = self.target.temp_dir / f"batch-{Path(tail).name}"
+                with file_storage.open(tail, mode="rb") as src, copy.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                try:
+                    self._load(str(copy), compression=compression, sequenced=False)
+                finally:
+                    copy.unlink(missing_ok=True)
+            if delete:
+                # Only after its rows are committed: a crash before this point leaves the file
+                # for the tap's re-run to supersede, never a hole.
+                fs, path = fsspec.core.url_to_fs(url)
+                fs.rm(path)
 
     # --- the load --------------------------------------------------------------------------
 

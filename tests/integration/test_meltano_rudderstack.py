@@ -64,7 +64,9 @@ def meltano_run(env: dict[str, str], target: str, *extra: str) -> subprocess.Com
     if CRASH_ENV not in env:
         full_env.pop(CRASH_ENV, None)
     return subprocess.run(
-        [MELTANO, "--environment", "dev", "run", *extra, "tap-rudderstack", target],
+        # RECORD messages unless a test sets TAP_RUDDERSTACK_BATCH_CONFIG: target-duckdb 0.8.0
+        # reads RECORDs only.
+        [MELTANO, "--environment", "dev-records", "run", *extra, "tap-rudderstack", target],
         cwd=REPO_ROOT,
         env=full_env,
         capture_output=True,

@@ -299,7 +299,8 @@ def bulk_loader_installed() -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("bulk_loader_installed")
-def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["batch", "record"])
+def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path, mode: str) -> None:
     spool = tmp_path / "spool"
     expected = make_spool(spool)
     db = tmp_path / "w.duckdb"
@@ -319,8 +320,19 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path) -> None:
         "TARGET_DUCKDB_BULK_FILEPATH": str(db),
         "TARGET_DUCKDB_BULK_BATCH_SIZE_ROWS": "13",
     }
+    batches = tmp_path / "batches"
+    if mode == "batch":
+        # The dev environment's BATCH settings, with the files under tmp_path and small batches.
+        env["TAP_RUDDERSTACK_BATCH_CONFIG"] = json.dumps(
+            {
+                "encoding": {"format": "jsonl", "compression": "none"},
+                "storage": {"root": batches.as_uri()},
+                "batch_size": 7,
+            }
+        )
     env.pop("TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS", None)
-    cmd = [MELTANO, "--environment", "dev", "run", "tap-rudderstack", "target-duckdb-bulk"]
+    environment = "dev" if mode == "batch" else "dev-records"
+    cmd = [MELTANO, "--environment", environment, "run", "tap-rudderstack", "target-duckdb-bulk"]
 
     def run() -> None:
         done = subprocess.run(
@@ -332,6 +344,10 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path) -> None:
     ids = warehouse_ids(db)
     assert set(ids) == expected
     assert max(ids.values()) == 1
+    if mode == "batch":
+        # BATCH was used, and every file was deleted once loaded (delete_batch_files in dev).
+        assert batches.is_dir()
+        assert list(batches.iterdir()) == []
     # A newer file (two new events, one re-sent): the second run reads only what is new.
     write_segment(spool, ts_of(600), [event("track", 500), event("page", 501), event("track", 0)])
     run()

@@ -5,6 +5,7 @@ BATCH, plus the singer-sdk standard tap test suite.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import gzip
 import json
 import shutil
@@ -282,6 +283,68 @@ def test_batch_mode_writes_batch_files_holding_every_record(spool, tmp_path):
     assert "STATE" in kinds[last_batch + 1 :]
 
 
+def _batch_rows(messages: list[dict], opener) -> dict[str, list[dict]]:
+    got: dict[str, list[dict]] = {}
+    for message in messages:
+        if message["type"] == "BATCH":
+            for url in message["manifest"]:
+                with opener(url.removeprefix("file://"), "rt") as handle:
+                    got.setdefault(message["stream"], []).extend(json.loads(x) for x in handle)
+    return got
+
+
+def test_batch_mode_plain_files_equal_record_mode(spool, tmp_path):
+    batches = tmp_path / "batches" / "not-yet-there"
+    config = {
+        "source": str(spool),
+        "batch_config": {
+            "encoding": {"format": "jsonl", "compression": "none"},
+            "storage": {"root": f"file://{batches}"},
+            "batch_size": 5,
+        },
+    }
+    messages = run_tap(config)
+    assert all(
+        url.endswith(".jsonl") for m in messages if m["type"] == "BATCH" for url in m["manifest"]
+    )
+    got = _batch_rows(messages, open)
+    in_records = run_tap({"source": str(spool)})
+    for stream in ("tracks", "pages", "identifies"):
+        assert sorted(got[stream], key=lambda r: r["message_id"]) == sorted(
+            records(in_records, stream), key=lambda r: r["message_id"]
+        )
+
+
+def test_batch_mode_applies_stream_maps(spool, tmp_path):
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    config = {
+        "source": str(spool),
+        "stream_maps": {"tracks": {"__alias__": "track_events", "context": "__NULL__"}},
+        "batch_config": {
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{batches}"},
+            "batch_size": 100,
+        },
+    }
+    got = _batch_rows(run_tap(config), gzip.open)
+    assert "tracks" not in got
+    assert len(got["track_events"]) == 3
+    assert all("context" not in row for row in got["track_events"])
+
+
+def test_batch_mode_refuses_parquet(spool, tmp_path):
+    config = {
+        "source": str(spool),
+        "batch_config": {
+            "encoding": {"format": "parquet", "compression": "none"},
+            "storage": {"root": f"file://{tmp_path}"},
+        },
+    }
+    with pytest.raises(ValueError, match="parquet"):
+        run_tap(config)
+
+
 def test_missing_source_is_a_clear_config_error():
     from singer_sdk.exceptions import ConfigValidationError
 
@@ -337,3 +400,24 @@ def test_a_segment_named_in_the_future_does_not_push_real_files_out_of_the_windo
     assert state["bookmarks"]["tracks"]["spool"]["high_ts"] <= now + 3600
     write_segment(root, now - 600, [event("track", 2)])
     assert ids(run_tap(config, state=state)) == ["m-track-2"]
+
+
+def test_utc_text_timestamps_pass_through_and_others_are_normalised():
+    from tap_rudderstack.streams import EventBuilder
+
+    builder = EventBuilder()
+    event = {
+        "type": "track",
+        "messageId": "m1",
+        "userId": "u1",
+        "originalTimestamp": "2026-11-28T10:00:00.123Z",  # canonical UTC: kept as the same text
+        "sentAt": "2026-11-28T11:00:00+01:00",  # an offset: parsed, moved to UTC
+        "receivedAt": "2026-02-30T10:00:00.000Z",  # the right shape, not a real day: null
+        "timestamp": "2026-11-28 10:00:00",  # no zone: taken as UTC
+    }
+    record = builder.build("tracks", event, "key", 1)
+    assert record["original_timestamp"] == "2026-11-28T10:00:00.123Z"
+    assert record["sent_at"] == dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
+    assert record["received_at"] is None
+    assert record["timestamp"] == dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
+    assert builder.bad_timestamps == 1

@@ -304,6 +304,25 @@ def test_batch_file_first_row_and_timestamp(tmp_path: Path) -> None:
     ]
 
 
+def test_delete_batch_files_removes_each_file_once_loaded(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    loaded = _batch_file(tmp_path, "ok.json.gz", [{"message_id": "a", "n": 1}])
+    bad = _batch_file(tmp_path, "bad.json.gz", [{"message_id": "b", "n": "not a number"}])
+    run_target(db, [schema_msg(), batch_msg([loaded])], delete_batch_files=True)
+    assert not (tmp_path / "ok.json.gz").exists()
+    assert query(db, "select message_id, n from rudderstack_raw.tracks") == [("a", 1)]
+    # A file whose load fails stays where it is, for the operator and for a re-run.
+    with pytest.raises(RuntimeError, match="stream 'tracks'"):
+        run_target(db, [schema_msg(), batch_msg([bad])], delete_batch_files=True)
+    assert (tmp_path / "bad.json.gz").exists()
+
+
+def test_batch_files_are_kept_by_default(tmp_path: Path) -> None:
+    url = _batch_file(tmp_path, "keep.json.gz", [{"message_id": "a"}])
+    run_target(tmp_path / "w.duckdb", [schema_msg(), batch_msg([url])])
+    assert (tmp_path / "keep.json.gz").exists()
+
+
 def test_missing_batch_file_fails_loudly(tmp_path: Path) -> None:
     missing = (tmp_path / "gone.json.gz").as_uri()
     with pytest.raises(FileNotFoundError, match=r"gone\.json\.gz"):
