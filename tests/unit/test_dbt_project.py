@@ -105,8 +105,42 @@ def test_selectors_exclude_nightly_models_from_the_tick():
     assert {"method": "fqn", "value": "email_triggers", "parents": True} in definition
     excluded = definition[1]["exclude"]
     assert {"method": "tag", "value": "nightly"} in excluded
-    # views must stay: Postgres drops a table's dependent views when the table is rebuilt
-    assert not [e for e in excluded if e.get("method") == "config.materialized"]
+    # Views are left out of the tick, except the one reading tables the tick rebuilds from
+    # scratch: Postgres drops a table's dependent views when the table is replaced.
+    views = [e for e in excluded if "intersection" in e]
+    assert views == [
+        {
+            "intersection": [
+                {"method": "config.materialized", "value": "view"},
+                {"exclude": [{"method": "fqn", "value": "int_triggers__post_purchase"}]},
+            ]
+        }
+    ]
+
+
+def test_only_the_kept_view_reads_tables_the_tick_replaces(tmp_path):
+    """Views left out of the tick must read nothing that a tick replaces (drop + rename)."""
+    from dbt.cli.main import dbtRunner
+
+    paths = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
+    result = dbtRunner().invoke(
+        ["parse", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), *paths]
+    )
+    assert result.success, result.exception
+    nodes = {n.name: n for n in result.result.nodes.values() if n.resource_type == "model"}
+    replaced = {  # tables rebuilt from scratch by a tick
+        name
+        for name, node in nodes.items()
+        if node.config.materialized == "table" and "nightly" not in node.tags
+    }
+    readers = {
+        name
+        for name, node in nodes.items()
+        if node.config.materialized == "view"
+        and any(parent.split(".")[-1] in replaced for parent in node.depends_on.nodes)
+    }
+    assert replaced >= {"int_orders", "int_order_items"}
+    assert readers == {"int_triggers__post_purchase"}
 
 
 def test_profiles_read_paths_and_credentials_from_environment():
