@@ -79,8 +79,13 @@ activity as (
 changed as (
     select * from activity
     {% if is_incremental() %}
+    -- two branches, not one OR: the range on received_at skips all older row groups
     where received_at >= {{ incremental_cutoff() }}
-        or (user_id is null and anonymous_id in (select anonymous_id from restitched))
+    union all
+    select * from activity
+    where received_at < {{ incremental_cutoff() }}
+        and user_id is null
+        and anonymous_id in (select anonymous_id from restitched)
     {% endif %}
 ),
 

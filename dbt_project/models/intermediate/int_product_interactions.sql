@@ -13,12 +13,15 @@ with
 product_events as (
     select * from {{ ref('stg_rudderstack__product_events') }}
     {% if is_incremental() %}
+    -- two branches, not one OR: the first is a range on received_at that skips all older row
+    -- groups; an OR would make every tick read the whole history
     where received_at >= {{ incremental_cutoff() }}
-        or (
-            user_id is null
-            and anonymous_id in (
-                {{ restitched_anonymous_ids(incremental_cutoff()) }}
-            )
+    union all
+    select * from {{ ref('stg_rudderstack__product_events') }}
+    where received_at < {{ incremental_cutoff() }}
+        and user_id is null
+        and anonymous_id in (
+            {{ restitched_anonymous_ids(incremental_cutoff()) }}
         )
     {% endif %}
 ),
