@@ -63,6 +63,36 @@ def collector_ready(port: int, source_id: str, host: str = "127.0.0.1") -> bool:
     return body.get("status") == "ok" and body.get("source_id") == source_id
 
 
+#: Credentials of the local S3 API (moto accepts any; these are never real).
+S3_KEY_ID = "testing"
+S3_SECRET = "testing-secret"
+S3_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API on 127.0.0.1 (moto's server mode): clients speak HTTP to it, as to AWS."""
+    moto_server = pytest.importorskip("moto.server")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    wait_until(lambda: port_open(port), what="moto S3 server")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_client(endpoint: str):  # a boto3 client: its class is generated at run time
+    """A boto3 S3 client for the local S3 API."""
+    boto3 = pytest.importorskip("boto3")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        region_name=S3_REGION,
+    )
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     """URL of the real PostgreSQL server that `make test` started (scripts/start-postgres.sh)."""

@@ -150,3 +150,20 @@
 {% macro bigquery__materialized_cte() -%}
     {#- BigQuery has no CTE materialisation hint -#}
 {%- endmacro %}
+
+
+{% macro postgres_indexes(column_sets) -%}
+    {#-
+        The `indexes` config of an incremental model, on Postgres only. A tick finds its rows by
+        key (delete+insert, the anti-join against stored copies, a touched user's history) and
+        by the high-water mark; without indexes Postgres scans all of history for each. DuckDB
+        needs none (zone maps on received_at; its ART indexes would slow every delete+insert).
+    -#}
+    {%- set indexes = [] -%}
+    {%- if target.type == 'postgres' -%}
+        {%- for columns in column_sets -%}
+            {%- do indexes.append({'columns': columns}) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(indexes) }}
+{%- endmacro %}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -9,54 +10,35 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rudderstack.analytics.client import Client
 from signalmail.collector.spool import SEGMENT_RE, SpoolWriter, segment_key
 
-from tests.conftest import collector_ready, free_port, port_open, wait_until
-
-boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+from tests.conftest import (
+    S3_KEY_ID,
+    S3_REGION,
+    S3_SECRET,
+    collector_ready,
+    free_port,
+    s3_client,
+    wait_until,
+)
 
 BUCKET = "signalmail-spool"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_until(lambda: port_open(port), what="moto S3 server")
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
 @pytest.fixture
 def s3(s3_endpoint):
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_endpoint)
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=BUCKET)
     prefix = f"run-{uuid.uuid4().hex[:8]}"
     options = {
-        "key": "test",
-        "secret": "test",
-        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+        "key": S3_KEY_ID,
+        "secret": S3_SECRET,
+        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": S3_REGION},
         "use_listings_cache": False,
         "skip_instance_cache": True,
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import subprocess
 from collections import Counter
@@ -21,13 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.meltano_runs import CRASH_ENV, MELTANO, meltano_run
 from tests.tap_rudderstack_spool import event, ts_of, write_segment
 
 pytestmark = pytest.mark.slow
 
-MELTANO = str(Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "meltano")
-if not Path(MELTANO).exists():
-    MELTANO = "meltano"
 KINDS = ["track", "identify", "page", "screen", "group", "alias"]
 STREAM_OF = {
     "track": "tracks",
@@ -52,30 +49,6 @@ def meltano_installed() -> None:
             [MELTANO, "install"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-3000:]
-
-
-def meltano_run(env: dict[str, str], target: str, *extra: str) -> subprocess.CompletedProcess:
-    full_env = {
-        **os.environ,
-        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "MELTANO_DISABLE_TRACKING": "true",
-        **env,
-    }
-    if CRASH_ENV not in env:
-        full_env.pop(CRASH_ENV, None)
-    return subprocess.run(
-        # RECORD messages unless a test sets TAP_RUDDERSTACK_BATCH_CONFIG: target-duckdb 0.8.0
-        # reads RECORDs only.
-        [MELTANO, "--environment", "dev-records", "run", *extra, "tap-rudderstack", target],
-        cwd=REPO_ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
 
 
 def sync_counts(output: str) -> dict[str, int]:
@@ -197,9 +170,6 @@ def duckdb_env(tmp_path) -> dict[str, str]:
     return {
         "TAP_RUDDERSTACK_SOURCE": str(tmp_path / "spool"),
         "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
-        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
-        # Own system database: runs never touch the project's .meltano/meltano.db.
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
     }
 
 
@@ -209,9 +179,6 @@ def postgres_env(tmp_path, pg_url, pg_schema) -> dict[str, str]:
         "TAP_RUDDERSTACK_SOURCE": str(tmp_path / "spool"),
         "TARGET_POSTGRES_SQLALCHEMY_URL": pg_url.replace("postgresql://", "postgresql+psycopg://"),
         "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": pg_schema,
-        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
-        # Own system database: runs never touch the project's .meltano/meltano.db.
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
     }
 
 
@@ -222,14 +189,14 @@ def test_duckdb_reconciles_every_event_exactly_once_across_runs(
     meltano_installed, duckdb_env, tmp_path
 ):
     spool = build_spool(tmp_path / "spool")
-    first = meltano_run(duckdb_env, "target-duckdb")
+    first = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb")
     assert first.returncode == 0, first.stderr[-3000:]
     counts = sync_counts(first.stdout + first.stderr)
     assert counts["files_quarantined"] == 1
     assert_exactly_once(duckdb_ids(Path(duckdb_env["TARGET_DUCKDB_FILEPATH"])), spool)
 
     add_second_batch(spool)
-    second = meltano_run(duckdb_env, "target-duckdb")
+    second = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb")
     assert second.returncode == 0, second.stderr[-3000:]
     counts = sync_counts(second.stdout + second.stderr)
     assert counts["files"] == 2  # only the late file and the new one were read
@@ -258,13 +225,13 @@ def test_duckdb_kill_and_resume_is_exactly_once(meltano_installed, duckdb_env, t
     env = {**duckdb_env, "TAP_RUDDERSTACK_STATE_EVERY_RECORDS": "40"}
     env["TARGET_DUCKDB_BATCH_SIZE_ROWS"] = "15"
 
-    crashed = meltano_run({**env, CRASH_ENV: "230"}, "target-duckdb")
+    crashed = meltano_run(tmp_path, {**env, CRASH_ENV: "230"}, "tap-rudderstack", "target-duckdb")
     assert crashed.returncode != 0
     partial = duckdb_ids(Path(env["TARGET_DUCKDB_FILEPATH"]))
     loaded_before = sum(len(c) for c in partial.values())
     assert 0 < loaded_before < 400
 
-    resumed = meltano_run(env, "target-duckdb")
+    resumed = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     counts = sync_counts(resumed.stdout + resumed.stderr)
     re_emitted = sum(counts.get(s, 0) for s in STREAM_OF.values())
@@ -281,7 +248,7 @@ def test_postgres_reconciles_every_event_exactly_once_across_runs(
     meltano_installed, postgres_env, tmp_path, pg_url, pg_schema
 ):
     spool = build_spool(tmp_path / "spool")
-    first = meltano_run(postgres_env, "target-postgres")
+    first = meltano_run(tmp_path, postgres_env, "tap-rudderstack", "target-postgres")
     assert first.returncode == 0, first.stderr[-3000:]
     assert_exactly_once(postgres_ids(pg_url, pg_schema), spool)
 
@@ -295,7 +262,7 @@ def test_postgres_reconciles_every_event_exactly_once_across_runs(
         "batch_size": 4,
     }
     env = {**postgres_env, "TAP_RUDDERSTACK_BATCH_CONFIG": json.dumps(batch_config)}
-    second = meltano_run(env, "target-postgres")
+    second = meltano_run(tmp_path, env, "tap-rudderstack", "target-postgres")
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(list(batches.glob("*.json.gz"))) >= 5, "the tap wrote no batch files"
     assert_exactly_once(postgres_ids(pg_url, pg_schema), spool)
@@ -323,9 +290,9 @@ def test_postgres_kill_and_resume_is_exactly_once(
     env = {**postgres_env, "TAP_RUDDERSTACK_STATE_EVERY_RECORDS": "40"}
     env["TARGET_POSTGRES_BATCH_SIZE_ROWS"] = "15"
 
-    crashed = meltano_run({**env, CRASH_ENV: "170"}, "target-postgres")
+    crashed = meltano_run(tmp_path, {**env, CRASH_ENV: "170"}, "tap-rudderstack", "target-postgres")
     assert crashed.returncode != 0
-    resumed = meltano_run(env, "target-postgres")
+    resumed = meltano_run(tmp_path, env, "tap-rudderstack", "target-postgres")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     counts = sync_counts(resumed.stdout + resumed.stderr)
     re_emitted = sum(counts.get(s, 0) for s in STREAM_OF.values())
@@ -337,7 +304,7 @@ def test_meltano_select_limits_streams_and_properties(meltano_installed, duckdb_
     """Meltano's `select` extra (here through its env var) reaches the tap as a catalog."""
     spool = build_spool(tmp_path / "spool")
     env = {**duckdb_env, "TAP_RUDDERSTACK__SELECT": json.dumps(["tracks.*", "!tracks.context"])}
-    done = meltano_run(env, "target-duckdb")
+    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
     assert done.returncode == 0, done.stderr[-3000:]
     import duckdb
 

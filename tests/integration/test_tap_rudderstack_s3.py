@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from tap_rudderstack.spool import SpoolError
 
-from tests.conftest import free_port, port_open, wait_until
-from tests.integration.test_meltano_rudderstack import meltano_installed, meltano_run
+from tests.conftest import S3_KEY_ID, S3_REGION, S3_SECRET, s3_client
+from tests.integration.test_meltano_rudderstack import meltano_installed
+from tests.meltano_runs import meltano_run
 from tests.tap_rudderstack_spool import (
     event,
     ids,
@@ -25,30 +26,10 @@ BUCKET = "events-bucket"
 __all__ = ["meltano_installed"]  # a fixture, re-used from the Meltano tests
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_until(lambda: port_open(port), what="moto S3 server")
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def s3(s3_endpoint, tmp_path):
     """A fresh bucket and a helper that uploads spool files written locally under `prefix`."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing-secret",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_endpoint)
     client.create_bucket(Bucket=BUCKET)
     local = tmp_path / "local"
 
@@ -68,10 +49,10 @@ def s3(s3_endpoint, tmp_path):
 def s3_config(endpoint: str, **extra) -> dict:
     return {
         "source": f"s3://{BUCKET}/dumps",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing-secret",
+        "aws_access_key_id": S3_KEY_ID,
+        "aws_secret_access_key": S3_SECRET,
         "endpoint_url": endpoint,
-        "region": "us-east-1",
+        "region": S3_REGION,
         **extra,
     }
 
@@ -127,17 +108,15 @@ def test_meltano_run_reads_s3_into_duckdb(s3, s3_endpoint, tmp_path, meltano_ins
     upload(ts_of(0), [event("track", n) for n in range(20)] + ["{bad"])
     env = {
         "TAP_RUDDERSTACK_SOURCE": f"s3://{BUCKET}/dumps",
-        "TAP_RUDDERSTACK_AWS_ACCESS_KEY_ID": "testing",
-        "TAP_RUDDERSTACK_AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "TAP_RUDDERSTACK_AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "TAP_RUDDERSTACK_AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "TAP_RUDDERSTACK_ENDPOINT_URL": s3_endpoint,
-        "TAP_RUDDERSTACK_REGION": "us-east-1",
+        "TAP_RUDDERSTACK_REGION": S3_REGION,
         "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
-        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
-        "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path}/meltano.db",
     }
-    done = meltano_run(env, "target-duckdb")
+    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "testing-secret" not in done.stdout + done.stderr  # the secret is never logged
+    assert S3_SECRET not in done.stdout + done.stderr  # the secret is never logged
     con = duckdb.connect(env["TARGET_DUCKDB_FILEPATH"], read_only=True)
     try:
         loaded = con.execute("select message_id from rudderstack_raw.tracks").fetchall()

@@ -24,6 +24,7 @@ import duckdb
 import pytest
 
 from tests.conftest import REPO_ROOT, wait_until
+from tests.meltano_runs import MELTANO, meltano_run
 from tests.tap_rudderstack_spool import event, run_tap, ts_of, write_segment
 
 KINDS = ["track", "identify", "page", "screen", "group", "alias"]
@@ -275,7 +276,6 @@ def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
     assert b"cannot open DuckDB file" in done.stderr
 
 
-MELTANO = str(Path(sys.executable).parent / "meltano")
 PLUGIN_BIN = REPO_ROOT / ".meltano/loaders/target-duckdb-bulk/venv/bin/target-duckdb-bulk"
 
 
@@ -304,18 +304,7 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path, mode: str) 
     spool = tmp_path / "spool"
     expected = make_spool(spool)
     db = tmp_path / "w.duckdb"
-    # A private Meltano system dir reusing the installed venvs: a `meltano run` elsewhere in
-    # this checkout rewrites .meltano/run/<plugin>/ and would otherwise break this one.
-    sys_dir = tmp_path / "meltano-sys"
-    sys_dir.mkdir()
-    for kind in ("extractors", "loaders"):
-        (sys_dir / kind).symlink_to(REPO_ROOT / ".meltano" / kind)
     env = {
-        **os.environ,
-        "MELTANO_SYS_DIR_ROOT": str(sys_dir),
-        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "MELTANO_DISABLE_TRACKING": "true",
-        "MELTANO_STATE_BACKEND_URI": f"file://{tmp_path}/state",
         "TAP_RUDDERSTACK_SOURCE": str(spool),
         "TARGET_DUCKDB_BULK_FILEPATH": str(db),
         "TARGET_DUCKDB_BULK_BATCH_SIZE_ROWS": "13",
@@ -330,13 +319,11 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path, mode: str) 
                 "batch_size": 7,
             }
         )
-    env.pop("TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS", None)
     environment = "dev" if mode == "batch" else "dev-records"
-    cmd = [MELTANO, "--environment", environment, "run", "tap-rudderstack", "target-duckdb-bulk"]
 
     def run() -> None:
-        done = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        done = meltano_run(
+            tmp_path, env, "tap-rudderstack", "target-duckdb-bulk", environment=environment
         )
         assert done.returncode == 0, done.stderr[-3000:]
 

@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='anonymous_id',
+        indexes=postgres_indexes([['anonymous_id'], ['last_received_at']]),
     )
 }}
 

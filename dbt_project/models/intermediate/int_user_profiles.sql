@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='user_id',
+        indexes=postgres_indexes([['user_id'], ['last_received_at']]),
     )
 }}
 

@@ -3,6 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='message_id',
+        indexes=postgres_indexes([['message_id'], ['received_at']]),
         on_schema_change='append_new_columns',
     )
 }}
