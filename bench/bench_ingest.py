@@ -6,8 +6,9 @@
 
 Generates a spool of realistic e-commerce events directly (gzip JSON lines in the RudderStack
 layout), then measures wall-clock events/s and peak RSS (whole process tree, polled with psutil)
-for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb` (RECORD messages,
-environment dev-records); the same with this project's target-duckdb-bulk, through Meltano with
+for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb-jwills` (target-duckdb
+0.8.0, RECORD messages, environment dev-records); the same with this project's target-duckdb-bulk
+(what `target-duckdb` runs), through Meltano with
 RECORD messages, with BATCH files (the dev environment's default) and as a bare `tap | target`
 pipe; the same into PostgreSQL; and DuckDB's own `read_json` over the same files as the ceiling.
 Every figure is printed with its ratio to that ceiling, measured in the same run. Meltano's plugins
@@ -339,11 +340,11 @@ def main() -> None:
         if "duckdb" not in skip:
             db = work / "warehouse.duckdb"
             measured = meltano_run(
-                "target-duckdb", spool, work, env, {"TARGET_DUCKDB_FILEPATH": str(db)}
+                "target-duckdb-jwills", spool, work, env, {"TARGET_DUCKDB_JWILLS_FILEPATH": str(db)}
             )
             loaded = duckdb_rows(db)
             assert loaded == args.events, f"DuckDB has {loaded} rows, expected {args.events}"
-            rows.append(("tap -> target-duckdb (meltano run)", measured))
+            rows.append(("tap -> target-duckdb 0.8.0 (meltano run)", measured))
         if "bulk" not in skip:
             db = work / "bulk-meltano.duckdb"
             measured = meltano_run(

@@ -205,6 +205,12 @@ def test_incremental_equals_full_refresh_duckdb(tmp_path):
     incremental = Warehouse(schema="signals", target_dir=tmp_path / "inc", **common)
     full = Warehouse(schema="signals_full", target_dir=tmp_path / "full", **common)
     check_equivalence(lambda: duckdb.connect(str(path)), "duckdb", incremental, full)
+    with duckdb.connect(str(path)) as conn:
+        # postgres_indexes() is a no-op here: ART indexes would slow every delete+insert
+        indexes = conn.execute(
+            "select count(*) from duckdb_indexes() where schema_name = 'signals'"
+        ).fetchone()
+    assert indexes == (0,)
 
 
 @pytest.mark.postgres
@@ -235,6 +241,15 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
 
     try:
         check_equivalence(connect, "postgres", incremental, full)
+        with connect() as conn:
+            indexed = conn.execute(
+                "select tablename, indexdef from pg_indexes where schemaname = %s",
+                (pg_schema,),
+            ).fetchall()
+        # postgres_indexes(): the columns a tick looks rows up by are indexed
+        assert any(t == "int_events" and "(user_id)" in d for t, d in indexed), indexed
+        assert any(t == "stg_rudderstack__tracks" and "(received_at)" in d for t, d in indexed)
+        assert any(t == "int_sessions" and "(user_id)" in d for t, d in indexed)
     finally:
         with connect() as conn:
             for schema in schemas:

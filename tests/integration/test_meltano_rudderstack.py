@@ -1,4 +1,4 @@
-"""Real `meltano run tap-rudderstack target-duckdb|target-postgres`, reconciled against the spool.
+"""Real `meltano run tap-rudderstack target-duckdb-jwills|target-postgres`, reconciled with spools.
 
 Each test writes its own spool (duplicates, bad lines, a truncated gzip, a late file), runs the
 pipeline through Meltano as a subprocess with its own DuckDB file / PostgreSQL schema and its own
@@ -41,7 +41,7 @@ def meltano_installed() -> None:
     """The plugin venvs exist (`make test` runs `meltano install`; do it here when run alone)."""
     wanted = [
         REPO_ROOT / ".meltano/extractors/tap-rudderstack/venv/bin/tap-rudderstack",
-        REPO_ROOT / ".meltano/loaders/target-duckdb/venv/bin/target-duckdb",
+        REPO_ROOT / ".meltano/loaders/target-duckdb-jwills/venv/bin/target-duckdb",
         REPO_ROOT / ".meltano/loaders/target-postgres/venv/bin/target-postgres",
     ]
     if not all(path.exists() for path in wanted):
@@ -169,7 +169,7 @@ def assert_exactly_once(loaded: dict[str, Counter], spool: Spool) -> None:
 def duckdb_env(tmp_path) -> dict[str, str]:
     return {
         "TAP_RUDDERSTACK_SOURCE": str(tmp_path / "spool"),
-        "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
+        "TARGET_DUCKDB_JWILLS_FILEPATH": str(tmp_path / "warehouse.duckdb"),
     }
 
 
@@ -189,23 +189,23 @@ def test_duckdb_reconciles_every_event_exactly_once_across_runs(
     meltano_installed, duckdb_env, tmp_path
 ):
     spool = build_spool(tmp_path / "spool")
-    first = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb")
+    first = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb-jwills")
     assert first.returncode == 0, first.stderr[-3000:]
     counts = sync_counts(first.stdout + first.stderr)
     assert counts["files_quarantined"] == 1
-    assert_exactly_once(duckdb_ids(Path(duckdb_env["TARGET_DUCKDB_FILEPATH"])), spool)
+    assert_exactly_once(duckdb_ids(Path(duckdb_env["TARGET_DUCKDB_JWILLS_FILEPATH"])), spool)
 
     add_second_batch(spool)
-    second = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb")
+    second = meltano_run(tmp_path, duckdb_env, "tap-rudderstack", "target-duckdb-jwills")
     assert second.returncode == 0, second.stderr[-3000:]
     counts = sync_counts(second.stdout + second.stderr)
     assert counts["files"] == 2  # only the late file and the new one were read
     assert counts["late_files"] == 1
-    assert_exactly_once(duckdb_ids(Path(duckdb_env["TARGET_DUCKDB_FILEPATH"])), spool)
+    assert_exactly_once(duckdb_ids(Path(duckdb_env["TARGET_DUCKDB_JWILLS_FILEPATH"])), spool)
 
     import duckdb
 
-    con = duckdb.connect(duckdb_env["TARGET_DUCKDB_FILEPATH"], read_only=True)
+    con = duckdb.connect(duckdb_env["TARGET_DUCKDB_JWILLS_FILEPATH"], read_only=True)
     try:
         row = con.execute(
             "select original_timestamp, properties->>'product_id', context->'library'->>'name',"
@@ -223,21 +223,23 @@ def test_duckdb_kill_and_resume_is_exactly_once(meltano_installed, duckdb_env, t
     for f in range(4):
         spool.add(ts_of(f * 60), [event(KINDS[n % 6], f * 100 + n) for n in range(100)])
     env = {**duckdb_env, "TAP_RUDDERSTACK_STATE_EVERY_RECORDS": "40"}
-    env["TARGET_DUCKDB_BATCH_SIZE_ROWS"] = "15"
+    env["TARGET_DUCKDB_JWILLS_BATCH_SIZE_ROWS"] = "15"
 
-    crashed = meltano_run(tmp_path, {**env, CRASH_ENV: "230"}, "tap-rudderstack", "target-duckdb")
+    crashed = meltano_run(
+        tmp_path, {**env, CRASH_ENV: "230"}, "tap-rudderstack", "target-duckdb-jwills"
+    )
     assert crashed.returncode != 0
-    partial = duckdb_ids(Path(env["TARGET_DUCKDB_FILEPATH"]))
+    partial = duckdb_ids(Path(env["TARGET_DUCKDB_JWILLS_FILEPATH"]))
     loaded_before = sum(len(c) for c in partial.values())
     assert 0 < loaded_before < 400
 
-    resumed = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
+    resumed = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb-jwills")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     counts = sync_counts(resumed.stdout + resumed.stderr)
     re_emitted = sum(counts.get(s, 0) for s in STREAM_OF.values())
     assert re_emitted < 400 - 150  # resumed from a bookmark, not from the start
     assert re_emitted >= 400 - 230  # and nothing after the crash point was skipped
-    assert_exactly_once(duckdb_ids(Path(env["TARGET_DUCKDB_FILEPATH"])), spool)
+    assert_exactly_once(duckdb_ids(Path(env["TARGET_DUCKDB_JWILLS_FILEPATH"])), spool)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -304,11 +306,11 @@ def test_meltano_select_limits_streams_and_properties(meltano_installed, duckdb_
     """Meltano's `select` extra (here through its env var) reaches the tap as a catalog."""
     spool = build_spool(tmp_path / "spool")
     env = {**duckdb_env, "TAP_RUDDERSTACK__SELECT": json.dumps(["tracks.*", "!tracks.context"])}
-    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
+    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb-jwills")
     assert done.returncode == 0, done.stderr[-3000:]
     import duckdb
 
-    con = duckdb.connect(env["TARGET_DUCKDB_FILEPATH"], read_only=True)
+    con = duckdb.connect(env["TARGET_DUCKDB_JWILLS_FILEPATH"], read_only=True)
     try:
         tables = {
             row[0]

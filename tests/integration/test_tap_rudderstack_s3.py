@@ -112,12 +112,12 @@ def test_meltano_run_reads_s3_into_duckdb(s3, s3_endpoint, tmp_path, meltano_ins
         "TAP_RUDDERSTACK_AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "TAP_RUDDERSTACK_ENDPOINT_URL": s3_endpoint,
         "TAP_RUDDERSTACK_REGION": S3_REGION,
-        "TARGET_DUCKDB_FILEPATH": str(tmp_path / "warehouse.duckdb"),
+        "TARGET_DUCKDB_JWILLS_FILEPATH": str(tmp_path / "warehouse.duckdb"),
     }
-    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb")
+    done = meltano_run(tmp_path, env, "tap-rudderstack", "target-duckdb-jwills")
     assert done.returncode == 0, done.stderr[-3000:]
     assert S3_SECRET not in done.stdout + done.stderr  # the secret is never logged
-    con = duckdb.connect(env["TARGET_DUCKDB_FILEPATH"], read_only=True)
+    con = duckdb.connect(env["TARGET_DUCKDB_JWILLS_FILEPATH"], read_only=True)
     try:
         loaded = con.execute("select message_id from rudderstack_raw.tracks").fetchall()
         rejected = con.execute("select reason from rudderstack_raw.rejected_events").fetchall()

@@ -304,10 +304,13 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path, mode: str) 
     spool = tmp_path / "spool"
     expected = make_spool(spool)
     db = tmp_path / "w.duckdb"
+    # batch: `target-duckdb`, the name users type, which runs this loader with dev's settings
+    loader = "target-duckdb" if mode == "batch" else "target-duckdb-bulk"
+    prefix = loader.upper().replace("-", "_")
     env = {
         "TAP_RUDDERSTACK_SOURCE": str(spool),
-        "TARGET_DUCKDB_BULK_FILEPATH": str(db),
-        "TARGET_DUCKDB_BULK_BATCH_SIZE_ROWS": "13",
+        f"{prefix}_FILEPATH": str(db),
+        f"{prefix}_BATCH_SIZE_ROWS": "13",
     }
     batches = tmp_path / "batches"
     if mode == "batch":
@@ -322,9 +325,7 @@ def test_meltano_run_is_incremental_and_exactly_once(tmp_path: Path, mode: str) 
     environment = "dev" if mode == "batch" else "dev-records"
 
     def run() -> None:
-        done = meltano_run(
-            tmp_path, env, "tap-rudderstack", "target-duckdb-bulk", environment=environment
-        )
+        done = meltano_run(tmp_path, env, "tap-rudderstack", loader, environment=environment)
         assert done.returncode == 0, done.stderr[-3000:]
 
     run()
