@@ -152,6 +152,31 @@
 {%- endmacro %}
 
 
+{% macro inlined_cte() -%}
+    {#-
+        Keep a CTE read more than once inlined into each reader, so that each reader's filter
+        reaches the tables (and their indexes) underneath. Postgres 12+ would otherwise compute
+        it once in full; DuckDB already inlines.
+    -#}
+    {{ return(adapter.dispatch('inlined_cte', 'signalmail')()) }}
+{%- endmacro %}
+
+{% macro default__inlined_cte() -%}
+{%- endmacro %}
+
+{% macro postgres__inlined_cte() -%}
+    not materialized
+{%- endmacro %}
+
+{% macro snowflake__inlined_cte() -%}
+    {#- Snowflake decides materialisation itself -#}
+{%- endmacro %}
+
+{% macro bigquery__inlined_cte() -%}
+    {#- BigQuery has no CTE materialisation hint -#}
+{%- endmacro %}
+
+
 {% macro postgres_indexes(column_sets) -%}
     {#-
         The `indexes` config of an incremental model, on Postgres only. A tick finds its rows by

@@ -89,6 +89,15 @@ def _object(value: Any) -> dict[str, Any] | None:
     return {"_value": value}
 
 
+def _utc_fraction(text: str) -> bool:
+    """Tell whether `text` is empty or `.` and 1-6 digits: what every loader parses.
+
+    fromisoformat also takes `,123` or ` Z` that DuckDB's TIMESTAMPTZ refuses; those go
+    through the full parse instead of being passed on as text.
+    """
+    return not text or (text[0] == "." and 1 < len(text) <= 7 and text[1:].isdigit())
+
+
 class EventBuilder:
     """Turns a parsed RudderStack event into a raw-table record of its stream.
 
@@ -111,13 +120,14 @@ class EventBuilder:
             return None
         if (
             type(value) is str
-            and len(value) >= 20
-            and value[-1] == "Z"
-            and value[4] == "-"
-            and value[7] == "-"
-            and value[10] == "T"
-            and value[13] == ":"
-            and value[16] == ":"
+            and value.isascii()
+            and value[-1:] == "Z"
+            and _utc_fraction(value[19:-1])
+            and value[4:5] == "-"
+            and value[7:8] == "-"
+            and value[10:11] == "T"
+            and value[13:14] == ":"
+            and value[16:17] == ":"
         ):
             try:
                 _fromisoformat(value)

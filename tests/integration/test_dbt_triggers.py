@@ -184,8 +184,13 @@ def after_ledger(warehouse, first_triggers):
     )
     with duckdb.connect(str(warehouse.duckdb_path)) as conn:
         raw_events.load_events(conn, "duckdb", [opened], spool_key="webhooks")
+    # A near-real-time tick must see the ledger that appeared after the first build (it decides
+    # at compile time whether the ledger exists), exactly as the nightly build then does.
+    run_dbt(warehouse, "build", "--selector", "trigger_path", dbt_vars=AS_OF)
+    after_tick = _triggers(warehouse.duckdb_path)
     run_dbt(warehouse, "build", dbt_vars=AS_OF)
-    return _triggers(warehouse.duckdb_path)
+    assert _triggers(warehouse.duckdb_path) == after_tick
+    return after_tick
 
 
 def test_ledger_suppresses_sent_and_daily_cap_keeps_priority(first_triggers, after_ledger):

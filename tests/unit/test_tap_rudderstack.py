@@ -421,3 +421,19 @@ def test_utc_text_timestamps_pass_through_and_others_are_normalised():
     assert record["received_at"] is None
     assert record["timestamp"] == dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
     assert builder.bad_timestamps == 1
+    # Python parses these but DuckDB's TIMESTAMPTZ does not: normalised, never passed as text
+    for odd in (
+        "2026-11-28T10:00:00,123Z",
+        "2026-11-28T10:00:00 Z",
+        "2026-11-28T10:00:00.1234567Z",
+    ):
+        value = builder.build("tracks", {**event, "originalTimestamp": odd}, "key", 2)[
+            "original_timestamp"
+        ]
+        assert isinstance(value, dt.datetime), odd
+    assert (
+        builder.build("tracks", {**event, "originalTimestamp": "2026-11-28T10:00:00Z"}, "k", 3)[
+            "original_timestamp"
+        ]
+        == "2026-11-28T10:00:00Z"
+    )

@@ -37,7 +37,7 @@ restitched as {{ materialized_cte() }} (
 ),
 {% endif %}
 
-activity as (
+activity as {{ inlined_cte() }} (
     -- site and app activity only: email webhook events are not the user being active
     select
         message_id,
@@ -84,7 +84,7 @@ changed as (
     where received_at >= {{ incremental_cutoff() }}
     union all
     select * from activity
-    where received_at < {{ incremental_cutoff() }}
+    where (received_at < {{ incremental_cutoff() }} or received_at is null)
         and user_id is null
         and anonymous_id in (select anonymous_id from restitched)
     {% endif %}

@@ -19,7 +19,7 @@ product_events as (
     where received_at >= {{ incremental_cutoff() }}
     union all
     select * from {{ ref('stg_rudderstack__product_events') }}
-    where received_at < {{ incremental_cutoff() }}
+    where (received_at < {{ incremental_cutoff() }} or received_at is null)
         and user_id is null
         and anonymous_id in (
             {{ restitched_anonymous_ids(incremental_cutoff()) }}

@@ -2,7 +2,12 @@
     The target's send ledger. Before the first send it does not exist (no DuckDB file, or no
     table yet): the model then reads as an empty ledger with the same columns, so triggers and
     performance never depend on the target having run.
+
+    Ephemeral, not a view: whether the ledger exists is decided when a reader compiles, so the
+    first tick after the first send sees the ledger (a view would keep its empty form until
+    rebuilt, and the tick rebuilds no views).
 -#}
+{{ config(materialized='ephemeral') }}
 {%- set ledger = source('signalmail_ledger', 'send_ledger') -%}
 {%- set found = none -%}
 {%- if execute -%}
