@@ -47,6 +47,7 @@
         append-mode loads duplicate). Incrementally only the rows received since the cutoff, minus
         messages whose first copy is already stored from before it.
     -#}
+    {%- set cutoff = incremental_cutoff() if is_incremental() else none %}
     select * from (
         select
             raw_events.*,
@@ -58,7 +59,7 @@
         where raw_events.message_id is not null
             {% if where %}and {{ where }}{% endif %}
             {% if is_incremental() %}
-            and raw_events.received_at >= {{ incremental_cutoff() }}
+            and raw_events.received_at >= {{ cutoff }}
             {% endif %}
     ) as numbered
     where copy_number = 1
@@ -67,7 +68,7 @@
             select 1
             from {{ this }} as stored
             where stored.message_id = numbered.message_id
-                and stored.received_at < {{ incremental_cutoff() }}
+                and stored.received_at < {{ cutoff }}
         )
     {% endif %}
 {%- endmacro %}
@@ -127,52 +128,32 @@
 {%- endmacro %}
 
 
-{% macro materialized_cte() -%}
-    {#- Compute a CTE read several times once (DuckDB inlines by default, Postgres too). -#}
-    {{ return(adapter.dispatch('materialized_cte', 'signalmail')()) }}
-{%- endmacro %}
-
-{% macro default__materialized_cte() -%}
-{%- endmacro %}
-
-{% macro duckdb__materialized_cte() -%}
-    materialized
-{%- endmacro %}
-
-{% macro postgres__materialized_cte() -%}
-    materialized
-{%- endmacro %}
-
-{% macro snowflake__materialized_cte() -%}
-    {#- Snowflake decides materialisation itself -#}
-{%- endmacro %}
-
-{% macro bigquery__materialized_cte() -%}
-    {#- BigQuery has no CTE materialisation hint -#}
-{%- endmacro %}
-
-
-{% macro inlined_cte() -%}
+{% macro cte_hint(hint) -%}
     {#-
-        Keep a CTE read more than once inlined into each reader, so that each reader's filter
-        reaches the tables (and their indexes) underneath. Postgres 12+ would otherwise compute
-        it once in full; DuckDB already inlines.
+        `materialized` or `not materialized` before a CTE's body, where the engine takes it.
+        `materialized`: compute once a CTE that is read several times (the touched users).
+        `not materialized`: keep a CTE read twice inlined into each reader, so each reader's
+        filter reaches the tables and their indexes (Postgres 12+ would compute it in full).
     -#}
-    {{ return(adapter.dispatch('inlined_cte', 'signalmail')()) }}
+    {{ return(adapter.dispatch('cte_hint', 'signalmail')(hint)) }}
 {%- endmacro %}
 
-{% macro default__inlined_cte() -%}
+{% macro default__cte_hint(hint) -%}
 {%- endmacro %}
 
-{% macro postgres__inlined_cte() -%}
-    not materialized
+{% macro duckdb__cte_hint(hint) -%}
+    {{ hint }}
 {%- endmacro %}
 
-{% macro snowflake__inlined_cte() -%}
+{% macro postgres__cte_hint(hint) -%}
+    {{ hint }}
+{%- endmacro %}
+
+{% macro snowflake__cte_hint(hint) -%}
     {#- Snowflake decides materialisation itself -#}
 {%- endmacro %}
 
-{% macro bigquery__inlined_cte() -%}
+{% macro bigquery__cte_hint(hint) -%}
     {#- BigQuery has no CTE materialisation hint -#}
 {%- endmacro %}
 

@@ -18,7 +18,7 @@ interactions as (
 ),
 
 {% if is_incremental() %}
-touched as {{ materialized_cte() }} (
+touched as {{ cte_hint('materialized') }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
 ),
 {% endif %}

@@ -26,7 +26,7 @@ orders as (
 ),
 
 {% if is_incremental() %}
-touched as {{ materialized_cte() }} (
+touched as {{ cte_hint('materialized') }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
 ),
 {% endif %}

@@ -32,12 +32,13 @@ identity_map as (
 ),
 
 {% if is_incremental() %}
-restitched as {{ materialized_cte() }} (
-    {{ restitched_anonymous_ids(incremental_cutoff()) }}
+{%- set cutoff = incremental_cutoff() %}
+restitched as {{ cte_hint('materialized') }} (
+    {{ restitched_anonymous_ids(cutoff) }}
 ),
 {% endif %}
 
-activity as {{ inlined_cte() }} (
+activity as {{ cte_hint('not materialized') }} (
     -- site and app activity only: email webhook events are not the user being active
     select
         message_id,
@@ -81,10 +82,10 @@ changed as (
     select * from activity
     {% if is_incremental() %}
     -- two branches, not one OR: the range on received_at skips all older row groups
-    where received_at >= {{ incremental_cutoff() }}
+    where received_at >= {{ cutoff }}
     union all
     select * from activity
-    where (received_at < {{ incremental_cutoff() }} or received_at is null)
+    where (received_at < {{ cutoff }} or received_at is null)
         and user_id is null
         and anonymous_id in (select anonymous_id from restitched)
     {% endif %}

@@ -14,15 +14,16 @@ with
 product_events as (
     select * from {{ ref('stg_rudderstack__product_events') }}
     {% if is_incremental() %}
+    {%- set cutoff = incremental_cutoff() %}
     -- two branches, not one OR: the first is a range on received_at that skips all older row
     -- groups; an OR would make every tick read the whole history
-    where received_at >= {{ incremental_cutoff() }}
+    where received_at >= {{ cutoff }}
     union all
     select * from {{ ref('stg_rudderstack__product_events') }}
-    where (received_at < {{ incremental_cutoff() }} or received_at is null)
+    where (received_at < {{ cutoff }} or received_at is null)
         and user_id is null
         and anonymous_id in (
-            {{ restitched_anonymous_ids(incremental_cutoff()) }}
+            {{ restitched_anonymous_ids(cutoff) }}
         )
     {% endif %}
 ),
