@@ -12,12 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tap_rudderstack.sync import CRASH_ENV
+
 from tests.conftest import REPO_ROOT
 
 MELTANO = str(Path(sys.executable).parent / "meltano")
-
-#: tap-rudderstack's test hook (SIGKILL after N records): only a test that asks for it gets it.
-CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
 
 
 def isolated_env(work: Path) -> dict[str, str]:
@@ -46,6 +45,7 @@ def meltano_run(
 
     `dev-records` (RECORD messages) by default: target-duckdb 0.8.0 cannot read BATCH files.
     """
+    # tap-rudderstack's test hook (SIGKILL after N records): only a test that asks gets it
     inherited = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     full_env = {**inherited, **isolated_env(work), **env}
     return subprocess.run(

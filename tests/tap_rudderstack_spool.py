@@ -19,6 +19,18 @@ from typing import Any
 SOURCE_ID = "src1"
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 
+#: RudderStack event type -> the stream and raw table it lands in (the contract, written out
+#: here rather than read from the tap, so tests check the tap against it).
+STREAM_OF = {
+    "track": "tracks",
+    "identify": "identifies",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+KINDS = list(STREAM_OF)
+
 
 def iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

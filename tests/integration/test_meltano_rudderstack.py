@@ -18,22 +18,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tap_rudderstack.sync import CRASH_ENV
 
 from tests.conftest import REPO_ROOT
-from tests.meltano_runs import CRASH_ENV, MELTANO, meltano_run
-from tests.tap_rudderstack_spool import event, ts_of, write_segment
+from tests.meltano_runs import MELTANO, meltano_run
+from tests.tap_rudderstack_spool import KINDS, STREAM_OF, event, ts_of, write_segment
 
 pytestmark = pytest.mark.slow
-
-KINDS = ["track", "identify", "page", "screen", "group", "alias"]
-STREAM_OF = {
-    "track": "tracks",
-    "identify": "identifies",
-    "page": "pages",
-    "screen": "screens",
-    "group": "groups",
-    "alias": "aliases",
-}
 
 
 @pytest.fixture(scope="session")

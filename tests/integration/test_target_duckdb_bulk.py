@@ -25,17 +25,15 @@ import pytest
 
 from tests.conftest import REPO_ROOT, wait_until
 from tests.meltano_runs import MELTANO, meltano_run
-from tests.tap_rudderstack_spool import event, run_tap, ts_of, write_segment
+from tests.tap_rudderstack_spool import (
+    KINDS,
+    STREAM_OF,
+    event,
+    run_tap,
+    ts_of,
+    write_segment,
+)
 
-KINDS = ["track", "identify", "page", "screen", "group", "alias"]
-STREAM_OF = {
-    "track": "tracks",
-    "identify": "identifies",
-    "page": "pages",
-    "screen": "screens",
-    "group": "groups",
-    "alias": "aliases",
-}
 TARGET = [sys.executable, "-m", "target_duckdb_bulk"]
 
 

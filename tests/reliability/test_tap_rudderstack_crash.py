@@ -20,12 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tap_rudderstack.sync import CRASH_ENV
 
-from tests.tap_rudderstack_spool import event, ts_of, write_segment
+from tests.tap_rudderstack_spool import KINDS, event, ts_of, write_segment
 
 TAP = str(Path(sys.executable).parent / "tap-rudderstack")
-CRASH_ENV = "TAP_RUDDERSTACK_TEST_CRASH_AFTER_RECORDS"
-KINDS = ["track", "identify", "page", "screen", "group", "alias"]
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ from tap_rudderstack.streams import COMMON_PROPERTIES, EXTRA_PROPERTIES
 from tap_rudderstack.tap import TapRudderStack
 
 from tests.tap_rudderstack_spool import (
+    KINDS,
     event,
     ids,
     last_state,
@@ -26,8 +27,6 @@ from tests.tap_rudderstack_spool import (
     ts_of,
     write_segment,
 )
-
-KINDS = ["track", "identify", "page", "screen", "group", "alias"]
 
 
 @pytest.fixture
