@@ -5,11 +5,14 @@ PostgreSQL schema), a full refresh builds everything (the baseline), then each t
 `--tick-events` new events and times `dbt build --selector trigger_path`:
 
 - through the CLI (a new process per tick: parse, connect, run), and
-- through one long-lived dbtRunner (in a child process per engine, since one process cannot
-  switch profiles safely; it keeps the DuckDB file open between ticks, so the CLI ticks run first).
+- through one long-lived dbtRunner (testkit's TickRunner: the project parsed once, results kept
+  in memory instead of rewriting manifest.json and run_results.json; in a child process per
+  engine, since one process cannot switch profiles safely; it keeps the DuckDB file open between
+  ticks, so the CLI ticks run first).
 
-Several sizes (`--events 1000000,5000000`) extend the same history and repeat the ticks, to see
-whether a tick stays flat as history grows. Prints one line per tick and a summary of ratios.
+Several sizes (`--events 1000000,5000000`) extend the same shop's history further back in time
+(same `--users`, same `--daily-events`) and repeat the ticks, to see whether a tick stays flat as
+history grows. Prints one line per tick and a summary of ratios.
 
     python bench/bench_dbt.py --events 1000000 --ticks 5
     python bench/bench_dbt.py --events 100000 --engines duckdb        # quick look
@@ -32,7 +35,7 @@ PROJECT = ROOT / "dbt_project"
 sys.path.insert(0, str(PROJECT))
 
 from testkit import raw_events  # noqa: E402
-from testkit.harness import Warehouse, run_dbt  # noqa: E402
+from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt  # noqa: E402
 
 CHUNK = 50_000
 
@@ -100,16 +103,20 @@ def traffic(start: datetime, end: datetime, count: int, seed: int, users: int):
 
 
 def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: datetime) -> None:
-    """Extend history from `have` to `want` events, spread over the 60 days before now."""
-    users = max(1000, want // 100)
-    span = timedelta(days=60)
+    """Extend history from `have` to `want` events, further back in time.
+
+    One shop, growing older: the same `--users` at `--daily-events` a day, so `want` events
+    cover the `want / daily_events` days before now. A longer history must not make a tick
+    dearer; a bigger shop (more users, more events a day) rightly does, and is not this test.
+    """
+    day = timedelta(days=1)
     with connect(engine, wh, args) as conn:
         for offset in range(have, want, CHUNK):
             size = min(CHUNK, want - offset)
-            # each chunk covers its own slice of the 60 days, older history first
-            start = now - span + span * offset / want
-            end = now - span + span * (offset + size) / want - timedelta(minutes=10)
-            events = traffic(start, end, size, seed=offset, users=users)
+            # offset 0 is the newest event: each chunk is the slice of days just before the last
+            end = now - day * offset / args.daily_events - timedelta(minutes=10)
+            start = now - day * (offset + size) / args.daily_events - timedelta(minutes=10)
+            events = traffic(start, end, size, seed=offset, users=args.users)
             raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"h{offset}")
 
 
@@ -130,7 +137,7 @@ def cli_ticks(engine: str, wh: Warehouse, args, size: int) -> list[float]:
     times = []
     for tick in range(args.ticks):
         with connect(engine, wh, args) as conn:
-            load_tick(conn, engine, wh, args, tick + size, users=max(1000, size // 100))
+            load_tick(conn, engine, wh, args, tick + size, users=args.users)
         started = time.perf_counter()
         run_dbt(wh, *TICK_ARGS)
         times.append(time.perf_counter() - started)
@@ -139,38 +146,32 @@ def cli_ticks(engine: str, wh: Warehouse, args, size: int) -> list[float]:
 
 
 def runner_ticks(engine: str, args_dict: dict, size: int, queue) -> None:
-    """Child process: one long-lived dbtRunner for this engine; reports tick times."""
-    from dbt.cli.main import dbtRunner
+    """Child process: one long-lived TickRunner for this engine; reports tick times.
 
+    The warm-up is the parse plus a first tick; ticks then reuse the parsed project.
+    """
     args = argparse.Namespace(**args_dict)
     wh = warehouse_for(engine, args)
-    os.environ.update(wh.env())
-    runner = dbtRunner()
-    common = [
-        "--project-dir",
-        str(PROJECT),
-        "--profiles-dir",
-        str(PROJECT),
-        "--vars",
-        wh.dbt_vars(),
-    ]
-    started = time.perf_counter()
-    warm = runner.invoke([*TICK_ARGS, *common])
-    warmup = time.perf_counter() - started
-    if not warm.success:
-        queue.put(("error", f"warm-up failed: {warm.exception}"))
+    try:
+        started = time.perf_counter()
+        runner = TickRunner(wh)
+        runner.invoke(*TICK_ARGS)
+        warmup = time.perf_counter() - started
+    except DbtFailed as error:
+        queue.put(("error", f"warm-up failed: {error}"))
         return
     times = []
     conn = connect(engine, wh, args)  # DuckDB: shares the runner's open database in-process
     try:
         for tick in range(args.ticks):
-            load_tick(conn, engine, wh, args, 10**6 + tick + size, users=max(1000, size // 100))
+            load_tick(conn, engine, wh, args, 10**6 + tick + size, users=args.users)
             started = time.perf_counter()
-            result = runner.invoke([*TICK_ARGS, *common])
-            times.append(time.perf_counter() - started)
-            if not result.success:
-                queue.put(("error", f"tick {tick + 1} failed: {result.exception}"))
+            try:
+                runner.invoke(*TICK_ARGS)
+            except DbtFailed as error:
+                queue.put(("error", f"tick {tick + 1} failed: {error}"))
                 return
+            times.append(time.perf_counter() - started)
             print(f"{engine:8} {size:>9} runner tick {tick + 1}: {times[-1]:7.2f} s", flush=True)
     finally:
         conn.close()
@@ -229,6 +230,13 @@ def main() -> None:
     )
     parser.add_argument("--ticks", type=int, default=5, help="ticks per mode and size")
     parser.add_argument("--tick-events", type=int, default=1000, help="new events per tick")
+    parser.add_argument("--users", type=int, default=10_000, help="shoppers in the simulated shop")
+    parser.add_argument(
+        "--daily-events",
+        type=int,
+        default=20_000,
+        help="events a day: history of N events covers N / daily-events days before now",
+    )
     parser.add_argument("--engines", default="duckdb,postgres", help="duckdb, postgres or both")
     parser.add_argument(
         "--workdir",

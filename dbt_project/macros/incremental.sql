@@ -15,15 +15,82 @@
         history. A subquery is only evaluated at run time, after the scan is planned.
     -#}
     {%- if not execute -%}
-        {{ return("cast('1900-01-01 00:00:00' as " ~ dbt.type_timestamp() ~ ")") }}
+        {{ return(timestamp_literal(none)) }}
     {%- endif -%}
     {%- set query -%}
         select {{ dbt.dateadd('minute', -1 * var('lookback_minutes'), 'max(' ~ column ~ ')') }}
         from {{ this }}
     {%- endset -%}
-    {%- set mark = run_query(query).columns[0].values()[0] -%}
-    {%- set text = mark.strftime('%Y-%m-%d %H:%M:%S.%f') if mark is not none else '1900-01-01 00:00:00' -%}
-    cast('{{ text }}' as {{ dbt.type_timestamp() }})
+    {{ return(timestamp_literal(run_query(query).columns[0].values()[0])) }}
+{%- endmacro %}
+
+
+{% macro timestamp_literal(value) -%}
+    {#- A timestamp read from the warehouse as a literal; none is the beginning of time. -#}
+    {%- set text = value.strftime('%Y-%m-%d %H:%M:%S.%f') if value is not none else '1900-01-01 00:00:00' -%}
+    {{ return("cast('" ~ text ~ "' as " ~ dbt.type_timestamp() ~ ")") }}
+{%- endmacro %}
+
+
+{% macro get_incremental_bounded_delete_insert_sql(arg_dict) -%}
+    {#-
+        Strategy `bounded_delete_insert`: delete+insert on `unique_key`, whose delete also
+        carries `<delete_bound> >= <the smallest delete_bound among the new rows>` as a literal.
+
+        For models keyed by message: a message's stored row never has an earlier received_at
+        than its new row (staging keeps the earliest copy and only looks at copies received
+        since the cutoff), so the bound loses no row to delete, and the delete reads the newest
+        row groups (DuckDB zone maps, the Postgres index on the bound) instead of every stored
+        key. Without the bound, a tick's delete scans all of history on engines without indexes.
+        A new row with a null bound, or no new row at all, leaves the delete unbounded.
+    -#}
+    {%- set column = config.require('delete_bound') -%}
+    {%- set predicates = [] + (arg_dict['incremental_predicates'] or []) -%}
+    {%- set query -%}
+        select min({{ column }}), count(*) - count({{ column }}) from {{ arg_dict['temp_relation'] }}
+    {%- endset -%}
+    {%- set row = run_query(query).rows[0] -%}
+    {%- if row[0] is not none and row[1] == 0 -%}
+        {%- do predicates.append(column ~ ' >= ' ~ timestamp_literal(row[0])) -%}
+    {%- endif -%}
+    {%- do arg_dict.update({'incremental_predicates': predicates}) -%}
+    {{ return(get_incremental_delete_insert_sql(arg_dict)) }}
+{%- endmacro %}
+
+
+{% macro get_incremental_tail_replace_sql(arg_dict) -%}
+    {#-
+        Strategy `tail_replace`: for each `unique_key` value among the new rows, replace the
+        stored rows whose `tail_column` is at or after the smallest `tail_column` of that key's
+        new rows; earlier stored rows stay.
+
+        For state folded forward from a point in time (int_sessions: a user's sessions from the
+        first one a change can touch), where delete+insert on the key would drop the history
+        that was kept on purpose, and delete+insert on the row's own key would leave behind rows
+        that the rebuild no longer produces (two sessions merged by a late event).
+    -#}
+    {%- set column = config.require('tail_column') -%}
+    {%- set key = arg_dict['unique_key'] -%}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set source = arg_dict['temp_relation'] -%}
+    {%- set dest_cols_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    delete from {{ target }} as stored
+    where exists (
+        select 1
+        from (
+            select {{ key }}, min({{ column }}) as replaced_from
+            from {{ source }}
+            group by {{ key }}
+        ) as replaced
+        where replaced.{{ key }} = stored.{{ key }}
+            and stored.{{ column }} >= replaced.replaced_from
+    );
+
+    insert into {{ target }} ({{ dest_cols_csv }})
+    (
+        select {{ dest_cols_csv }}
+        from {{ source }}
+    )
 {%- endmacro %}
 
 
@@ -37,7 +104,7 @@
         and user_id is not null
     union
     select user_id from {{ ref('int_identity_map') }}
-    where last_received_at >= {{ cutoff }}
+    where linked_received_at >= {{ cutoff }}
 {%- endmacro %}
 
 
@@ -124,7 +191,7 @@
         be resolved again (a late identify or alias re-attributes earlier anonymous activity).
     -#}
     select anonymous_id from {{ ref('int_identity_map') }}
-    where last_received_at >= {{ cutoff }}
+    where linked_received_at >= {{ cutoff }}
 {%- endmacro %}
 
 

@@ -3,8 +3,9 @@
 One warehouse is built once and then advanced by several incremental runs while batches arrive
 with the real world's mess: late events (old event time, new receipt), retried duplicates (same
 messageId, within one batch and across batches), a batch loaded out of order (received before
-the previous batch's newest row, inside the lookback) and anonymous history stitched to a user
-by a later identify. The same raw data built from scratch into a second schema must give the
+the previous batch's newest row, inside the lookback), anonymous history stitched to a user
+by a later identify, and sessions that grow across deliveries and merge when a late event
+bridges them. The same raw data built from scratch into a second schema must give the
 same rows in every model.
 """
 
@@ -30,6 +31,9 @@ from testkit.scenario import NOW, received_at
 pytestmark = pytest.mark.slow
 
 AS_OF = {"as_of": scenario.AS_OF}
+# A lookback shorter than the deliveries' spread, so that later runs fold new rows into stored
+# state instead of re-reading every delivery (it still covers the out-of-order one, 12 min).
+INCREMENTAL = AS_OF | {"lookback_minutes": 15}
 
 # every persisted model: incremental state, tables and the marts
 COMPARED = [
@@ -86,8 +90,13 @@ def batches() -> list[list[dict]]:
     # a retry of an event loaded in the initial batch, and a retry inside this batch
     one.append(received_at(copy.deepcopy(base[10]), NOW - 94 * minute))
     one.append(received_at(copy.deepcopy(one[5]), NOW - 93 * minute))
+    # two sessions of one shopper, 50 minutes apart (the timeout is 30)
+    one.append(received_at(f.page(NOW - 200 * minute, user_id="s-sessions"), NOW - 92 * minute))
+    one.append(received_at(f.page(NOW - 150 * minute, user_id="s-sessions"), NOW - 92 * minute))
 
     two = fresh[200:400]
+    # the second of them goes on in the next delivery: the stored session grows
+    two.append(received_at(f.page(NOW - 140 * minute, user_id="s-sessions"), NOW - 80 * minute))
     # anonymous browsing and an add to cart that nobody can email yet
     anon = "a-stitched"
     two.append(
@@ -126,6 +135,8 @@ def batches() -> list[list[dict]]:
         anonymous_id=anon,
     )
     three.append(received_at(identify, NOW - 70 * minute))
+    # a late page view 25 minutes after the first session and before the second: one session
+    three.append(received_at(f.page(NOW - 175 * minute, user_id="s-sessions"), NOW - 70 * minute))
     # an order for a cart from an earlier batch, then the same order reported again
     order = f.track(
         "Order Completed",
@@ -160,10 +171,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             )
         if number < 2:
             # near-real-time ticks: only the trigger path
-            run_dbt(incremental, "build", "--selector", "trigger_path", dbt_vars=AS_OF)
+            run_dbt(incremental, "build", "--selector", "trigger_path", dbt_vars=INCREMENTAL)
         else:
             # the nightly build brings the nightly models (recommendations) up to date too
-            run_dbt(incremental, "run", dbt_vars=AS_OF)
+            run_dbt(incremental, "run", dbt_vars=INCREMENTAL)
 
     run_dbt(full, "run", "--full-refresh", dbt_vars=AS_OF)
 
@@ -177,6 +188,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select item_count from "{incremental.schema}".int_carts '
             "where user_id = 's-stitched'"
         ).fetchall()
+        merged = conn.execute(
+            f'select session_number, event_count from "{incremental.schema}".int_sessions '
+            "where user_id = 's-sessions'"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -185,6 +200,7 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert raw_count > 2000
     assert stitched == [(1,)]
     assert late_order == 1
+    assert merged == [(1, 4)]  # grown across deliveries, then bridged by the late view
     for relation in COMPARED:
         assert want[relation], f"{relation} is empty: the comparison would prove nothing"
         missing = set(want[relation]) - set(got[relation])

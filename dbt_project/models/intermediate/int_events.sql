@@ -1,8 +1,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='bounded_delete_insert',
         unique_key='message_id',
+        delete_bound='received_at',
         indexes=postgres_indexes([['message_id'], ['received_at'], ['user_id'], ['anonymous_id']]),
     )
 }}

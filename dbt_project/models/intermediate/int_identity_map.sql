@@ -3,7 +3,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='anonymous_id',
-        indexes=postgres_indexes([['anonymous_id'], ['last_received_at']]),
+        indexes=postgres_indexes([['anonymous_id'], ['last_received_at'], ['linked_received_at']]),
     )
 }}
 
@@ -44,7 +44,13 @@ links as (
 ),
 
 new_links as (
-    select * from links
+    select
+        anonymous_id,
+        user_id,
+        event_at,
+        received_at,
+        received_at as last_received_at
+    from links
     {% if is_incremental() %}
     where received_at >= {{ incremental_cutoff('last_received_at') }}
     {% endif %}
@@ -59,7 +65,8 @@ candidate_links as (
         anonymous_id,
         user_id,
         identified_at as event_at,
-        last_received_at as received_at
+        linked_received_at as received_at,
+        last_received_at
     from {{ this }}
     where anonymous_id in (select anonymous_id from new_links)
     {% endif %}
@@ -70,10 +77,11 @@ ranked as (
         anonymous_id,
         user_id,
         event_at,
+        received_at,
         row_number() over (
-            partition by anonymous_id order by event_at, user_id
+            partition by anonymous_id order by event_at, user_id, received_at
         ) as link_rank,
-        max(received_at) over (partition by anonymous_id) as last_received_at
+        max(last_received_at) over (partition by anonymous_id) as last_received_at
     from candidate_links
 ),
 
@@ -82,6 +90,10 @@ final as (
         anonymous_id,
         user_id,
         event_at as identified_at,
+        -- when the winning link arrived: the map of this anonymous id last changed then.
+        -- A returning visitor identifying again (same link, later) leaves it alone, so their
+        -- anonymous history is not re-attributed on every login.
+        received_at as linked_received_at,
         last_received_at
     from ranked
     where link_rank = 1

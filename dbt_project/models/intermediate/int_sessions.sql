@@ -1,15 +1,23 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='tail_replace',
         unique_key='user_id',
+        tail_column='started_at',
         indexes=postgres_indexes([['user_id'], ['last_received_at']]),
     )
 }}
 
--- touched_users() reads these on incremental runs:
--- depends_on: {{ ref('int_events') }}
+-- restitched_anonymous_ids() reads it on incremental runs:
 -- depends_on: {{ ref('int_identity_map') }}
+
+{#
+    Folded forward: a tick rebuilds, per touched user, only the sessions from the first one
+    that the user's earliest changed event can touch (one ending less than the timeout before
+    it, or any later one); the sessions before it cannot change and keep their numbers. So a
+    tick reads the touched users' recent events, not their whole history, and a late event
+    costs what its lateness costs. The `tail_replace` strategy swaps exactly those sessions.
+-#}
 
 with
 
@@ -18,30 +26,98 @@ events as (
 ),
 
 {% if is_incremental() %}
-touched as {{ cte_hint('materialized') }} (
-    {{ touched_users(incremental_cutoff('last_received_at')) }}
+{%- set cutoff = incremental_cutoff('last_received_at') -%}
+{%- set timeout = var('session_timeout_minutes') -%}
+{%- set restarts_sql -%}
+    with
+
+    changed_events as (
+        -- new rows, and the stored rows of anonymous ids stitched to a user since the mark
+        select user_id, event_at
+        from {{ ref('int_events') }}
+        where received_at >= {{ cutoff }}
+            and user_id is not null
+        union all
+        select user_id, event_at
+        from {{ ref('int_events') }}
+        where (received_at < {{ cutoff }} or received_at is null)
+            and user_id is not null
+            and anonymous_id in (
+                {{ restitched_anonymous_ids(cutoff) }}
+            )
+    ),
+
+    earliest_changes as (
+        select user_id, min(event_at) as changed_from
+        from changed_events
+        group by user_id
+    )
+
+    select
+        earliest_changes.user_id,
+        coalesce(
+            min(
+                case
+                    when stored.ended_at >= {{ dbt.dateadd('minute', -1 * timeout, 'earliest_changes.changed_from') }}
+                        and stored.started_at < earliest_changes.changed_from
+                        then stored.started_at
+                end
+            ),
+            earliest_changes.changed_from
+        ) as restart_at,
+        count(
+            case
+                when stored.ended_at < {{ dbt.dateadd('minute', -1 * timeout, 'earliest_changes.changed_from') }}
+                    then 1
+            end
+        ) as kept_sessions
+    from earliest_changes
+    left join {{ this }} as stored
+        on earliest_changes.user_id = stored.user_id
+    group by earliest_changes.user_id, earliest_changes.changed_from
+{%- endset -%}
+{#- the earliest restart as a literal, so the scan of int_events skips older row groups -#}
+{%- set restart_floor = run_query('select min(restart_at) from (' ~ restarts_sql ~ ') as restarts').columns[0].values()[0] if execute else none %}
+
+restarts as {{ cte_hint('materialized') }} (
+    {{ restarts_sql | indent(4) }}
 ),
 {% endif %}
 
 user_events as (
     select
-        message_id,
-        event_type,
-        user_id,
-        event_at,
-        received_at,
-        lag(event_at) over (
-            partition by user_id order by event_at, message_id
+        events.message_id,
+        events.event_type,
+        events.user_id,
+        events.event_at,
+        events.received_at,
+        events.context_timezone,
+        {% if is_incremental() %}
+        restarts.kept_sessions,
+        {% else %}
+        0 as kept_sessions,
+        {% endif %}
+        lag(events.event_at) over (
+            partition by events.user_id order by events.event_at, events.message_id
         ) as previous_event_at
     from events
-    where user_id is not null
-        {% if is_incremental() %}
-        and user_id in (select user_id from touched)
-        {% endif %}
+    {% if is_incremental() %}
+    inner join restarts
+        on events.user_id = restarts.user_id
+        and events.event_at >= restarts.restart_at
+    {% if restart_floor is none %}
+    where 1 = 0
+    {% else %}
+    where events.event_at >= {{ timestamp_literal(restart_floor) }}
+    {% endif %}
+    {% else %}
+    where events.user_id is not null
+    {% endif %}
 ),
 
 flagged as (
-    -- a session starts with a user's first event and after every gap longer than the timeout
+    -- a session starts with a user's first event (of the rebuilt tail) and after every gap
+    -- longer than the timeout; the tail starts where a session did, so its first event does too
     select
         *,
         case
@@ -56,7 +132,7 @@ flagged as (
 numbered as (
     select
         *,
-        sum(starts_session) over (
+        kept_sessions + sum(starts_session) over (
             partition by user_id
             order by event_at, message_id
             rows between unbounded preceding and current row
@@ -72,6 +148,8 @@ sessions as (
         max(event_at) as ended_at,
         count(*) as event_count,
         sum(case when event_type = 'page' then 1 else 0 end) as page_view_count,
+        {{ latest_value('context_timezone', 'event_at desc, message_id desc') }} as context_timezone,
+        max(case when context_timezone is not null then event_at end) as context_timezone_at,
         max(received_at) as last_received_at
     from numbered
     group by user_id, session_number
@@ -87,6 +165,8 @@ final as (
         ended_at,
         event_count,
         page_view_count,
+        context_timezone,
+        context_timezone_at,
         last_received_at
     from sessions
 )

@@ -13,10 +13,6 @@
 
 with
 
-events as (
-    select * from {{ ref('int_events') }}
-),
-
 sessions as (
     select * from {{ ref('int_sessions') }}
 ),
@@ -31,25 +27,16 @@ touched as {{ cte_hint('materialized') }} (
 ),
 {% endif %}
 
-event_totals as (
-    select
-        user_id,
-        min(event_at) as first_seen_at,
-        max(event_at) as last_seen_at,
-        count(*) as event_count,
-        max(received_at) as last_received_at
-    from events
-    where user_id is not null
-        {% if is_incremental() %}
-        and user_id in (select user_id from touched)
-        {% endif %}
-    group by user_id
-),
-
 session_totals as (
+    -- sessions partition a user's events, so their totals are the events' totals (a
+    -- fraction of the rows to read)
     select
         user_id,
-        count(*) as session_count
+        min(started_at) as first_seen_at,
+        max(ended_at) as last_seen_at,
+        sum(event_count) as event_count,
+        count(*) as session_count,
+        max(last_received_at) as last_received_at
     from sessions
     {% if is_incremental() %}
     where user_id in (select user_id from touched)
@@ -74,21 +61,19 @@ order_totals as (
 
 final as (
     select
-        event_totals.user_id,
-        event_totals.first_seen_at,
-        event_totals.last_seen_at,
-        event_totals.event_count,
-        coalesce(session_totals.session_count, 0) as session_count,
+        session_totals.user_id,
+        session_totals.first_seen_at,
+        session_totals.last_seen_at,
+        session_totals.event_count,
+        session_totals.session_count,
         coalesce(order_totals.order_count, 0) as order_count,
         coalesce(order_totals.lifetime_revenue, 0) as lifetime_revenue,
         order_totals.first_order_at,
         order_totals.last_order_at,
-        event_totals.last_received_at
-    from event_totals
-    left join session_totals
-        on event_totals.user_id = session_totals.user_id
+        session_totals.last_received_at
+    from session_totals
     left join order_totals
-        on event_totals.user_id = order_totals.user_id
+        on session_totals.user_id = order_totals.user_id
 )
 
 select * from final

@@ -21,8 +21,8 @@ identity_map as (
     select * from {{ ref('int_identity_map') }}
 ),
 
-events as (
-    select * from {{ ref('int_events') }}
+sessions as (
+    select * from {{ ref('int_sessions') }}
 ),
 
 known_timezones as (
@@ -63,15 +63,16 @@ traits as (
 ),
 
 activity as (
+    -- the latest context time zone of any event: each session carries its own latest, and
+    -- sessions never share an instant, so the latest of those is the latest of all
     select
         user_id,
-        {{ latest_value('context_timezone', 'event_at desc, message_id desc') }} as context_timezone,
-        max(received_at) as last_received_at
-    from events
-    where user_id is not null
-        {% if is_incremental() %}
-        and user_id in (select user_id from touched)
-        {% endif %}
+        {{ latest_value('context_timezone', 'context_timezone_at desc') }} as context_timezone,
+        max(last_received_at) as last_received_at
+    from sessions
+    {% if is_incremental() %}
+    where user_id in (select user_id from touched)
+    {% endif %}
     group by user_id
 ),
 
