@@ -99,9 +99,10 @@ class TickRunner:
     the file open between invocations: on DuckDB the loader must write through the same process).
 
     dbt keeps compile state on the manifest's nodes (`compiled`, `extra_ctes_injected`), so a
-    reused manifest would neither re-inject ephemeral models on the next invocation (`__dbt__cte__...
-    does not exist`) nor recompile them (stg_signalmail__send_ledger decides at compile time
-    whether the ledger exists). `invoke()` clears that state first, as a fresh parse would.
+    reused manifest would neither re-inject ephemeral models on the next invocation
+    (`__dbt__cte__... does not exist`) nor recompile them (stg_signalmail__send_ledger decides at
+    compile time whether the ledger exists). `invoke()` clears that state first, as a fresh
+    parse would.
     Each invocation skips writing manifest.json and run_results.json: the result comes back in
     memory, and rewriting an unchanged manifest was a tenth of a tick.
     """

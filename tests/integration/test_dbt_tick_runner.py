@@ -58,7 +58,7 @@ def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
         with duckdb.connect(str(wh.duckdb_path)) as conn:
             second = _triggers(conn)
         queue.put(("ok", (first, second)))
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the test
+    except Exception as error:  # reported to the parent, which fails the test
         queue.put(("error", repr(error)))
 
 
