@@ -94,6 +94,72 @@
 {%- endmacro %}
 
 
+{% macro touched_carts(cutoff, interaction_types) -%}
+    {#-
+        Carts whose events of `interaction_types` changed at or after `cutoff` (new rows, and
+        rows of anonymous ids stitched to a user since), with `read_from`: the earliest receipt
+        among their changed events and the events already folded into {{ this }} (its column
+        `first_received_at`). Every event of such a cart was received at or after `read_from`.
+    -#}
+    {%- set types = "'" ~ interaction_types | join("', '") ~ "'" -%}
+    with
+
+    changed as (
+        select coalesce(cart_id, 'user:' || user_id) as cart_key, received_at
+        from {{ ref('int_product_interactions') }}
+        where interaction_type in ({{ types }})
+            and user_id is not null
+            and received_at >= {{ cutoff }}
+        union all
+        select coalesce(cart_id, 'user:' || user_id) as cart_key, received_at
+        from {{ ref('int_product_interactions') }}
+        where interaction_type in ({{ types }})
+            and user_id is not null
+            and (received_at < {{ cutoff }} or received_at is null)
+            and anonymous_id in (
+                {{ restitched_anonymous_ids(cutoff) }}
+            )
+    ),
+
+    changed_carts as (
+        select cart_key, min(received_at) as changed_from
+        from changed
+        group by cart_key
+    ),
+
+    stored_carts as (
+        select cart_key, min(first_received_at) as stored_from
+        from {{ this }}
+        where cart_key in (select cart_key from changed_carts)
+        group by cart_key
+    )
+
+    select
+        changed_carts.cart_key,
+        case
+            when stored_carts.stored_from < changed_carts.changed_from
+                then stored_carts.stored_from
+            else coalesce(changed_carts.changed_from, stored_carts.stored_from)
+        end as read_from
+    from changed_carts
+    left join stored_carts
+        on changed_carts.cart_key = stored_carts.cart_key
+{%- endmacro %}
+
+
+{% macro earliest(sql, column) -%}
+    {#-
+        The smallest `column` of a query's rows as a timestamp literal, read when the model
+        compiles (so that a scan can skip older row groups); none if there are no rows.
+    -#}
+    {%- if not execute -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set value = run_query('select min(' ~ column ~ ') from (' ~ sql ~ ') as rows_read').columns[0].values()[0] -%}
+    {{ return(timestamp_literal(value) if value is not none else none) }}
+{%- endmacro %}
+
+
 {% macro touched_users(cutoff) -%}
     {#-
         Users whose history changed at or after `cutoff`: a new event of theirs (directly or via

@@ -93,10 +93,22 @@ def batches() -> list[list[dict]]:
     # two sessions of one shopper, 50 minutes apart (the timeout is 30)
     one.append(received_at(f.page(NOW - 200 * minute, user_id="s-sessions"), NOW - 92 * minute))
     one.append(received_at(f.page(NOW - 150 * minute, user_id="s-sessions"), NOW - 92 * minute))
+    # a cart started now and added to again two deliveries later
+    added = dict(scenario.CART_PRODUCT, cart_id="cart-growing")
+    first_add = f.track("Product Added", NOW - 150 * minute, added, user_id="s-carts")
+    one.append(received_at(first_add, NOW - 100 * minute))
 
     two = fresh[200:400]
     # the second of them goes on in the next delivery: the stored session grows
     two.append(received_at(f.page(NOW - 140 * minute, user_id="s-sessions"), NOW - 80 * minute))
+    # the carts' mark moves to this delivery's end, so the next run's cutoff leaves the first
+    # delivery's cart-growing add behind: only cart-growing's stored first receipt reaches it
+    other = dict(scenario.BROWSED_PRODUCT, cart_id="cart-other")
+    two.append(
+        received_at(
+            f.track("Product Added", NOW - 74 * minute, other, user_id="s-carts"), NOW - 74 * minute
+        )
+    )
     # anonymous browsing and an add to cart that nobody can email yet
     anon = "a-stitched"
     two.append(
@@ -137,6 +149,9 @@ def batches() -> list[list[dict]]:
     three.append(received_at(identify, NOW - 70 * minute))
     # a late page view 25 minutes after the first session and before the second: one session
     three.append(received_at(f.page(NOW - 175 * minute, user_id="s-sessions"), NOW - 70 * minute))
+    again = dict(scenario.BROWSED_PRODUCT, cart_id="cart-growing")
+    second_add = f.track("Product Added", NOW - 72 * minute, again, user_id="s-carts")
+    three.append(received_at(second_add, NOW - 70 * minute))
     # an order for a cart from an earlier batch, then the same order reported again
     order = f.track(
         "Order Completed",
@@ -192,6 +207,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select session_number, event_count from "{incremental.schema}".int_sessions '
             "where user_id = 's-sessions'"
         ).fetchall()
+        growing = conn.execute(
+            f'select item_count from "{incremental.schema}".int_carts '
+            "where cart_key = 'cart-growing'"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -201,6 +220,7 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert stitched == [(1,)]
     assert late_order == 1
     assert merged == [(1, 4)]  # grown across deliveries, then bridged by the late view
+    assert growing == [(2,)]  # the second add folded into the cart stored two deliveries ago
     for relation in COMPARED:
         assert want[relation], f"{relation} is empty: the comparison would prove nothing"
         missing = set(want[relation]) - set(got[relation])

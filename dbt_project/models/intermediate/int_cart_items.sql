@@ -2,14 +2,20 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key='user_id',
-        indexes=postgres_indexes([['user_id'], ['last_received_at']]),
+        unique_key='cart_key',
+        indexes=postgres_indexes([['cart_key'], ['user_id'], ['last_received_at']]),
     )
 }}
 
--- touched_users() reads these on incremental runs:
--- depends_on: {{ ref('int_events') }}
+-- touched_carts() reads these on incremental runs:
 -- depends_on: {{ ref('int_identity_map') }}
+
+{#
+    Incremental on cart_key: a tick recomputes the carts that gained an add or a remove (new
+    rows, or anonymous rows newly stitched to a user) from all their events, read from the
+    first receipt the cart ever had. A cart lives for days, so that is a recent slice of
+    history, however long the shopper's history is.
+#}
 
 with
 
@@ -18,35 +24,60 @@ interactions as (
 ),
 
 {% if is_incremental() %}
+{%- set touched_sql = touched_carts(incremental_cutoff('last_received_at'), ['add', 'remove']) -%}
+{%- set read_from = earliest(touched_sql, 'read_from') %}
 touched as {{ cte_hint('materialized') }} (
-    {{ touched_users(incremental_cutoff('last_received_at')) }}
+    {{ touched_sql | indent(4) }}
 ),
 {% endif %}
+
+cart_events as (
+    select * from interactions
+    where interaction_type in ('add', 'remove')
+        and user_id is not null
+    {% if is_incremental() %}
+        {% if read_from is none %}
+        and 1 = 0
+        {% else %}
+        -- two branches, not one OR: the range on received_at prunes
+        and received_at >= {{ read_from }}
+    union all
+    select * from interactions
+    where interaction_type in ('add', 'remove')
+        and user_id is not null
+        and received_at is null
+        {% endif %}
+    {% endif %}
+),
 
 cart_changes as (
     -- a cart is its cart_id; events without one belong to the user's implicit cart
     select
-        coalesce(cart_id, 'user:' || user_id) as cart_key,
-        user_id,
-        product_id,
-        interaction_type,
-        case when interaction_type = 'add' then quantity else -1 * quantity end as quantity_change,
-        message_id,
-        event_at,
-        received_at,
-        product_name,
-        brand,
-        category,
-        price,
-        currency,
-        product_url,
-        image_url
-    from interactions
-    where interaction_type in ('add', 'remove')
-        and user_id is not null
-        {% if is_incremental() %}
-        and user_id in (select user_id from touched)
-        {% endif %}
+        coalesce(cart_events.cart_id, 'user:' || cart_events.user_id) as cart_key,
+        cart_events.user_id,
+        cart_events.product_id,
+        cart_events.interaction_type,
+        case
+            when cart_events.interaction_type = 'add' then cart_events.quantity
+            else -1 * cart_events.quantity
+        end as quantity_change,
+        cart_events.message_id,
+        cart_events.event_at,
+        cart_events.received_at,
+        cart_events.product_name,
+        cart_events.brand,
+        cart_events.category,
+        cart_events.price,
+        cart_events.currency,
+        cart_events.product_url,
+        cart_events.image_url
+    from cart_events
+    {% if is_incremental() %}
+    -- each touched cart from its own first receipt (the literal above only prunes the scan)
+    inner join touched
+        on coalesce(cart_events.cart_id, 'user:' || cart_events.user_id) = touched.cart_key
+        and (cart_events.received_at >= touched.read_from or cart_events.received_at is null)
+    {% endif %}
 ),
 
 items as (
@@ -64,6 +95,7 @@ items as (
         {{ latest_value('image_url', 'event_at desc, message_id desc') }} as image_url,
         min(event_at) as first_added_at,
         max(event_at) as last_changed_at,
+        min(received_at) as first_received_at,
         max(received_at) as last_received_at
     from cart_changes
     group by cart_key, user_id, product_id
@@ -85,6 +117,7 @@ final as (
         image_url,
         first_added_at,
         last_changed_at,
+        first_received_at,
         last_received_at
     from items
 )

@@ -2,14 +2,20 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key='user_id',
-        indexes=postgres_indexes([['user_id'], ['last_received_at']]),
+        unique_key='cart_key',
+        indexes=postgres_indexes([['cart_key'], ['user_id'], ['last_received_at']]),
     )
 }}
 
--- touched_users() reads these on incremental runs:
--- depends_on: {{ ref('int_events') }}
+-- touched_carts() reads these on incremental runs:
 -- depends_on: {{ ref('int_identity_map') }}
+
+{#
+    Incremental on cart_key: a tick recomputes the carts with new activity from their own
+    events (read from the cart's first receipt, see int_cart_items), and re-decides the
+    conversion of the stored carts of shoppers with a new order, whose activity and contents
+    did not change.
+#}
 
 with
 
@@ -26,25 +32,62 @@ orders as (
 ),
 
 {% if is_incremental() %}
+{%- set cutoff = incremental_cutoff('last_received_at') -%}
+{%- set touched_sql = touched_carts(cutoff, ['add', 'remove', 'cart_view', 'checkout']) -%}
+{%- set read_from = earliest(touched_sql, 'read_from') %}
 touched as {{ cte_hint('materialized') }} (
-    {{ touched_users(incremental_cutoff('last_received_at')) }}
+    {{ touched_sql | indent(4) }}
+),
+
+buyers as (
+    -- shoppers with an order received since the mark, or newly stitched to one
+    select user_id from orders
+    where received_at >= {{ cutoff }}
+        and user_id is not null
+    union
+    select user_id from orders
+    where anonymous_id in (
+        {{ restitched_anonymous_ids(cutoff) }}
+    )
+        and user_id is not null
 ),
 {% endif %}
 
-cart_activity as (
+activity_events as (
     -- viewing the cart or starting checkout is activity on it too
-    select
-        coalesce(cart_id, 'user:' || user_id) as cart_key,
-        user_id,
-        max(event_at) as last_activity_at,
-        max(received_at) as last_received_at
-    from interactions
+    select * from interactions
     where interaction_type in ('add', 'remove', 'cart_view', 'checkout')
         and user_id is not null
-        {% if is_incremental() %}
-        and user_id in (select user_id from touched)
+    {% if is_incremental() %}
+        {% if read_from is none %}
+        and 1 = 0
+        {% else %}
+        -- two branches, not one OR: the range on received_at prunes
+        and received_at >= {{ read_from }}
+    union all
+    select * from interactions
+    where interaction_type in ('add', 'remove', 'cart_view', 'checkout')
+        and user_id is not null
+        and received_at is null
         {% endif %}
-    group by coalesce(cart_id, 'user:' || user_id), user_id
+    {% endif %}
+),
+
+cart_activity as (
+    select
+        coalesce(activity_events.cart_id, 'user:' || activity_events.user_id) as cart_key,
+        activity_events.user_id,
+        max(activity_events.event_at) as last_activity_at,
+        min(activity_events.received_at) as first_received_at,
+        max(activity_events.received_at) as last_received_at
+    from activity_events
+    {% if is_incremental() %}
+    -- each touched cart from its own first receipt (the literal above only prunes the scan)
+    inner join touched
+        on coalesce(activity_events.cart_id, 'user:' || activity_events.user_id) = touched.cart_key
+        and (activity_events.received_at >= touched.read_from or activity_events.received_at is null)
+    {% endif %}
+    group by coalesce(activity_events.cart_id, 'user:' || activity_events.user_id), activity_events.user_id
 ),
 
 cart_contents as (
@@ -58,12 +101,12 @@ cart_contents as (
         min(first_added_at) as created_at
     from cart_items
     {% if is_incremental() %}
-    where user_id in (select user_id from touched)
+    where cart_key in (select cart_key from touched)
     {% endif %}
     group by cart_key, user_id
 ),
 
-carts as (
+recomputed as (
     select
         cart_activity.cart_key,
         cart_activity.user_id,
@@ -75,11 +118,35 @@ carts as (
         coalesce(cart_contents.quantity, 0) as quantity,
         coalesce(cart_contents.cart_value, 0) as cart_value,
         cart_contents.currency,
+        cart_activity.first_received_at,
         cart_activity.last_received_at
     from cart_activity
     left join cart_contents
         on cart_activity.cart_key = cart_contents.cart_key
         and cart_activity.user_id = cart_contents.user_id
+),
+
+carts as (
+    select * from recomputed
+    {% if is_incremental() %}
+    union all
+    -- a new order may convert a buyer's older carts: carried as stored, conversion re-decided
+    select
+        cart_key,
+        user_id,
+        cart_id,
+        created_at,
+        last_activity_at,
+        item_count,
+        quantity,
+        cart_value,
+        currency,
+        first_received_at,
+        last_received_at
+    from {{ this }}
+    where user_id in (select user_id from buyers)
+        and cart_key not in (select cart_key from touched)
+    {% endif %}
 ),
 
 conversions as (
@@ -116,6 +183,7 @@ final as (
         conversions.order_id as converted_order_id,
         conversions.ordered_at as converted_at,
         conversions.order_id is not null as is_converted,
+        carts.first_received_at,
         carts.last_received_at
     from carts
     left join conversions

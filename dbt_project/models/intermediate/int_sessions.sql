@@ -77,7 +77,7 @@ events as (
     group by earliest_changes.user_id, earliest_changes.changed_from
 {%- endset -%}
 {#- the earliest restart as a literal, so the scan of int_events skips older row groups -#}
-{%- set restart_floor = run_query('select min(restart_at) from (' ~ restarts_sql ~ ') as restarts').columns[0].values()[0] if execute else none %}
+{%- set restart_floor = earliest(restarts_sql, 'restart_at') %}
 
 restarts as {{ cte_hint('materialized') }} (
     {{ restarts_sql | indent(4) }}
@@ -108,7 +108,7 @@ user_events as (
     {% if restart_floor is none %}
     where 1 = 0
     {% else %}
-    where events.event_at >= {{ timestamp_literal(restart_floor) }}
+    where events.event_at >= {{ restart_floor }}
     {% endif %}
     {% else %}
     where events.user_id is not null
