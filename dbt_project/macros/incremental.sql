@@ -71,6 +71,11 @@
     -#}
     {%- set column = config.require('tail_column') -%}
     {%- set key = arg_dict['unique_key'] -%}
+    {%- if key is not string -%}
+        {{ exceptions.raise_compiler_error(
+            "tail_replace needs a single-column unique_key, got " ~ key ~ " in " ~ this
+        ) }}
+    {%- endif -%}
     {%- set target = arg_dict['target_relation'] -%}
     {%- set source = arg_dict['temp_relation'] -%}
     {%- set dest_cols_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
@@ -105,13 +110,13 @@
     with
 
     changed as (
-        select coalesce(cart_id, 'user:' || user_id) as cart_key, received_at
+        select cart_key, received_at
         from {{ ref('int_product_interactions') }}
         where interaction_type in ({{ types }})
             and user_id is not null
             and received_at >= {{ cutoff }}
         union all
-        select coalesce(cart_id, 'user:' || user_id) as cart_key, received_at
+        select cart_key, received_at
         from {{ ref('int_product_interactions') }}
         where interaction_type in ({{ types }})
             and user_id is not null
@@ -155,7 +160,9 @@
     {%- if not execute -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set value = run_query('select min(' ~ column ~ ') from (' ~ sql ~ ') as rows_read').columns[0].values()[0] -%}
+    {%- set value = run_query(
+        'select min(' ~ column ~ ')\nfrom (\n' ~ sql ~ '\n) as rows_read'
+    ).columns[0].values()[0] -%}
     {{ return(timestamp_literal(value) if value is not none else none) }}
 {%- endmacro %}
 

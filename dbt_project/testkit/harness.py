@@ -132,7 +132,8 @@ class TickRunner:
                 node.compiled = False
                 node.extra_ctes_injected = False
                 node.extra_ctes = []
-                node._pre_injected_sql = None
+                if hasattr(node, "_pre_injected_sql"):
+                    node._pre_injected_sql = None
         result = self.runner.invoke([*args, "--no-write-json", *self.common])
         if not result.success:
             failed = [

@@ -61,6 +61,13 @@ COMPARED = [
 ]
 
 
+def reported(order_id: str, at, product: dict) -> dict:
+    """An Order Completed report of s-carts with one product (a new message id each call)."""
+    f = raw_events.EventFactory(seed=f"report-{order_id}-{at:%H%M}")
+    properties = {"order_id": order_id, "total": product["price"], "currency": "EUR"}
+    return f.track("Order Completed", at, properties | {"products": [product]}, user_id="s-carts")
+
+
 def batches() -> list[list[dict]]:
     """Three deliveries after the initial load, each with its own kind of trouble."""
     base = scenario.background() + scenario.scenario()
@@ -93,6 +100,15 @@ def batches() -> list[list[dict]]:
     # two sessions of one shopper, 50 minutes apart (the timeout is 30)
     one.append(received_at(f.page(NOW - 200 * minute, user_id="s-sessions"), NOW - 92 * minute))
     one.append(received_at(f.page(NOW - 150 * minute, user_id="s-sessions"), NOW - 92 * minute))
+    # two orders, each reported again two deliveries later under a new message id (see below)
+    one.append(
+        received_at(reported("o-kept", NOW - 78 * minute, scenario.CART_PRODUCT), NOW - 99 * minute)
+    )
+    one.append(
+        received_at(
+            reported("o-twice", NOW - 78 * minute, scenario.CART_PRODUCT), NOW - 99 * minute
+        )
+    )
     # a cart started now and added to again two deliveries later
     added = dict(scenario.CART_PRODUCT, cart_id="cart-growing")
     first_add = f.track("Product Added", NOW - 150 * minute, added, user_id="s-carts")
@@ -101,6 +117,10 @@ def batches() -> list[list[dict]]:
     two = fresh[200:400]
     # the second of them goes on in the next delivery: the stored session grows
     two.append(received_at(f.page(NOW - 140 * minute, user_id="s-sessions"), NOW - 80 * minute))
+    # an order at this delivery's end moves the orders' mark likewise
+    two.append(
+        received_at(reported("o-mark", NOW - 74 * minute, scenario.CART_PRODUCT), NOW - 74 * minute)
+    )
     # the carts' mark moves to this delivery's end, so the next run's cutoff leaves the first
     # delivery's cart-growing add behind: only cart-growing's stored first receipt reaches it
     other = dict(scenario.BROWSED_PRODUCT, cart_id="cart-other")
@@ -152,7 +172,20 @@ def batches() -> list[list[dict]]:
     again = dict(scenario.BROWSED_PRODUCT, cart_id="cart-growing")
     second_add = f.track("Product Added", NOW - 72 * minute, again, user_id="s-carts")
     three.append(received_at(second_add, NOW - 70 * minute))
-    # an order for a cart from an earlier batch, then the same order reported again
+    # the second report of o-twice: earlier event time, so it replaces the stored first report
+    # and its items replace the stored items
+    three.append(
+        received_at(
+            reported("o-twice", NOW - 79 * minute, scenario.BROWSED_PRODUCT), NOW - 70 * minute
+        )
+    )
+    # the second report of o-kept: later event time, so the stored first report stays
+    three.append(
+        received_at(
+            reported("o-kept", NOW - 71 * minute, scenario.BROWSED_PRODUCT), NOW - 70 * minute
+        )
+    )
+    # an order for a cart from an earlier batch, then the same message delivered twice
     order = f.track(
         "Order Completed",
         NOW - 75 * minute,
@@ -211,6 +244,14 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select item_count from "{incremental.schema}".int_carts '
             "where cart_key = 'cart-growing'"
         ).fetchall()
+        twice = conn.execute(
+            f'select product_id from "{incremental.schema}".int_order_items '
+            "where order_id = 'o-twice'"
+        ).fetchall()
+        kept = conn.execute(
+            f'select product_id from "{incremental.schema}".int_order_items '
+            "where order_id = 'o-kept'"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -221,6 +262,8 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert late_order == 1
     assert merged == [(1, 4)]  # grown across deliveries, then bridged by the late view
     assert growing == [(2,)]  # the second add folded into the cart stored two deliveries ago
+    assert twice == [(scenario.BROWSED_PRODUCT["product_id"],)]  # the earlier report's items
+    assert kept == [(scenario.CART_PRODUCT["product_id"],)]  # the stored first report stays
     for relation in COMPARED:
         assert want[relation], f"{relation} is empty: the comparison would prove nothing"
         missing = set(want[relation]) - set(got[relation])

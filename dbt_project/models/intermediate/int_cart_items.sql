@@ -51,9 +51,8 @@ cart_events as (
 ),
 
 cart_changes as (
-    -- a cart is its cart_id; events without one belong to the user's implicit cart
     select
-        coalesce(cart_events.cart_id, 'user:' || cart_events.user_id) as cart_key,
+        cart_events.cart_key,
         cart_events.user_id,
         cart_events.product_id,
         cart_events.interaction_type,
@@ -75,7 +74,7 @@ cart_changes as (
     {% if is_incremental() %}
     -- each touched cart from its own first receipt (the literal above only prunes the scan)
     inner join touched
-        on coalesce(cart_events.cart_id, 'user:' || cart_events.user_id) = touched.cart_key
+        on cart_events.cart_key = touched.cart_key
         and (cart_events.received_at >= touched.read_from or cart_events.received_at is null)
     {% endif %}
 ),

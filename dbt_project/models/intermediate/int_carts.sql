@@ -75,7 +75,7 @@ activity_events as (
 
 cart_activity as (
     select
-        coalesce(activity_events.cart_id, 'user:' || activity_events.user_id) as cart_key,
+        activity_events.cart_key,
         activity_events.user_id,
         max(activity_events.event_at) as last_activity_at,
         min(activity_events.received_at) as first_received_at,
@@ -84,10 +84,10 @@ cart_activity as (
     {% if is_incremental() %}
     -- each touched cart from its own first receipt (the literal above only prunes the scan)
     inner join touched
-        on coalesce(activity_events.cart_id, 'user:' || activity_events.user_id) = touched.cart_key
+        on activity_events.cart_key = touched.cart_key
         and (activity_events.received_at >= touched.read_from or activity_events.received_at is null)
     {% endif %}
-    group by coalesce(activity_events.cart_id, 'user:' || activity_events.user_id), activity_events.user_id
+    group by activity_events.cart_key, activity_events.user_id
 ),
 
 cart_contents as (
@@ -144,7 +144,11 @@ carts as (
         first_received_at,
         last_received_at
     from {{ this }}
-    where user_id in (select user_id from buyers)
+    -- whole carts: a cart_id shared by two shoppers is replaced by cart_key, all its rows
+    where cart_key in (
+        select cart_key from {{ this }}
+        where user_id in (select user_id from buyers)
+    )
         and cart_key not in (select cart_key from touched)
     {% endif %}
 ),

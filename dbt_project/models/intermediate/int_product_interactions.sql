@@ -43,6 +43,11 @@ resolved as (
         product_events.event_at,
         product_events.received_at,
         product_events.cart_id,
+        -- a cart is its cart_id; events without one belong to the shopper's implicit cart
+        coalesce(
+            product_events.cart_id,
+            'user:' || coalesce(product_events.user_id, identity_map.user_id)
+        ) as cart_key,
         product_events.order_id,
         product_events.product_id,
         product_events.sku,
