@@ -25,6 +25,21 @@
 {%- endmacro %}
 
 
+{% macro receipt_order() -%}
+    {#-
+        Ends the select of an event table: on a full build, its rows are stored in receipt
+        order. Ticks read these tables through a range on received_at, which DuckDB answers by
+        skipping row groups whose min/max lie outside it (zone maps), and that only works if
+        rows sit roughly in received_at order. Incremental appends keep that order by
+        themselves; a full build computed through window functions and joins scatters it, and
+        every later tick then read every row group (0.1-0.3 s per scan at 5M events).
+    -#}
+    {%- if not is_incremental() -%}
+    order by received_at
+    {%- endif -%}
+{%- endmacro %}
+
+
 {% macro timestamp_literal(value) -%}
     {#- A timestamp read from the warehouse as a literal; none is the beginning of time. -#}
     {%- set text = value.strftime('%Y-%m-%d %H:%M:%S.%f') if value is not none else '1900-01-01 00:00:00' -%}

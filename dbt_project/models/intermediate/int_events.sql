@@ -108,3 +108,4 @@ resolved as (
 )
 
 select * from resolved
+{{ receipt_order() }}

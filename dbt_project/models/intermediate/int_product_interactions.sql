@@ -65,3 +65,4 @@ resolved as (
 )
 
 select * from resolved
+{{ receipt_order() }}

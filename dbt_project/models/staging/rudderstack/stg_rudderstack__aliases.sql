@@ -28,3 +28,4 @@ renamed as (
 )
 
 select * from renamed
+{{ receipt_order() }}

@@ -53,3 +53,4 @@ renamed as (
 )
 
 select * from renamed
+{{ receipt_order() }}

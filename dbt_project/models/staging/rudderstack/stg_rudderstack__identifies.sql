@@ -31,3 +31,4 @@ renamed as (
 )
 
 select * from renamed
+{{ receipt_order() }}

@@ -92,3 +92,4 @@ renamed as (
 
 select * from renamed
 where product_id is not null
+{{ receipt_order() }}

@@ -40,3 +40,4 @@ renamed as (
 )
 
 select * from renamed
+{{ receipt_order() }}
