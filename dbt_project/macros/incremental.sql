@@ -125,20 +125,12 @@
     with
 
     changed as (
-        select cart_key, received_at
-        from {{ ref('int_product_interactions') }}
-        where interaction_type in ({{ types }})
-            and user_id is not null
-            and received_at >= {{ cutoff }}
-        union all
-        select cart_key, received_at
-        from {{ ref('int_product_interactions') }}
-        where interaction_type in ({{ types }})
-            and user_id is not null
-            and (received_at < {{ cutoff }} or received_at is null)
-            and anonymous_id in (
-                {{ restitched_anonymous_ids(cutoff) }}
-            )
+        {{ received_or_restitched(
+            ref('int_product_interactions'),
+            cutoff,
+            columns='cart_key, received_at',
+            where='interaction_type in (' ~ types ~ ') and user_id is not null',
+        ) | indent(8) }}
     ),
 
     changed_carts as (
@@ -280,6 +272,32 @@
     -#}
     select anonymous_id from {{ ref('int_identity_map') }}
     where linked_received_at >= {{ cutoff }}
+{%- endmacro %}
+
+
+{% macro received_or_restitched(relation, cutoff, columns='*', where=none, unresolved_only=false) -%}
+    {#-
+        The rows of `relation` a tick must (re)process: those received at or after `cutoff`,
+        and older ones of anonymous ids whose identity link changed since (re-attribution).
+        `where` filters both; `unresolved_only` keeps only re-attributed rows that carry no
+        user_id of their own (raw rows, whose user comes from the identity map).
+
+        Two branches, not one OR: the first is a range on received_at that skips every older
+        row group (DuckDB zone maps, the Postgres index); an OR would read the whole history.
+    -#}
+    select {{ columns }}
+    from {{ relation }}
+    where received_at >= {{ cutoff }}
+        {% if where %}and {{ where }}{% endif %}
+    union all
+    select {{ columns }}
+    from {{ relation }}
+    where (received_at < {{ cutoff }} or received_at is null)
+        {% if where %}and {{ where }}{% endif %}
+        {% if unresolved_only %}and user_id is null{% endif %}
+        and anonymous_id in (
+            {{ restitched_anonymous_ids(cutoff) }}
+        )
 {%- endmacro %}
 
 

@@ -66,11 +66,9 @@ class Warehouse:
         return json.dumps(values)
 
 
-def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = None) -> str:
-    """Run `dbt <args>` for the warehouse; return its output or raise DbtFailed with it."""
-    command = [
-        str(DBT),
-        *args,
+def project_args(warehouse: Warehouse, dbt_vars: dict[str, Any] | None = None) -> list[str]:
+    """Build the arguments every dbt invocation here takes: project, profiles, vars."""
+    return [
         "--project-dir",
         str(PROJECT_DIR),
         "--profiles-dir",
@@ -78,6 +76,11 @@ def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = 
         "--vars",
         warehouse.dbt_vars(**(dbt_vars or {})),
     ]
+
+
+def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = None) -> str:
+    """Run `dbt <args>` for the warehouse; return its output or raise DbtFailed with it."""
+    command = [str(DBT), *args, *project_args(warehouse, dbt_vars)]
     completed = subprocess.run(  # noqa: S603 - fixed executable, arguments built here
         command,
         env=warehouse.env(),
@@ -111,14 +114,7 @@ class TickRunner:
         from dbt.cli.main import dbtRunner
 
         os.environ.update(warehouse.env())
-        self.common = [
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-            "--vars",
-            warehouse.dbt_vars(**(dbt_vars or {})),
-        ]
+        self.common = project_args(warehouse, dbt_vars)
         parsed = dbtRunner().invoke(["parse", "--quiet", *self.common])
         if not parsed.success:
             raise DbtFailed(f"dbt parse failed: {parsed.exception}")

@@ -32,13 +32,6 @@ identity_map as (
     select * from {{ ref('int_identity_map') }}
 ),
 
-{% if is_incremental() %}
-{%- set cutoff = incremental_cutoff() %}
-restitched as {{ cte_hint('materialized') }} (
-    {{ restitched_anonymous_ids(cutoff) }}
-),
-{% endif %}
-
 activity as {{ cte_hint('not materialized') }} (
     -- site and app activity only: email webhook events are not the user being active
     select
@@ -80,15 +73,10 @@ activity as {{ cte_hint('not materialized') }} (
 ),
 
 changed as (
-    select * from activity
     {% if is_incremental() %}
-    -- two branches, not one OR: the range on received_at skips all older row groups
-    where received_at >= {{ cutoff }}
-    union all
+    {{ received_or_restitched('activity', incremental_cutoff(), unresolved_only=true) }}
+    {% else %}
     select * from activity
-    where (received_at < {{ cutoff }} or received_at is null)
-        and user_id is null
-        and anonymous_id in (select anonymous_id from restitched)
     {% endif %}
 ),
 

@@ -24,10 +24,6 @@ identity_map as (
     select * from {{ ref('int_identity_map') }}
 ),
 
-{% if is_incremental() %}
-{%- set cutoff = incremental_cutoff() %}
-{% endif %}
-
 completed as (
     select
         order_id,
@@ -45,17 +41,10 @@ completed as (
 ),
 
 reports as (
-    select * from completed
     {% if is_incremental() %}
-    -- two branches, not one OR, as in int_events: the range on received_at prunes
-    where received_at >= {{ cutoff }}
-    union all
+    {{ received_or_restitched('completed', incremental_cutoff(), unresolved_only=true) }}
+    {% else %}
     select * from completed
-    where (received_at < {{ cutoff }} or received_at is null)
-        and user_id is null
-        and anonymous_id in (
-            {{ restitched_anonymous_ids(cutoff) }}
-        )
     {% endif %}
 ),
 

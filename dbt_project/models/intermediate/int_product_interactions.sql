@@ -13,19 +13,12 @@
 with
 
 product_events as (
-    select * from {{ ref('stg_rudderstack__product_events') }}
     {% if is_incremental() %}
-    {%- set cutoff = incremental_cutoff() %}
-    -- two branches, not one OR: the first is a range on received_at that skips all older row
-    -- groups; an OR would make every tick read the whole history
-    where received_at >= {{ cutoff }}
-    union all
+    {{ received_or_restitched(
+        ref('stg_rudderstack__product_events'), incremental_cutoff(), unresolved_only=true
+    ) }}
+    {% else %}
     select * from {{ ref('stg_rudderstack__product_events') }}
-    where (received_at < {{ cutoff }} or received_at is null)
-        and user_id is null
-        and anonymous_id in (
-            {{ restitched_anonymous_ids(cutoff) }}
-        )
     {% endif %}
 ),
 

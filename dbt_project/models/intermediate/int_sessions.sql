@@ -32,19 +32,9 @@ events as (
     with
 
     changed_events as (
-        -- new rows, and the stored rows of anonymous ids stitched to a user since the mark
-        select user_id, event_at
-        from {{ ref('int_events') }}
-        where received_at >= {{ cutoff }}
-            and user_id is not null
-        union all
-        select user_id, event_at
-        from {{ ref('int_events') }}
-        where (received_at < {{ cutoff }} or received_at is null)
-            and user_id is not null
-            and anonymous_id in (
-                {{ restitched_anonymous_ids(cutoff) }}
-            )
+        {{ received_or_restitched(
+            ref('int_events'), cutoff, columns='user_id, event_at', where='user_id is not null'
+        ) | indent(8) }}
     ),
 
     earliest_changes as (
