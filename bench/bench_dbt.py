@@ -10,6 +10,10 @@ PostgreSQL schema), a full refresh builds everything (the baseline), then each t
   engine, since one process cannot switch profiles safely; it keeps the DuckDB file open between
   ticks, so the CLI ticks run first).
 
+Both modes start from the warehouse the full refresh left: the CLI ticks' events are taken back
+out before the runner ticks (they would otherwise sit inside every model's `lookback_minutes`
+window and be re-read by each runner tick).
+
 Several sizes (`--events 1000000,5000000`) extend the same shop's history further back in time
 (same `--users`, same `--daily-events`) and repeat the ticks, to see whether a tick stays flat as
 history grows. Prints one line per tick and a summary of ratios.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -120,24 +125,54 @@ def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: da
             raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"h{offset}")
 
 
-def load_tick(conn, engine: str, wh: Warehouse, args, tick: int, users: int) -> None:
+def load_tick(conn, engine: str, wh: Warehouse, args, tick: int, users: int, mode: str) -> None:
     """Append a tick of fresh events, received now (as a loader would)."""
     now = utc_now()
     events = list(traffic(now - timedelta(minutes=1), now, args.tick_events, 10**9 + tick, users))
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     for event in events:
         event["receivedAt"] = stamp
-    raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"tick{tick}")
+    raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"{mode}-tick{tick}")
 
 
 TICK_ARGS = ["build", "--selector", "trigger_path", "--quiet"]
+
+
+def save_state(engine: str, wh: Warehouse) -> Path | None:
+    """Keep the warehouse as the full refresh left it (DuckDB: a copy of the closed file)."""
+    if engine != "duckdb":
+        return None
+    saved = wh.duckdb_path.with_suffix(".before-ticks")
+    shutil.copyfile(wh.duckdb_path, saved)
+    return saved
+
+
+def restore_state(engine: str, wh: Warehouse, args, saved: Path | None) -> None:
+    """Put the warehouse back as the full refresh left it, so both modes tick the same state.
+
+    Without this the runner's ticks would also re-read the CLI ticks' events, which lie inside
+    every model's `lookback_minutes` window. DuckDB gets its file back; PostgreSQL loses the
+    CLI ticks' raw rows and rebuilds the selection from scratch (not timed).
+    """
+    if saved is not None:
+        wal = wh.duckdb_path.with_name(wh.duckdb_path.name + ".wal")
+        wal.unlink(missing_ok=True)
+        saved.replace(wh.duckdb_path)
+        return
+    with connect(engine, wh, args) as conn:
+        for stream in raw_events.STREAM_COLUMNS:
+            conn.execute(
+                f'delete from "{wh.raw_schema}"."{stream}" where _spool_key like %s',
+                ("cli-tick%",),
+            )
+    run_dbt(wh, *TICK_ARGS, "--full-refresh")
 
 
 def cli_ticks(engine: str, wh: Warehouse, args, size: int) -> list[float]:
     times = []
     for tick in range(args.ticks):
         with connect(engine, wh, args) as conn:
-            load_tick(conn, engine, wh, args, tick + size, users=args.users)
+            load_tick(conn, engine, wh, args, tick + size, users=args.users, mode="cli")
         started = time.perf_counter()
         run_dbt(wh, *TICK_ARGS)
         times.append(time.perf_counter() - started)
@@ -164,7 +199,7 @@ def runner_ticks(engine: str, args_dict: dict, size: int, queue) -> None:
     conn = connect(engine, wh, args)  # DuckDB: shares the runner's open database in-process
     try:
         for tick in range(args.ticks):
-            load_tick(conn, engine, wh, args, 10**6 + tick + size, users=args.users)
+            load_tick(conn, engine, wh, args, 10**6 + tick + size, users=args.users, mode="runner")
             started = time.perf_counter()
             try:
                 runner.invoke(*TICK_ARGS)
@@ -200,7 +235,9 @@ def bench_engine(engine: str, args: argparse.Namespace) -> list[dict]:
         run_dbt(wh, *TICK_ARGS, "--full-refresh")  # the baseline: same selection, from scratch
         full = time.perf_counter() - started
         print(f"{engine:8} {size:>9} full refresh of trigger_path (CLI): {full:.2f} s", flush=True)
+        saved = save_state(engine, wh)
         cli = cli_ticks(engine, wh, args, size)
+        restore_state(engine, wh, args, saved)  # the runner starts where the CLI started
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         child = context.Process(target=runner_ticks, args=(engine, vars(args), size, queue))

@@ -193,8 +193,23 @@
         The rows of a raw stream, one per message_id (the earliest received copy: SDK retries and
         append-mode loads duplicate). Incrementally only the rows received since the cutoff, minus
         messages whose first copy is already stored from before it.
+
+        That check would read every stored message id (DuckDB has no index a join can use), so
+        it is bounded by original_timestamp: the SDK sets it once when the event is created, and
+        every copy of a message (a retry, a reloaded file) carries the same one, while
+        received_at differs between copies. Stored copies older than the new rows' earliest
+        original_timestamp cannot match; their row groups are skipped. A new row without
+        original_timestamp leaves the check unbounded.
     -#}
-    {%- set cutoff = incremental_cutoff() if is_incremental() else none %}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- set filters -%}
+        raw_events.message_id is not null
+        {% if where %}and {{ where }}{% endif %}
+    {%- endset -%}
+    {%- if is_incremental() -%}
+        {%- set cutoff = incremental_cutoff() -%}
+        {%- set copies_from = earliest_original_timestamp(relation, filters, cutoff) -%}
+    {%- endif %}
     select * from (
         select
             raw_events.*,
@@ -202,9 +217,8 @@
                 partition by raw_events.message_id
                 order by raw_events.received_at, raw_events._spool_key, raw_events._spool_line
             ) as copy_number
-        from {{ source(source_name, table_name) }} as raw_events
-        where raw_events.message_id is not null
-            {% if where %}and {{ where }}{% endif %}
+        from {{ relation }} as raw_events
+        where {{ filters }}
             {% if is_incremental() %}
             and raw_events.received_at >= {{ cutoff }}
             {% endif %}
@@ -216,8 +230,39 @@
             from {{ this }} as stored
             where stored.message_id = numbered.message_id
                 and stored.received_at < {{ cutoff }}
+                {% if copies_from is not none %}
+                and stored.original_timestamp >= {{ copies_from }}
+                {% endif %}
         )
     {% endif %}
+{%- endmacro %}
+
+
+{% macro earliest_original_timestamp(relation, filters, cutoff) -%}
+    {#-
+        The smallest original_timestamp among the raw rows (`relation` as raw_events, matching
+        `filters`) received since `cutoff`, as a literal; none if one of them has none (no bound can be drawn). With no new rows at all
+        there is nothing to check, and the cutoff itself serves.
+    -#}
+    {%- if not execute -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set query -%}
+        select
+            min(raw_events.original_timestamp),
+            count(*),
+            count(*) - count(raw_events.original_timestamp)
+        from {{ relation }} as raw_events
+        where {{ filters }}
+            and raw_events.received_at >= {{ cutoff }}
+    {%- endset -%}
+    {%- set row = run_query(query).rows[0] -%}
+    {%- if row[1] == 0 -%}
+        {{ return(cutoff) }}
+    {%- elif row[2] > 0 -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(timestamp_literal(row[0])) }}
 {%- endmacro %}
 
 

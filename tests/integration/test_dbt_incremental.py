@@ -97,6 +97,11 @@ def batches() -> list[list[dict]]:
     # a retry of an event loaded in the initial batch, and a retry inside this batch
     one.append(received_at(copy.deepcopy(base[10]), NOW - 94 * minute))
     one.append(received_at(copy.deepcopy(one[5]), NOW - 93 * minute))
+    # from an SDK that sends no originalTimestamp, retried two deliveries later: the duplicate
+    # check cannot bound its scan by original time then
+    untimed = f.page(NOW - 96 * minute, anonymous_id="a-untimed")
+    del untimed["originalTimestamp"]
+    one.append(received_at(untimed, NOW - 96 * minute))
     # two sessions of one shopper, 50 minutes apart (the timeout is 30)
     one.append(received_at(f.page(NOW - 200 * minute, user_id="s-sessions"), NOW - 92 * minute))
     one.append(received_at(f.page(NOW - 150 * minute, user_id="s-sessions"), NOW - 92 * minute))
@@ -200,6 +205,7 @@ def batches() -> list[list[dict]]:
     )
     three.append(received_at(order, NOW - 69 * minute))
     three.append(received_at(copy.deepcopy(order), NOW - 68 * minute))
+    three.append(received_at(copy.deepcopy(untimed), NOW - 68 * minute))
     return [one, two, three]
 
 

@@ -20,7 +20,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 
 from testkit import raw_events, scenario
-from testkit.harness import TickRunner, Warehouse, run_dbt
+from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,16 @@ def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
         runner.invoke(*TICK)
         with duckdb.connect(str(wh.duckdb_path)) as conn:
             second = _triggers(conn)
-        queue.put(("ok", (first, second)))
+            # a tick that fails says which model and why, though the runner logs nothing
+            conn.execute("alter table rudderstack_raw.tracks rename to tracks_gone")
+        try:
+            runner.invoke(*TICK)
+            failure = None
+        except DbtFailed as error:
+            failure = str(error)
+        with duckdb.connect(str(wh.duckdb_path)) as conn:
+            conn.execute("alter table rudderstack_raw.tracks_gone rename to tracks")
+        queue.put(("ok", (first, second, failure)))
     except Exception as error:  # reported to the parent, which fails the test
         queue.put(("error", repr(error)))
 
@@ -86,7 +95,7 @@ def test_tick_runner_matches_the_cli_tick_after_tick(tmp_path):
     status, payload = queue.get(timeout=600)
     child.join()
     assert status == "ok", payload
-    first, second = payload
+    first, second, failure = payload
 
     assert first == built
     # the second tick compiled the ledger model afresh: the sent email is the ledger's now
@@ -94,6 +103,10 @@ def test_tick_runner_matches_the_cli_tick_after_tick(tmp_path):
     assert second == {
         key: value for key, value in built.items() if key != ("s-cart", "cart_abandonment")
     }
+
+    assert failure is not None
+    assert "model.signalmail.stg_rudderstack__tracks" in failure
+    assert "tracks" in failure.split("stg_rudderstack__tracks", 1)[1]
 
     # and the CLI agrees with the runner's second tick
     run_dbt(wh, *TICK, dbt_vars=AS_OF)

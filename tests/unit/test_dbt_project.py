@@ -113,6 +113,8 @@ def test_selectors_exclude_nightly_models_from_the_tick():
     assert {"method": "tag", "value": "nightly"} in excluded
     # Views are left out of the tick: they read sources only (the next test).
     assert {"method": "config.materialized", "value": "view"} in excluded
+    # Ephemeral models are compiled into the tables that read them, selected or not.
+    assert {"method": "config.materialized", "value": "ephemeral"} in excluded
 
 
 def test_views_read_only_sources(tmp_path):

@@ -21,6 +21,7 @@ renamed as (
         previous_id,
         user_id,
         coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at
     from source
     where previous_id is not null

@@ -41,6 +41,7 @@ renamed as (
         anonymous_id,
         coalesce(user_id, {{ json_text('properties', ['user_id']) }}) as user_id,
         coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at,
         {{ json_text('properties', ['trigger_id']) }} as trigger_id,
         {{ json_text('properties', ['campaign']) }} as campaign,

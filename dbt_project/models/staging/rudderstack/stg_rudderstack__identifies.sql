@@ -21,6 +21,7 @@ renamed as (
         anonymous_id,
         user_id,
         coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at,
         nullif(lower(trim({{ identify_trait('email') }})), '') as email,
         nullif(trim({{ identify_trait('first_name') }}), '') as first_name,

@@ -21,6 +21,7 @@ renamed as (
         anonymous_id,
         user_id,
         coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at,
         name as page_name,
         context_page_url as page_url,

@@ -71,6 +71,7 @@ renamed as (
         anonymous_id,
         user_id,
         coalesce(products."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at,
         {{ json_text('properties', ['cart_id']) }} as cart_id,
         {{ json_text('properties', ['order_id']) }} as order_id,

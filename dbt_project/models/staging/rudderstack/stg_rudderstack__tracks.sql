@@ -22,6 +22,7 @@ renamed as (
         anonymous_id,
         user_id,
         coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        original_timestamp,
         received_at,
         context_timezone,
         context_locale,
