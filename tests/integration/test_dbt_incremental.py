@@ -4,8 +4,8 @@ One warehouse is built once and then advanced by several incremental runs while 
 with the real world's mess: late events (old event time, new receipt), retried duplicates (same
 messageId, within one batch and across batches), a batch loaded out of order (received before
 the previous batch's newest row, inside the lookback), anonymous history stitched to a user
-by a later identify, and sessions that grow across deliveries and merge when a late event
-bridges them. The same raw data built from scratch into a second schema must give the
+by a later identify, sessions that grow across deliveries and merge when a late event
+bridges them, and a late report of an earlier order that takes over a stored cart's conversion. The same raw data built from scratch into a second schema must give the
 same rows in every model.
 """
 
@@ -68,6 +68,15 @@ def reported(order_id: str, at, product: dict) -> dict:
     return f.track("Order Completed", at, properties | {"products": [product]}, user_id="s-carts")
 
 
+def ordered(order_id: str, at, user_id: str) -> dict:
+    """An Order Completed of one cart product, without a cart_id."""
+    f = raw_events.EventFactory(seed=f"order-{order_id}")
+    properties = {"order_id": order_id, "total": 10.0, "currency": "EUR"}
+    return f.track(
+        "Order Completed", at, properties | {"products": [scenario.CART_PRODUCT]}, user_id=user_id
+    )
+
+
 def batches() -> list[list[dict]]:
     """Three deliveries after the initial load, each with its own kind of trouble."""
     base = scenario.background() + scenario.scenario()
@@ -114,6 +123,12 @@ def batches() -> list[list[dict]]:
             reported("o-twice", NOW - 78 * minute, scenario.CART_PRODUCT), NOW - 99 * minute
         )
     )
+    # a cart converted by an order; two deliveries later a report of an earlier order by the
+    # same shopper arrives late, and it is that order which converted the cart
+    reorder_cart = dict(scenario.CART_PRODUCT, cart_id="cart-reorder")
+    reorder_add = f.track("Product Added", NOW - 130 * minute, reorder_cart, user_id="s-reorder")
+    one.append(received_at(reorder_add, NOW - 99 * minute))
+    one.append(received_at(ordered("o-first", NOW - 110 * minute, "s-reorder"), NOW - 98 * minute))
     # a cart started now and added to again two deliveries later
     added = dict(scenario.CART_PRODUCT, cart_id="cart-growing")
     first_add = f.track("Product Added", NOW - 150 * minute, added, user_id="s-carts")
@@ -206,6 +221,9 @@ def batches() -> list[list[dict]]:
     three.append(received_at(order, NOW - 69 * minute))
     three.append(received_at(copy.deepcopy(order), NOW - 68 * minute))
     three.append(received_at(copy.deepcopy(untimed), NOW - 68 * minute))
+    three.append(
+        received_at(ordered("o-earlier", NOW - 120 * minute, "s-reorder"), NOW - 69 * minute)
+    )
     return [one, two, three]
 
 
@@ -258,6 +276,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select product_id from "{incremental.schema}".int_order_items '
             "where order_id = 'o-kept'"
         ).fetchall()
+        reconverted = conn.execute(
+            f'select converted_order_id from "{incremental.schema}".int_carts '
+            "where cart_key = 'cart-reorder'"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -270,6 +292,7 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert growing == [(2,)]  # the second add folded into the cart stored two deliveries ago
     assert twice == [(scenario.BROWSED_PRODUCT["product_id"],)]  # the earlier report's items
     assert kept == [(scenario.CART_PRODUCT["product_id"],)]  # the stored first report stays
+    assert reconverted == [("o-earlier",)]  # the late, earlier order converted the stored cart
     for relation in COMPARED:
         assert want[relation], f"{relation} is empty: the comparison would prove nothing"
         missing = set(want[relation]) - set(got[relation])

@@ -39,17 +39,35 @@ touched as {{ cte_hint('materialized') }} (
     {{ touched_sql | indent(4) }}
 ),
 
-buyers as (
-    -- shoppers with an order received since the mark, or newly stitched to one
-    select user_id from orders
+new_orders as (
+    -- orders received since the mark, or newly stitched to their buyer
+    select user_id, ordered_at from orders
     where received_at >= {{ cutoff }}
         and user_id is not null
-    union
-    select user_id from orders
+    union all
+    select user_id, ordered_at from orders
     where anonymous_id in (
         {{ restitched_anonymous_ids(cutoff) }}
     )
         and user_id is not null
+),
+
+buyers as (
+    select user_id, min(ordered_at) as first_new_order_at
+    from new_orders
+    group by user_id
+),
+
+reconverted as (
+    -- the stored carts a buyer's new orders can convert: those not converted yet, and those
+    -- converted by an order no earlier than the first new one (a late report may be earlier).
+    -- A cart converted before it keeps its first order, however many the buyer places later.
+    select stored.cart_key
+    from {{ this }} as stored
+    inner join buyers
+        on stored.user_id = buyers.user_id
+    where not stored.is_converted
+        or stored.converted_at >= buyers.first_new_order_at
 ),
 {% endif %}
 
@@ -145,10 +163,7 @@ carts as (
         last_received_at
     from {{ this }}
     -- whole carts: a cart_id shared by two shoppers is replaced by cart_key, all its rows
-    where cart_key in (
-        select cart_key from {{ this }}
-        where user_id in (select user_id from buyers)
-    )
+    where cart_key in (select cart_key from reconverted)
         and cart_key not in (select cart_key from touched)
     {% endif %}
 ),

@@ -9,7 +9,10 @@ cart_items as (
 ),
 
 abandoned as (
-    -- idle for the delay, items still in it, no order from it or by its owner since
+    -- idle for the delay, items still in it, no order from it or by its owner since, and not
+    -- yet expired: an expired cart is never the latest live one (any later cart has a later
+    -- expiry), and leaving it out early keeps the ranking to the last days' carts instead of
+    -- every cart ever abandoned
     select
         cart_key,
         user_id,
@@ -24,6 +27,11 @@ abandoned as (
         and not is_converted
         and last_activity_at
             <= {{ dbt.dateadd('minute', -1 * var('cart_abandon_minutes'), now_utc()) }}
+        and last_activity_at > {{ dbt.dateadd(
+            'hour',
+            -1 * var('cart_abandon_expire_hours'),
+            dbt.dateadd('minute', -1 * var('cart_abandon_minutes'), now_utc()),
+        ) }}
 ),
 
 latest_abandoned as (
