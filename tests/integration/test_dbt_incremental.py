@@ -5,8 +5,9 @@ with the real world's mess: late events (old event time, new receipt), retried d
 messageId, within one batch and across batches), a batch loaded out of order (received before
 the previous batch's newest row, inside the lookback), anonymous history stitched to a user
 by a later identify, sessions that grow across deliveries and merge when a late event
-bridges them, and a late report of an earlier order that takes over a stored cart's conversion. The same raw data built from scratch into a second schema must give the
-same rows in every model.
+bridges them, and a late report of an earlier order that takes over a stored cart's
+conversion. The same raw data built from scratch into a second schema must give the same rows
+in every model.
 """
 
 from __future__ import annotations
