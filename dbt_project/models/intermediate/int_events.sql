@@ -96,4 +96,4 @@ resolved as (
 )
 
 select * from resolved
-{{ receipt_order() }}
+{{ full_build_order('received_at') }}

@@ -58,4 +58,4 @@ resolved as (
 )
 
 select * from resolved
-{{ receipt_order() }}
+{{ full_build_order('received_at') }}

@@ -162,3 +162,4 @@ final as (
 )
 
 select * from final
+{{ full_build_order('started_at') }}

@@ -54,4 +54,4 @@ renamed as (
 )
 
 select * from renamed
-{{ receipt_order() }}
+{{ full_build_order('received_at') }}

@@ -93,4 +93,4 @@ renamed as (
 
 select * from renamed
 where product_id is not null
-{{ receipt_order() }}
+{{ full_build_order('received_at') }}
