@@ -99,12 +99,10 @@
     {%- set source = arg_dict['temp_relation'] -%}
     {%- set dest_cols_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {#- the smallest replaced_from of all keys, as a literal: lets the delete skip row groups -#}
-    {%- set replaced_from = run_query(
-        'select min(' ~ column ~ ') from ' ~ source
-    ).columns[0].values()[0] -%}
+    {%- set replaced_from = earliest('select ' ~ column ~ ' from ' ~ source, column) -%}
     delete from {{ target }} as stored
     where {% if replaced_from is not none -%}
-        stored.{{ column }} >= {{ timestamp_literal(replaced_from) }}
+        stored.{{ column }} >= {{ replaced_from }}
         and {% endif -%}
     exists (
         select 1
@@ -252,8 +250,9 @@
 {% macro earliest_original_timestamp(relation, filters, cutoff) -%}
     {#-
         The smallest original_timestamp among the raw rows (`relation` as raw_events, matching
-        `filters`) received since `cutoff`, as a literal; none if one of them has none (no bound can be drawn). With no new rows at all
-        there is nothing to check, and the cutoff itself serves.
+        `filters`) received since `cutoff`, as a literal; none if one of them has none (no
+        bound can be drawn). With no new rows at all there is nothing to check, and the cutoff
+        itself serves.
     -#}
     {%- if not execute -%}
         {{ return(none) }}
