@@ -130,6 +130,12 @@ def batches() -> list[list[dict]]:
     reorder_add = f.track("Product Added", NOW - 130 * minute, reorder_cart, user_id="s-reorder")
     one.append(received_at(reorder_add, NOW - 99 * minute))
     one.append(received_at(ordered("o-first", NOW - 110 * minute, "s-reorder"), NOW - 98 * minute))
+    # a cart two shoppers share: one of them buys two deliveries later, and the other's row of
+    # the cart stays as it was
+    shared = dict(scenario.CART_PRODUCT, cart_id="cart-shared")
+    for index, shopper in enumerate(["s-share-buyer", "s-share-other"]):
+        shared_add = f.track("Product Added", NOW - (126 + index) * minute, shared, user_id=shopper)
+        one.append(received_at(shared_add, NOW - 99 * minute))
     # a cart started now and added to again two deliveries later
     added = dict(scenario.CART_PRODUCT, cart_id="cart-growing")
     first_add = f.track("Product Added", NOW - 150 * minute, added, user_id="s-carts")
@@ -225,6 +231,9 @@ def batches() -> list[list[dict]]:
     three.append(
         received_at(ordered("o-earlier", NOW - 120 * minute, "s-reorder"), NOW - 69 * minute)
     )
+    three.append(
+        received_at(ordered("o-shared", NOW - 71 * minute, "s-share-buyer"), NOW - 69 * minute)
+    )
     return [one, two, three]
 
 
@@ -281,6 +290,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select converted_order_id from "{incremental.schema}".int_carts '
             "where cart_key = 'cart-reorder'"
         ).fetchall()
+        shared = conn.execute(
+            f'select user_id, converted_order_id from "{incremental.schema}".int_carts '
+            "where cart_key = 'cart-shared' order by user_id"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -294,6 +307,8 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert twice == [(scenario.BROWSED_PRODUCT["product_id"],)]  # the earlier report's items
     assert kept == [(scenario.CART_PRODUCT["product_id"],)]  # the stored first report stays
     assert reconverted == [("o-earlier",)]  # the late, earlier order converted the stored cart
+    # the buyer's row converted, the other shopper's row of the same cart carried as it was
+    assert shared == [("s-share-buyer", "o-shared"), ("s-share-other", None)]
     for relation in COMPARED:
         assert want[relation], f"{relation} is empty: the comparison would prove nothing"
         missing = set(want[relation]) - set(got[relation])

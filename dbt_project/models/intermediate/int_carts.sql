@@ -39,17 +39,21 @@ touched as {{ cte_hint('materialized') }} (
     {{ touched_sql | indent(4) }}
 ),
 
-new_orders as (
+{%- set new_orders_sql -%}
     -- orders received since the mark, or newly stitched to their buyer
-    select user_id, ordered_at from orders
+    select user_id, ordered_at from {{ ref('int_orders') }}
     where received_at >= {{ cutoff }}
         and user_id is not null
     union all
-    select user_id, ordered_at from orders
+    select user_id, ordered_at from {{ ref('int_orders') }}
     where anonymous_id in (
         {{ restitched_anonymous_ids(cutoff) }}
     )
         and user_id is not null
+{%- endset -%}
+{%- set new_orders_from = earliest(new_orders_sql, 'ordered_at') %}
+new_orders as (
+    {{ new_orders_sql | indent(4) }}
 ),
 
 buyers as (
@@ -58,16 +62,49 @@ buyers as (
     group by user_id
 ),
 
-reconverted as (
+buyer_carts as {{ cte_hint('materialized') }} (
     -- the stored carts a buyer's new orders can convert: those not converted yet, and those
     -- converted by an order no earlier than the first new one (a late report may be earlier).
     -- A cart converted before it keeps its first order, however many the buyer places later.
-    select stored.cart_key
+    -- Two branches of constant filters, which the scan applies before it reads the other
+    -- columns: a join condition or an OR would read every column of every stored cart.
+    select stored.*
     from {{ this }} as stored
     inner join buyers
         on stored.user_id = buyers.user_id
-    where not stored.is_converted
-        or stored.converted_at >= buyers.first_new_order_at
+    where stored.is_converted = false
+    {%- if new_orders_from is not none %}
+    union all
+    select stored.*
+    from {{ this }} as stored
+    inner join buyers
+        on stored.user_id = buyers.user_id
+    where stored.converted_at >= {{ new_orders_from }}
+        and stored.converted_at >= buyers.first_new_order_at
+    {%- endif %}
+),
+
+shared_carts as (
+    -- carts that another shopper shares with a buyer: the delete is by cart_key, so their
+    -- other rows are carried too (rare; with none, the stored carts are not read again)
+    select stored.cart_key, stored.user_id
+    from {{ this }} as stored
+    where stored.cart_key in (select cart_key from buyer_carts)
+        and not exists (
+            select 1 from buyer_carts
+            where buyer_carts.cart_key = stored.cart_key
+                and buyer_carts.user_id = stored.user_id
+        )
+),
+
+carried as (
+    select * from buyer_carts
+    union all
+    select stored.*
+    from {{ this }} as stored
+    inner join shared_carts
+        on stored.cart_key = shared_carts.cart_key
+        and stored.user_id = shared_carts.user_id
 ),
 {% endif %}
 
@@ -108,6 +145,26 @@ cart_activity as (
     group by activity_events.cart_key, activity_events.user_id
 ),
 
+{% if is_incremental() %}
+touched_items as (
+    -- the items of the touched carts. Each item was received at or after its cart's first
+    -- receipt, so none before `read_from`: a constant the scan applies before it reads the
+    -- other columns, where the join on cart_key alone would read them for every stored item
+    -- (two branches, not one OR, which the scan could not apply)
+    select * from cart_items
+    where cart_key in (select cart_key from touched)
+        {% if read_from is none %}
+        and 1 = 0
+        {% else %}
+        and first_received_at >= {{ read_from }}
+    union all
+    select * from cart_items
+    where cart_key in (select cart_key from touched)
+        and first_received_at is null
+        {% endif %}
+),
+{% endif %}
+
 cart_contents as (
     select
         cart_key,
@@ -117,10 +174,7 @@ cart_contents as (
         sum(quantity * coalesce(price, 0)) as cart_value,
         max(currency) as currency,
         min(first_added_at) as created_at
-    from cart_items
-    {% if is_incremental() %}
-    where cart_key in (select cart_key from touched)
-    {% endif %}
+    from {% if is_incremental() %}touched_items{% else %}cart_items{% endif %}
     group by cart_key, user_id
 ),
 
@@ -161,10 +215,8 @@ carts as (
         currency,
         first_received_at,
         last_received_at
-    from {{ this }}
-    -- whole carts: a cart_id shared by two shoppers is replaced by cart_key, all its rows
-    where cart_key in (select cart_key from reconverted)
-        and cart_key not in (select cart_key from touched)
+    from carried
+    where cart_key not in (select cart_key from touched)
     {% endif %}
 ),
 
