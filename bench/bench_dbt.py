@@ -65,7 +65,7 @@ def warehouse_for(engine: str, args: argparse.Namespace) -> Warehouse:
         "port": str(url.port or 5432),
         "user": url.username or "",
         "password": url.password or "",
-        "dbname": url.path.lstrip("/"),
+        "database": url.path.lstrip("/"),
     }
     return Warehouse(
         dialect="postgres",

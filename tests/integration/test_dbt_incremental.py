@@ -347,7 +347,7 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
         "port": str(url.port or 5432),
         "user": url.username,
         "password": url.password or "",
-        "dbname": url.path.lstrip("/"),
+        "database": url.path.lstrip("/"),
     }
     suffix = uuid.uuid4().hex[:8]
     schemas = [f"{pg_schema}_raw", f"{pg_schema}_full", f"{pg_schema}_ledger_{suffix}"]

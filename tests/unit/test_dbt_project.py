@@ -144,6 +144,8 @@ def test_profiles_read_paths_and_credentials_from_environment():
         "SIGNALMAIL_DUCKDB_PATH",
         "SIGNALMAIL_PG_HOST",
         "SIGNALMAIL_PG_PASSWORD",
+        # the same name target-postgres reads in meltano.yml: one variable per setting
+        "SIGNALMAIL_PG_DATABASE",
         "SIGNALMAIL_DBT_SCHEMA",
     ):
         assert variable in text
