@@ -31,7 +31,7 @@ class Warehouse:
     """Where one dbt run reads raw events and writes models.
 
     dialect: "duckdb" or "postgres". For DuckDB `duckdb_path` and `ledger_path` are files; for
-    Postgres the connection comes from `pg` (host, port, user, password, dbname).
+    Postgres the connection comes from `pg` (host, port, user, password, database).
     """
 
     dialect: str

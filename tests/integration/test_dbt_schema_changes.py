@@ -58,6 +58,9 @@ def test_schema_changes_are_appended_or_refused(tmp_path):
         appended = _columns(conn, "stg_rudderstack__identifies")
     assert sorted(appended) == sorted(built)
     assert appended[-1] == "locale"
+    # and it was this project's check that saw it (dbt's own logs "Schema changed: True")
+    log = (tmp_path / "logs" / "dbt.log").read_text()
+    assert 'stg_rudderstack__identifies": schema changed: True' in log
 
     # state models: fail, naming the column
     with pytest.raises(DbtFailed) as failure:

@@ -150,6 +150,7 @@ def test_profiles_read_paths_and_credentials_from_environment():
     ):
         assert variable in text
     assert "password: \"{{ env_var('SIGNALMAIL_PG_PASSWORD'" in text
+    assert "SIGNALMAIL_PG_DBNAME" not in text
 
 
 def test_fixture_rows_follow_the_loader_layout():

@@ -86,7 +86,8 @@ buyer_carts as {{ cte_hint('materialized') }} (
 
 shared_carts as (
     -- carts that another shopper shares with a buyer: the delete is by cart_key, so their
-    -- other rows are carried too (rare; with none, the stored carts are not read again)
+    -- other rows are carried too. Found with a two-column scan; the whole rows are read again
+    -- only when there are some (rare)
     select stored.cart_key, stored.user_id
     from {{ this }} as stored
     where stored.cart_key in (select cart_key from buyer_carts)
