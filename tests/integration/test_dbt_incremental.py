@@ -5,9 +5,10 @@ with the real world's mess: late events (old event time, new receipt), retried d
 messageId, within one batch and across batches), a batch loaded out of order (received before
 the previous batch's newest row, inside the lookback), anonymous history stitched to a user
 by a later identify, sessions that grow across deliveries and merge when a late event
-bridges them, and a late report of an earlier order that takes over a stored cart's
-conversion. The same raw data built from scratch into a second schema must give the same rows
-in every model.
+bridges them, a late report of an earlier order that takes over a stored cart's conversion, a
+cart two shoppers share, and identifies folded into a stored profile (a tie of event times, a
+late one that must lose). The same raw data built from scratch into a second schema must give
+the same rows in every model.
 """
 
 from __future__ import annotations
@@ -136,6 +137,14 @@ def batches() -> list[list[dict]]:
     for index, shopper in enumerate(["s-share-buyer", "s-share-other"]):
         shared_add = f.track("Product Added", NOW - (126 + index) * minute, shared, user_id=shopper)
         one.append(received_at(shared_add, NOW - 99 * minute))
+    # a shopper's traits: two deliveries later come an identify at the same instant, whose
+    # larger message id wins the tie, and a late one from the day before, which loses
+    traits_at = NOW - 120 * minute
+    first_traits = f.identify(
+        traits_at, "s-traits", {"email": "new@example.com", "first_name": "Ann"}
+    )
+    first_traits["messageId"] = "m-traits-a"
+    one.append(received_at(first_traits, NOW - 99 * minute))
     # a cart started now and added to again two deliveries later
     added = dict(scenario.CART_PRODUCT, cart_id="cart-growing")
     first_add = f.track("Product Added", NOW - 150 * minute, added, user_id="s-carts")
@@ -234,6 +243,11 @@ def batches() -> list[list[dict]]:
     three.append(
         received_at(ordered("o-shared", NOW - 71 * minute, "s-share-buyer"), NOW - 69 * minute)
     )
+    tied = f.identify(traits_at, "s-traits", {"first_name": "Bea"})
+    tied["messageId"] = "m-traits-b"
+    three.append(received_at(tied, NOW - 69 * minute))
+    stale = f.identify(traits_at - timedelta(days=1), "s-traits", {"email": "old@example.com"})
+    three.append(received_at(stale, NOW - 69 * minute))
     return [one, two, three]
 
 
@@ -294,6 +308,10 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select user_id, converted_order_id from "{incremental.schema}".int_carts '
             "where cart_key = 'cart-shared' order by user_id"
         ).fetchall()
+        traits = conn.execute(
+            f'select email, first_name from "{incremental.schema}".int_user_profiles '
+            "where user_id = 's-traits'"
+        ).fetchall()
         late_order = conn.execute(
             f"select count(*) from \"{incremental.schema}\".int_orders where order_id = 'o-late'"
         ).fetchone()[0]
@@ -307,6 +325,8 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert twice == [(scenario.BROWSED_PRODUCT["product_id"],)]  # the earlier report's items
     assert kept == [(scenario.CART_PRODUCT["product_id"],)]  # the stored first report stays
     assert reconverted == [("o-earlier",)]  # the late, earlier order converted the stored cart
+    # folded into the stored profile: the tie to the larger message id, the late email lost
+    assert traits == [("new@example.com", "Bea")]
     # the buyer's row converted, the other shopper's row of the same cart carried as it was
     assert shared == [("s-share-buyer", "o-shared"), ("s-share-other", None)]
     for relation in COMPARED:

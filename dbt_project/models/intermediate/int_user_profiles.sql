@@ -29,9 +29,37 @@ known_timezones as (
     select timezone_name from {{ known_timezones() }}
 ),
 
+{#-
+    Each trait is the latest non-null value by (event_at, message_id). A tick folds the
+    identifies it reads (received since the cutoff, and older ones of anonymous ids stitched
+    since) into the stored profile: per trait, whichever of the stored winner and the new one
+    is later. The winner's event time and message id are stored beside the value for that
+    comparison, so a tick never re-reads a user's identify history, and reading the lookback
+    window again changes nothing (the later of the same two is the same).
+-#}
+{%- set traits = [
+    {'column': 'email', 'name': 'email', 'at': 'email_at'},
+    {'column': 'first_name', 'name': 'first_name', 'at': 'first_name_at'},
+    {'column': 'locale', 'name': 'locale', 'at': 'locale_at'},
+    {'column': 'timezone', 'name': 'declared_timezone', 'at': 'declared_timezone_at'},
+    {'column': 'email_opt_in', 'name': 'email_opt_in', 'at': 'consent_updated_at'},
+] %}
+
 {% if is_incremental() %}
+{%- set cutoff = incremental_cutoff('last_received_at') %}
 touched as {{ cte_hint('materialized') }} (
-    {{ touched_users(incremental_cutoff('last_received_at')) }}
+    {{ touched_users(cutoff) }}
+),
+
+stored as (
+    select * from {{ this }}
+    where user_id in (select user_id from touched)
+),
+
+new_identifies as (
+    {{ received_or_restitched(
+        ref('stg_rudderstack__identifies'), cutoff, unresolved_only=true
+    ) | indent(4) }}
 ),
 {% endif %}
 
@@ -39,27 +67,57 @@ resolved_identifies as (
     select
         identifies.*,
         coalesce(identifies.user_id, identity_map.user_id) as resolved_user_id
-    from identifies
+    from {% if is_incremental() %}new_identifies{% else %}identifies{% endif %} as identifies
     left join identity_map
         on identifies.anonymous_id = identity_map.anonymous_id
 ),
 
-traits as (
-    -- the latest non-null value of each trait wins; consent likewise (absent means none)
+read_traits as (
+    -- per trait, the latest non-null value among the identifies read, and its ordering key
     select
         resolved_user_id as user_id,
-        {{ latest_value('email', 'event_at desc, message_id desc') }} as email,
-        {{ latest_value('first_name', 'event_at desc, message_id desc') }} as first_name,
-        {{ latest_value('locale', 'event_at desc, message_id desc') }} as locale,
-        {{ latest_value('timezone', 'event_at desc, message_id desc') }} as declared_timezone,
-        {{ latest_value('email_opt_in', 'event_at desc, message_id desc') }} as email_opt_in,
-        max(case when email_opt_in is not null then event_at end) as consent_updated_at
+        {%- for trait in traits %}
+        {{ latest_value(trait.column, 'event_at desc, message_id desc') }} as {{ trait.name }},
+        max(case when {{ trait.column }} is not null then event_at end) as {{ trait.at }},
+        {{ latest_value(
+            'case when ' ~ trait.column ~ ' is not null then message_id end',
+            'event_at desc, message_id desc',
+        ) }} as {{ trait.name }}_message_id{{ ',' if not loop.last }}
+        {%- endfor %}
     from resolved_identifies
     where resolved_user_id is not null
-        {% if is_incremental() %}
-        and resolved_user_id in (select user_id from touched)
-        {% endif %}
     group by resolved_user_id
+),
+
+traits as (
+    {%- if is_incremental() %}
+    -- the later of the stored and the newly read winner, trait by trait
+    select
+        coalesce(read_traits.user_id, stored.user_id) as user_id,
+        {%- for trait in traits %}
+        {%- set last_trait = loop.last %}
+        {%- set read_is_later -%}
+            read_traits.{{ trait.at }} is not null
+            and (
+                stored.{{ trait.at }} is null
+                or read_traits.{{ trait.at }} > stored.{{ trait.at }}
+                or (
+                    read_traits.{{ trait.at }} = stored.{{ trait.at }}
+                    and read_traits.{{ trait.name }}_message_id > stored.{{ trait.name }}_message_id
+                )
+            )
+        {%- endset %}
+        {%- for column in [trait.name, trait.at, trait.name ~ '_message_id'] %}
+        case when {{ read_is_later }} then read_traits.{{ column }} else stored.{{ column }} end
+            as {{ column }}{{ ',' if not (loop.last and last_trait) }}
+        {%- endfor %}
+        {%- endfor %}
+    from read_traits
+    full outer join stored
+        on read_traits.user_id = stored.user_id
+    {%- else %}
+    select * from read_traits
+    {%- endif %}
 ),
 
 activity as (
@@ -86,7 +144,17 @@ joined as (
         activity.context_timezone,
         coalesce(traits.email_opt_in, false) as has_email_consent,
         traits.consent_updated_at,
-        activity.last_received_at
+        activity.last_received_at,
+        traits.email_at,
+        traits.email_message_id,
+        traits.first_name_at,
+        traits.first_name_message_id,
+        traits.locale_at,
+        traits.locale_message_id,
+        traits.declared_timezone_at,
+        traits.declared_timezone_message_id,
+        traits.email_opt_in,
+        traits.email_opt_in_message_id
     from activity
     left join traits
         on activity.user_id = traits.user_id
@@ -102,7 +170,19 @@ final as (
         coalesce(declared_zone.timezone_name, context_zone.timezone_name) as timezone,
         joined.has_email_consent,
         joined.consent_updated_at,
-        joined.last_received_at
+        joined.last_received_at,
+        -- the fold's bookkeeping: each trait's raw winner and its (event_at, message_id)
+        joined.email_at,
+        joined.email_message_id,
+        joined.first_name_at,
+        joined.first_name_message_id,
+        joined.locale_at,
+        joined.locale_message_id,
+        joined.declared_timezone,
+        joined.declared_timezone_at,
+        joined.declared_timezone_message_id,
+        joined.email_opt_in,
+        joined.email_opt_in_message_id
     from joined
     left join known_timezones as declared_zone
         on joined.declared_timezone = declared_zone.timezone_name
