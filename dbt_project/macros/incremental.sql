@@ -356,6 +356,31 @@
 {%- endmacro %}
 
 
+{% macro rows_since(relation, column, bound, where) -%}
+    {#-
+        The rows of `relation` matching `where` whose `column` is at or after `bound` (a
+        timestamp literal, from earliest()), and those where it is null; no rows when `bound`
+        is none (nothing was touched).
+
+        Two branches, not one OR: DuckDB applies a constant range inside the scan, skipping
+        row groups by their min/max and decoding the other columns only of the rows that pass;
+        `(column >= bound or column is null)` is applied after every column of every row is
+        decoded (0.037 s against 0.015 s on the 320,000 stored carts of 5M events).
+    -#}
+    select * from {{ relation }}
+    where {{ where }}
+    {%- if bound is none %}
+        and 1 = 0
+    {%- else %}
+        and {{ column }} >= {{ bound }}
+    union all
+    select * from {{ relation }}
+    where {{ where }}
+        and {{ column }} is null
+    {%- endif %}
+{%- endmacro %}
+
+
 {% macro cte_hint(hint) -%}
     {#-
         `materialized` or `not materialized` before a CTE's body, where the engine takes it.

@@ -31,23 +31,14 @@ touched as {{ cte_hint('materialized') }} (
 ),
 {% endif %}
 
+{%- set cart_event_filter = "interaction_type in ('add', 'remove') and user_id is not null" %}
 cart_events as (
+    {% if is_incremental() -%}
+    {{ rows_since('interactions', 'received_at', read_from, cart_event_filter) }}
+    {%- else -%}
     select * from interactions
-    where interaction_type in ('add', 'remove')
-        and user_id is not null
-    {% if is_incremental() %}
-        {% if read_from is none %}
-        and 1 = 0
-        {% else %}
-        -- two branches, not one OR: the range on received_at prunes
-        and received_at >= {{ read_from }}
-    union all
-    select * from interactions
-    where interaction_type in ('add', 'remove')
-        and user_id is not null
-        and received_at is null
-        {% endif %}
-    {% endif %}
+    where {{ cart_event_filter }}
+    {%- endif %}
 ),
 
 cart_changes as (

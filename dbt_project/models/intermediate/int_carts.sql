@@ -109,24 +109,15 @@ carried as (
 ),
 {% endif %}
 
+{%- set activity_filter = "interaction_type in ('add', 'remove', 'cart_view', 'checkout') and user_id is not null" %}
 activity_events as (
     -- viewing the cart or starting checkout is activity on it too
+    {% if is_incremental() -%}
+    {{ rows_since('interactions', 'received_at', read_from, activity_filter) }}
+    {%- else -%}
     select * from interactions
-    where interaction_type in ('add', 'remove', 'cart_view', 'checkout')
-        and user_id is not null
-    {% if is_incremental() %}
-        {% if read_from is none %}
-        and 1 = 0
-        {% else %}
-        -- two branches, not one OR: the range on received_at prunes
-        and received_at >= {{ read_from }}
-    union all
-    select * from interactions
-    where interaction_type in ('add', 'remove', 'cart_view', 'checkout')
-        and user_id is not null
-        and received_at is null
-        {% endif %}
-    {% endif %}
+    where {{ activity_filter }}
+    {%- endif %}
 ),
 
 cart_activity as (
@@ -151,18 +142,12 @@ touched_items as (
     -- the items of the touched carts. Each item was received at or after its cart's first
     -- receipt, so none before `read_from`: a constant the scan applies before it reads the
     -- other columns, where the join on cart_key alone would read them for every stored item
-    -- (two branches, not one OR, which the scan could not apply)
-    select * from cart_items
-    where cart_key in (select cart_key from touched)
-        {% if read_from is none %}
-        and 1 = 0
-        {% else %}
-        and first_received_at >= {{ read_from }}
-    union all
-    select * from cart_items
-    where cart_key in (select cart_key from touched)
-        and first_received_at is null
-        {% endif %}
+    {{ rows_since(
+        'cart_items',
+        'first_received_at',
+        read_from,
+        'cart_key in (select cart_key from touched)',
+    ) }}
 ),
 {% endif %}
 
