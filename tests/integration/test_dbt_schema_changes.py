@@ -1,14 +1,21 @@
 """`on_schema_change` still guards the incremental models (macros/schema_changes.sql).
 
-The project replaces dbt's check with one that reads columns through the macro instead of the
-adapter method. These runs prove it still sees a change: staging appends a column its stored
-table lacks, and a state model whose stored table has a column its SQL no longer makes stops
-with dbt's own error instead of silently ignoring it.
+The project replaces dbt's check with one query that lists the new columns and counts those
+that differ from the stored table's, and falls back to dbt's comparison only when some do.
+These runs prove, on DuckDB and on Postgres, that an unchanged model takes the one-query path,
+and that a change is still seen: staging appends a column its stored table lacks, and a state
+model whose stored table has a column its SQL no longer makes stops with dbt's own error
+instead of silently ignoring it.
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import duckdb
 import pytest
@@ -25,16 +32,68 @@ pytestmark = pytest.mark.slow
 AS_OF = {"as_of": scenario.AS_OF}
 
 
-def _columns(conn, table: str) -> list[str]:
+def _columns(conn: Any, schema: str, table: str) -> list[str]:
     rows = conn.execute(
         "select column_name from information_schema.columns"
-        " where table_schema = 'signals' and table_name = ? order by ordinal_position",
-        [table],
+        f" where table_schema = '{schema}' and table_name = '{table}' order by ordinal_position"
     ).fetchall()
     return [name for (name,) in rows]
 
 
-def test_schema_changes_are_appended_or_refused(tmp_path):
+def _log_lines(wh: Warehouse, since: int) -> list[str]:
+    """The lines of dbt's log file from byte `since` on."""
+    with open(Path(wh.target_dir) / "logs" / "dbt.log", "rb") as log:
+        log.seek(since)
+        return log.read().decode("utf-8", "replace").splitlines()
+
+
+def _log_size(wh: Warehouse) -> int:
+    path = Path(wh.target_dir) / "logs" / "dbt.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def check_schema_changes(connect: Callable[[], Any], dialect: str, wh: Warehouse) -> None:
+    with connect() as conn:
+        raw_events.create_raw_tables(conn, dialect, wh.raw_schema)
+        raw_events.load_events(conn, dialect, scenario.scenario(), wh.raw_schema)
+    run_dbt(wh, "run", "--select", "+int_orders", dbt_vars=AS_OF)
+
+    # nothing changed: the check is the one query, and says so in its short form
+    start = _log_size(wh)
+    run_dbt(wh, "run", "--select", "int_orders", dbt_vars=AS_OF)
+    checks = [line for line in _log_lines(wh, start) if "schema changed:" in line]
+    assert any(line.endswith('int_orders": schema changed: False') for line in checks), checks
+
+    with connect() as conn:
+        built = _columns(conn, wh.schema, "stg_rudderstack__identifies")
+        assert "locale" in built
+        conn.execute(f'alter table "{wh.schema}".stg_rudderstack__identifies drop column locale')
+        conn.execute(f'alter table "{wh.schema}".int_orders add column retired_column integer')
+
+    # staging: append_new_columns puts the missing column back, at the end
+    start = _log_size(wh)
+    run_dbt(wh, "run", "--select", "stg_rudderstack__identifies", dbt_vars=AS_OF)
+    with connect() as conn:
+        appended = _columns(conn, wh.schema, "stg_rudderstack__identifies")
+    assert sorted(appended) == sorted(built)
+    assert appended[-1] == "locale"
+    # and it was this project's check that saw it, through dbt's comparison (dbt's own check
+    # logs "Schema changed: True")
+    checks = [line for line in _log_lines(wh, start) if "schema changed:" in line]
+    assert any(
+        'stg_rudderstack__identifies": schema changed: True; source columns not in target:' in line
+        and "locale" in line
+        for line in checks
+    ), checks
+
+    # state models: fail, naming the column
+    with pytest.raises(DbtFailed) as failure:
+        run_dbt(wh, "run", "--select", "int_orders", dbt_vars=AS_OF)
+    assert "out of sync" in str(failure.value)
+    assert "retired_column" in str(failure.value)
+
+
+def test_schema_changes_duckdb(tmp_path):
     wh = Warehouse(
         dialect="duckdb",
         schema="signals",
@@ -42,28 +101,37 @@ def test_schema_changes_are_appended_or_refused(tmp_path):
         ledger_path=tmp_path / "ledger.duckdb",
         target_dir=tmp_path,
     )
-    with duckdb.connect(str(wh.duckdb_path)) as conn:
-        raw_events.create_raw_tables(conn, "duckdb")
-        raw_events.load_events(conn, "duckdb", scenario.scenario())
-    run_dbt(wh, "run", "--select", "+int_orders", dbt_vars=AS_OF)
-    with duckdb.connect(str(wh.duckdb_path)) as conn:
-        built = _columns(conn, "stg_rudderstack__identifies")
-        assert "locale" in built
-        conn.execute("alter table signals.stg_rudderstack__identifies drop column locale")
-        conn.execute("alter table signals.int_orders add column retired_column integer")
+    check_schema_changes(lambda: duckdb.connect(str(wh.duckdb_path)), "duckdb", wh)
 
-    # staging: append_new_columns puts the missing column back, at the end
-    run_dbt(wh, "run", "--select", "stg_rudderstack__identifies", dbt_vars=AS_OF)
-    with duckdb.connect(str(wh.duckdb_path)) as conn:
-        appended = _columns(conn, "stg_rudderstack__identifies")
-    assert sorted(appended) == sorted(built)
-    assert appended[-1] == "locale"
-    # and it was this project's check that saw it (dbt's own logs "Schema changed: True")
-    log = (tmp_path / "logs" / "dbt.log").read_text()
-    assert 'stg_rudderstack__identifies": schema changed: True' in log
 
-    # state models: fail, naming the column
-    with pytest.raises(DbtFailed) as failure:
-        run_dbt(wh, "run", "--select", "int_orders", dbt_vars=AS_OF)
-    assert "out of sync" in str(failure.value)
-    assert "retired_column" in str(failure.value)
+@pytest.mark.postgres
+def test_schema_changes_postgres(tmp_path, pg_url, pg_schema):
+    import psycopg
+
+    url = urlparse(pg_url)
+    raw_schema = f"{pg_schema}_raw"
+    ledger_schema = f"{pg_schema}_ledger_{uuid.uuid4().hex[:8]}"
+    wh = Warehouse(
+        dialect="postgres",
+        schema=pg_schema,
+        raw_schema=raw_schema,
+        ledger_schema=ledger_schema,
+        pg={
+            "host": url.hostname,
+            "port": str(url.port or 5432),
+            "user": url.username,
+            "password": url.password or "",
+            "database": url.path.lstrip("/"),
+        },
+        target_dir=tmp_path,
+    )
+
+    def connect():
+        return psycopg.connect(pg_url, autocommit=True)
+
+    try:
+        check_schema_changes(connect, "postgres", wh)
+    finally:
+        with connect() as conn:
+            for schema in (raw_schema, ledger_schema):
+                conn.execute(f'drop schema if exists "{schema}" cascade')
