@@ -19,20 +19,30 @@
 -#}
 
 {% macro duckdb__check_for_schema_changes(source_relation, target_relation) -%}
-    {{ return(schema_changes_between(source_relation, target_relation)) }}
+    {{ return(schema_changes_between(
+        source_relation,
+        target_relation,
+        duckdb_columns_and_differences(source_relation, target_relation),
+    )) }}
 {%- endmacro %}
 
 
 {% macro postgres__check_for_schema_changes(source_relation, target_relation) -%}
-    {{ return(schema_changes_between(source_relation, target_relation)) }}
+    {{ return(schema_changes_between(
+        source_relation,
+        target_relation,
+        postgres_columns_and_differences(source_relation, target_relation),
+    )) }}
 {%- endmacro %}
 
 
-{% macro schema_changes_between(source_relation, target_relation) -%}
-    {#- The dictionary dbt's default__check_for_schema_changes returns. -#}
-    {%- set listing = run_query(adapter.dispatch('columns_and_differences_sql', 'signalmail')(
-        source_relation, target_relation
-    )) -%}
+{% macro schema_changes_between(source_relation, target_relation, listing_sql) -%}
+    {#-
+        The dictionary dbt's default__check_for_schema_changes returns. `listing_sql` lists the
+        source's columns as the adapter's get_columns_in_relation does, each row also carrying
+        the number of columns that differ between the two relations.
+    -#}
+    {%- set listing = run_query(listing_sql) -%}
     {%- if listing.rows | length > 0 and listing.rows[0][5] == 0 -%}
         {%- set columns = [] -%}
         {%- for row in listing.rows -%}
@@ -75,7 +85,7 @@
 {%- endmacro %}
 
 
-{% macro duckdb__columns_and_differences_sql(source_relation, target_relation) -%}
+{% macro duckdb_columns_and_differences(source_relation, target_relation) -%}
     {#-
         The source's columns as duckdb__get_columns_in_relation lists them (DESCRIBE, in column
         order), each row also carrying the number of columns whose name or type differs
@@ -114,7 +124,7 @@
 {%- endmacro %}
 
 
-{% macro postgres__columns_and_differences_sql(source_relation, target_relation) -%}
+{% macro postgres_columns_and_differences(source_relation, target_relation) -%}
     {#-
         The source's columns as postgres__get_columns_in_relation lists them, each row also
         carrying the number of columns whose name, type, length, precision or scale differs
