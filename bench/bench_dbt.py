@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "dbt_project"
 sys.path.insert(0, str(PROJECT))
@@ -125,6 +127,24 @@ def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: da
             raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"h{offset}")
 
 
+def catch_up(engine: str, wh: Warehouse, args, since: datetime) -> datetime:
+    """Load the shop's traffic from `since` to 10 minutes ago; return the new end of history.
+
+    The shop keeps trading while a size is benched: without this, the next size's ticks
+    would come half an hour after the newest history and their lookback window would hold
+    less of it than the first size's did.
+    """
+    end = utc_now() - timedelta(minutes=10)
+    count = round((end - since) / timedelta(days=1) * args.daily_events)
+    if count > 0:
+        events = traffic(since, end, count, seed=10**8 + count, users=args.users)
+        with connect(engine, wh, args) as conn:
+            raw_events.load_events(
+                conn, engine, events, wh.raw_schema, spool_key=f"catchup-{end:%H%M%S}"
+            )
+    return end
+
+
 def load_tick(conn, engine: str, wh: Warehouse, args, tick: int, users: int, mode: str) -> None:
     """Append a tick of fresh events, received now (as a loader would)."""
     now = utc_now()
@@ -159,13 +179,34 @@ def restore_state(engine: str, wh: Warehouse, args, saved: Path | None) -> None:
         wal.unlink(missing_ok=True)
         saved.replace(wh.duckdb_path)
         return
+    drop_tick_events(engine, wh, args, "cli")
+    run_dbt(wh, *TICK_ARGS, "--full-refresh")
+
+
+def drop_tick_events(engine: str, wh: Warehouse, args, mode: str) -> None:
+    """Delete the raw events of one mode's ticks (`cli` or `runner`)."""
+    placeholder = "?" if engine == "duckdb" else "%s"
     with connect(engine, wh, args) as conn:
         for stream in raw_events.STREAM_COLUMNS:
             conn.execute(
-                f'delete from "{wh.raw_schema}"."{stream}" where _spool_key like %s',
-                ("cli-tick%",),
+                f'delete from "{wh.raw_schema}"."{stream}" where _spool_key like {placeholder}',
+                (f"{mode}-tick%",),
             )
-    run_dbt(wh, *TICK_ARGS, "--full-refresh")
+
+
+def lookback_events(engine: str, wh: Warehouse, args) -> int:
+    """Raw events a tick re-reads besides its own: those within the project's
+    `lookback_minutes` of the newest receipt, in every stream."""
+    minutes = yaml.safe_load((PROJECT / "dbt_project.yml").read_text())["vars"]["lookback_minutes"]
+    with connect(engine, wh, args) as conn:
+        return sum(
+            conn.execute(
+                f'select count(*) from "{wh.raw_schema}"."{stream}" where received_at >= '
+                f'(select max(received_at) from "{wh.raw_schema}"."{stream}")'
+                f" - interval '{int(minutes)} minutes'"
+            ).fetchone()[0]
+            for stream in raw_events.STREAM_COLUMNS
+        )
 
 
 def cli_ticks(engine: str, wh: Warehouse, args, size: int) -> list[float]:
@@ -217,11 +258,18 @@ def bench_engine(engine: str, args: argparse.Namespace) -> list[dict]:
     wh = warehouse_for(engine, args)
     reset(engine, wh, args)
     now = utc_now()
+    history_end = now - timedelta(minutes=10)
     have = 0
     rows = []
     for size in args.sizes:
+        # The previous size's runner ticks were received minutes ago: left in, they would sit
+        # inside every model's lookback window and this size's ticks would re-read them on top
+        # of their own, as the runner would the CLI ticks' (restore_state). The full refresh
+        # below rebuilds everything without them.
+        drop_tick_events(engine, wh, args, "runner")
         started = time.perf_counter()
         load_history(engine, wh, args, have, size, now)
+        history_end = catch_up(engine, wh, args, history_end)
         have = size
         print(
             f"{engine:8} {size:>9} loaded history in {time.perf_counter() - started:.0f} s",
@@ -238,6 +286,8 @@ def bench_engine(engine: str, args: argparse.Namespace) -> list[dict]:
         saved = save_state(engine, wh)
         cli = cli_ticks(engine, wh, args, size)
         restore_state(engine, wh, args, saved)  # the runner starts where the CLI started
+        lookback = lookback_events(engine, wh, args)
+        print(f"{engine:8} {size:>9} raw events in the lookback window before ticks: {lookback}")
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         child = context.Process(target=runner_ticks, args=(engine, vars(args), size, queue))

@@ -51,26 +51,45 @@
 {% macro get_incremental_bounded_delete_insert_sql(arg_dict) -%}
     {#-
         Strategy `bounded_delete_insert`: delete+insert on `unique_key`, whose delete also
-        carries `<delete_bound> >= <the smallest delete_bound among the new rows>` as a literal.
+        carries `<delete_bound> >= <the smallest delete_bound among the new rows>` as a literal,
+        with a second delete for the keys' stored rows whose bound is null.
 
-        For models keyed by message: a message's stored row never has an earlier received_at
-        than its new row (staging keeps the earliest copy and only looks at copies received
-        since the cutoff), so the bound loses no row to delete, and the delete reads the newest
-        row groups (DuckDB zone maps, the Postgres index on the bound) instead of every stored
-        key. Without the bound, a tick's delete scans all of history on engines without indexes.
-        A new row with a null bound, or no new row at all, leaves the delete unbounded.
+        For models where a key's stored rows never have an earlier bound than the new rows
+        that replace them, so the bound loses no row to delete:
+        - keyed by message (staging, events): a message's stored row never has an earlier
+          received_at than its new row (staging keeps the earliest copy and only looks at
+          copies received since the cutoff);
+        - carts (`first_received_at`): a touched cart is rebuilt from every event received
+          since the first receipt of any of its stored rows (touched_carts()), so each stored
+          row's events are read again and its new row starts no later; a carried row is
+          inserted as stored.
+        The delete then reads the newest row groups (DuckDB zone maps, the Postgres index on
+        the bound) instead of every stored key: without the bound, a tick's delete scans all
+        of history on engines without indexes. A null bound is not covered by the range, hence
+        the second delete, which DuckDB answers from its per-row-group null statistics. A new
+        row with a null bound, or no new row at all, leaves the delete unbounded.
     -#}
     {%- set column = config.require('delete_bound') -%}
+    {%- set key = arg_dict['unique_key'] -%}
+    {%- if key is not string -%}
+        {{ exceptions.raise_compiler_error(
+            "bounded_delete_insert needs a single-column unique_key, got " ~ key ~ " in " ~ this
+        ) }}
+    {%- endif -%}
     {%- set predicates = [] + (arg_dict['incremental_predicates'] or []) -%}
     {%- set query -%}
         select min({{ column }}), count(*) - count({{ column }}) from {{ arg_dict['temp_relation'] }}
     {%- endset -%}
     {%- set row = run_query(query).rows[0] -%}
-    {%- if row[0] is not none and row[1] == 0 -%}
-        {%- do predicates.append(column ~ ' >= ' ~ timestamp_literal(row[0])) -%}
+    {%- if row[0] is none or row[1] > 0 -%}
+        {{ return(get_incremental_delete_insert_sql(arg_dict)) }}
     {%- endif -%}
+    {%- do predicates.append(column ~ ' >= ' ~ timestamp_literal(row[0])) -%}
     {%- do arg_dict.update({'incremental_predicates': predicates}) -%}
-    {{ return(get_incremental_delete_insert_sql(arg_dict)) }}
+    delete from {{ arg_dict['target_relation'] }}
+    where {{ key }} in (select {{ key }} from {{ arg_dict['temp_relation'] }})
+        and {{ column }} is null;
+    {{ get_incremental_delete_insert_sql(arg_dict) }}
 {%- endmacro %}
 
 

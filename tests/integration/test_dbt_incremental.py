@@ -79,6 +79,20 @@ def ordered(order_id: str, at, user_id: str) -> dict:
     )
 
 
+UNRECEIVED_CART = dict(scenario.CART_PRODUCT, cart_id="cart-unreceived")
+
+
+def unreceived_add() -> dict:
+    """An add to cart that the initial load carries without a receipt time (received_at null),
+    so its stored cart line has no first_received_at; batch two adds to the same line."""
+    f = raw_events.EventFactory(seed="unreceived")
+    event = f.track(
+        "Product Added", NOW - timedelta(hours=26), UNRECEIVED_CART, user_id="s-unreceived"
+    )
+    del event["receivedAt"]
+    return event
+
+
 def batches() -> list[list[dict]]:
     """Three deliveries after the initial load, each with its own kind of trouble."""
     base = scenario.background() + scenario.scenario()
@@ -187,6 +201,16 @@ def batches() -> list[list[dict]]:
         )
     )
 
+    # a second add to the line stored without a receipt: the line is rebuilt from both adds,
+    # and the bounded delete (first_received_at >= this receipt) must still remove the stored
+    # line, whose bound is null
+    two.append(
+        received_at(
+            f.track("Product Added", NOW - 76 * minute, UNRECEIVED_CART, user_id="s-unreceived"),
+            NOW - 76 * minute,
+        )
+    )
+
     three = fresh[400:]
     # loaded after batch two but received before its newest rows (within the lookback)
     for event in three[:50]:
@@ -258,6 +282,9 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
         raw_events.load_events(
             conn, dialect, scenario.scenario(), incremental.raw_schema, spool_key="scenario"
         )
+        raw_events.load_events(
+            conn, dialect, [unreceived_add()], incremental.raw_schema, spool_key="unreceived"
+        )
     run_dbt(incremental, "run", "--full-refresh", dbt_vars=AS_OF)
 
     for number, batch in enumerate(batches()):
@@ -308,6 +335,11 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             f'select user_id, converted_order_id from "{incremental.schema}".int_carts '
             "where cart_key = 'cart-shared' order by user_id"
         ).fetchall()
+        unreceived = conn.execute(
+            "select quantity, first_received_at is null"
+            f' from "{incremental.schema}".int_cart_items'
+            " where cart_key = 'cart-unreceived'"
+        ).fetchall()
         traits = conn.execute(
             f'select email, first_name from "{incremental.schema}".int_user_profiles '
             "where user_id = 's-traits'"
@@ -325,6 +357,8 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
     assert twice == [(scenario.BROWSED_PRODUCT["product_id"],)]  # the earlier report's items
     assert kept == [(scenario.CART_PRODUCT["product_id"],)]  # the stored first report stays
     assert reconverted == [("o-earlier",)]  # the late, earlier order converted the stored cart
+    # one line for both adds, the one without a receipt and the one with
+    assert unreceived == [(2, False)]
     # folded into the stored profile: the tie to the larger message id, the late email lost
     assert traits == [("new@example.com", "Bea")]
     # the buyer's row converted, the other shopper's row of the same cart carried as it was

@@ -1,8 +1,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='bounded_delete_insert',
         unique_key='cart_key',
+        delete_bound='first_received_at',
         indexes=postgres_indexes([['cart_key'], ['user_id'], ['last_received_at']]),
     )
 }}
