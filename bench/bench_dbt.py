@@ -137,7 +137,7 @@ def catch_up(engine: str, wh: Warehouse, args, since: datetime) -> datetime:
     end = utc_now() - timedelta(minutes=10)
     count = round((end - since) / timedelta(days=1) * args.daily_events)
     if count > 0:
-        events = traffic(since, end, count, seed=10**8 + count, users=args.users)
+        events = traffic(since, end, count, seed=int(end.timestamp()), users=args.users)
         with connect(engine, wh, args) as conn:
             raw_events.load_events(
                 conn, engine, events, wh.raw_schema, spool_key=f"catchup-{end:%H%M%S}"

@@ -63,11 +63,14 @@
           since the first receipt of any of its stored rows (touched_carts()), so each stored
           row's events are read again and its new row starts no later; a carried row is
           inserted as stored.
-        The delete then reads the newest row groups (DuckDB zone maps, the Postgres index on
-        the bound) instead of every stored key: without the bound, a tick's delete scans all
-        of history on engines without indexes. A null bound is not covered by the range, hence
-        the second delete, which DuckDB answers from its per-row-group null statistics. A new
-        row with a null bound, or no new row at all, leaves the delete unbounded.
+        On DuckDB, which has no index a delete by key can use, the delete then reads only the
+        row groups whose min/max reach the bound (zone maps; the table is stored in bound
+        order, full_build_order()) instead of every stored key; on Postgres the key's index
+        serves either way. A null bound is not covered by the range, hence the second delete,
+        which DuckDB answers from its per-row-group null statistics. A new row with a null
+        bound, or no new row at all, leaves the delete unbounded. The bound is the smallest
+        among all new rows: one old cart carried in a tick (int_carts re-decides a buyer's
+        stored carts) widens it for the whole delete.
     -#}
     {%- set column = config.require('delete_bound') -%}
     {%- set key = arg_dict['unique_key'] -%}

@@ -114,3 +114,5 @@ final as (
 )
 
 select * from final
+{# stored in first-receipt order: a tick's delete is bounded by it (bounded_delete_insert) #}
+{{ full_build_order('first_received_at') }}
