@@ -33,7 +33,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 import yaml
 
@@ -42,7 +41,7 @@ PROJECT = ROOT / "dbt_project"
 sys.path.insert(0, str(PROJECT))
 
 from testkit import raw_events  # noqa: E402
-from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt  # noqa: E402
+from testkit.harness import DbtFailed, TickRunner, Warehouse, pg_settings, run_dbt  # noqa: E402
 
 CHUNK = 50_000
 
@@ -61,20 +60,12 @@ def warehouse_for(engine: str, args: argparse.Namespace) -> Warehouse:
             ledger_path=workdir / "ledger.duckdb",
             target_dir=workdir / "duckdb",
         )
-    url = urlparse(args.pg_url)
-    pg = {
-        "host": url.hostname or "127.0.0.1",
-        "port": str(url.port or 5432),
-        "user": url.username or "",
-        "password": url.password or "",
-        "database": url.path.lstrip("/"),
-    }
     return Warehouse(
         dialect="postgres",
         schema="bench_signals",
         raw_schema="bench_raw",
         ledger_schema="bench_ledger",
-        pg=pg,
+        pg=pg_settings(args.pg_url),
         target_dir=workdir / "postgres",
     )
 

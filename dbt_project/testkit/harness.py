@@ -17,6 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DBT = Path(sys.executable).with_name("dbt")
@@ -64,6 +65,18 @@ class Warehouse:
         """Build the --vars argument: schemas of the inputs plus any overrides."""
         values = {"raw_schema": self.raw_schema, "ledger_schema": self.ledger_schema, **extra}
         return json.dumps(values)
+
+
+def pg_settings(url: str) -> dict[str, str]:
+    """`Warehouse.pg` from a postgresql:// URL (profiles.yml's SIGNALMAIL_PG_* settings)."""
+    parts = urlparse(url)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": str(parts.port or 5432),
+        "user": parts.username or "",
+        "password": parts.password or "",
+        "database": parts.path.lstrip("/"),
+    }
 
 
 def project_args(warehouse: Warehouse, dbt_vars: dict[str, Any] | None = None) -> list[str]:

@@ -17,7 +17,6 @@ import copy
 import sys
 import uuid
 from datetime import timedelta
-from urllib.parse import urlparse
 
 import duckdb
 import pytest
@@ -27,7 +26,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 
 from testkit import raw_events, scenario
-from testkit.harness import Warehouse, run_dbt, snapshot
+from testkit.harness import Warehouse, pg_settings, run_dbt, snapshot
 from testkit.scenario import NOW, received_at
 
 pytestmark = pytest.mark.slow
@@ -397,19 +396,11 @@ def test_incremental_equals_full_refresh_duckdb(tmp_path):
 def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
     import psycopg
 
-    url = urlparse(pg_url)
-    pg = {
-        "host": url.hostname,
-        "port": str(url.port or 5432),
-        "user": url.username,
-        "password": url.password or "",
-        "database": url.path.lstrip("/"),
-    }
     suffix = uuid.uuid4().hex[:8]
     schemas = [f"{pg_schema}_raw", f"{pg_schema}_full", f"{pg_schema}_ledger_{suffix}"]
     common = {
         "dialect": "postgres",
-        "pg": pg,
+        "pg": pg_settings(pg_url),
         "raw_schema": schemas[0],
         "ledger_schema": schemas[2],
     }

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import duckdb
 import pytest
@@ -25,7 +24,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 
 from testkit import raw_events, scenario
-from testkit.harness import DbtFailed, Warehouse, run_dbt
+from testkit.harness import DbtFailed, Warehouse, pg_settings, run_dbt
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +107,6 @@ def test_schema_changes_duckdb(tmp_path):
 def test_schema_changes_postgres(tmp_path, pg_url, pg_schema):
     import psycopg
 
-    url = urlparse(pg_url)
     raw_schema = f"{pg_schema}_raw"
     ledger_schema = f"{pg_schema}_ledger_{uuid.uuid4().hex[:8]}"
     wh = Warehouse(
@@ -116,13 +114,7 @@ def test_schema_changes_postgres(tmp_path, pg_url, pg_schema):
         schema=pg_schema,
         raw_schema=raw_schema,
         ledger_schema=ledger_schema,
-        pg={
-            "host": url.hostname,
-            "port": str(url.port or 5432),
-            "user": url.username,
-            "password": url.password or "",
-            "database": url.path.lstrip("/"),
-        },
+        pg=pg_settings(pg_url),
         target_dir=tmp_path,
     )
 
