@@ -41,7 +41,7 @@ PROJECT = ROOT / "dbt_project"
 sys.path.insert(0, str(PROJECT))
 
 from testkit import raw_events  # noqa: E402
-from testkit.harness import DbtFailed, TickRunner, Warehouse, pg_settings, run_dbt  # noqa: E402
+from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt  # noqa: E402
 
 CHUNK = 50_000
 
@@ -65,7 +65,7 @@ def warehouse_for(engine: str, args: argparse.Namespace) -> Warehouse:
         schema="bench_signals",
         raw_schema="bench_raw",
         ledger_schema="bench_ledger",
-        pg=pg_settings(args.pg_url),
+        pg_url=args.pg_url,
         target_dir=workdir / "postgres",
     )
 

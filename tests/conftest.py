@@ -121,3 +121,23 @@ def pg_schema(pg_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'drop schema if exists "{name}" cascade')
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """A fresh database for one test (its own rudderstack_raw, signals and ledger schemas).
+
+    For code whose schemas are fixed names, such as `signalmail watch`; dropped afterwards.
+    """
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    base, _, _ = pg_url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )

@@ -17,8 +17,10 @@
     {%- if not execute -%}
         {{ return(timestamp_literal(none)) }}
     {%- endif -%}
+    {#- in seconds, so a fraction of a minute works: the real-time loop uses 30 s -#}
+    {%- set lookback_seconds = (var('lookback_minutes') * 60) | round | int -%}
     {%- set query -%}
-        select {{ dbt.dateadd('minute', -1 * var('lookback_minutes'), 'max(' ~ column ~ ')') }}
+        select {{ dbt.dateadd('second', -1 * lookback_seconds, 'max(' ~ column ~ ')') }}
         from {{ this }}
     {%- endset -%}
     {{ return(timestamp_literal(run_query(query).columns[0].values()[0])) }}
@@ -312,19 +314,36 @@
         The target writes the ledger into its own DuckDB file (one writer per file). Attach it
         read-only when it exists; before the first send there is no file, and the staging model
         then reads an empty ledger instead (see stg_signalmail__send_ledger).
+
+        Detached and attached again on every invocation: a read-only attachment keeps the file
+        as it was when attached, and a long-lived dbt process (`signalmail watch`) must see the
+        sends the target recorded since its last tick.
     -#}
     {%- set path = env_var('SIGNALMAIL_LEDGER_PATH', '../data/ledger.duckdb') -%}
     {%- set alias = ledger_database() -%}
     {%- if execute -%}
         {%- set found = run_query("select count(*) from glob('" ~ path | replace("'", "''") ~ "')") -%}
-        {%- if found.columns[0].values()[0] > 0 -%}
-            attach if not exists '{{ path | replace("'", "''") }}' as {{ alias }} (read_only)
-        {%- else -%}
-            select 1
+        detach database if exists {{ alias }};
+        {%- if found.columns[0].values()[0] > 0 %}
+        attach '{{ path | replace("'", "''") }}' as {{ alias }} (read_only)
         {%- endif -%}
     {%- else -%}
         select 1
     {%- endif -%}
+{%- endmacro %}
+
+
+{% macro detach_send_ledger() -%}
+    {#- on-run-end: let go of the ledger file, so the target can write it between dbt runs. -#}
+    {{ return(adapter.dispatch('detach_send_ledger', 'signalmail')()) }}
+{%- endmacro %}
+
+{% macro default__detach_send_ledger() -%}
+    select 1
+{%- endmacro %}
+
+{% macro duckdb__detach_send_ledger() -%}
+    detach database if exists {{ ledger_database() }}
 {%- endmacro %}
 
 

@@ -2,7 +2,8 @@
 
 Each call is a `dbt` CLI subprocess: dbt-duckdb keeps one DuckDB handle per process and dbtRunner
 cannot switch profiles safely inside one process, so tests that use several warehouses isolate
-every invocation. `TickRunner` is the long-lived dbtRunner of the bench (one per process).
+every invocation. `TickRunner` is the long-lived dbtRunner of `signalmail watch` (one per
+process).
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+from signalmail.watch import DbtFailed, WarmDbt
+
+__all__ = ["DbtFailed", "TickRunner", "Warehouse", "relation_rows", "run_dbt", "snapshot"]
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DBT = Path(sys.executable).with_name("dbt")
-
-
-class DbtFailed(RuntimeError):
-    """A dbt invocation exited non-zero; the message carries dbt's own error lines."""
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Warehouse:
     """Where one dbt run reads raw events and writes models.
 
     dialect: "duckdb" or "postgres". For DuckDB `duckdb_path` and `ledger_path` are files; for
-    Postgres the connection comes from `pg` (host, port, user, password, database).
+    Postgres the connection is `pg_url` (postgresql://user:password@host:port/database).
     """
 
     dialect: str
@@ -41,7 +41,7 @@ class Warehouse:
     ledger_schema: str = "signalmail_ledger"
     duckdb_path: Path | None = None
     ledger_path: Path | None = None
-    pg: dict[str, str] = field(default_factory=dict)
+    pg_url: str | None = None
     target_dir: Path | None = None
 
     def env(self) -> dict[str, str]:
@@ -53,9 +53,8 @@ class Warehouse:
         if self.dialect == "duckdb":
             env["SIGNALMAIL_DUCKDB_PATH"] = str(self.duckdb_path)
             env["SIGNALMAIL_LEDGER_PATH"] = str(self.ledger_path)
-        else:
-            for key, value in self.pg.items():
-                env[f"SIGNALMAIL_PG_{key.upper()}"] = str(value)
+        elif self.pg_url:
+            env["SIGNALMAIL_PG_URL"] = self.pg_url
         if self.target_dir is not None:
             env["DBT_TARGET_PATH"] = str(self.target_dir / "target")
             env["DBT_LOG_PATH"] = str(self.target_dir / "logs")
@@ -65,18 +64,6 @@ class Warehouse:
         """Build the --vars argument: schemas of the inputs plus any overrides."""
         values = {"raw_schema": self.raw_schema, "ledger_schema": self.ledger_schema, **extra}
         return json.dumps(values)
-
-
-def pg_settings(url: str) -> dict[str, str]:
-    """`Warehouse.pg` from a postgresql:// URL (profiles.yml's SIGNALMAIL_PG_* settings)."""
-    parts = urlparse(url)
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": str(parts.port or 5432),
-        "user": parts.username or "",
-        "password": parts.password or "",
-        "database": parts.path.lstrip("/"),
-    }
 
 
 def project_args(warehouse: Warehouse, dbt_vars: dict[str, Any] | None = None) -> list[str]:
@@ -108,25 +95,11 @@ def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = 
     return completed.stdout
 
 
-class TickRunner:
-    """A long-lived dbtRunner for near-real-time ticks: the project is parsed once, not per tick.
+class TickRunner(WarmDbt):
+    """The long-lived dbtRunner of `signalmail watch` (WarmDbt) on a test or bench warehouse.
 
-    Use one per process and warehouse (dbt-duckdb keeps one DuckDB handle per process, and holds
-    the file open between invocations: on DuckDB the loader must write through the same process).
-
-    dbt keeps compile state on the manifest's nodes (`compiled`, `extra_ctes_injected`), so a
-    reused manifest would neither re-inject ephemeral models on the next invocation
-    (`__dbt__cte__... does not exist`) nor recompile them (stg_signalmail__send_ledger decides at
-    compile time whether the ledger exists). `invoke()` clears that state first, as a fresh
-    parse would.
-    Each invocation skips writing manifest.json and run_results.json: the result comes back in
-    memory, and rewriting an unchanged manifest was a tenth of a tick.
-
-    It logs nothing by default: dbt formats every event (each SQL statement, each node) for
-    each logger before the logger's level filters it, so even `--quiet` or a file log at
-    `warn` pays for debug-level formatting: a fifth of a tick's Python time (py-spy). Failures
-    still come back, as DbtFailed with each failed node's message. Pass
-    `file_log_level="debug"` to see a tick's statements in `logs/dbt.log`.
+    One per process and warehouse: dbt-duckdb keeps one DuckDB handle per process and holds the
+    file open between invocations, so on DuckDB the loader must write through the same process.
     """
 
     def __init__(
@@ -135,40 +108,10 @@ class TickRunner:
         dbt_vars: dict[str, Any] | None = None,
         file_log_level: str = "none",
     ) -> None:
-        from dbt.cli.main import dbtRunner
-
-        os.environ.update(warehouse.env())
-        self.common = [
-            *project_args(warehouse, dbt_vars),
-            "--log-level",
-            "none",
-            "--log-level-file",
-            file_log_level,
-        ]
-        parsed = dbtRunner().invoke(["parse", "--quiet", *self.common])
-        if not parsed.success:
-            raise DbtFailed(f"dbt parse failed: {parsed.exception}")
-        self.manifest = parsed.result
-        self.runner = dbtRunner(manifest=self.manifest)
-
-    def invoke(self, *args: str) -> Any:
-        """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed."""
-        for node in self.manifest.nodes.values():
-            if hasattr(node, "extra_ctes_injected"):
-                node.compiled = False
-                node.extra_ctes_injected = False
-                node.extra_ctes = []
-                if hasattr(node, "_pre_injected_sql"):
-                    node._pre_injected_sql = None
-        result = self.runner.invoke([*args, "--no-write-json", *self.common])
-        if not result.success:
-            failed = [
-                f"{item.node.unique_id}: {item.message}"
-                for item in getattr(result.result, "results", None) or []
-                if str(item.status) in ("error", "fail")
-            ]
-            raise DbtFailed(f"dbt {' '.join(args)} failed: {failed or result.exception}")
-        return result
+        values = {"raw_schema": warehouse.raw_schema, "ledger_schema": warehouse.ledger_schema}
+        super().__init__(
+            PROJECT_DIR, warehouse.env(), {**values, **(dbt_vars or {})}, file_log_level
+        )
 
 
 def _normalise(value: Any) -> Any:

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sandbox": "signalmail.sandbox.cli:sandbox",
     "templates": "signalmail.templates:templates",
     "demo": "signalmail.demo:demo",
+    "watch": "signalmail.watch.cli:watch",
 }
 
 

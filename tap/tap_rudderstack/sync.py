@@ -10,7 +10,8 @@ Progress (``SpoolProgress``), kept per stream under ``bookmarks.<stream>.spool``
 - ``cursor``: ``{"file": position, "line": n}`` while a file is being read: lines 1..n were
   emitted. A resumed run skips those lines. A run killed between two STATE messages re-emits the
   lines after the last cursor (at least once); the loaders upsert on the primary key, so the
-  warehouse ends with each event once.
+  warehouse ends with each event once. STATE goes out every ``state_every_records`` records
+  (at a file's end or inside a file) and at the end of the run.
 - ``done``: positions of the files finished (or quarantined) whose segment opened within
   ``late_file_window_minutes`` of ``high_ts``, the newest finished segment. A file inside that
   window that is not in ``done`` is read whatever its place in the order: that is how a late
@@ -325,8 +326,12 @@ class SpoolSync:
                     self._checkpoint(group, progress, batch)
                     since_state = 0
             progress.finish(spool_file, self.window_s)
-            self._checkpoint(group, progress, batch)
-            since_state = 0
+            # a finished file moves the bookmark at the next checkpoint; checkpointing after
+            # every file would cost a STATE (and in BATCH mode a batch file per stream) per
+            # segment, and a collector publishing one-second segments makes many small files
+            if since_state >= self.state_every:
+                self._checkpoint(group, progress, batch)
+                since_state = 0
         self._checkpoint(group, progress, batch)
 
     def _emitter(self, stream: Stream) -> Callable[[dict[str, Any], str], None]:

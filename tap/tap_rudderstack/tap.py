@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
@@ -21,6 +22,9 @@ class TapRudderStack(Tap):
     """
 
     name = "tap-rudderstack"
+    #: What the last sync read, for embedders (`signalmail watch`): records per stream name,
+    #: `files`, `late_files`, `files_quarantined`, `blank_lines`.
+    last_sync_counts: Counter[str]
     package_name = "signalmail"  # the distribution that ships this tap (version in --about)
     message_writer_class = FastWriter
     capabilities: ClassVar[list[Any]] = [
@@ -121,8 +125,11 @@ class TapRudderStack(Tap):
                 selected.append(stream)
             else:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
+        self.last_sync_counts = Counter()
         if selected:
-            SpoolSync(self, selected).run()
+            sync = SpoolSync(self, selected)
+            sync.run()
+            self.last_sync_counts = sync.counts
         for stream in selected:
             stream.log_sync_costs()
 

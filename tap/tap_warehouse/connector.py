@@ -37,6 +37,21 @@ DUCKDB_LOCK_MESSAGE = "Could not set lock on file"
 DUCKDB_SAME_PROCESS_MESSAGE = "different configuration than existing connections"
 
 
+def _shared_duckdb_connection(path: str) -> t.Any:
+    """Connect read-write to the DuckDB database this process already has open.
+
+    DuckDB hands a second `connect()` to the same file the same in-process database only when
+    the configuration matches. dbt-duckdb and the loaders open it with none, while
+    duckdb-engine's own connect() adds a user-agent setting, which DuckDB would refuse as a
+    different configuration; so the plain connection is made here and given duckdb-engine's
+    wrapper, which is what its connect() returns.
+    """
+    import duckdb
+    from duckdb_engine import ConnectionWrapper
+
+    return ConnectionWrapper(duckdb.connect(path))
+
+
 class WarehouseLockedError(RuntimeError):
     """A writer (dbt, a loader) held the DuckDB file longer than `lock_timeout_seconds`."""
 
@@ -149,9 +164,12 @@ class WarehouseConnector(SQLConnector):
     def create_engine(self) -> sa.Engine:
         """Build an engine whose connections are read-only where the dialect allows it."""
         connect_args: dict[str, t.Any] = {}
+        creator = None
         if self.dialect_name == "duckdb":
             connect_args["read_only"] = True
             path = sa.engine.make_url(self.sqlalchemy_url).database
+            if not self.config.get("duckdb_read_only", True) and path:
+                creator = functools.partial(_shared_duckdb_connection, path)
             if path and path != ":memory:" and not Path(path).exists():
                 msg = (
                     f"DuckDB file {path!r} does not exist (setting sqlalchemy_url). The tap opens "
@@ -162,6 +180,14 @@ class WarehouseConnector(SQLConnector):
             # psycopg and psycopg2 both pass libpq options through; a stray write fails loudly.
             connect_args["options"] = "-c default_transaction_read_only=on"
         try:
+            if creator is not None:
+                return sa.create_engine(
+                    self.sqlalchemy_url,
+                    poolclass=sa.pool.NullPool,
+                    creator=creator,
+                    json_serializer=self.serialize_json,
+                    json_deserializer=self.deserialize_json,
+                )
             return sa.create_engine(
                 self.sqlalchemy_url,
                 poolclass=sa.pool.NullPool,

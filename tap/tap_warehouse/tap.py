@@ -98,6 +98,17 @@ class TapWarehouse(SQLTap):
             ),
         ),
         th.Property(
+            "duckdb_read_only",
+            th.BooleanType,
+            default=True,
+            description=(
+                "Open a DuckDB file read-only (the default: the tap never blocks dbt or a loader "
+                "for longer than a page read). false shares a database the same process already "
+                "holds open read-write, as `signalmail watch` does: it runs dbt and this tap in "
+                "one process, and DuckDB refuses a read-only handle beside a read-write one."
+            ),
+        ),
+        th.Property(
             "lock_timeout_seconds",
             th.NumberType,
             default=30,

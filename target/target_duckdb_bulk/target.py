@@ -133,6 +133,17 @@ class TargetDuckDBBulk(Target):
             ),
         ),
         th.Property(
+            "checkpoint_at_end",
+            th.BooleanType,
+            default=True,
+            description=(
+                "CHECKPOINT once the input ends, folding the write-ahead log into the database"
+                " file. false leaves that to whoever keeps the database open: `signalmail watch`"
+                " shares one open database between this loader and dbt and checkpoints on its"
+                " own schedule instead of once per few-second cycle."
+            ),
+        ),
+        th.Property(
             "maximum_object_size",
             th.IntegerType,
             default=16_777_216,
@@ -277,10 +288,10 @@ class TargetDuckDBBulk(Target):
         super()._handle_max_record_age()
 
     def process_endofpipe(self) -> None:
-        """Load what is left, emit the final STATE, then checkpoint and close DuckDB."""
+        """Load what is left, emit the final STATE, checkpoint (unless told not to), close."""
         super().process_endofpipe()
         self.wait_for_loads()
-        if self._connection is not None:
+        if self._connection is not None and self.config.get("checkpoint_at_end", True):
             self._connection.execute("CHECKPOINT")
         self.close()
 

@@ -1,1 +1,7 @@
-"""target_mailchimp_transactional."""
+"""target-mailchimp-transactional: due emails out through Mandrill templates, exactly once."""
+
+from target_mailchimp_transactional.dispatch import Accepted
+from target_mailchimp_transactional.ledger import Ledger
+from target_mailchimp_transactional.target import TargetMailchimpTransactional
+
+__all__ = ["Accepted", "Ledger", "TargetMailchimpTransactional"]

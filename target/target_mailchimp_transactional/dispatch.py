@@ -84,7 +84,7 @@ class Settings:
     backoff_max_seconds: float = 30.0
     search_calls_per_minute: int = 20
     search_batch_size: int = 50
-    send_after_grace_seconds: int = 60
+    send_after_grace_seconds: int = 0
     reconcile_grace_seconds: int = 600
     dry_run: bool = False
     outbox_dir: Path | None = None
@@ -103,6 +103,7 @@ class Prepared:
     merge_vars: list[dict[str, Any]]
     metadata: dict[str, Any]
     retry_of_failed: bool = False
+    due_at: dt.datetime | None = None
 
     def entry(self, state: str, **kw: Any) -> LedgerEntry:
         """Build a ledger row for this trigger."""
@@ -114,6 +115,7 @@ class Prepared:
             variant=self.variant.name,
             template=template_label(self.variant),
             state=state,
+            due_at=self.due_at,
             **kw,
         )
 
@@ -127,6 +129,25 @@ class Outcome:
     reject_reason: str | None = None
     error: str | None = None
     mandrill_id: str | None = None
+    #: when Mandrill's answer arrived (naive UTC), for the ledger's sent_at
+    answered_at: dt.datetime | None = None
+
+
+@dataclass
+class Accepted:
+    """One email Mandrill accepted in this run, with the times latency is measured between."""
+
+    trigger_id: str
+    campaign: str
+    due_at: dt.datetime | None
+    sent_at: dt.datetime
+
+    @property
+    def latency_seconds(self) -> float | None:
+        """Seconds from due to accepted (None when the mart gave no due time)."""
+        if self.due_at is None:
+            return None
+        return (self.sent_at - self.due_at).total_seconds()
 
 
 @dataclass
@@ -144,11 +165,17 @@ class Stats:
 
     counts: Counter[str] = field(default_factory=Counter)
     calls: int = 0
+    accepted: list[Accepted] = field(default_factory=list)
+    #: earliest send_after among the triggers deferred in this run
+    next_deferred_at: dt.datetime | None = None
 
     def summary(self) -> str:
         """One log line."""
         parts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        return f"calls={self.calls}, {parts}"
+        deferred = ""
+        if self.next_deferred_at is not None:
+            deferred = f"; next deferred send at {self.next_deferred_at.isoformat()} UTC"
+        return f"calls={self.calls}, {parts}{deferred}"
 
 
 def template_label(variant: Variant) -> str:
@@ -329,9 +356,15 @@ class Dispatcher:
                     trigger_id=tid, state=state, mandrill_id=msg.get("_id"),
                     reject_reason=(msg.get("reject") or {}).get("reason") or (
                         msg.get("state") if state == "rejected" else None),
+                    sent_at=_message_time(msg),
                 ))  # fmt: skip
                 self.stats.counts["reconciled_found"] += 1
                 row = rows[tid]
+                if state in ACCEPTED:
+                    self.stats.accepted.append(Accepted(
+                        tid, row.get("campaign") or "", row.get("due_at"),
+                        _message_time(msg) or utcnow(),
+                    ))  # fmt: skip
                 if self.emitter is not None and state in ACCEPTED and row.get("email"):
                     # The crashed run never got to emit it; the stable messageId dedupes.
                     self.emitter.email_sent(
@@ -445,6 +478,7 @@ class Dispatcher:
         try:
             expires_at = parse_ts(record.get("expires_at"))
             send_after = parse_ts(record.get("send_after"))
+            due_at = parse_ts(record.get("due_at")) or send_after
         except ValueError as exc:
             return LedgerEntry(**base, state="invalid", error=f"bad timestamp: {exc}")
         if expires_at is not None and expires_at <= now:
@@ -457,8 +491,10 @@ class Dispatcher:
         if send_after is not None and send_after > now + dt.timedelta(
             seconds=self.s.send_after_grace_seconds
         ):
+            # scheduled (best hour, quiet hours): the mart offers it again on every run until due
             self.stats.counts["deferred_not_due"] += 1
-            LOGGER.info("trigger %s not due until %s: deferred, not recorded", tid, send_after)
+            nxt = self.stats.next_deferred_at
+            self.stats.next_deferred_at = send_after if nxt is None else min(nxt, send_after)
             return None
         if not email or not EMAIL_RE.match(email):
             return LedgerEntry(
@@ -495,7 +531,7 @@ class Dispatcher:
         return Prepared(
             trigger_id=tid, campaign=campaign, variant=variant, user_id=user_id, email=email,
             name=_opt(record.get("first_name")), merge_vars=merge_vars, metadata=metadata,
-            retry_of_failed=retry,
+            retry_of_failed=retry, due_at=due_at,
         )  # fmt: skip
 
     def calls_for(self, items: Sequence[Prepared]) -> list[list[Prepared]]:
@@ -622,9 +658,15 @@ class Dispatcher:
             self.stats.counts[o.state if o.state != "sending" else "left_sending"] += 1
         self.ledger.record([
             o.item.entry(o.state, reject_reason=o.reject_reason, error=o.error,
-                         mandrill_id=o.mandrill_id)
+                         mandrill_id=o.mandrill_id, sent_at=o.answered_at)
             for o in final
         ])  # fmt: skip
+        for o in final:
+            if o.state in ACCEPTED:
+                self.stats.accepted.append(Accepted(
+                    o.item.trigger_id, o.item.campaign.name, o.item.due_at,
+                    o.answered_at or utcnow(),
+                ))  # fmt: skip
         if self.emitter is not None:
             for o in final:
                 if o.state in ACCEPTED:
@@ -701,7 +743,7 @@ class Dispatcher:
                 LOGGER.warning("retrying %d recipient(s) (try %d): %s", len(pending), attempt, exc)
                 self.sleep(self._backoff(attempt))
                 continue
-            result.outcomes += self._match(pending, answers)
+            result.outcomes += self._match(pending, answers, answered_at=utcnow())
             return result
         return result
 
@@ -713,7 +755,9 @@ class Dispatcher:
         return self.client.send_mc_template(body)
 
     @staticmethod
-    def _match(call: list[Prepared], answers: list[dict[str, Any]]) -> list[Outcome]:
+    def _match(
+        call: list[Prepared], answers: list[dict[str, Any]], answered_at: dt.datetime
+    ) -> list[Outcome]:
         by_email = {str(a.get("email", "")).lower(): a for a in answers}
         outcomes = []
         for item in call:
@@ -725,7 +769,7 @@ class Dispatcher:
             state = status if status in ACCEPTED | {"rejected", "invalid"} else "sent"
             outcomes.append(Outcome(
                 item, state, reject_reason=answer.get("reject_reason"),
-                mandrill_id=answer.get("_id"),
+                mandrill_id=answer.get("_id"), answered_at=answered_at,
             ))  # fmt: skip
         return outcomes
 
@@ -804,6 +848,14 @@ def preview_html(item: Prepared, body: dict[str, Any]) -> str:
         f"<h3>Metadata</h3><pre>{esc(json.dumps(item.metadata, indent=2))}</pre>"
         "</body></html>"
     )
+
+
+def _message_time(msg: dict[str, Any]) -> dt.datetime | None:
+    """When Mandrill took a message found by messages/search (its `ts`, unix seconds)."""
+    ts = msg.get("ts")
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None)
 
 
 def _safe(name: str) -> str:

@@ -40,7 +40,9 @@ STATES = FINAL_STATES | {"sending", "failed"}
 COLUMNS = (
     "trigger_id", "campaign", "user_id", "email", "variant", "template", "state",
     "reject_reason", "error", "mandrill_id", "attempts", "created_at", "updated_at", "sent_at",
+    "due_at",
 )  # fmt: skip
+TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at", "sent_at", "due_at"})
 CHUNK = 500
 
 
@@ -63,10 +65,14 @@ class LedgerEntry:
     reject_reason: str | None = None
     error: str | None = None
     mandrill_id: str | None = None
+    #: when the email became due (email_triggers.due_at): send latency is measured from here
+    due_at: dt.datetime | None = None
+    #: when Mandrill accepted it; defaults to the time the row is written
+    sent_at: dt.datetime | None = None
 
     def values(self, now: dt.datetime) -> dict[str, Any]:
         """Column values for an insert (attempts starts at 1 for a claim, 0 otherwise)."""
-        sent = now if self.state in {"sent", "queued", "scheduled"} else None
+        sent = (self.sent_at or now) if self.state in {"sent", "queued", "scheduled"} else None
         return {
             "trigger_id": self.trigger_id,
             "campaign": self.campaign,
@@ -82,17 +88,20 @@ class LedgerEntry:
             "created_at": now,
             "updated_at": now,
             "sent_at": sent,
+            "due_at": self.due_at,
         }
 
 
-_DUCK_TYPES = {c: "VARCHAR" for c in COLUMNS} | {
-    "attempts": "INTEGER", "created_at": "TIMESTAMP", "updated_at": "TIMESTAMP",
-    "sent_at": "TIMESTAMP",
-}  # fmt: skip
-_PG_TYPES = {c: "varchar" for c in COLUMNS} | {
-    "attempts": "integer", "created_at": "timestamp", "updated_at": "timestamp",
-    "sent_at": "timestamp",
-}  # fmt: skip
+_DUCK_TYPES = (
+    {c: "VARCHAR" for c in COLUMNS}
+    | {"attempts": "INTEGER"}
+    | {c: "TIMESTAMP" for c in TIMESTAMP_COLUMNS}
+)
+_PG_TYPES = (
+    {c: "varchar" for c in COLUMNS}
+    | {"attempts": "integer"}
+    | {c: "timestamp" for c in TIMESTAMP_COLUMNS}
+)
 
 
 def _json_default(value: Any) -> str:
@@ -131,12 +140,32 @@ class Ledger:
                 campaign varchar, user_id varchar, email varchar, variant varchar,
                 template varchar, state varchar not null, reject_reason varchar,
                 error varchar, mandrill_id varchar, attempts integer not null default 0,
-                created_at {ts} not null, updated_at {ts} not null, sent_at {ts}
+                created_at {ts} not null, updated_at {ts} not null, sent_at {ts}, due_at {ts}
             )"""
         with self.engine.begin() as conn:
             if self.schema:
                 conn.execute(sa.text(f"create schema if not exists {self.schema}"))
             conn.execute(sa.text(ddl))
+            # ledgers written before due_at existed gain the column (null for their rows)
+            if "due_at" not in self._column_names(conn):
+                conn.execute(sa.text(f"alter table {self.table_ref} add column due_at {ts}"))
+
+    def _column_names(self, conn: sa.Connection) -> set[str]:
+        """Columns of the ledger table as the database has them.
+
+        information_schema on DuckDB and PostgreSQL (duckdb-engine's SQLAlchemy inspector
+        queries catalogs DuckDB 1.2 lacks); SQLite's table_info pragma otherwise.
+        """
+        if self.dialect == "sqlite":
+            return {row[1] for row in conn.execute(sa.text(f"pragma table_info({TABLE})"))}
+        rows = conn.execute(
+            sa.text(
+                "select column_name from information_schema.columns "
+                "where table_schema = :schema and table_name = :table"
+            ),
+            {"schema": self.schema, "table": TABLE},
+        )
+        return {row[0] for row in rows}
 
     def close(self) -> None:
         """Release the file lock (DuckDB) or the pool."""
@@ -215,7 +244,8 @@ class Ledger:
         conflict = (
             "on conflict (trigger_id) do update set state = 'sending', "
             "attempts = l.attempts + 1, error = null, updated_at = excluded.updated_at, "
-            "variant = excluded.variant, template = excluded.template "
+            "variant = excluded.variant, template = excluded.template, "
+            "due_at = coalesce(excluded.due_at, l.due_at) "
             f"where l.state = 'failed' and l.attempts < {int(max_attempts)} returning trigger_id"
         )
         with self.engine.begin() as conn:
@@ -239,7 +269,8 @@ class Ledger:
             "reject_reason = excluded.reject_reason, error = excluded.error, "
             "mandrill_id = coalesce(excluded.mandrill_id, l.mandrill_id), "
             "updated_at = excluded.updated_at, "
-            "sent_at = coalesce(excluded.sent_at, l.sent_at)"
+            "sent_at = coalesce(excluded.sent_at, l.sent_at), "
+            "due_at = coalesce(excluded.due_at, l.due_at)"
         )
         with self.engine.begin() as conn:
             for chunk in _chunks(entries):
@@ -290,6 +321,25 @@ class Ledger:
                 .first()
             )
             return dict(row) if row else None
+
+    def sent_between(
+        self, start: dt.datetime, end: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """List accepted sends with `start <= sent_at < end`: campaign, due_at and sent_at.
+
+        What latency reports read: the ledger is the record of when each email went out.
+        """
+        bound = "" if end is None else " and sent_at < :end"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    f"select trigger_id, campaign, due_at, sent_at from {self.table_ref} "
+                    f"where state in ('sent', 'queued', 'scheduled') and sent_at >= :start{bound} "
+                    "order by sent_at"
+                ),
+                {"start": start, "end": end},
+            )
+            return [dict(r) for r in rows.mappings()]
 
     def all_rows(self) -> list[dict[str, Any]]:
         """Every row (tests, small ledgers)."""

@@ -131,9 +131,11 @@ class TargetMailchimpTransactional(Target):
         th.Property(
             "send_after_grace_seconds",
             th.IntegerType,
-            default=60,
-            description="A trigger whose send_after is further in the future than this is "
-            "deferred (not sent, not recorded; the mart emits it again when due).",
+            default=0,
+            description="How many seconds before its send_after a trigger may go out (clock "
+            "skew between warehouse and target). A trigger scheduled later than that (best hour, "
+            "quiet hours) is deferred: not sent, not recorded; the mart offers it again on every "
+            "run until it is due.",
         ),
         th.Property(
             "reconcile_grace_seconds",
@@ -200,7 +202,7 @@ class TargetMailchimpTransactional(Target):
             backoff_max_seconds=float(cfg.get("backoff_max_seconds", 30)),
             search_calls_per_minute=int(cfg.get("search_calls_per_minute", 20)),
             search_batch_size=int(cfg.get("search_batch_size", 50)),
-            send_after_grace_seconds=int(cfg.get("send_after_grace_seconds", 60)),
+            send_after_grace_seconds=int(cfg.get("send_after_grace_seconds", 0)),
             reconcile_grace_seconds=int(cfg.get("reconcile_grace_seconds", 600)),
             dry_run=dry_run,
             outbox_dir=Path(cfg.get("outbox_dir", "output/outbox")),

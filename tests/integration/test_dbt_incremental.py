@@ -26,7 +26,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 
 from testkit import raw_events, scenario
-from testkit.harness import Warehouse, pg_settings, run_dbt, snapshot
+from testkit.harness import Warehouse, run_dbt, snapshot
 from testkit.scenario import NOW, received_at
 
 pytestmark = pytest.mark.slow
@@ -400,7 +400,7 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
     schemas = [f"{pg_schema}_raw", f"{pg_schema}_full", f"{pg_schema}_ledger_{suffix}"]
     common = {
         "dialect": "postgres",
-        "pg": pg_settings(pg_url),
+        "pg_url": pg_url,
         "raw_schema": schemas[0],
         "ledger_schema": schemas[2],
     }

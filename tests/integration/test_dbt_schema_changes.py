@@ -24,7 +24,7 @@ from tests.conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 
 from testkit import raw_events, scenario
-from testkit.harness import DbtFailed, Warehouse, pg_settings, run_dbt
+from testkit.harness import DbtFailed, Warehouse, run_dbt
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_schema_changes_postgres(tmp_path, pg_url, pg_schema):
         schema=pg_schema,
         raw_schema=raw_schema,
         ledger_schema=ledger_schema,
-        pg=pg_settings(pg_url),
+        pg_url=pg_url,
         target_dir=tmp_path,
     )
 

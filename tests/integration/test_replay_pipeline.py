@@ -7,8 +7,9 @@ import gzip
 import json
 
 from click.testing import CliRunner
-from signalmail.demo import read_spool, running_collector
+from signalmail.collector.readback import read_spool
 from signalmail.replay.cli import replay
+from signalmail.services import running_collector
 
 WRITE_KEY = "replay-key"
 WATER = "2053013552326770905,appliances.water_heater,aqua"

@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
-from signalmail.demo import read_spool, running_collector
+from signalmail.collector.readback import read_spool
+from signalmail.services import running_collector
 from signalmail.simulate import iter_events
 from signalmail.simulate.cli import simulate
 from signalmail.simulate.sinks import SdkSink, SinkError

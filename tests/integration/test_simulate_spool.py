@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from signalmail.demo import read_spool
+from signalmail.collector.readback import read_spool
 from signalmail.simulate import iter_events
 from signalmail.simulate.cli import simulate
 

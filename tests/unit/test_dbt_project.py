@@ -98,6 +98,7 @@ def test_dispatch_macros_have_every_adapter():
             # engine-specific upkeep whose default (nothing, or the warehouse itself) is right
             warehouse_only = {
                 "attach_send_ledger",
+                "detach_send_ledger",
                 "analyze_relation",
                 "ledger_database",
                 "planner_settings",
@@ -142,15 +143,13 @@ def test_profiles_read_paths_and_credentials_from_environment():
     text = (PROJECT / "profiles.yml").read_text()
     for variable in (
         "SIGNALMAIL_DUCKDB_PATH",
-        "SIGNALMAIL_PG_HOST",
-        "SIGNALMAIL_PG_PASSWORD",
-        # the same name target-postgres reads in meltano.yml: one variable per setting
-        "SIGNALMAIL_PG_DATABASE",
+        # one URL for the whole warehouse, the same variable every other plugin reads
+        "SIGNALMAIL_PG_URL",
         "SIGNALMAIL_DBT_SCHEMA",
     ):
         assert variable in text
-    assert "password: \"{{ env_var('SIGNALMAIL_PG_PASSWORD'" in text
-    assert "SIGNALMAIL_PG_DBNAME" not in text
+    for retired in ("SIGNALMAIL_PG_HOST", "SIGNALMAIL_PG_PASSWORD", "SIGNALMAIL_PG_DATABASE"):
+        assert retired not in text
 
 
 def test_fixture_rows_follow_the_loader_layout():

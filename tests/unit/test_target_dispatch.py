@@ -430,3 +430,58 @@ def test_dry_run_writes_outbox_and_touches_nothing(campaigns, tmp_path):
     assert "<table" in page
     assert "utm_source=signalmail" in page
     assert "key" not in json.loads(bodies[0].read_text())["body"]
+
+
+def test_latency_runs_from_due_at_to_the_answer(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    due = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=30)
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    send_after = (due - dt.timedelta(minutes=5)).isoformat()
+    d.dispatch([row(1, ONE, due_at=due.isoformat()), row(2, ONE, send_after=send_after)])
+    d.close()
+    after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    by_id = {a.trigger_id: a for a in d.stats.accepted}
+    assert set(by_id) == {f"{ONE}:1", f"{ONE}:2"}
+    first = by_id[f"{ONE}:1"]
+    assert first.due_at == due
+    assert before <= first.sent_at <= after
+    assert 30 <= first.latency_seconds <= 30 + (after - before).total_seconds()
+    # a mart without due_at (an older build): due when send_after says
+    assert by_id[f"{ONE}:2"].due_at == dt.datetime.fromisoformat(send_after)
+    stored = ledger.get(f"{ONE}:1")
+    assert (stored["due_at"], stored["sent_at"]) == (first.due_at, first.sent_at)
+
+
+def test_a_scheduled_trigger_waits_for_send_after_without_a_trace(campaigns, ledger):
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    sooner, later = now + dt.timedelta(minutes=90), now + dt.timedelta(hours=3)
+    # a second ahead is still early: the target sends no sooner than send_after by default
+    early = now + dt.timedelta(seconds=5)
+    d.dispatch([
+        row(1, ONE, send_after=later.isoformat()),
+        row(2, ONE, send_after=sooner.isoformat()),
+        row(3, ONE, send_after=early.isoformat()),
+    ])  # fmt: skip
+    d.close()
+    assert fake.calls == []
+    assert ledger.all_rows() == []
+    assert d.stats.counts["deferred_not_due"] == 3
+    assert d.stats.next_deferred_at == early
+    assert f"next deferred send at {early.isoformat()}" in d.stats.summary()
+
+
+def test_reconciled_sends_take_mandrills_own_time(campaigns, ledger):
+    fake = FakeMandrill()
+    due = dt.datetime(2026, 3, 10, 11, 0, 0)
+    ledger.claim([LedgerEntry(trigger_id="t1", campaign=ONE, user_id="u1", email="u1@x.io",
+                              state="sending", due_at=due)], max_attempts=3)  # fmt: skip
+    fake.stored.append({"_id": "m1", "state": "sent", "ts": 1773140405,  # 2026-03-10 11:00:05
+                        "metadata": {"trigger_id": "t1"}})  # fmt: skip
+    d = make(campaigns, ledger, fake)
+    d.close()
+    stored = ledger.get("t1")
+    assert (stored["state"], stored["sent_at"]) == ("sent", dt.datetime(2026, 3, 10, 11, 0, 5))
+    assert [(a.trigger_id, a.latency_seconds) for a in d.stats.accepted] == [("t1", 5.0)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
+import sqlalchemy as sa
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 
 
@@ -100,7 +102,7 @@ def test_table_matches_the_contract(ledger):
     assert set(row) == {
         "trigger_id", "campaign", "user_id", "email", "variant", "template", "state",
         "reject_reason", "error", "mandrill_id", "attempts", "created_at", "updated_at",
-        "sent_at",
+        "sent_at", "due_at",
     }  # fmt: skip
     assert len(ledger.states([f"n{i}" for i in range(1200)] + ["x'; drop table x; --"])) == 1
 
@@ -108,3 +110,45 @@ def test_table_matches_the_contract(ledger):
 def test_schema_name_must_be_an_identifier(tmp_path):
     with pytest.raises(ValueError, match="plain identifier"):
         Ledger(f"duckdb:///{tmp_path / 'l.duckdb'}", "x; drop")
+
+
+def test_due_at_from_the_claim_and_sent_at_from_the_answer(ledger):
+    due = dt.datetime(2026, 3, 10, 11, 0, 0)
+    answered = dt.datetime(2026, 3, 10, 11, 0, 4, 250000)
+    ledger.claim([entry("a", due_at=due), entry("b", due_at=due)], max_attempts=3)
+    # the final state carries no due time of its own: the claim's stays
+    ledger.record([entry("a", "sent", mandrill_id="m1", sent_at=answered),
+                   entry("b", "rejected", reject_reason="unsub")])  # fmt: skip
+    a, b = ledger.get("a"), ledger.get("b")
+    assert (a["due_at"], a["sent_at"]) == (due, answered)
+    assert (b["due_at"], b["sent_at"]) == (due, None)
+    rows = ledger.sent_between(dt.datetime(2026, 3, 10, 11, 0, 4))
+    assert [(r["trigger_id"], r["due_at"], r["sent_at"]) for r in rows] == [("a", due, answered)]
+    assert ledger.sent_between(dt.datetime(2026, 3, 10, 11, 0, 5)) == []
+    assert ledger.sent_between(due, dt.datetime(2026, 3, 10, 11, 0, 4)) == []
+
+
+def test_a_ledger_from_before_due_at_gains_the_column(tmp_path):
+    url = f"duckdb:///{tmp_path / 'old.duckdb'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create schema signalmail_ledger"))
+        conn.execute(sa.text(
+            "create table signalmail_ledger.send_ledger (trigger_id varchar primary key, "
+            "campaign varchar, user_id varchar, email varchar, variant varchar, "
+            "template varchar, state varchar not null, reject_reason varchar, error varchar, "
+            "mandrill_id varchar, attempts integer not null default 0, "
+            "created_at timestamp not null, updated_at timestamp not null, sent_at timestamp)"
+        ))  # fmt: skip
+        conn.execute(sa.text(
+            "insert into signalmail_ledger.send_ledger values ('old', 'c', 'u', 'a@b.c', 'v', "
+            "'t', 'sent', null, null, 'm0', 1, now(), now(), now())"
+        ))  # fmt: skip
+    engine.dispose()
+    led = Ledger(url)
+    try:
+        assert led.get("old")["due_at"] is None
+        led.claim([entry("new", due_at=dt.datetime(2026, 1, 1))], max_attempts=3)
+        assert led.get("new")["due_at"] == dt.datetime(2026, 1, 1)
+    finally:
+        led.close()

@@ -38,7 +38,8 @@ combined as (
         coalesce(ledger_rows.mandrill_id, sent_events.mandrill_id) as mandrill_id,
         coalesce(ledger_rows.attempts, 0) as attempts,
         coalesce(ledger_rows.created_at, ledger_rows.sent_at, sent_events.sent_at) as triggered_at,
-        coalesce(ledger_rows.sent_at, sent_events.sent_at) as sent_at
+        coalesce(ledger_rows.sent_at, sent_events.sent_at) as sent_at,
+        ledger_rows.due_at
     from ledger_rows
     full outer join sent_events
         on ledger_rows.trigger_id = sent_events.trigger_id
@@ -55,6 +56,12 @@ final as (
         attempts,
         triggered_at,
         sent_at,
+        due_at,
+        -- seconds from due (email_triggers.due_at) to Mandrill's accepted answer
+        case
+            when send_state in ('sent', 'queued', 'scheduled')
+                then {{ epoch_seconds('sent_at') }} - {{ epoch_seconds('due_at') }}
+        end as send_latency_seconds,
         send_state = 'held_out' as is_held_out,
         send_state in ('sent', 'queued', 'scheduled') as is_sent,
         -- a failure the target may still retry: the trigger is offered again on later runs

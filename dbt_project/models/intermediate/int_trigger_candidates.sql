@@ -21,6 +21,7 @@ unioned as (
         campaign,
         user_id,
         situation_at,
+        received_at,
         eligible_at,
         expires_at,
         payload

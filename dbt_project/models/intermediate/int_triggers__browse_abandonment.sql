@@ -16,6 +16,7 @@ window_interactions as (
         sum(case when interaction_type = 'view' then 1 else 0 end) as view_count,
         min(case when interaction_type = 'view' then event_at end) as first_viewed_at,
         max(case when interaction_type = 'view' then event_at end) as last_viewed_at,
+        max(case when interaction_type = 'view' then received_at end) as last_view_received_at,
         max(case when interaction_type in ('add', 'purchase') then event_at end) as last_added_at,
         {{ latest_value('product_name', 'event_at desc, message_id desc') }} as product_name,
         {{ latest_value('brand', 'event_at desc, message_id desc') }} as brand,
@@ -73,6 +74,7 @@ final as (
         'browse_abandonment' as campaign,
         top_product.user_id,
         top_product.first_viewed_at as situation_at,
+        top_product.last_view_received_at as received_at,
         {{ dbt.dateadd('minute', var('browse_abandon_minutes'), 'top_product.last_viewed_at') }}
             as eligible_at,
         {{ dbt.dateadd(
@@ -95,6 +97,7 @@ final as (
         top_product.product_id,
         top_product.first_viewed_at,
         top_product.last_viewed_at,
+        top_product.last_view_received_at,
         top_product.view_count
 )
 

@@ -17,6 +17,7 @@ abandoned as (
         cart_key,
         user_id,
         last_activity_at,
+        last_received_at,
         cart_value,
         currency,
         row_number() over (
@@ -63,6 +64,8 @@ final as (
         'cart_abandonment' as campaign,
         latest_abandoned.user_id,
         latest_abandoned.last_activity_at as situation_at,
+        -- the cart's newest event reached the warehouse then: the email cannot be due earlier
+        latest_abandoned.last_received_at as received_at,
         {{ dbt.dateadd('minute', var('cart_abandon_minutes'), 'latest_abandoned.last_activity_at') }}
             as eligible_at,
         {{ dbt.dateadd(

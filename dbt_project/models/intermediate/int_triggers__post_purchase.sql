@@ -9,11 +9,11 @@ order_items as (
 ),
 
 similarity as (
-    select * from {{ ref('int_item_similarity') }}
+    select * from {{ nightly_ref('int_item_similarity') }}
 ),
 
 products as (
-    select * from {{ ref('int_products') }}
+    select * from {{ nightly_ref('int_products') }}
 ),
 
 due_orders as (
@@ -22,6 +22,7 @@ due_orders as (
         order_id,
         user_id,
         ordered_at,
+        received_at,
         revenue,
         currency
     from orders
@@ -109,6 +110,7 @@ final as (
         'post_purchase' as campaign,
         due_orders.user_id,
         cast(null as {{ dbt.type_timestamp() }}) as situation_at,
+        due_orders.received_at,
         {{ dbt.dateadd('day', var('post_purchase_days'), 'due_orders.ordered_at') }} as eligible_at,
         {{ dbt.dateadd(
             'day',

@@ -5,7 +5,7 @@ activity as (
 ),
 
 recommendations as (
-    select * from {{ ref('product_recommendations') }}
+    select * from {{ nightly_ref('product_recommendations') }}
 ),
 
 this_week as (
@@ -47,6 +47,8 @@ final as (
         'product_recommendations' as campaign,
         lists.user_id,
         cast(this_week.week_start as {{ dbt.type_timestamp() }}) as situation_at,
+        -- a weekly email rests on no single event: it is due when its week starts
+        cast(null as {{ dbt.type_timestamp() }}) as received_at,
         cast(this_week.week_start as {{ dbt.type_timestamp() }}) as eligible_at,
         {{ dbt.dateadd('hour', var('recommendation_expire_hours'), 'cast(this_week.week_start as ' ~ dbt.type_timestamp() ~ ')') }}
             as expires_at,

@@ -5,7 +5,7 @@ activity as (
 ),
 
 recommendations as (
-    select * from {{ ref('product_recommendations') }}
+    select * from {{ nightly_ref('product_recommendations') }}
 ),
 
 lapsed as (
@@ -13,6 +13,7 @@ lapsed as (
     select
         user_id,
         last_seen_at,
+        last_received_at,
         session_count
     from activity
     where session_count >= {{ var('re_engagement_min_sessions') }}
@@ -36,6 +37,7 @@ final as (
         're_engagement' as campaign,
         lapsed.user_id,
         lapsed.last_seen_at as situation_at,
+        lapsed.last_received_at as received_at,
         {{ dbt.dateadd('day', var('re_engagement_days'), 'lapsed.last_seen_at') }} as eligible_at,
         {{ dbt.dateadd(
             'day',

@@ -110,12 +110,15 @@ def make_sink(
     write_key: str | None,
     spool: str | None,
     source_id: str,
+    received_at: str = "now",
     **sdk_options: Any,
 ) -> EventSink:
     """Build the one sink the options ask for (exactly one of data plane URL and spool)."""
     check_destination(data_plane_url, write_key, spool)
     if spool:
-        return SpoolSink(spool, source_id)
+        return SpoolSink(spool, source_id, received_at=received_at)
+    if received_at != "now":
+        raise click.UsageError("--received-at event writes history into a --spool only")
     return SdkSink(str(data_plane_url), str(write_key), **sdk_options)
 
 
@@ -239,6 +242,14 @@ def print_summary(data: dict[str, Any]) -> None:
     help="wall: real sentAt, so the data plane's timestamp is the simulated time; "
     "event: sentAt = simulated time, so timestamp ~ receivedAt.",
 )
+@click.option(
+    "--received-at",
+    type=click.Choice(["now", "event"]),
+    default="now",
+    show_default=True,
+    help="With --spool: now, as a collector receiving the events now; event, as received when "
+    "they happened (a backfill of history: receivedAt = sentAt = the simulated time).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate(
     data_plane_url: str | None,
@@ -257,6 +268,7 @@ def simulate(
     max_retries: int,
     sync: bool,
     sent_at: str,
+    received_at: str,
     as_json: bool,
 ) -> None:
     """Simulate shoppers (catalog, identities, funnels, abandonment, email clicks)."""
@@ -275,6 +287,7 @@ def simulate(
             write_key,
             spool,
             source_id,
+            received_at=received_at,
             batch_size=batch_size,
             max_retries=max_retries,
             sync=sync,

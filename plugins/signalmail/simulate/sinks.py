@@ -255,7 +255,13 @@ class SpoolSink:
         in_flight: int = 2,
         max_segment_bytes: int | None = None,
         writer_factory: Callable[..., Any] | None = None,
+        received_at: str = "now",
     ) -> None:
+        if received_at not in ("now", "event"):
+            raise ValueError(f"received_at must be 'now' or 'event', not {received_at!r}")
+        # "event": history as a data plane received it when it happened (a backfill), so the
+        # warehouse sees it arrive over the simulated days rather than all at this moment
+        self.received_at_event = received_at == "event"
         if writer_factory is None:
             from signalmail.collector.spool import SpoolWriter
 
@@ -283,8 +289,9 @@ class SpoolSink:
         if context is None:
             context = event["context"] = {}
         context.setdefault("library", SPOOL_LIBRARY)
-        event.setdefault("sentAt", self._now)
-        event["receivedAt"] = self._now
+        received = event["originalTimestamp"] if self.received_at_event else self._now
+        event.setdefault("sentAt", received)
+        event["receivedAt"] = received
         # sentAt is the wall clock here, so the skew correction keeps the event's own time
         event.setdefault("timestamp", event["originalTimestamp"])
         event.setdefault("request_ip", context.get("ip", "127.0.0.1"))

@@ -10,17 +10,26 @@
 {{ config(materialized='ephemeral') }}
 {%- set ledger = source('signalmail_ledger', 'send_ledger') -%}
 {%- set found = none -%}
+{%- set has_due_at = false -%}
 {%- if execute -%}
     {%- set found = adapter.get_relation(
         database=ledger.database, schema=ledger.schema, identifier=ledger.identifier
     ) -%}
+    {%- if found is not none -%}
+        {%- set columns = adapter.get_columns_in_relation(found) | map(attribute='name') | map('lower') | list -%}
+        {%- set has_due_at = 'due_at' in columns -%}
+    {%- endif -%}
 {%- endif -%}
 
 with
 
 {% if found is not none %}
 source as (
-    select * from {{ ledger }}
+    -- a ledger written before due_at existed reads as having none
+    select
+        *{% if not has_due_at %},
+        cast(null as {{ dbt.type_timestamp() }}) as due_at{% endif %}
+    from {{ ledger }}
 ),
 {% else %}
 source as (
@@ -38,7 +47,8 @@ source as (
         cast(null as {{ dbt.type_int() }}) as attempts,
         cast(null as {{ dbt.type_timestamp() }}) as created_at,
         cast(null as {{ dbt.type_timestamp() }}) as updated_at,
-        cast(null as {{ dbt.type_timestamp() }}) as sent_at
+        cast(null as {{ dbt.type_timestamp() }}) as sent_at,
+        cast(null as {{ dbt.type_timestamp() }}) as due_at
     where 1 = 0
 ),
 {% endif %}
@@ -57,7 +67,8 @@ renamed as (
         attempts,
         created_at,
         updated_at,
-        sent_at
+        sent_at,
+        due_at
     from source
 )
 

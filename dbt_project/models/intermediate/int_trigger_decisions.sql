@@ -1,0 +1,318 @@
+{%- set quiet_start = var('quiet_hours_start') | int -%}
+{%- set quiet_end = var('quiet_hours_end') | int -%}
+
+with
+
+candidates as (
+    select * from {{ ref('int_trigger_candidates') }}
+),
+
+profiles as (
+    select * from {{ ref('int_user_profiles') }}
+),
+
+send_preferences as (
+    select * from {{ ref('int_user_send_preferences') }}
+),
+
+suppressions as (
+    select * from {{ ref('int_email_suppressions') }}
+),
+
+sends as (
+    -- a retryable failure neither owns its trigger_id nor counts towards cooldowns and caps
+    select * from {{ ref('int_email_sends') }}
+    where is_retryable_failure is not true
+),
+
+orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+due as (
+    -- eligible now and not yet expired
+    select * from candidates
+    where eligible_at <= {{ now_utc() }}
+        and expires_at > {{ now_utc() }}
+),
+
+reachable as {{ cte_hint('materialized') }} (
+    -- every due trigger with its contact data, and the first reason it may not be sent that
+    -- is known from the user alone (null: none)
+    select
+        due.*,
+        profiles.email,
+        profiles.first_name,
+        profiles.locale,
+        send_preferences.timezone,
+        send_preferences.best_send_hour_local,
+        case
+            -- the ledger owns a trigger_id once it has seen it (retryable failures aside)
+            when in_ledger.trigger_id is not null then 'in_ledger'
+            -- consent is data: the latest opt-in wins and none means no
+            when profiles.has_email_consent is not true then 'no_consent'
+            when profiles.email is null then 'no_email'
+            when send_preferences.user_id is null then 'no_send_preferences'
+            when suppressions.hard_bounced_at is not null then 'hard_bounced'
+            when suppressions.rejected_at is not null then 'rejected'
+            when suppressions.complained_at is not null then 'complained'
+            -- an unsubscribe counts until the user opts in again after it
+            when suppressions.unsubscribed_at >= profiles.consent_updated_at
+                or (suppressions.unsubscribed_at is not null and profiles.consent_updated_at is null)
+                then 'unsubscribed'
+        end as unreachable_reason
+    from due
+    left join profiles
+        on due.user_id = profiles.user_id
+    left join send_preferences
+        on due.user_id = send_preferences.user_id
+    left join suppressions
+        on profiles.email = suppressions.email
+    left join sends as in_ledger
+        on due.trigger_id = in_ledger.trigger_id
+),
+
+reachable_only as (
+    select * from reachable
+    where unreachable_reason is null
+),
+
+purchased_since as (
+    -- an order after the situation began makes the email moot
+    select reachable_only.trigger_id
+    from reachable_only
+    where exists (
+        select 1
+        from orders
+        where orders.user_id = reachable_only.user_id
+            and reachable_only.situation_at is not null
+            and orders.ordered_at > reachable_only.situation_at
+            and orders.ordered_at <= {{ now_utc() }}
+    )
+),
+
+in_cooldown as (
+    -- the same campaign reaches the same user at most once per its cooldown
+    select reachable_only.trigger_id
+    from reachable_only
+    where exists (
+        select 1
+        from sends
+        where sends.user_id = reachable_only.user_id
+            and sends.campaign = reachable_only.campaign
+            and sends.triggered_at
+                > {{ dbt.dateadd('hour', '-1 * ' ~ campaign_setting('reachable_only.campaign', 'cooldown_hours'), now_utc()) }}
+    )
+),
+
+checked as {{ cte_hint('materialized') }} (
+    select
+        reachable.*,
+        case
+            when reachable.unreachable_reason is not null then reachable.unreachable_reason
+            when purchased_since.trigger_id is not null then 'purchased_since'
+            when in_cooldown.trigger_id is not null then 'cooldown'
+        end as excluded_reason
+    from reachable
+    left join purchased_since
+        on reachable.trigger_id = purchased_since.trigger_id
+    left join in_cooldown
+        on reachable.trigger_id = in_cooldown.trigger_id
+),
+
+recent_send_counts as (
+    select
+        user_id,
+        count(*) as recent_sends
+    from sends
+    where not is_held_out
+        and triggered_at > {{ dbt.dateadd('hour', -24, now_utc()) }}
+    group by user_id
+),
+
+ranked as {{ cte_hint('materialized') }} (
+    -- one email per campaign per user: the newest situation
+    select
+        *,
+        row_number() over (
+            partition by user_id, campaign order by eligible_at desc, trigger_id
+        ) as campaign_rank
+    from checked
+    where excluded_reason is null
+),
+
+capped as (
+    -- campaigns by priority within the daily cap (sends of the last 24 hours count)
+    select
+        ranked.*,
+        row_number() over (
+            partition by ranked.user_id
+            order by {{ campaign_setting('ranked.campaign', 'priority') }}, ranked.eligible_at, ranked.trigger_id
+        ) as user_rank,
+        coalesce(recent_send_counts.recent_sends, 0) as recent_sends
+    from ranked
+    left join recent_send_counts
+        on ranked.user_id = recent_send_counts.user_id
+    where ranked.campaign_rank = 1
+),
+
+localized as (
+    select
+        capped.*,
+        {{ utc_to_local('capped.eligible_at', 'capped.timezone') }} as eligible_local,
+        {{ campaign_setting('capped.campaign', 'send_window_hours') }} as send_window_hours
+    from capped
+),
+
+best_hour as (
+    -- the next occurrence of the user's best hour, if the campaign may wait that long
+    select
+        localized.*,
+        case
+            when {{ dbt.dateadd('hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')) }}
+                >= eligible_local
+                then {{ dbt.dateadd('hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')) }}
+            else {{ dbt.dateadd('hour', 'best_send_hour_local + 24', dbt.date_trunc('day', 'eligible_local')) }}
+        end as best_hour_local
+    from localized
+),
+
+preferred as (
+    select
+        best_hour.*,
+        case
+            when send_window_hours > 0
+                and best_hour_local <= {{ dbt.dateadd('hour', 'send_window_hours', 'eligible_local') }}
+                then best_hour_local
+            else eligible_local
+        end as preferred_local
+    from best_hour
+),
+
+polite as (
+    -- inside quiet hours the email waits for the end of them, local time (equal start and
+    -- end hours: no quiet hours)
+    select
+        preferred.*,
+        {%- if quiet_start == quiet_end %}
+        preferred_local as send_local
+        {%- else %}
+        case
+        {%- if quiet_start > quiet_end %}
+            when extract(hour from preferred_local) >= {{ quiet_start }}
+                then {{ dbt.dateadd('hour', quiet_end + 24, dbt.date_trunc('day', 'preferred_local')) }}
+            when extract(hour from preferred_local) < {{ quiet_end }}
+                then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
+        {%- else %}
+            when extract(hour from preferred_local) >= {{ quiet_start }}
+                and extract(hour from preferred_local) < {{ quiet_end }}
+                then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
+        {%- endif %}
+            else preferred_local
+        end as send_local
+        {%- endif %}
+    from preferred
+),
+
+scheduled as (
+    select
+        polite.*,
+        {{ local_to_utc('polite.send_local', 'polite.timezone') }} as send_after
+    from polite
+),
+
+decided as (
+    -- excluded before ranking
+    select
+        trigger_id,
+        campaign,
+        user_id,
+        email,
+        first_name,
+        locale,
+        timezone,
+        received_at,
+        eligible_at,
+        expires_at,
+        payload,
+        cast(null as {{ dbt.type_timestamp() }}) as send_after,
+        excluded_reason as decision
+    from checked
+    where excluded_reason is not null
+    union all
+    -- a newer situation of the same campaign for the same user goes instead
+    select
+        trigger_id,
+        campaign,
+        user_id,
+        email,
+        first_name,
+        locale,
+        timezone,
+        received_at,
+        eligible_at,
+        expires_at,
+        payload,
+        cast(null as {{ dbt.type_timestamp() }}) as send_after,
+        'superseded' as decision
+    from ranked
+    where campaign_rank > 1
+    union all
+    select
+        trigger_id,
+        campaign,
+        user_id,
+        email,
+        first_name,
+        locale,
+        timezone,
+        received_at,
+        eligible_at,
+        expires_at,
+        payload,
+        send_after,
+        case
+            when user_rank + recent_sends > {{ var('max_emails_per_user_per_day') }}
+                then 'daily_cap'
+            -- a send time pushed past expiry by quiet hours means the moment has passed
+            when send_after >= expires_at then 'expires_before_send'
+            when send_after > {{ now_utc() }} then 'scheduled'
+            else 'send'
+        end as decision
+    from scheduled
+),
+
+final as (
+    select
+        cast(trigger_id as {{ dbt.type_string() }}) as trigger_id,
+        cast(campaign as {{ dbt.type_string() }}) as campaign,
+        cast(user_id as {{ dbt.type_string() }}) as user_id,
+        cast(decision as {{ dbt.type_string() }}) as decision,
+        cast(email as {{ dbt.type_string() }}) as email,
+        cast(first_name as {{ dbt.type_string() }}) as first_name,
+        cast(locale as {{ dbt.type_string() }}) as locale,
+        cast(timezone as {{ dbt.type_string() }}) as timezone,
+        cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
+        cast(eligible_at as {{ dbt.type_timestamp() }}) as eligible_at,
+        cast(send_after as {{ dbt.type_timestamp() }}) as send_after,
+        -- latency is measured from here: the email cannot be due before its send time, nor
+        -- before the warehouse received the event that completed the situation
+        cast(
+            case
+                when received_at > send_after then received_at
+                else send_after
+            end as {{ dbt.type_timestamp() }}
+        ) as due_at,
+        cast(expires_at as {{ dbt.type_timestamp() }}) as expires_at,
+        {{ hash_fraction("user_id || '|' || campaign") }}
+            < {{ campaign_setting('campaign', 'holdout_share') }} as holdout,
+        {{ json_to_text(json_merge('payload', json_object([
+            ('trigger_id', 'trigger_id'),
+            ('campaign', 'campaign'),
+            ('first_name', 'first_name'),
+        ]))) }} as payload,
+        {{ now_utc() }} as computed_at
+    from decided
+)
+
+select * from final

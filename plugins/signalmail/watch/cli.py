@@ -1,0 +1,234 @@
+"""`signalmail watch`: capture, compute and activate continuously (docs/watch.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from signalmail.watch.settings import ENGINES, SettingsError, from_environment
+
+
+def _nightly_at(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.time | None:
+    if value in ("", "never", "off"):
+        return None
+    try:
+        return dt.time.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HH:MM (or 'never')") from None
+
+
+def _dbt_vars(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"cart_abandon_minutes\": 0}'")
+    return parsed
+
+
+def _setup_logging(path: Path) -> None:
+    """Everything the plugins and dbt log goes to a file; the terminal keeps the view."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+@click.command()
+@click.option(
+    "--project-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MELTANO_PROJECT_ROOT",
+    default=".",
+    show_default=True,
+    help="The signalmail Meltano project (dbt_project/, templates/) [env MELTANO_PROJECT_ROOT].",
+)
+@click.option(
+    "--target",
+    "engine",
+    type=click.Choice(ENGINES),
+    envvar="SIGNALMAIL_DBT_TARGET",
+    help="Warehouse engine [env SIGNALMAIL_DBT_TARGET; default duckdb].",
+)
+@click.option("--spool", envvar="SIGNALMAIL_SPOOL", help="Spool root [env SIGNALMAIL_SPOOL].")
+@click.option(
+    "--duckdb-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SIGNALMAIL_DUCKDB_PATH",
+    help="DuckDB warehouse file [env SIGNALMAIL_DUCKDB_PATH; default data/warehouse.duckdb].",
+)
+@click.option(
+    "--ledger-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SIGNALMAIL_LEDGER_PATH",
+    help="DuckDB send ledger [env SIGNALMAIL_LEDGER_PATH; default data/ledger.duckdb].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SIGNALMAIL_WATCH_STATE_DIR",
+    default="data/watch",
+    show_default=True,
+    help="Bookmarks, batch files, dbt's target folder and the log "
+    "[env SIGNALMAIL_WATCH_STATE_DIR].",
+)
+@click.option(
+    "--vars",
+    "dbt_vars",
+    callback=_dbt_vars,
+    help="dbt vars as JSON, e.g. '{\"cart_abandon_minutes\": 0}'.",
+)
+@click.option(
+    "--lookback-seconds",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="How late after its receipt an event may still reach the warehouse and be counted "
+    "by a tick (dbt var lookback_minutes, given in seconds). Every tick re-reads this window "
+    "of events: the project's 60 minutes suits hourly object-storage dumps, while the "
+    "collector's one-second segments are loaded in order seconds after receipt.",
+)
+@click.option(
+    "--late-file-minutes",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="tap-rudderstack's late_file_window_minutes: a segment published this long after an "
+    "already-read one is still read. The collector publishes within seconds; hourly "
+    "RudderStack dumps in object storage need the tap's 120.",
+)
+@click.option("--poll-seconds", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.option(
+    "--idle-tick-seconds",
+    type=click.FloatRange(min=1),
+    default=15.0,
+    show_default=True,
+    help="Tick at least this often without new events (delays make triggers due over time).",
+)
+@click.option(
+    "--checkpoint-wal-mb",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    help="DuckDB: checkpoint once the write-ahead log passes this size (0: only at exit).",
+)
+@click.option(
+    "--nightly-at",
+    default="03:00",
+    show_default=True,
+    callback=_nightly_at,
+    help="UTC time of the daily full build with every test, or 'never'.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="SIGNALMAIL_WATCH_METRICS_PORT",
+    default=9464,
+    show_default=True,
+    help="Prometheus /metrics port (0: off) [env SIGNALMAIL_WATCH_METRICS_PORT].",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--view",
+    type=click.Choice(["auto", "live", "lines", "quiet"]),
+    default="auto",
+    show_default=True,
+    help="auto: a live panel on a terminal, one line per cycle otherwise.",
+)
+@click.option("--max-cycles", type=click.IntRange(min=1), help="Stop after this many cycles.")
+@click.option(
+    "--exit-when-idle",
+    is_flag=True,
+    help="Stop after the first cycle that found nothing new to load or send (scripts, tests).",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every cycle's timings and every email's latency here at exit.",
+)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed step (tests).")
+def watch(
+    project_root: Path,
+    engine: str | None,
+    spool: str | None,
+    duckdb_path: Path | None,
+    ledger_path: Path | None,
+    state_dir: Path,
+    dbt_vars: dict[str, Any],
+    lookback_seconds: int,
+    late_file_minutes: int,
+    poll_seconds: float,
+    idle_tick_seconds: float,
+    checkpoint_wal_mb: int,
+    nightly_at: dt.time | None,
+    metrics_port: int,
+    metrics_host: str,
+    view: str,
+    max_cycles: int | None,
+    exit_when_idle: bool,
+    summary_json: Path | None,
+    fail_fast: bool,
+) -> None:
+    """Capture, compute and activate continuously: events to emails in seconds.
+
+    One process loads new spool events (tap-rudderstack), runs the dbt tick through a warm
+    in-process dbt, and sends due emails (tap-warehouse -> target-mailchimp-transactional),
+    cycle after cycle. Secrets and endpoints come from the environment:
+    SIGNALMAIL_MANDRILL_API_KEY, SIGNALMAIL_MANDRILL_BASE_URL, SIGNALMAIL_PG_URL,
+    SIGNALMAIL_DATA_PLANE_URL and SIGNALMAIL_WRITE_KEY (for Email Sent events).
+    Ctrl-C or SIGTERM finishes the current step and stops.
+    """
+    from signalmail.watch.loop import Watch
+    from signalmail.watch.metrics import WatchMetrics
+    from signalmail.watch.status import WatchStatus
+    from signalmail.watch.view import make_view
+
+    root = project_root.resolve()
+    try:
+        settings = from_environment(
+            root,
+            engine=engine,
+            spool=spool,
+            duckdb_path=duckdb_path,
+            ledger_path=ledger_path,
+            state_dir=state_dir,
+            dbt_vars={"lookback_minutes": lookback_seconds / 60, **dbt_vars},
+            late_file_minutes=late_file_minutes,
+            poll_seconds=poll_seconds,
+            idle_tick_seconds=idle_tick_seconds,
+            checkpoint_wal_mb=checkpoint_wal_mb,
+            nightly_at=nightly_at,
+        )
+        settings.target_config()  # the Mandrill key is needed from the first cycle
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not settings.dbt_project_dir.is_dir():
+        raise click.UsageError(
+            f"no dbt project at {settings.dbt_project_dir}: run the watch from the signalmail "
+            "project (or give --project-root)"
+        )
+    _setup_logging(settings.path(settings.state_dir) / "watch.log")
+    status = WatchStatus()
+    metrics = WatchMetrics()
+    shown = make_view(view, status)
+    runner = Watch(settings, shown, status, metrics, fail_fast=fail_fast)
+    if metrics_port:
+        port = metrics.serve(metrics_host, metrics_port)
+        shown.note(f"metrics at http://{metrics_host}:{port}/metrics")
+    try:
+        runner.run(max_cycles=max_cycles, exit_when_idle=exit_when_idle)
+    finally:
+        if summary_json is not None:
+            runner.write_summary(settings.path(summary_json))
+    if fail_fast and status.totals["errors"]:
+        raise click.ClickException("a step failed; see the log")

@@ -1,0 +1,100 @@
+"""A long-lived dbt for near-real-time ticks: the project is parsed once, not per tick.
+
+The dbt CLI costs about ten seconds a tick (start Python, import dbt, parse the project,
+connect); dbt's programmatic `dbtRunner` with a kept manifest runs the same selection in a few.
+One per process and warehouse: dbt-duckdb keeps one DuckDB handle per process and holds the file
+open between invocations, so on DuckDB the loader and the warehouse tap must work through the
+same process (see `signalmail.watch.warehouse`).
+
+dbt keeps compile state on the manifest's nodes (`compiled`, `extra_ctes_injected`), so a
+reused manifest would neither re-inject ephemeral models on the next invocation
+(`__dbt__cte__... does not exist`) nor recompile them (stg_signalmail__send_ledger decides at
+compile time whether the ledger exists). `invoke()` clears that state first, as a fresh parse
+would. Each invocation skips writing manifest.json and run_results.json: the result comes back
+in memory, and rewriting an unchanged manifest was a tenth of a tick.
+
+It logs nothing by default: dbt formats every event (each SQL statement, each node) for each
+logger before the logger's level filters it, so even `--quiet` or a file log at `warn` pays for
+debug-level formatting, a fifth of a tick's Python time. Failures still come back, as DbtFailed
+with each failed node's message. `file_log_level="debug"` writes a tick's statements to
+`logs/dbt.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class DbtFailed(RuntimeError):
+    """A dbt invocation failed; the message names each failed node and why."""
+
+
+class WarmDbt:
+    """dbt's `dbtRunner` over a manifest parsed once (see the module docstring)."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        env: dict[str, str],
+        dbt_vars: dict[str, Any] | None = None,
+        file_log_level: str = "none",
+    ) -> None:
+        from dbt.cli.main import dbtRunner
+
+        # profiles.yml reads these through env_var(); dbt has no other way to be given them
+        os.environ.update(env)
+        self.common = [
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(project_dir),
+            "--vars",
+            json.dumps(dbt_vars or {}),
+            "--log-level",
+            "none",
+            "--log-level-file",
+            file_log_level,
+        ]
+        parsed = dbtRunner().invoke(["parse", "--quiet", *self.common])
+        if not parsed.success:
+            raise DbtFailed(f"dbt parse failed: {parsed.exception}")
+        self.manifest = parsed.result
+        self.runner = dbtRunner(manifest=self.manifest)
+
+    def invoke(self, *args: str) -> Any:
+        """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed."""
+        for node in self.manifest.nodes.values():
+            if hasattr(node, "extra_ctes_injected"):
+                node.compiled = False
+                node.extra_ctes_injected = False
+                node.extra_ctes = []
+                if hasattr(node, "_pre_injected_sql"):
+                    node._pre_injected_sql = None
+        result = self.runner.invoke([*args, "--no-write-json", *self.common])
+        if not result.success:
+            failed = [
+                f"{item.node.unique_id}: {item.message}"
+                for item in getattr(result.result, "results", None) or []
+                if str(item.status) in ("error", "fail")
+            ]
+            raise DbtFailed(f"dbt {' '.join(args)} failed: {failed or result.exception}")
+        return result
+
+    def nodes_tagged(self, tag: str) -> list[str]:
+        """Names of the models carrying `tag` (the nightly ones the tick only reads)."""
+        return sorted(
+            node.name
+            for node in self.manifest.nodes.values()
+            if node.resource_type == "model" and tag in node.tags
+        )
+
+    def release(self) -> None:
+        """Close dbt-duckdb's handle on the database (the next invocation opens it again)."""
+        try:
+            from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+        except ImportError:  # dbt-duckdb not installed: nothing is open
+            return
+        DuckDBConnectionManager.close_all_connections()

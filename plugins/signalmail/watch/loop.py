@@ -1,0 +1,275 @@
+"""The watch loop: capture, signals and activate, again and again, in one process.
+
+A cycle loads whatever the spool gained since the last bookmark, runs the dbt tick when there
+was something new (or when `idle_tick_seconds` have passed: time alone makes some triggers due,
+an idle cart for one), and hands email_triggers to the email target after each tick (or when a
+scheduled send has come due). A cycle that found nothing waits `poll_seconds` before the next
+look. Every step saves its bookmark once its work is durable, so the loop can be stopped at
+any point:
+
+- SIGINT or SIGTERM: the current step finishes, its bookmark is saved, the warehouse is
+  checkpointed and closed, and the summary is printed;
+- SIGKILL (or a crash): the next start reads the spool from the last saved bookmark (the
+  loader's upsert keeps each event once) and the email target reconciles any send that was in
+  flight with Mandrill before sending anything (its ledger keeps each email once).
+
+The watch is the warehouse's only writer (see `signalmail.watch.warehouse`), so `meltano run`
+must not write the same DuckDB file while it runs; on PostgreSQL both may run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from signalmail.watch.dbt import WarmDbt
+from signalmail.watch.latency import Summary
+from signalmail.watch.metrics import WatchMetrics
+from signalmail.watch.settings import WatchSettings
+from signalmail.watch.state import StateFile
+from signalmail.watch.status import CycleRecord, WatchStatus, utcnow
+from signalmail.watch.steps import Activate, Capture, Signals, StepResult
+from signalmail.watch.view import LineView
+from signalmail.watch.warehouse import open_warehouse
+
+log = logging.getLogger("signalmail.watch")
+
+#: Longest pause after a failed step (the pause doubles per failure in a row).
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class Watch:
+    """One watch process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: WatchSettings,
+        view: LineView,
+        status: WatchStatus,
+        metrics: WatchMetrics | None = None,
+        fail_fast: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.status = status
+        self.metrics = metrics
+        self.fail_fast = fail_fast
+        self.stop = threading.Event()
+        self.state = StateFile(settings.state_path)
+        self.capture = Capture(settings, self.state)
+        self.activate = Activate(settings, self.state)
+        self.signals: Signals | None = None
+        self.warehouse: Any = None
+        self._failures = 0
+        self._last_tick = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Finish the current step, then stop (the SIGINT and SIGTERM handler)."""
+        if self.stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.status.stopping = True
+        self.stop.set()
+
+    def run(self, max_cycles: int | None = None, exit_when_idle: bool = False) -> WatchStatus:
+        """Cycle until stopped (or `max_cycles`, or a cycle with nothing to do)."""
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            with self.view:
+                self._open()
+                first = True
+                while not self.stop.is_set():
+                    worked = self.cycle(first)
+                    first = False
+                    if max_cycles is not None and len(self.status.cycles) >= max_cycles:
+                        break
+                    if exit_when_idle and not worked:
+                        break
+                    if self._failures:
+                        self.stop.wait(min(MAX_BACKOFF_SECONDS, 2.0**self._failures))
+                    elif not worked:
+                        self.stop.wait(self.settings.poll_seconds)
+        finally:
+            try:
+                self._close()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        self.view.summary(self.status)
+        return self.status
+
+    def _open(self) -> None:
+        settings = self.settings
+        self.view.note(f"watch starting: {settings.describe()}")
+        self.warehouse = open_warehouse(settings)
+        began = time.perf_counter()
+        dbt = WarmDbt(settings.dbt_project_dir, settings.dbt_env(), settings.dbt_vars)
+        self.signals = Signals(settings, dbt)
+        self.view.note(f"dbt project parsed in {time.perf_counter() - began:.1f}s")
+
+    def _close(self) -> None:
+        if self.signals is not None:
+            self.signals.dbt.release()
+        if self.warehouse is not None:
+            began = time.perf_counter()
+            self.warehouse.close()
+            self.view.note(
+                f"warehouse checkpointed and closed in {time.perf_counter() - began:.2f}s"
+            )
+        if self.metrics is not None:
+            self.metrics.stop()
+
+    # -- one cycle -------------------------------------------------------------------------
+
+    def cycle(self, first: bool = False) -> bool:
+        """Run one cycle; True if it loaded events or handled triggers."""
+        assert self.signals is not None
+        cycle = self.status.begin_cycle()
+        failures_before = self.status.totals["errors"]
+
+        captured = self._step(cycle, "capture", self.capture.run)
+        loaded = captured is not None and captured.ran
+        ticked = False
+        idle_for = time.monotonic() - self._last_tick
+        if not self.stop.is_set() and (
+            first or loaded or idle_for >= self.settings.idle_tick_seconds
+        ):
+            ticked = self._step(cycle, "signals", self.signals.run) is not None
+            self._last_tick = time.monotonic()
+            if first and ticked:
+                ticked = self._bootstrap_nightly(cycle)
+        deferred_due = (
+            self.status.next_deferred_at is not None and utcnow() >= self.status.next_deferred_at
+        )
+        activated = None
+        if not self.stop.is_set() and (ticked or first or deferred_due):
+            activated = self._step(cycle, "activate", lambda: self.activate.run(force=first))
+        self._maybe_checkpoint(cycle)
+        self._maybe_nightly(cycle)
+
+        self._failures = self._failures + 1 if self.status.totals["errors"] > failures_before else 0
+        if self.metrics is not None:
+            self.metrics.cycle_finished(self.status)
+        self.view.cycle_finished(self.status, cycle)
+        return loaded or bool(activated is not None and activated.ran and activated.accepted)
+
+    def _step(
+        self, cycle: CycleRecord, name: str, run: Callable[[], StepResult]
+    ) -> StepResult | None:
+        """Run one step, recording it; a failure is logged and counted, not raised."""
+        self.status.running = name
+        self.view.step_started(self.status, name)
+        try:
+            result = run()
+        except Exception as exc:
+            if self.fail_fast:
+                raise
+            log.error("step %s failed:\n%s", name, traceback.format_exc())
+            self.status.error(name, _first_line(exc))
+            if self.metrics is not None:
+                self.metrics.error(name)
+            return None
+        finally:
+            self.status.running = None
+        self.status.record(cycle, result)
+        if self.metrics is not None:
+            self.metrics.step(result)
+        return result
+
+    def _bootstrap_nightly(self, cycle: CycleRecord) -> bool:
+        """Build the nightly models the tick reads on a fresh warehouse, then tick again."""
+        assert self.signals is not None
+        signals = self.signals
+        missing = self.warehouse.missing_tables(self.settings.dbt_schema, signals.nightly_models())
+        if not missing:
+            return True
+        self.view.note(f"first run: building the nightly models {', '.join(missing)}")
+        if self._step(cycle, "nightly", signals.build_nightly_models) is None:
+            return False
+        # today's models are fresh: the full nightly build (with every test) waits for tomorrow
+        self.state.save("nightly", {"date": utcnow().date().isoformat(), "ok": True})
+        return self._step(cycle, "signals", signals.run) is not None
+
+    def _maybe_checkpoint(self, cycle: CycleRecord) -> None:
+        limit = self.settings.checkpoint_wal_mb * 1024 * 1024
+        if self.warehouse is None or not limit or self.warehouse.wal_bytes() < limit:
+            return
+
+        def checkpoint() -> StepResult:
+            began = time.perf_counter()
+            self.warehouse.checkpoint()
+            return StepResult("checkpoint", time.perf_counter() - began)
+
+        self._step(cycle, "checkpoint", checkpoint)
+
+    def _maybe_nightly(self, cycle: CycleRecord) -> None:
+        """Once a day at `nightly_at` (UTC): every model and every test."""
+        assert self.signals is not None
+        at = self.settings.nightly_at
+        if at is None or self.stop.is_set():
+            return
+        now = utcnow()
+        today = now.date().isoformat()
+        if now.time() < at or self.state.get("nightly").get("date") == today:
+            return
+        self.view.note("nightly build: every model and every test")
+        result = self._step(cycle, "nightly", self.signals.nightly)
+        # tried once a day: a failing test is reported, not retried every few seconds
+        self.state.save("nightly", {"date": today, "ok": result is not None})
+
+    # -- output ----------------------------------------------------------------------------
+
+    def write_summary(self, path: Path) -> None:
+        """Machine-readable summary (benches): every cycle and every email's latency."""
+        status = self.status
+        overall = status.latency.overall()
+        data = {
+            "started_at": status.started_at.isoformat(),
+            "finished_at": utcnow().isoformat(),
+            "cycles": [c.to_dict() for c in status.cycles],
+            "totals": {"events": 0, "errors": 0, **status.totals},
+            "emails_by_campaign": dict(status.emails_by_campaign),
+            "latency": {
+                **_figures(overall),
+                "by_minute": [
+                    {"minute": m.isoformat(), **_figures(s)} for m, s in status.latency.minutes()
+                ],
+                "seconds": [
+                    round(v, 4) for values in status.latency.by_minute.values() for v in values
+                ],
+            },
+            "errors": list(status.errors),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _figures(summary: Summary) -> dict[str, float | int | None]:
+    """Give a latency summary as JSON (no NaN: null when there were no emails)."""
+
+    def finite(value: float) -> float | None:
+        return None if math.isnan(value) else round(value, 4)
+
+    return {
+        "count": summary.count,
+        "p50": finite(summary.p50),
+        "p95": finite(summary.p95),
+        "max": finite(summary.max),
+    }

@@ -1,0 +1,239 @@
+"""What `signalmail watch` needs to know, and the plugin configurations it derives from it.
+
+Every setting a user gives has one environment variable, the same one `meltano.yml`, dbt's
+`profiles.yml` and the collector read (docs/watch.md lists them). From those few values this
+module builds the configuration of each Singer plugin the watch runs in-process, with the same
+values the Meltano project gives them, so that `meltano run cycle` and `signalmail watch` load,
+model and send alike (a test compares the two).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+#: Engines the watch runs against, as `SIGNALMAIL_DBT_TARGET` names them.
+ENGINES = ("duckdb", "postgres")
+RAW_SCHEMA = "rudderstack_raw"
+LEDGER_SCHEMA = "signalmail_ledger"
+DEFAULT_MANDRILL_URL = "https://mandrillapp.com/api/1.3"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or contradicts another; the message names the variable to set."""
+
+
+def sqlalchemy_postgres_url(url: str) -> str:
+    """Return the warehouse URL with psycopg 3 as its driver (every plugin venv has it)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        raise SettingsError(
+            f"SIGNALMAIL_PG_URL must be a postgresql:// URL, not {parts.scheme or 'a path'}://..."
+        )
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def redact_url(url: str) -> str:
+    """Return the URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Settings of one watch process (defaults are the Meltano project's `dev` environment)."""
+
+    project_root: Path
+    engine: str = "duckdb"
+    spool: str = "data/spool"
+    duckdb_path: Path = Path("data/warehouse.duckdb")
+    ledger_path: Path = Path("data/ledger.duckdb")
+    pg_url: str | None = field(default=None, repr=False)
+    dbt_schema: str = "signals"
+    mandrill_api_key: str | None = field(default=None, repr=False)
+    mandrill_base_url: str = DEFAULT_MANDRILL_URL
+    data_plane_url: str | None = None
+    write_key: str | None = field(default=None, repr=False)
+    state_dir: Path = Path("data/watch")
+    dbt_vars: dict[str, Any] = field(default_factory=dict)
+    #: seconds between looks at the spool when the last cycle found nothing
+    poll_seconds: float = 0.5
+    #: at most this long without a tick: time alone makes triggers due (an idle cart)
+    idle_tick_seconds: float = 15.0
+    #: DuckDB: fold the write-ahead log into the file once it passes this many MB
+    checkpoint_wal_mb: int = 256
+    #: tap-rudderstack's late_file_window_minutes: how late a segment may be published
+    late_file_minutes: int = 10
+    #: UTC time of day of the nightly build (recommendations, every test); None: never
+    nightly_at: dt.time | None = dt.time(3, 0)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise SettingsError(
+                f"engine {self.engine!r} is not one of {', '.join(ENGINES)} (SIGNALMAIL_DBT_TARGET)"
+            )
+        if self.engine == "postgres" and not self.pg_url:
+            raise SettingsError("the postgres engine needs SIGNALMAIL_PG_URL")
+        if self.engine == "postgres":
+            sqlalchemy_postgres_url(self.pg_url or "")  # fails early on a malformed URL
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a setting's path: relative to the project root unless absolute."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.project_root / path
+
+    @property
+    def spool_location(self) -> str:
+        """The spool as the tap reads it: an object-store URL as is, a folder made absolute."""
+        return self.spool if "://" in self.spool else str(self.path(self.spool))
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        """The dbt project shipped in the Meltano project."""
+        return self.project_root / "dbt_project"
+
+    @property
+    def state_path(self) -> Path:
+        """Bookmarks of the watch's taps (data/watch/state.json by default)."""
+        return self.path(self.state_dir) / "state.json"
+
+    # -- plugin configurations -------------------------------------------------------------
+
+    def tap_rudderstack_config(self) -> dict[str, Any]:
+        """tap-rudderstack as meltano.yml configures it in `dev` (BATCH files) and `prod`."""
+        config: dict[str, Any] = {
+            "source": self.spool_location,
+            "late_file_window_minutes": self.late_file_minutes,
+        }
+        if self.engine == "duckdb":
+            batches = self.path(self.state_dir) / "batches"
+            config["batch_config"] = {
+                "encoding": {"format": "jsonl", "compression": "none"},
+                "storage": {"root": batches.as_uri()},
+                "batch_size": 100000,
+            }
+        return config
+
+    def loader_config(self) -> dict[str, Any]:
+        """target-duckdb-bulk (dev) or MeltanoLabs' target-postgres (prod)."""
+        if self.engine == "duckdb":
+            return {
+                "filepath": str(self.path(self.duckdb_path)),
+                "default_target_schema": RAW_SCHEMA,
+                "delete_batch_files": True,
+                # the watch keeps the database open across cycles and checkpoints it itself
+                "checkpoint_at_end": False,
+            }
+        return {
+            "sqlalchemy_url": sqlalchemy_postgres_url(self.pg_url or ""),
+            "default_target_schema": RAW_SCHEMA,
+            "load_method": "upsert",
+            "use_copy": True,
+            "sanitize_null_text_characters": True,
+            "validate_records": False,
+            "add_record_metadata": False,
+            "activate_version": False,
+        }
+
+    def warehouse_url(self) -> str:
+        """SQLAlchemy URL of the warehouse (the marts tap-warehouse reads)."""
+        if self.engine == "duckdb":
+            return f"duckdb:///{self.path(self.duckdb_path)}"
+        return sqlalchemy_postgres_url(self.pg_url or "")
+
+    def tap_warehouse_config(self) -> dict[str, Any]:
+        """tap-warehouse reading email_triggers, sharing the watch's open DuckDB database."""
+        return {
+            "sqlalchemy_url": self.warehouse_url(),
+            "schema": self.dbt_schema,
+            "tables": ["email_triggers"],
+            # one process holds the DuckDB file read-write for dbt and the loader
+            "duckdb_read_only": False,
+        }
+
+    def ledger_url(self) -> str:
+        """Locate the send ledger: its own DuckDB file, or the Postgres warehouse itself."""
+        if self.engine == "duckdb":
+            return f"duckdb:///{self.path(self.ledger_path)}"
+        return sqlalchemy_postgres_url(self.pg_url or "")
+
+    def target_config(self) -> dict[str, Any]:
+        """target-mailchimp-transactional as meltano.yml configures it."""
+        if not self.mandrill_api_key:
+            raise SettingsError(
+                "no Mandrill API key: set SIGNALMAIL_MANDRILL_API_KEY (the watch sends email)"
+            )
+        config: dict[str, Any] = {
+            "api_key": self.mandrill_api_key,
+            "base_url": self.mandrill_base_url,
+            "campaigns_dir": str(self.project_root / "templates" / "campaigns"),
+            "blocks_dir": str(self.project_root / "templates" / "blocks"),
+            "ledger_url": self.ledger_url(),
+            "ledger_schema": LEDGER_SCHEMA,
+        }
+        if self.data_plane_url:
+            if not self.write_key:
+                raise SettingsError(
+                    "SIGNALMAIL_DATA_PLANE_URL is set but SIGNALMAIL_WRITE_KEY is not "
+                    "(Email Sent events need the source's write key)"
+                )
+            config["data_plane_url"] = self.data_plane_url
+            config["write_key"] = self.write_key
+        return config
+
+    def dbt_env(self) -> dict[str, str]:
+        """Give what dbt's profiles.yml reads, plus where dbt may write its files."""
+        dbt_dir = self.path(self.state_dir) / "dbt"
+        env = {
+            "SIGNALMAIL_DBT_TARGET": self.engine,
+            "SIGNALMAIL_DBT_SCHEMA": self.dbt_schema,
+            "DBT_TARGET_PATH": str(dbt_dir / "target"),
+            "DBT_LOG_PATH": str(dbt_dir / "logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
+        if self.engine == "duckdb":
+            env["SIGNALMAIL_DUCKDB_PATH"] = str(self.path(self.duckdb_path))
+            env["SIGNALMAIL_LEDGER_PATH"] = str(self.path(self.ledger_path))
+        else:
+            env["SIGNALMAIL_PG_URL"] = self.pg_url or ""
+        return env
+
+    def describe(self) -> str:
+        """One line for the start of the log: where everything is (no secrets)."""
+        warehouse = (
+            str(self.path(self.duckdb_path))
+            if self.engine == "duckdb"
+            else redact_url(self.pg_url or "")
+        )
+        return (
+            f"engine={self.engine} spool={self.spool_location} warehouse={warehouse} "
+            f"mandrill={self.mandrill_base_url} state={self.state_path}"
+        )
+
+
+def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
+    """Read the documented environment variables; `overrides` (CLI options) win."""
+    env = os.environ
+    values: dict[str, Any] = {
+        "engine": env.get("SIGNALMAIL_DBT_TARGET", "duckdb"),
+        "spool": env.get("SIGNALMAIL_SPOOL", "data/spool"),
+        "duckdb_path": Path(env.get("SIGNALMAIL_DUCKDB_PATH", "data/warehouse.duckdb")),
+        "ledger_path": Path(env.get("SIGNALMAIL_LEDGER_PATH", "data/ledger.duckdb")),
+        "pg_url": env.get("SIGNALMAIL_PG_URL") or None,
+        "dbt_schema": env.get("SIGNALMAIL_DBT_SCHEMA", "signals"),
+        "mandrill_api_key": env.get("SIGNALMAIL_MANDRILL_API_KEY") or None,
+        "mandrill_base_url": env.get("SIGNALMAIL_MANDRILL_BASE_URL") or DEFAULT_MANDRILL_URL,
+        "data_plane_url": env.get("SIGNALMAIL_DATA_PLANE_URL") or None,
+        "write_key": env.get("SIGNALMAIL_WRITE_KEY") or None,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return WatchSettings(project_root=project_root, **values)

@@ -1,0 +1,212 @@
+"""The three steps of a watch cycle: capture, signals, activate.
+
+- capture: new spool events into the raw tables (tap-rudderstack -> the engine's loader),
+  bookmark `capture`;
+- signals: the dbt trigger path through the warm runner (and, when the tick's nightly inputs
+  do not exist yet or the nightly hour has come, the nightly models);
+- activate: email_triggers -> target-mailchimp-transactional (tap-warehouse -> the target,
+  ledger exactly once), bookmark `activate`.
+
+Each returns a StepResult with what it did, which the view, /metrics and the summary report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from signalmail.watch.dbt import WarmDbt
+from signalmail.watch.settings import WatchSettings
+from signalmail.watch.singer import construct, run_tap, run_target
+from signalmail.watch.state import StateFile
+
+#: Test hook (never set in production): SIGKILL the watch at `<step>:<point>`, e.g.
+#: `capture:loaded` (rows committed, bookmark not yet saved) or `activate:sent`.
+KILL_ENV = "SIGNALMAIL_WATCH_TEST_KILL_AT"
+
+log = logging.getLogger("signalmail.watch")
+
+
+def _kill_point(where: str) -> None:
+    if os.environ.get(KILL_ENV) == where:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class StepResult:
+    """What one step did in one cycle."""
+
+    step: str
+    seconds: float = 0.0
+    ran: bool = True
+    counts: dict[str, int] = field(default_factory=dict)
+    #: activate only: (campaign, sent_at, latency seconds or None) per accepted email
+    accepted: list[tuple[Any, ...]] = field(default_factory=list)
+    #: activate only: earliest send time of a scheduled email the target held back
+    next_deferred_at: Any = None
+
+
+class Capture:
+    """New spool events into the warehouse's raw tables."""
+
+    name = "capture"
+
+    def __init__(self, settings: WatchSettings, state: StateFile) -> None:
+        self.settings = settings
+        self.state = state
+
+    def _loader(self) -> Any:
+        if self.settings.engine == "duckdb":
+            from target_duckdb_bulk import TargetDuckDBBulk
+
+            return construct(
+                TargetDuckDBBulk, config=self.settings.loader_config(), parse_env_config=False
+            )
+        try:
+            from target_postgres.target import TargetPostgres
+        except ImportError:
+            raise RuntimeError(
+                "the postgres engine loads through MeltanoLabs' target-postgres, which is not "
+                "installed here: pip install 'signalmail[postgres]'"
+            ) from None
+        return construct(
+            TargetPostgres, config=self.settings.loader_config(), parse_env_config=False
+        )
+
+    def run(self) -> StepResult:
+        """Read the spool from the bookmark; load what is new; save the loader's bookmark."""
+        from tap_rudderstack import TapRudderStack
+
+        began = time.perf_counter()
+        tap = construct(
+            TapRudderStack,
+            config=self.settings.tap_rudderstack_config(),
+            state=self.state.get(self.name),
+            parse_env_config=False,
+        )
+        output = run_tap(tap)
+        try:
+            counts = tap.last_sync_counts
+            if not counts.get("files"):
+                return StepResult(self.name, time.perf_counter() - began, ran=False)
+            bookmark = run_target(self._loader(), output)
+        finally:
+            output.close()
+        _kill_point("capture:loaded")
+        if bookmark is not None:
+            self.state.save(self.name, bookmark)
+        events = sum(
+            n
+            for key, n in counts.items()
+            if key not in ("files", "late_files", "files_quarantined", "blank_lines")
+        )
+        return StepResult(
+            self.name,
+            time.perf_counter() - began,
+            counts={
+                "files": counts.get("files", 0),
+                "events": events - counts.get("rejected_events", 0),
+                "rejected": counts.get("rejected_events", 0),
+            },
+        )
+
+
+class Signals:
+    """The dbt trigger path through the warm runner; the nightly models when they are due."""
+
+    name = "signals"
+    #: models the tick reads but only the nightly build writes (see nightly_ref())
+    NIGHTLY_TAG = "nightly"
+
+    def __init__(self, settings: WatchSettings, dbt: WarmDbt) -> None:
+        self.settings = settings
+        self.dbt = dbt
+
+    def run(self) -> StepResult:
+        """`dbt build --selector trigger_path`."""
+        began = time.perf_counter()
+        result = self.dbt.invoke("build", "--selector", "trigger_path")
+        _kill_point("signals:built")
+        results = getattr(result.result, "results", None) or []
+        log.info(
+            "tick nodes: %s",
+            ", ".join(
+                f"{item.node.name}={item.execution_time:.2f}s"
+                for item in sorted(results, key=lambda r: -r.execution_time)
+            ),
+        )
+        return StepResult(self.name, time.perf_counter() - began, counts={"nodes": len(results)})
+
+    def nightly_models(self) -> list[str]:
+        """Name the models tagged nightly."""
+        return self.dbt.nodes_tagged(self.NIGHTLY_TAG)
+
+    def build_nightly_models(self) -> StepResult:
+        """Build the nightly models alone (a fresh warehouse: the tick needs them to exist)."""
+        began = time.perf_counter()
+        self.dbt.invoke("run", "--select", f"tag:{self.NIGHTLY_TAG}")
+        return StepResult("nightly", time.perf_counter() - began, counts={"models": 1})
+
+    def nightly(self) -> StepResult:
+        """`dbt build --selector nightly`: every model and every test."""
+        began = time.perf_counter()
+        result = self.dbt.invoke("build", "--selector", "nightly")
+        nodes = len(getattr(result.result, "results", None) or [])
+        return StepResult("nightly", time.perf_counter() - began, counts={"nodes": nodes})
+
+
+class Activate:
+    """email_triggers -> Mandrill through the email target, exactly once."""
+
+    name = "activate"
+
+    def __init__(self, settings: WatchSettings, state: StateFile) -> None:
+        self.settings = settings
+        self.state = state
+
+    def run(self, force: bool = False) -> StepResult:
+        """Read email_triggers from the bookmark and hand the rows to the target.
+
+        With no rows the target is not started (it would only ping Mandrill), unless `force`:
+        the first cycle always starts it, which reconciles sends a crash left unsettled.
+        """
+        from tap_warehouse import TapWarehouse
+        from target_mailchimp_transactional import TargetMailchimpTransactional
+
+        began = time.perf_counter()
+        tap = construct(
+            TapWarehouse,
+            config=self.settings.tap_warehouse_config(),
+            state=self.state.get(self.name),
+            parse_env_config=False,
+        )
+        output = run_tap(tap)
+        try:
+            if not output.record_count and not force:
+                return StepResult(self.name, time.perf_counter() - began, ran=False)
+            target = construct(
+                TargetMailchimpTransactional,
+                config=self.settings.target_config(),
+                parse_env_config=False,
+            )
+            bookmark = run_target(target, output)
+        finally:
+            output.close()
+        _kill_point("activate:sent")
+        if bookmark is not None:
+            self.state.save(self.name, bookmark)
+        stats = target.dispatcher.stats
+        counts = dict(stats.counts)
+        counts["triggers"] = output.record_count
+        counts["calls"] = stats.calls
+        return StepResult(
+            self.name,
+            time.perf_counter() - began,
+            counts=counts,
+            accepted=[(a.campaign, a.sent_at, a.latency_seconds) for a in stats.accepted],
+            next_deferred_at=stats.next_deferred_at,
+        )

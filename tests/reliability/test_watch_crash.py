@@ -1,0 +1,207 @@
+"""`signalmail watch` killed with SIGKILL at the worst moments, then started again.
+
+Whatever the moment, the restart must lose no event and send no email twice:
+- `capture:loaded`: rows committed to the warehouse, the capture bookmark not yet saved (the
+  restart reads the same segments again; the loader's upsert keeps each event once);
+- `activate:sent`: emails sent and recorded, the activate bookmark not yet saved (the restart
+  offers the same triggers again; the ledger knows them);
+- mid-send: the process dies while its send-template call is at Mandrill (the restart finds
+  the landed messages with messages/search before sending anything).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+from signalmail.collector.readback import read_spool
+from signalmail.services import publish_starter_templates, running_collector
+from signalmail.watch.steps import KILL_ENV
+
+from tests.conftest import REPO_ROOT, wait_until
+from tests.integration.watch_support import (
+    EXPECTED,
+    SOURCE_ID,
+    Services,
+    run_watch,
+    script_first_day,
+    services,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def by_recipient(messages: list[dict]) -> Counter[tuple[str, str]]:
+    return Counter((m["email"], m["metadata"]["campaign"]) for m in messages)
+
+
+def duckdb_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "SIGNALMAIL_DBT_TARGET": "duckdb",
+        "SIGNALMAIL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
+        "SIGNALMAIL_LEDGER_PATH": str(tmp_path / "ledger.duckdb"),
+    }
+
+
+def raw_message_ids(path: str) -> Counter[str]:
+    """Every message id in the raw tables, with how often it is there."""
+    with duckdb.connect(path, read_only=True) as con:
+        tables = [
+            name
+            for (name,) in con.execute(
+                "select table_name from duckdb_tables() where schema_name = 'rudderstack_raw' "
+                "and table_name <> 'rejected_events'"
+            ).fetchall()
+        ]
+        ids: Counter[str] = Counter()
+        for table in tables:
+            ids.update(
+                mid
+                for (mid,) in con.execute(
+                    f'select message_id from rudderstack_raw."{table}"'
+                ).fetchall()
+            )
+    return ids
+
+
+def spool_message_ids(svc: Services) -> set[str]:
+    return read_spool(svc.spool, SOURCE_ID).message_ids
+
+
+@pytest.mark.parametrize("point", ["capture:loaded", "activate:sent"])
+def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, point):
+    env = duckdb_env(tmp_path)
+    with services(tmp_path, env) as svc:
+        shop = svc.shop()
+        script_first_day(shop)
+        svc.wait_for_spool(shop.sent)
+
+        killed = run_watch(svc, "--exit-when-idle", extra_env={KILL_ENV: point})
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        if point == "activate:sent":  # the kill came after the sends: they are out
+            assert by_recipient(svc.messages()) == Counter(EXPECTED.items())
+
+        again = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert by_recipient(svc.messages()) == Counter(EXPECTED.items()), again.stdout
+
+        # every event of the spool is in the warehouse, once (Email Sent and webhooks too,
+        # once the collector has published them and a last run has loaded them)
+        published = spool_message_ids(svc)
+        final = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert final.returncode == 0, final.stdout + final.stderr
+        loaded = raw_message_ids(env["SIGNALMAIL_DUCKDB_PATH"])
+        assert published <= set(loaded)
+        assert max(loaded.values()) == 1
+        assert by_recipient(svc.messages()) == Counter(EXPECTED.items())
+
+
+def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
+    """The sandbox holds the send-template call 3 s; the watch dies meanwhile."""
+    from signalmail.sandbox.testing import run_sandbox
+
+    env = duckdb_env(tmp_path)
+    write_key, webhook_key = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    with (
+        running_collector(
+            tmp_path / "spool",
+            write_key,
+            SOURCE_ID,
+            extra_args=("--max-segment-age", "0.5"),
+            extra_env={"SIGNALMAIL_MANDRILL_WEBHOOK_KEY": webhook_key},
+        ) as collector,
+        run_sandbox(
+            tmp_path / "sandbox", api_keys=["watch-key"], search_calls_per_minute=600
+        ) as sandbox,
+    ):
+        publish_starter_templates(REPO_ROOT, "watch-key", sandbox.api_host, tmp_path / "sync.json")
+        svc = Services(
+            tmp_path,
+            collector,
+            None,  # type: ignore[arg-type]  # this test reads the in-thread sandbox directly
+            {
+                **env,
+                "SIGNALMAIL_SPOOL": str(tmp_path / "spool"),
+                "SIGNALMAIL_MANDRILL_API_KEY": "watch-key",
+                "SIGNALMAIL_MANDRILL_BASE_URL": sandbox.api_host,
+            },
+        )
+        shop = svc.shop()
+        script_first_day(shop)
+        svc.wait_for_spool(shop.sent)
+
+        send = "messages/send-template"
+        sandbox.set_faults(timeout=1.0, timeout_s=3.0, only=[send])
+        arrived: list[str] = []
+        injector = sandbox.sandbox.faults
+        original_draw = injector.draw
+
+        def draw(operation):  # observe the call reaching "Mandrill"
+            arrived.append(operation)
+            return original_draw(operation)
+
+        injector.draw = draw
+        proc = _start_watch(svc)
+        try:
+            wait_until(lambda: send in arrived, timeout=120, what="the send at Mandrill")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == -signal.SIGKILL
+        sandbox.set_faults()
+        wait_until(lambda: len(_messages(sandbox)) >= 1, timeout=15, what="the held call landing")
+
+        again = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert by_recipient(_messages(sandbox)) == Counter(EXPECTED.items()), again.stdout
+
+
+def _messages(sandbox) -> list[dict]:
+    found = sandbox.client("watch-key").messages.search({"query": "*", "limit": 1000})
+    return found if isinstance(found, list) else []
+
+
+def _start_watch(svc: Services) -> subprocess.Popen[str]:
+    """The watch in the background, as `run_watch` runs it."""
+    import json
+
+    from tests.integration.watch_support import WATCH_VARS
+
+    with contextlib.suppress(FileNotFoundError):
+        (svc.root / "watch.out").unlink()
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signalmail",
+            "watch",
+            "--project-root",
+            str(REPO_ROOT),
+            "--state-dir",
+            str(svc.root / "watch"),
+            "--metrics-port",
+            "0",
+            "--view",
+            "lines",
+            "--nightly-at",
+            "never",
+            "--vars",
+            json.dumps(WATCH_VARS),
+            "--exit-when-idle",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **svc.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
