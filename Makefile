@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.signalmail-installed
 
-.PHONY: install meltano-install postgres test test-fast demo lint format bench clean
+.PHONY: install meltano-install postgres browser test test-fast demo lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ meltano-install: install
 postgres:
 	scripts/start-postgres.sh
 
-test: install meltano-install postgres
+# Debian's Chromium, the real browser the report and email tests drive (Playwright cannot
+# download its own here). Installed when missing and run as root; else those tests skip.
+browser:
+	scripts/install-chromium.sh
+
+test: install meltano-install postgres browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -31,7 +36,7 @@ test: install meltano-install postgres
 test-fast: install
 	$(BIN)/pytest tests/unit
 
-demo: install meltano-install
+demo: install
 	$(BIN)/signalmail demo
 
 lint: install

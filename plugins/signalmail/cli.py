@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "templates": "signalmail.templates:templates",
     "demo": "signalmail.demo:demo",
     "watch": "signalmail.watch.cli:watch",
+    "report": "signalmail.report.cli:report",
 }
 
 

@@ -1,315 +1,216 @@
-"""`signalmail demo`: signalmail end to end on embedded defaults.
+"""`signalmail demo`: signalmail end to end, in real time, on embedded defaults.
 
-The capture half lives here; the load/model/send half in `signalmail.demo_pipeline`. Capture
-starts `signalmail collect` as a child process on a free port with its spool under
-./data/demo/spool, drives the storefront simulator through rudder-sdk-python against it with
-compressed time, stops the collector with SIGTERM (so its last segment is published), then reads
-the spool segments back and prints what was captured. It fails loudly if any event the SDK
-handed over is missing from the spool.
+1. A collector (`signalmail collect`, one-second segments) and a Mandrill sandbox (`signalmail
+   sandbox`, its webhooks posting back to the collector) start on free ports of 127.0.0.1; the
+   starter templates are pushed with `signalmail templates sync` and published.
+2. Two weeks of a simulated storefront's history go through rudder-sdk-python into the
+   collector (compressed time), and the spool is read back: every event once.
+3. `signalmail watch` starts (the same process a user runs), catches up with the history, and
+   then runs while the simulator sends live traffic; its step timings and latencies print as
+   they happen. Abandonment delays are shortened (a cart counts as abandoned after a minute)
+   so that live shoppers get their emails within the demo.
+4. The watch stops like a user stops it (SIGTERM), writes output/report/index.html, and the
+   demo prints what happened, including the emails deferred to a shopper's best hour.
+
+Everything lives under data/demo/ and output/; `--keep` adds to what is there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
+from signalmail.collector.readback import print_spool_summary, read_spool
+from signalmail.services import (
+    SIGNALMAIL,
+    CollectorProcess,
+    ServiceError,
+    free_port,
+    publish_starter_templates,
+    running_collector,
+    running_sandbox,
+)
+
 DEMO_SOURCE_ID = "demo"
-DEFAULT_SPOOL = Path("data/demo/spool")
-#: <unix_ts>.<source_id>.<uuid>.json.gz, the only files a spool reader may look at
-SEGMENT_SUFFIX = ".json.gz"
+DATA = Path("data/demo")
+#: dbt vars of the demo's watch: delays short enough for a live demo of a few minutes; the
+#: rest (quiet hours, best hours, hold-outs) as a shop would have them
+DEMO_VARS = {"cart_abandon_minutes": 1, "browse_abandon_minutes": 2}
+#: after the live traffic: the last carts become due a minute after their last change
+WIND_DOWN_SECONDS = 75.0
 
 
-class DemoError(click.ClickException):
+class DemoError(ServiceError):
     """The demo could not complete; the message says which step and why."""
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class CollectorProcess:
-    """A `signalmail collect` child process and how to reach it."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        """Return the end of the collector's log, for error messages."""
-        return _log_tail(self.log_path, lines)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait: the collector closes its spool, publishing the open segment."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise DemoError(
-                    f"collector did not stop within {timeout}s of SIGTERM; killed it. "
-                    f"Log:\n{self.log_tail()}"
-                ) from None
-        return int(self.process.returncode)
-
-
-def _healthy(url: str, source_id: str) -> bool:
-    """Tell whether the collector we started answers /health for our source.
-
-    Checking the source id, not just a 200, keeps a different server that happens to hold the
-    port (another run grabbed it between `free_port()` and our bind) from passing as ours.
-    """
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:  # noqa: S310
-            body = json.loads(answer.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    return isinstance(body, dict) and body.get("source_id") == source_id
-
-
-def _log_tail(log_path: Path, lines: int = 20) -> str:
-    """Return the end of a child process's log, for error messages."""
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {log_path})"
-
-
-def wait_until_ready(
-    process: subprocess.Popen[bytes],
-    ready: Callable[[], bool],
-    what: str,
-    log_path: Path,
-    timeout: float,
-) -> None:
-    """Poll `ready` until it holds; fail with the child's log if it exits or times out first.
-
-    Readiness polling, not a sleep standing in for synchronisation: the loop ends the moment
-    the server answers.
-    """
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise DemoError(
-                f"{what} exited with {process.returncode} during start-up. "
-                f"Log:\n{_log_tail(log_path)}"
-            )
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what} not ready after {timeout}s. Log:\n{_log_tail(log_path)}")
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def running_collector(
-    spool: Path,
-    write_key: str,
-    source_id: str = DEMO_SOURCE_ID,
-    port: int | None = None,
-    startup_timeout: float = 30.0,
-    extra_args: tuple[str, ...] = (),
-    extra_env: dict[str, str] | None = None,
-) -> Iterator[CollectorProcess]:
-    """Run `signalmail collect` for the duration of the block; stop it cleanly afterwards.
-
-    The write key goes through the environment, never the command line (visible in `ps`).
-    Readiness is GET /health answering 200; a collector that exits during start-up is reported
-    with the tail of its log.
-    """
-    port = port or free_port()
-    spool.mkdir(parents=True, exist_ok=True)
-    log_path = spool.parent / "collector.log"
-    command = [
-        sys.executable,
-        "-c",
-        "from signalmail.cli import main; main()",
-        "collect",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--spool",
-        str(spool),
-        "--source-id",
-        source_id,
-        *extra_args,
-    ]
-    env = dict(os.environ, SIGNALMAIL_WRITE_KEY=write_key, **(extra_env or {}))
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
-    collector = CollectorProcess(process, f"http://127.0.0.1:{port}", log_path)
-    try:
-        wait_until_ready(
-            process,
-            lambda: _healthy(collector.url, source_id),
-            "collector",
-            log_path,
-            startup_timeout,
-        )
-        yield collector
-    finally:
-        collector.stop()
-
-
-@dataclass
-class SpoolSummary:
-    """What the spool holds, read back segment by segment."""
-
-    segments: list[Path] = field(default_factory=list)
-    events: int = 0
-    message_ids: set[str] = field(default_factory=set)
-    by_type: Counter[str] = field(default_factory=Counter)
-    by_name: Counter[str] = field(default_factory=Counter)
-    user_ids: set[str] = field(default_factory=set)
-    anonymous_ids: set[str] = field(default_factory=set)
-    opted_in: set[str] = field(default_factory=set)
-    first: str | None = None
-    last: str | None = None
-
-    @property
-    def duplicates(self) -> int:
-        """Events whose messageId appeared before."""
-        return self.events - len(self.message_ids)
-
-
-def read_spool(root: Path, source_id: str | None = None) -> SpoolSummary:
-    """Summarise every published segment under `root` (optionally of one source).
-
-    Only names of the published pattern are read; journals and `.partial` files are skipped,
-    as any spool reader must.
-    """
-    summary = SpoolSummary()
-    base = root / "rudder-logs"
-    pattern = f"*/*/*{SEGMENT_SUFFIX}" if source_id is None else f"{source_id}/*/*{SEGMENT_SUFFIX}"
-    consent: dict[str, bool] = {}
-    for path in sorted(base.glob(pattern)):
-        if path.name.startswith("."):
-            continue
-        summary.segments.append(path)
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                event = json.loads(line)
-                summary.events += 1
-                summary.message_ids.add(event["messageId"])
-                summary.by_type[event["type"]] += 1
-                if event["type"] == "track":
-                    summary.by_name[event["event"]] += 1
-                if event.get("userId"):
-                    summary.user_ids.add(event["userId"])
-                if event.get("anonymousId"):
-                    summary.anonymous_ids.add(event["anonymousId"])
-                traits = event.get("traits") or (event.get("context") or {}).get("traits") or {}
-                if event["type"] == "identify" and "email_opt_in" in traits:
-                    consent[event["userId"]] = bool(traits["email_opt_in"])
-                stamp = event.get("timestamp")
-                if stamp:
-                    summary.first = min(summary.first or stamp, stamp)
-                    summary.last = max(summary.last or stamp, stamp)
-    summary.opted_in = {user for user, ok in consent.items() if ok}
-    return summary
-
-
-def print_spool_summary(summary: SpoolSummary, root: Path) -> None:
-    """Print the captured data, as a person would want to see it after the demo."""
-    click.echo(
-        f"\ncaptured in {root}: {len(summary.segments)} segments, {summary.events} events "
-        f"({summary.duplicates} duplicate messageIds)"
-    )
-    click.echo(f"  event time {summary.first} .. {summary.last}")
-    click.echo(
-        f"  users: {len(summary.user_ids)} identified ({len(summary.opted_in)} opted in to "
-        f"email), {len(summary.anonymous_ids)} devices (anonymousIds)"
-    )
-    for kind, count in summary.by_type.most_common():
-        click.echo(f"  {count:>8}  {kind}")
-    for name, count in summary.by_name.most_common():
-        click.echo(f"  {count:>8}    track: {name}")
-    for path in summary.segments[:5]:
-        click.echo(f"  segment {path.relative_to(root)}")
-    if len(summary.segments) > 5:
-        click.echo(f"  ... and {len(summary.segments) - 5} more")
-
-
-def capture(
-    spool: Path,
-    users: int,
-    days: float,
-    seed: int,
-    fresh: bool = True,
-    max_segment_age: float = 5.0,
-) -> tuple[dict[str, Any], SpoolSummary]:
-    """Collector + simulator + read-back; returns (simulation summary, spool summary)."""
+def capture_history(
+    collector: CollectorProcess, users: int, days: float, seed: int
+) -> dict[str, Any]:
+    """Simulate `days` of history through rudder-sdk-python into the collector."""
     from signalmail.simulate.cli import run, summary
     from signalmail.simulate.model import Simulation, SimulationConfig
     from signalmail.simulate.sinks import SdkSink, SinkError
 
-    if fresh:  # only the demo's own source: never wipe anything else under a given directory
-        for leftover in (
-            spool / "rudder-logs" / DEMO_SOURCE_ID,
-            spool / ".journal" / DEMO_SOURCE_ID,
-        ):
-            shutil.rmtree(leftover, ignore_errors=True)
-    write_key = secrets.token_urlsafe(16)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days)
     config = SimulationConfig(seed=seed, users=users, days=days, start=start)
     sim = Simulation(config)
     began = time.monotonic()
-    with running_collector(
-        spool, write_key, extra_args=("--max-segment-age", str(max_segment_age))
-    ) as collector:
-        click.echo(
-            f"collector up at {collector.url} (spool {spool}); simulating {users} users "
-            f"over {days:g} days with seed {seed}"
-        )
-        sink = SdkSink(collector.url, write_key, batch_size=500)
+    sink = SdkSink(collector.url, collector.write_key, batch_size=500)
+    try:
+        handed = run(sim, sink, compress_time=True, rate=None, limit=None)
+    finally:
         try:
-            handed = run(sim, sink, compress_time=True, rate=None, limit=None)
-        finally:
-            try:
-                sink.close()
-            except SinkError as exc:
-                raise DemoError(f"the collector did not accept every event: {exc}") from exc
-        code = collector.stop()
-    if code != 0:  # a graceful SIGTERM stop exits 0; anything else lost the last segment
-        raise DemoError(f"collector exited with {code}. Log:\n{collector.log_tail()}")
-    sim_summary = summary(sim.stats, config, handed, time.monotonic() - began)
-    spooled = read_spool(spool, DEMO_SOURCE_ID)
-    return sim_summary, spooled
+            sink.close()
+        except SinkError as exc:
+            raise DemoError(f"the collector did not accept every event: {exc}") from exc
+    return summary(sim.stats, config, handed, time.monotonic() - began)
+
+
+def wait_for_spool(spool: Path, events: int, timeout: float = 60.0) -> None:
+    """Until the collector's segments hold `events` events (segments publish every second)."""
+    deadline = time.monotonic() + timeout
+    while read_spool(spool, DEMO_SOURCE_ID).events < events:
+        if time.monotonic() > deadline:
+            raise DemoError(f"the spool does not hold the {events} events after {timeout}s")
+        time.sleep(0.2)
+
+
+def metric(port: int, name: str) -> float | None:
+    """One value of the watch's /metrics, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for_cycles(watch: subprocess.Popen[bytes], port: int, cycles: int, timeout: float) -> None:
+    """Until the watch has finished `cycles` cycles (its /metrics says so)."""
+    deadline = time.monotonic() + timeout
+    while (metric(port, "signalmail_watch_cycles_total") or 0) < cycles:
+        if watch.poll() is not None:
+            raise DemoError(f"signalmail watch exited with {watch.returncode}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"signalmail watch did not finish {cycles} cycle(s) in {timeout}s")
+        time.sleep(0.5)
+
+
+def reset(project_root: Path, spool: Path) -> None:
+    """Remove what an earlier demo left (only the demo's own folders and files)."""
+    data = project_root / DATA
+    for leftover in (
+        spool / "rudder-logs" / DEMO_SOURCE_ID,
+        spool / ".journal" / DEMO_SOURCE_ID,
+        data / "watch",
+        data / "sandbox",
+        project_root / "output" / "report",
+    ):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "ledger.duckdb", "ledger.duckdb.wal"):
+        (data / name).unlink(missing_ok=True)
+
+
+def live_traffic(
+    collector: CollectorProcess, users: int, seed: int, seconds: float, rate: float
+) -> subprocess.CompletedProcess[str]:
+    """Open the storefront right now: `rate` events a second for `seconds`."""
+    env = {k: v for k, v in os.environ.items() if k != "SIGNALMAIL_DATA_PLANE_URL"}
+    env["SIGNALMAIL_WRITE_KEY"] = collector.write_key
+    return subprocess.run(  # noqa: S603
+        [
+            *SIGNALMAIL,
+            "simulate",
+            "--data-plane-url",
+            collector.url,
+            "--users",
+            str(users),
+            "--seed",
+            str(seed),
+            "--rate",
+            str(rate),
+            "--limit",
+            str(int(rate * seconds)),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def print_outcome(project_root: Path, summary_path: Path) -> None:
+    """Print what the watch did, from its summary and the warehouse."""
+    import duckdb
+
+    summary = json.loads(summary_path.read_text())
+    latency = summary["latency"]
+    totals = summary["totals"]
+    click.echo(
+        f"\nthe watch ran {len(summary['cycles'])} cycles: {totals.get('events', 0):,} events "
+        f"loaded, {sum(summary['emails_by_campaign'].values()):,} emails accepted by Mandrill, "
+        f"{totals.get('held_out', 0):,} held out"
+    )
+    for campaign, count in sorted(summary["emails_by_campaign"].items()):
+        click.echo(f"  {count:>6}  {campaign}")
+    if latency["count"]:
+        click.echo(
+            f"event-to-Mandrill latency: p50 {latency['p50']:.1f}s, p95 {latency['p95']:.1f}s, "
+            f"max {latency['max']:.1f}s over {latency['count']} emails"
+        )
+    warehouse = project_root / DATA / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        waiting = con.execute(
+            "select campaign, count(*), min(send_after) from signals.email_triggers "
+            "where send_after > now()::timestamp group by 1 order by 3"
+        ).fetchall()
+    for campaign, count, first in waiting:
+        click.echo(
+            f"  {count:>6}  {campaign}: deferred to the shopper's best hour (or past their "
+            f"quiet hours), the first at {first:%Y-%m-%d %H:%M} UTC"
+        )
 
 
 @click.command()
-@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option(
     "--days", type=click.FloatRange(min=0, min_open=True), default=14.0, show_default=True
 )
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
+    "--live-seconds",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="How long the storefront sends live traffic while the watch runs.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=50.0,
+    show_default=True,
+    help="Live events per second.",
+)
+@click.option(
     "--spool",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_SPOOL,
+    default=DATA / "spool",
     show_default=True,
     help="Spool directory the demo's collector writes.",
 )
@@ -317,59 +218,123 @@ def capture(
     "--fresh/--keep",
     default=True,
     show_default=True,
-    help="Start from an empty demo (spool, warehouse, ledger, state), or add to what is there.",
+    help="Start from an empty demo (spool, warehouse, ledger, state, sandbox), or add to it.",
 )
 @click.option(
     "--capture-only",
     is_flag=True,
-    help="Stop after capture: collector + simulator + spool read-back, no Meltano or dbt.",
+    help="Stop after the history's capture: collector + simulator + spool read-back.",
 )
-def demo(users: int, days: float, seed: int, spool: Path, fresh: bool, capture_only: bool) -> None:
-    """Run signalmail end to end on embedded defaults.
-
-    Capture (collector + simulated storefront through rudder-sdk-python), then one
-    `meltano run` that loads the spool into DuckDB, builds the dbt signals and sends the due
-    emails into a local Mandrill sandbox, whose webhooks flow back into the collector.
-    """
+def demo(
+    users: int,
+    days: float,
+    seed: int,
+    live_seconds: float,
+    rate: float,
+    spool: Path,
+    fresh: bool,
+    capture_only: bool,
+) -> None:
+    """Run signalmail end to end, in real time, on embedded defaults."""
     from signalmail.simulate.cli import print_summary
 
     project_root = Path.cwd()
-    if not capture_only and not (project_root / "meltano.yml").exists():
+    if not capture_only and not (project_root / "dbt_project").is_dir():
         raise DemoError("run the demo from the signalmail project folder (where meltano.yml is)")
-    if fresh and not capture_only:
-        for leftover in ("warehouse.duckdb", "ledger.duckdb", "state", "outbox"):
-            path = project_root / "data" / "demo" / leftover
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        (project_root / "data" / "demo" / "sandbox.sqlite").unlink(missing_ok=True)
-    sim_summary, spooled = capture(spool, users, days, seed, fresh=fresh)
-    print_summary(sim_summary)
-    print_spool_summary(spooled, spool)
     if fresh:
-        missing = sim_summary["events"] - len(spooled.message_ids)
-        if missing:
-            raise DemoError(f"{missing} events handed to the SDK are not in the spool")
-        click.echo(f"\nall {sim_summary['events']} simulated events are in the spool, once each")
-    if capture_only:
-        return
-
-    from signalmail.demo_pipeline import activate
-
-    write_key = secrets.token_urlsafe(16)
-    webhook_key = secrets.token_urlsafe(16)
+        reset(project_root, spool)
+    data = project_root / DATA
+    write_key, webhook_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with running_collector(
         spool,
         write_key,
-        extra_args=("--max-segment-age", "5"),
+        DEMO_SOURCE_ID,
+        extra_args=("--max-segment-age", "1"),
         extra_env={"SIGNALMAIL_MANDRILL_WEBHOOK_KEY": webhook_key},
     ) as collector:
-        activate(project_root, collector.url, write_key, webhook_key)
-        code = collector.stop()
-    if code != 0:
-        raise DemoError(f"collector exited with {code}. Log:\n{collector.log_tail()}")
+        click.echo(f"collector up at {collector.url} (spool {spool})")
+        before = read_spool(spool, DEMO_SOURCE_ID).events
+        click.echo(f"simulating {users} shoppers over {days:g} days of history (seed {seed})")
+        history = capture_history(collector, users, days, seed)
+        print_summary(history)
+        wait_for_spool(spool, before + history["events"])
+        spooled = read_spool(spool, DEMO_SOURCE_ID)
+        print_spool_summary(spooled, spool)
+        if spooled.duplicates:
+            raise DemoError(f"{spooled.duplicates} events are in the spool twice")
+        if fresh:
+            click.echo(f"\nall {history['events']} simulated events are in the spool, once each")
+        if capture_only:
+            return
+        with running_sandbox(
+            data / "sandbox", f"{collector.url}/webhooks/mandrill", webhook_key
+        ) as sandbox:
+            slugs = publish_starter_templates(
+                project_root, sandbox.api_key, sandbox.api_host, data / "sandbox" / "sync.json"
+            )
+            click.echo(f"sandbox up at {sandbox.url}; published templates: {', '.join(slugs)}")
+            run_watch(project_root, spool, collector, sandbox, users, seed, live_seconds, rate)
     click.echo(
-        "opens, clicks and Email Sent events are in the spool now; "
-        "`meltano --environment demo run tap-rudderstack target-duckdb-bulk` loads them"
+        f"\nreport: {project_root / 'output' / 'report' / 'index.html'}  (open it in a browser)"
     )
+
+
+def run_watch(
+    project_root: Path,
+    spool: Path,
+    collector: CollectorProcess,
+    sandbox: Any,
+    users: int,
+    seed: int,
+    live_seconds: float,
+    rate: float,
+) -> None:
+    """Start the watch, let it catch up, send live traffic, stop it as a user would."""
+    data = project_root / DATA
+    port = free_port()
+    env = dict(
+        os.environ,
+        SIGNALMAIL_DBT_TARGET="duckdb",
+        SIGNALMAIL_SPOOL=str(spool),
+        SIGNALMAIL_DUCKDB_PATH=str(data / "warehouse.duckdb"),
+        SIGNALMAIL_LEDGER_PATH=str(data / "ledger.duckdb"),
+        SIGNALMAIL_MANDRILL_API_KEY=sandbox.api_key,
+        SIGNALMAIL_MANDRILL_BASE_URL=sandbox.api_host,
+        SIGNALMAIL_DATA_PLANE_URL=collector.url,
+        SIGNALMAIL_WRITE_KEY=collector.write_key,
+    )
+    summary = data / "watch" / "summary.json"
+    command = [
+        *SIGNALMAIL, "watch", "--project-root", str(project_root),
+        "--state-dir", str(data / "watch"), "--view", "lines", "--nightly-at", "never",
+        "--idle-tick-seconds", "2",
+        "--metrics-port", str(port), "--vars", json.dumps(DEMO_VARS),
+        "--summary-json", str(summary), "--report", str(project_root / "output" / "report"),
+    ]  # fmt: skip
+    click.echo(f"\n$ signalmail watch  (metrics at http://127.0.0.1:{port}/metrics)")
+    watch = subprocess.Popen(command, env=env, cwd=project_root)  # noqa: S603
+    try:
+        wait_for_cycles(watch, port, 1, timeout=600)
+        if live_seconds:
+            click.echo(
+                f"\nthe storefront is open: {rate:g} events a second for {live_seconds:g}s "
+                "(a cart counts as abandoned after a minute)"
+            )
+            live = live_traffic(collector, users, seed + 1, live_seconds, rate)
+            if live.returncode != 0:
+                raise DemoError(f"live traffic failed:\n{live.stdout[-2000:]}{live.stderr[-2000:]}")
+            # the carts abandoned last become due a minute later: the watch keeps going
+            click.echo(
+                f"\nthe storefront is closed; the watch runs {WIND_DOWN_SECONDS:g}s more for the "
+                "carts and browsing abandoned at the end"
+            )
+            deadline = time.monotonic() + WIND_DOWN_SECONDS
+            while time.monotonic() < deadline and watch.poll() is None:
+                time.sleep(0.5)
+    finally:
+        if watch.poll() is None:
+            watch.send_signal(signal.SIGTERM)
+        code = watch.wait(timeout=600)
+    if code != 0:
+        raise DemoError(f"signalmail watch exited with {code}")
+    print_outcome(project_root, summary)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from signalmail.demo import DemoError, demo, read_spool, running_collector
+from signalmail.collector.readback import read_spool
+from signalmail.demo import demo
+from signalmail.services import ServiceError, running_collector
 
 
 def test_demo_captures_every_simulated_event(tmp_path):
@@ -33,7 +35,7 @@ def test_collector_that_dies_at_start_up_is_reported(tmp_path):
     holder = running_collector(spool, "k", source_id="same")
     with holder as collector:  # the same source is locked by the first collector
         with (
-            pytest.raises(DemoError, match="exited") as failed,
+            pytest.raises(ServiceError, match="exited") as failed,
             running_collector(spool, "k", source_id="same", startup_timeout=20),
         ):
             raise AssertionError("second collector should not start")

@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 from signalmail.collector.readback import read_spool
 
+from tests.browser import browser_page
 from tests.integration.watch_support import (
     EXPECTED,
     SOURCE_ID,
@@ -41,6 +42,24 @@ def engine_env(request, tmp_path) -> dict[str, str]:
     }
 
 
+def check_report(path, emails: int) -> None:
+    """The report opens in a real browser with every section, its charts and the emails."""
+    with browser_page(path.as_uri(), height=6000) as loaded:
+        page = loaded.page
+        for section in ("funnel", "outcomes", "latency", "campaigns", "deferred", "emails"):
+            assert page.locator(f"section#{section}").count() == 1, section
+        assert page.locator("section#funnel svg rect").count() == 7  # one bar per stage
+        assert page.locator("section#outcomes svg rect").count() >= 1
+        assert page.locator("section#latency svg").count() == 1
+        assert page.locator("section#emails iframe").count() == emails
+        funnel = page.locator("section#funnel").inner_text()
+        assert "events" in funnel
+        for frame in page.frames[1:]:  # each email, rendered, with the shopper's name
+            assert "None" not in frame.locator("body").inner_text()
+        loaded.screenshot(path.with_suffix(".png"))
+        assert loaded.script_errors == []
+
+
 def by_recipient(messages: list[dict]) -> Counter[tuple[str, str]]:
     return Counter((m["email"], m["metadata"]["campaign"]) for m in messages)
 
@@ -53,7 +72,9 @@ def test_each_shopper_gets_the_expected_email_once_and_a_second_run_sends_nothin
         script_first_day(shop)
         svc.wait_for_spool(shop.sent)
 
-        first = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        first = run_watch(
+            svc, "--exit-when-idle", "--fail-fast", "--report", str(tmp_path / "report")
+        )
         assert first.returncode == 0, first.stdout + first.stderr
         messages = svc.messages()
         assert by_recipient(messages) == Counter(EXPECTED.items()), first.stdout
@@ -67,6 +88,8 @@ def test_each_shopper_gets_the_expected_email_once_and_a_second_run_sends_nothin
         assert "Ann" in ann["html"]
         assert "Dome Tent" in content["bob@example.com"]["html"]
         assert "Merino Sock" in content["paul@example.com"]["html"]  # related to the shoes
+
+        check_report(tmp_path / "report" / "index.html", len(EXPECTED))
 
         summary = json.loads((tmp_path / "watch" / "summary.json").read_text())
         assert summary["latency"]["count"] == len(EXPECTED)

@@ -111,9 +111,10 @@ def _setup_logging(path: Path) -> None:
 @click.option(
     "--idle-tick-seconds",
     type=click.FloatRange(min=1),
-    default=15.0,
+    default=5.0,
     show_default=True,
-    help="Tick at least this often without new events (delays make triggers due over time).",
+    help="Tick at least this often without new events: time alone makes a trigger due (a cart "
+    "idle for the abandonment delay), so this bounds the latency of those emails.",
 )
 @click.option(
     "--checkpoint-wal-mb",
@@ -156,6 +157,12 @@ def _setup_logging(path: Path) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write every cycle's timings and every email's latency here at exit.",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="At exit, write the HTML report (signalmail report) into this folder.",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed step (tests).")
 def watch(
     project_root: Path,
@@ -177,6 +184,7 @@ def watch(
     max_cycles: int | None,
     exit_when_idle: bool,
     summary_json: Path | None,
+    report_dir: Path | None,
     fail_fast: bool,
 ) -> None:
     """Capture, compute and activate continuously: events to emails in seconds.
@@ -221,7 +229,14 @@ def watch(
     status = WatchStatus()
     metrics = WatchMetrics()
     shown = make_view(view, status)
-    runner = Watch(settings, shown, status, metrics, fail_fast=fail_fast)
+    runner = Watch(
+        settings,
+        shown,
+        status,
+        metrics,
+        fail_fast=fail_fast,
+        report_dir=settings.path(report_dir) if report_dir else None,
+    )
     if metrics_port:
         port = metrics.serve(metrics_host, metrics_port)
         shown.note(f"metrics at http://{metrics_host}:{port}/metrics")

@@ -57,8 +57,10 @@ class Watch:
         status: WatchStatus,
         metrics: WatchMetrics | None = None,
         fail_fast: bool = False,
+        report_dir: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.report_dir = report_dir
         self.view = view
         self.status = status
         self.metrics = metrics
@@ -101,6 +103,8 @@ class Watch:
                         self.stop.wait(min(MAX_BACKOFF_SECONDS, 2.0**self._failures))
                     elif not worked:
                         self.stop.wait(self.settings.poll_seconds)
+                if self.report_dir is not None:
+                    self._refresh_report_models()
         finally:
             try:
                 self._close()
@@ -108,7 +112,20 @@ class Watch:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         self.view.summary(self.status)
+        if self.report_dir is not None:
+            from signalmail.report import build_report
+
+            path = build_report(self.settings, self.report_dir)
+            self.view.note(f"report written to {path}")
         return self.status
+
+    def _refresh_report_models(self) -> None:
+        """Build the marts the report reads while dbt still holds the warehouse."""
+        from signalmail.report.build import refresh_models
+
+        assert self.signals is not None
+        self.view.note("refreshing the report's marts")
+        refresh_models(self.signals.dbt)
 
     def _open(self) -> None:
         settings = self.settings

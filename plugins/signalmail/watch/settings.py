@@ -66,7 +66,7 @@ class WatchSettings:
     #: seconds between looks at the spool when the last cycle found nothing
     poll_seconds: float = 0.5
     #: at most this long without a tick: time alone makes triggers due (an idle cart)
-    idle_tick_seconds: float = 15.0
+    idle_tick_seconds: float = 5.0
     #: DuckDB: fold the write-ahead log into the file once it passes this many MB
     checkpoint_wal_mb: int = 256
     #: tap-rudderstack's late_file_window_minutes: how late a segment may be published
