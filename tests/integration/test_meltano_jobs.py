@@ -1,0 +1,88 @@
+"""The Meltano jobs a scheduler runs: `meltano run cycle` twice sends nothing twice.
+
+The real `meltano run` of the project's own meltano.yml, in a copy of the project whose
+MELTANO_PROJECT_ROOT is the test's folder: the `dev` environment's paths (data/spool, data/
+warehouse.duckdb, data/ledger.duckdb) then land there. The plugin venvs are the checkout's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.integration.watch_support import (
+    DAYS,
+    HOURS,
+    daytime_zone,
+    services,
+)
+from tests.meltano_runs import MELTANO, isolated_env
+
+pytestmark = pytest.mark.slow
+
+
+def project_copy(root: Path) -> Path:
+    """meltano.yml and what it points at, under `root`; plugin venvs shared with the checkout."""
+    project = root / "project"
+    project.mkdir()
+    shutil.copy(REPO_ROOT / "meltano.yml", project / "meltano.yml")
+    for name in ("templates", "pyproject.toml"):
+        (project / name).symlink_to(REPO_ROOT / name)
+    # dbt writes target/ and logs/ beside its project: a private copy keeps them here
+    shutil.copytree(
+        REPO_ROOT / "dbt_project",
+        project / "dbt_project",
+        ignore=shutil.ignore_patterns("target", "logs"),
+    )
+    return project
+
+
+def run_job(project: Path, env: dict[str, str], job: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **isolated_env(project.parent), **env}
+    for name in ("SIGNALMAIL_SPOOL", "SIGNALMAIL_DUCKDB_PATH", "SIGNALMAIL_LEDGER_PATH"):
+        full.pop(name, None)  # the dev environment names them under the project
+    return subprocess.run(
+        [MELTANO, "--cwd", str(project), "run", job],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_cycle_twice_in_a_row_sends_nothing_twice(tmp_path):
+    if not (REPO_ROOT / ".meltano" / "utilities" / "dbt-duckdb").exists():
+        pytest.skip("plugins not installed: run `meltano install` (make test does)")
+    project = project_copy(tmp_path)
+    with services(project / "data", {}) as svc:
+        shop = svc.shop()
+        shop.timezone = daytime_zone()
+        shop.identify("ann", 3 * HOURS)
+        shop.add("ann", "p-shoe", "cart-ann", 2 * HOURS)
+        shop.identify("carl", 3 * HOURS)
+        shop.add("carl", "p-sock", "cart-carl", 2 * HOURS)
+        shop.order("carl", "o-carl", "cart-carl", ["p-sock"], 100 * HOURS / 60)
+        shop.identify("olga", 3 * HOURS, opt_in=False)
+        shop.add("olga", "p-cap", "cart-olga", 2 * HOURS)
+        shop.identify("rita", 34 * DAYS)
+        svc.wait_for_spool(shop.sent)
+        env = {k: v for k, v in svc.env.items() if not k.startswith("SIGNALMAIL_DUCKDB")}
+
+        first = run_job(project, env, "cycle")
+        assert first.returncode == 0, first.stderr[-4000:]
+        sent = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
+        assert sent == Counter({("ann@example.com", "cart_abandonment"): 1}), first.stderr[-3000:]
+
+        second = run_job(project, env, "cycle")
+        assert second.returncode == 0, second.stderr[-4000:]
+        again = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
+        assert again == sent  # the ledger held: no trigger reached Mandrill twice
+        assert (project / "data" / "warehouse.duckdb").exists()
+        assert not (REPO_ROOT / "data" / "spool" / "rudder-logs" / "shop").exists()

@@ -1,0 +1,297 @@
+"""The watch's parts one by one: settings, bookmarks, latency figures, the in-process Singer pipe,
+the status every view reads, /metrics and the terminal view."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from signalmail.watch.latency import LatencyBook, Summary, percentile
+from signalmail.watch.metrics import WatchMetrics
+from signalmail.watch.settings import (
+    SettingsError,
+    WatchSettings,
+    from_environment,
+    redact_url,
+    sqlalchemy_postgres_url,
+)
+from signalmail.watch.singer import construct, run_tap, run_target
+from signalmail.watch.state import StateFile
+from signalmail.watch.status import WatchStatus
+from signalmail.watch.steps import StepResult
+from signalmail.watch.view import LineView, render_panel, render_summary
+
+from tests.tap_rudderstack_spool import event, write_segment
+
+ROOT = Path("/srv/shop")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_resolve_paths_against_the_project_and_keep_urls():
+    settings = WatchSettings(project_root=ROOT, spool="s3://bucket/events", mandrill_api_key="k")
+    assert settings.spool_location == "s3://bucket/events"
+    assert settings.loader_config()["filepath"] == "/srv/shop/data/warehouse.duckdb"
+    assert (
+        settings.tap_warehouse_config()["sqlalchemy_url"]
+        == "duckdb:////srv/shop/data/warehouse.duckdb"
+    )
+    assert settings.tap_warehouse_config()["duckdb_read_only"] is False
+    assert settings.loader_config()["checkpoint_at_end"] is False
+    local = WatchSettings(project_root=ROOT, spool="/var/spool/shop")
+    assert local.spool_location == "/var/spool/shop"
+    assert local.tap_rudderstack_config()["batch_config"]["storage"]["root"] == (
+        "file:///srv/shop/data/watch/batches"
+    )
+
+
+def test_postgres_settings_need_a_url_and_share_it_everywhere():
+    with pytest.raises(SettingsError, match="SIGNALMAIL_PG_URL"):
+        WatchSettings(project_root=ROOT, engine="postgres")
+    with pytest.raises(SettingsError, match="postgresql://"):
+        WatchSettings(project_root=ROOT, engine="postgres", pg_url="mysql://x@h/d")
+    url = "postgresql://etl:s3cr%40t@db.internal:5433/wh"
+    settings = WatchSettings(project_root=ROOT, engine="postgres", pg_url=url, mandrill_api_key="k")
+    psycopg = "postgresql+psycopg://etl:s3cr%40t@db.internal:5433/wh"
+    assert settings.loader_config()["sqlalchemy_url"] == psycopg
+    assert settings.tap_warehouse_config()["sqlalchemy_url"] == psycopg
+    assert settings.target_config()["ledger_url"] == psycopg
+    assert "tap_rudderstack" not in json.dumps(settings.tap_rudderstack_config())
+    assert "batch_config" not in settings.tap_rudderstack_config()  # target-postgres: RECORDs
+    assert settings.dbt_env()["SIGNALMAIL_PG_URL"] == url
+    assert "s3cr" not in settings.describe()
+    assert "s3cr" not in repr(settings)
+
+
+def test_settings_errors_name_the_variable_to_set():
+    with pytest.raises(SettingsError, match="SIGNALMAIL_MANDRILL_API_KEY"):
+        WatchSettings(project_root=ROOT).target_config()
+    with pytest.raises(SettingsError, match="SIGNALMAIL_WRITE_KEY"):
+        WatchSettings(
+            project_root=ROOT, mandrill_api_key="k", data_plane_url="http://127.0.0.1:9"
+        ).target_config()
+    with pytest.raises(SettingsError, match="SIGNALMAIL_DBT_TARGET"):
+        WatchSettings(project_root=ROOT, engine="snowflake")
+
+
+def test_environment_variables_are_the_settings_and_options_win(monkeypatch):
+    monkeypatch.setenv("SIGNALMAIL_SPOOL", "/data/spool")
+    monkeypatch.setenv("SIGNALMAIL_MANDRILL_API_KEY", "from-env")
+    monkeypatch.setenv("SIGNALMAIL_MANDRILL_BASE_URL", "http://127.0.0.1:8/api/1.3")
+    settings = from_environment(ROOT, spool="/cli/spool")
+    assert settings.spool == "/cli/spool"
+    assert settings.mandrill_api_key == "from-env"
+    assert settings.target_config()["base_url"] == "http://127.0.0.1:8/api/1.3"
+
+
+def test_urls_lose_their_password_in_messages():
+    assert redact_url("postgresql://u:pw@h/d") == "postgresql://u:***@h/d"
+    assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert sqlalchemy_postgres_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+
+
+# -- bookmarks --------------------------------------------------------------------------------
+
+
+def test_bookmarks_survive_a_new_process_and_leave_no_temporary_file(tmp_path):
+    path = tmp_path / "watch" / "state.json"
+    state = StateFile(path)
+    assert state.get("capture") == {}
+    state.save("capture", {"bookmarks": {"tracks": {"spool": {"high_ts": 5}}}})
+    state.save("activate", {"bookmarks": {"email_triggers": {"replication_key_value": "x"}}})
+    again = StateFile(path)
+    assert again.get("capture")["bookmarks"]["tracks"]["spool"]["high_ts"] == 5
+    assert again.get("activate")["bookmarks"]["email_triggers"]["replication_key_value"] == "x"
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_a_corrupt_state_file_is_reported_with_what_to_do(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    with pytest.raises(RuntimeError, match="move it away"):
+        StateFile(path)
+
+
+# -- latency ----------------------------------------------------------------------------------
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.95) == 95
+    assert percentile([7.0], 0.95) == 7
+    assert math.isnan(percentile([], 0.5))
+    assert Summary.of([]).text() == "n=0"
+    assert Summary.of([1.0, 2.0, 3.0]).text() == "n=3 p50=2.0s p95=3.0s max=3.0s"
+
+
+def test_latency_is_kept_by_the_minute_it_was_sent_in():
+    book = LatencyBook()
+    t = dt.datetime(2026, 12, 6, 10, 0, 30)
+    book.add("cart_abandonment", t, 4.0)
+    book.add("cart_abandonment", t + dt.timedelta(seconds=20), 6.0)
+    book.add("browse_abandonment", t + dt.timedelta(minutes=1), 12.0)
+    book.add("post_purchase", t, None)  # no due time: counted apart, not as zero
+    assert book.without_due_time == 1
+    assert [(m.minute, s.count) for m, s in book.minutes()] == [(0, 2), (1, 1)]
+    assert book.minute(t).max == 6.0
+    assert book.last_minutes(t + dt.timedelta(minutes=1), minutes=1).count == 1
+    assert book.last_minutes(t + dt.timedelta(minutes=1), minutes=2).count == 3
+    assert book.overall().p95 == 12.0
+    assert sorted(book.by_campaign) == ["browse_abandonment", "cart_abandonment"]
+
+
+# -- the in-process Singer pipe ---------------------------------------------------------------
+
+
+def test_a_tap_piped_into_a_loader_in_process_commits_and_returns_the_bookmark(tmp_path):
+    from tap_rudderstack import TapRudderStack
+    from target_duckdb_bulk import TargetDuckDBBulk
+
+    spool = tmp_path / "spool"
+    events = [event("track", i) for i in range(5)] + [event("identify", 9)]
+    write_segment(spool, 1_796_000_000, events)
+    tap = construct(TapRudderStack, config={"source": str(spool)}, parse_env_config=False)
+    output = run_tap(tap)
+    assert output.records == {"tracks": 5, "identifies": 1}
+    loader = construct(
+        TargetDuckDBBulk,
+        config={"filepath": str(tmp_path / "w.duckdb")},
+        parse_env_config=False,
+    )
+    bookmark = run_target(loader, output)
+    output.close()
+    assert bookmark["bookmarks"]["tracks"]["spool"]["done"]
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from rudderstack_raw.tracks").fetchone() == (5,)
+
+    # the next run from that bookmark reads nothing new
+    again = construct(
+        TapRudderStack, config={"source": str(spool)}, state=bookmark, parse_env_config=False
+    )
+    rerun = run_tap(again)
+    assert rerun.record_count == 0
+    assert again.last_sync_counts["files"] == 0
+    rerun.close()
+
+
+def test_plugins_built_in_process_leave_the_watchs_signal_handlers_alone():
+    from tap_rudderstack import TapRudderStack
+
+    def mine(*_args):
+        return None
+
+    previous = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        construct(TapRudderStack, config={"source": "/nowhere"}, parse_env_config=False)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- status, metrics, view ---------------------------------------------------------------------
+
+
+def _activate(sent: list[tuple[str, float]]) -> StepResult:
+    now = dt.datetime(2026, 12, 6, 10, 0, 5)
+    return StepResult(
+        "activate",
+        0.4,
+        counts={"sent": len(sent), "held_out": 1, "deferred_not_due": 2},
+        accepted=[(campaign, now, seconds) for campaign, seconds in sent],
+        next_deferred_at=dt.datetime(2026, 12, 6, 14, 0),
+    )
+
+
+def _status() -> WatchStatus:
+    status = WatchStatus()
+    cycle = status.begin_cycle()
+    status.record(cycle, StepResult("capture", 0.2, counts={"events": 800, "rejected": 1}))
+    status.record(cycle, StepResult("signals", 2.5, counts={"nodes": 18}))
+    status.record(cycle, _activate([("cart_abandonment", 4.2), ("cart_abandonment", 6.1)]))
+    status.record(cycle, StepResult("capture", 0.1, ran=False))  # nothing new: not counted
+    return status
+
+
+def test_the_status_adds_up_steps_events_emails_and_latency():
+    status = _status()
+    cycle = status.cycles[0]
+    assert cycle.steps == {"capture": 0.2, "signals": 2.5, "activate": 0.4}
+    assert (cycle.events, cycle.emails) == (800, 2)
+    assert status.totals["events"] == 800
+    assert status.emails_sent == 2
+    assert status.totals["held_out"] == 1
+    assert status.emails_by_campaign == {"cart_abandonment": 2}
+    assert status.latency.overall().max == 6.1
+    assert status.next_deferred_at == dt.datetime(2026, 12, 6, 14, 0)
+    status.error("signals", "dbt failed")
+    assert status.totals["errors"] == 1
+    assert "signals: dbt failed" in status.errors[-1]
+
+
+def test_metrics_serve_the_same_figures_over_http():
+    metrics = WatchMetrics()
+    status = _status()
+    for result in status.last.values():
+        metrics.step(result)
+    metrics.step(StepResult("capture", 0.2, counts={"events": 800}))
+    metrics.error("signals")
+    metrics.cycle_finished(status)
+    port = metrics.serve("127.0.0.1", 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    finally:
+        metrics.stop()
+    assert 'signalmail_watch_emails_sent_total{campaign="cart_abandonment"} 2.0' in text
+    assert "signalmail_watch_events_loaded_total 1600.0" in text
+    assert 'signalmail_watch_step_errors_total{step="signals"} 1.0' in text
+    assert 'signalmail_watch_triggers_total{outcome="held_out"} 1.0' in text
+    assert "signalmail_watch_email_latency_seconds_count 2.0" in text
+    assert 'signalmail_watch_step_last_seconds{step="signals"} 2.5' in text
+    assert "signalmail_watch_emails_deferred 2.0" in text
+
+
+def test_the_panel_and_the_summary_show_timings_totals_and_latency():
+    status = _status()
+    console = Console(record=True, width=120)
+    console.print(render_panel(status))
+    console.print(render_summary(status))
+    text = console.export_text()
+    assert "capture" in text
+    assert "signals" in text
+    assert "2.50s" in text
+    assert "events loaded 800" in text
+    assert "emails sent 2" in text
+    assert "cart_abandonment 2" in text
+    assert "next scheduled send 2026-12-06 14:00 UTC" in text
+    assert "p95=6.1s" in text
+
+
+def test_the_line_view_prints_a_cycle_with_work_and_its_errors():
+    out = io.StringIO()
+    view = LineView(out)
+    status = _status()
+    status.error("activate", "Mandrill answered Invalid_Key")
+    view.cycle_finished(status, status.cycles[0])
+    idle = status.begin_cycle()
+    view.cycle_finished(status, idle)  # nothing happened: no line
+    lines = out.getvalue().splitlines()
+    assert any(
+        "cycle 1: capture 0.20s signals 2.50s activate 0.40s | 800 events, 2 emails" in line
+        for line in lines
+    )
+    assert any("error" in line and "Invalid_Key" in line for line in lines)
+    assert not any("cycle 2" in line for line in lines)
