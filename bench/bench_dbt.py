@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "dbt_project"
 sys.path.insert(0, str(PROJECT))
 
+from signalmail.progress import progress_bar  # noqa: E402
 from testkit import raw_events  # noqa: E402
 from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt  # noqa: E402
 
@@ -108,7 +109,10 @@ def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: da
     dearer; a bigger shop (more users, more events a day) rightly does, and is not this test.
     """
     day = timedelta(days=1)
-    with connect(engine, wh, args) as conn:
+    with (
+        connect(engine, wh, args) as conn,
+        progress_bar(f"{engine}: loading history", total=want - have) as bar,
+    ):
         for offset in range(have, want, CHUNK):
             size = min(CHUNK, want - offset)
             # offset 0 is the newest event: each chunk is the slice of days just before the last
@@ -116,6 +120,7 @@ def load_history(engine: str, wh: Warehouse, args, have: int, want: int, now: da
             start = now - day * (offset + size) / args.daily_events - timedelta(minutes=10)
             events = traffic(start, end, size, seed=offset, users=args.users)
             raw_events.load_events(conn, engine, events, wh.raw_schema, spool_key=f"h{offset}")
+            bar.advance(size)
 
 
 def catch_up(engine: str, wh: Warehouse, args, since: datetime) -> datetime:

@@ -57,7 +57,7 @@ def run_job(project: Path, env: dict[str, str], job: str) -> subprocess.Complete
     )
 
 
-def test_cycle_twice_in_a_row_sends_nothing_twice(tmp_path):
+def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_path):
     if not (REPO_ROOT / ".meltano" / "utilities" / "dbt-duckdb").exists():
         pytest.skip("plugins not installed: run `meltano install` (make test does)")
     project = project_copy(tmp_path)
@@ -84,5 +84,22 @@ def test_cycle_twice_in_a_row_sends_nothing_twice(tmp_path):
         assert second.returncode == 0, second.stderr[-4000:]
         again = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
         assert again == sent  # the ledger held: no trigger reached Mandrill twice
+
+        # the watch, as Meltano's utility, on the same project: the same plugins, the same
+        # ledger; it loads the Email Sent events and sends nothing the jobs sent
+        watch = subprocess.run(
+            [
+                MELTANO, "--cwd", str(project), "invoke", "signalmail:watch",
+                "--exit-when-idle", "--fail-fast", "--metrics-port", "0", "--view", "lines",
+                "--nightly-at", "never",
+            ],
+            env={**os.environ, **isolated_env(project.parent), **env},
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert watch.returncode == 0, watch.stdout[-3000:] + watch.stderr[-3000:]
+        assert "watch starting: engine=duckdb" in watch.stdout
+        assert str(project / "data" / "warehouse.duckdb") in watch.stdout
+        final = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
+        assert final == sent
         assert (project / "data" / "warehouse.duckdb").exists()
         assert not (REPO_ROOT / "data" / "spool" / "rudder-logs" / "shop").exists()

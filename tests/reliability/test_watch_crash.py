@@ -51,9 +51,27 @@ def duckdb_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def raw_message_ids(path: str) -> Counter[str]:
+def raw_message_ids(env: dict[str, str]) -> Counter[str]:
     """Every message id in the raw tables, with how often it is there."""
-    with duckdb.connect(path, read_only=True) as con:
+    if env["SIGNALMAIL_DBT_TARGET"] == "postgres":
+        import psycopg
+
+        ids: Counter[str] = Counter()
+        with psycopg.connect(env["SIGNALMAIL_PG_URL"]) as conn:
+            tables = [
+                name
+                for (name,) in conn.execute(
+                    "select table_name from information_schema.tables "
+                    "where table_schema = 'rudderstack_raw' and table_name <> 'rejected_events'"
+                )
+            ]
+            for table in tables:
+                ids.update(
+                    mid
+                    for (mid,) in conn.execute(f'select message_id from rudderstack_raw."{table}"')
+                )
+        return ids
+    with duckdb.connect(env["SIGNALMAIL_DUCKDB_PATH"], read_only=True) as con:
         tables = [
             name
             for (name,) in con.execute(
@@ -76,9 +94,22 @@ def spool_message_ids(svc: Services) -> set[str]:
     return read_spool(svc.spool, SOURCE_ID).message_ids
 
 
-@pytest.mark.parametrize("point", ["capture:loaded", "activate:sent"])
-def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, point):
-    env = duckdb_env(tmp_path)
+@pytest.mark.parametrize(
+    ("engine", "point"),
+    [
+        ("duckdb", "capture:loaded"),
+        ("duckdb", "activate:sent"),
+        pytest.param("postgres", "capture:loaded", marks=pytest.mark.postgres),
+    ],
+)
+def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, engine, point, request):
+    if engine == "duckdb":
+        env = duckdb_env(tmp_path)
+    else:
+        env = {
+            "SIGNALMAIL_DBT_TARGET": "postgres",
+            "SIGNALMAIL_PG_URL": request.getfixturevalue("pg_database"),
+        }
     with services(tmp_path, env) as svc:
         shop = svc.shop()
         script_first_day(shop)
@@ -98,7 +129,7 @@ def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, point):
         published = spool_message_ids(svc)
         final = run_watch(svc, "--exit-when-idle", "--fail-fast")
         assert final.returncode == 0, final.stdout + final.stderr
-        loaded = raw_message_ids(env["SIGNALMAIL_DUCKDB_PATH"])
+        loaded = raw_message_ids(env)
         assert published <= set(loaded)
         assert max(loaded.values()) == 1
         assert by_recipient(svc.messages()) == Counter(EXPECTED.items())

@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 from signalmail.replay import cli as replay_cli
 from signalmail.replay.cli import ReplayResult, iter_events, replay_file
-from signalmail.replay.source import Input, Progress, Rejects, ReplayError
+from signalmail.replay.source import Input, Rejects, ReplayError
 
 REES46_HEADER = (
     "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
@@ -279,22 +279,25 @@ def test_sink_closed_even_when_the_input_is_unreadable(tmp_path):
     assert sink.closed == 1
 
 
-def test_progress_bar_draws_to_its_stream():
-    stream = io.StringIO()
-    ticks = iter([0.0, 1.0, 1.1, 2.0, 3.0])
-    bar = Progress(total=1000, enabled=True, stream=stream, interval=0.5, clock=lambda: next(ticks))
-    bar.update(500, 10, 1)
-    bar.update(600, 12, 1)  # within the interval: not redrawn
-    bar.finish(1000, 20, 2)
-    text = stream.getvalue()
-    assert bar.drawn == 2
-    assert "50.0%" in text
-    assert "100.0%" in text
-    assert "2 rejected" in text
-    assert text.endswith("\n")
-    silent = Progress(total=10, enabled=False, stream=io.StringIO())
-    silent.update(5, 1, 0, force=True)
-    assert silent.stream.getvalue() == ""
+def test_progress_bar_draws_on_a_terminal_and_nothing_elsewhere():
+    from rich.console import Console
+    from signalmail.progress import progress_bar
+
+    shown = io.StringIO()
+    terminal = Console(file=shown, force_terminal=True, width=120)
+    with progress_bar(
+        "replaying x.csv", total=1000, unit="bytes", console=terminal,
+        extra="{task.fields[rows]:,} rows  {task.fields[rejects]:,} rejected", rows=0, rejects=0,
+    ) as bar:  # fmt: skip
+        bar.update(1000, rows=20, rejects=2)
+    text = shown.getvalue()
+    assert "replaying x.csv" in text
+    assert "100%" in text
+    assert "20 rows  2 rejected" in text
+    log = io.StringIO()
+    with progress_bar("simulating", console=Console(file=log)) as bar:  # not a terminal
+        bar.update(5000)
+    assert log.getvalue() == ""
 
 
 def test_streaming_uses_generators_and_constant_memory(tmp_path):
@@ -382,7 +385,7 @@ def test_cli_progress_bar_goes_to_stderr(tmp_path):
         replay_cli.replay, [str(path), "--spool", str(tmp_path / "s"), "--progress"]
     )
     assert result.exit_code == 0, result.output
-    assert "100.0%" in result.stderr
+    assert "100%" in result.stderr
     assert "30 rows" in result.stderr
-    assert "100.0%" not in result.stdout
+    assert "100%" not in result.stdout
     assert "replayed 30 rees46 rows as 30 events" in result.stdout

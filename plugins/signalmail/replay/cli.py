@@ -19,12 +19,12 @@ from typing import Any
 
 import click
 
+from signalmail.progress import Bar, progress_bar
 from signalmail.replay.converter import DEFAULT_IMAGE_TEMPLATE, DEFAULT_URL_TEMPLATE, Converter
 from signalmail.replay.rees46 import Rees46Converter
 from signalmail.replay.retailrocket import RetailrocketConverter
 from signalmail.replay.source import (
     Input,
-    Progress,
     Reject,
     Rejects,
     ReplayError,
@@ -76,7 +76,7 @@ def iter_events(
     wanted_format: str,
     result: ReplayResult,
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: Bar | None = None,
     **converter_options: Any,
 ) -> Iterator[dict[str, Any]]:
     """Yield the converted events of one input, lazily; rejects and counts go into `result`."""
@@ -111,7 +111,7 @@ def iter_events(
                 events = []
             yield from events
         if progress is not None:
-            progress.update(source.position(), result.rows, result.rejects.count)
+            progress.update(source.position(), rows=result.rows, rejects=result.rejects.count)
     yield from converter.finish()
     result.split_orders = converter.orders.split_orders  # type: ignore[attr-defined]
 
@@ -130,13 +130,23 @@ def replay_file(
     result = ReplayResult(rejects=rejects or Rejects())
     began = time.monotonic()
     source = Input(path)
-    bar = Progress(source.size, enabled=progress)
     try:
-        for event in iter_events(source, wanted_format, result, limit, bar, **converter_options):
-            result.by_name[event["event"]] += 1
-            result.events += 1
-            sink.send(event)
-        bar.finish(source.position(), result.rows, result.rejects.count)
+        with progress_bar(
+            f"replaying {Path(path).name}",
+            total=source.size,
+            unit="bytes",
+            extra="{task.fields[rows]:,} rows  {task.fields[rejects]:,} rejected",
+            enabled=progress,
+            rows=0,
+            rejects=0,
+        ) as bar:
+            for event in iter_events(
+                source, wanted_format, result, limit, bar, **converter_options
+            ):
+                result.by_name[event["event"]] += 1
+                result.events += 1
+                sink.send(event)
+            bar.update(source.position(), rows=result.rows, rejects=result.rejects.count)
     finally:
         source.close()
         result.rejects.close()

@@ -1,4 +1,4 @@
-"""Reading public clickstream CSVs as streams: input opening, format sniffing, rejects, progress.
+"""Reading public clickstream CSVs as streams: input opening, format sniffing, rejects.
 
 The data sets are several GB per month, so nothing here holds more than one row (plus the CSV
 module's bounded field buffer) at a time: rows flow from the file through a converter to a sink.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -189,53 +187,3 @@ def raw_text(row: list[str] | None) -> str:
         return ""
     text = ",".join(row)
     return text if len(text) <= RAW_TEXT_LIMIT else text[:RAW_TEXT_LIMIT] + "..."
-
-
-class Progress:
-    """A one-line progress bar on stderr: share of bytes read, rows, rows/s, rejects.
-
-    Redraws at most every `interval` seconds so a fast replay is not slowed by the terminal.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        enabled: bool,
-        stream: TextIO | None = None,
-        interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.total = max(total, 1)
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.interval = interval
-        self.clock = clock
-        self.started = clock()
-        self._last = 0.0
-        self.drawn = 0
-
-    def update(self, position: int, rows: int, rejects: int, force: bool = False) -> None:
-        """Redraw if due (or forced)."""
-        if not self.enabled:
-            return
-        now = self.clock()
-        if not force and now - self._last < self.interval:
-            return
-        self._last = now
-        share = min(1.0, position / self.total)
-        filled = int(share * 30)
-        rate = rows / max(now - self.started, 1e-9)
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} "
-            f"{position / 1e6:,.1f}/{self.total / 1e6:,.1f} MB  {rows:,} rows  "
-            f"{rate:,.0f} rows/s  {rejects:,} rejected"
-        )
-        self.stream.flush()
-        self.drawn += 1
-
-    def finish(self, position: int, rows: int, rejects: int) -> None:
-        """Draw the final state and end the line."""
-        if self.enabled:
-            self.update(position, rows, rejects, force=True)
-            self.stream.write("\n")
-            self.stream.flush()

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from signalmail.progress import progress_bar
 from signalmail.simulate.clock import Pacer
 from signalmail.simulate.model import Simulation, SimulationConfig, SimulationStats, iso
 from signalmail.simulate.sinks import EventSink, SdkSink, SinkError, SpoolSink
@@ -147,19 +148,23 @@ def run(
     """
     pacer = Pacer(rate) if rate else None
     done = handed if handed is not None else Handed()
-    for _, event in sim.timed():
-        if pacer is not None:
-            pacer.wait()
-        if not compress_time:
-            event["originalTimestamp"] = iso(time.time())
-        sink.send(event)
-        done.count += 1
-        if limit is not None and done.count >= limit:
-            break
-        if progress and done.count % 1000 == 0:
-            click.echo(f"\r{done.count} events", nl=False, err=True)
-    if progress:
-        click.echo(f"\r{done.count} events", err=True)
+    with progress_bar(
+        "simulating",
+        total=limit,
+        enabled=progress,
+    ) as bar:
+        for _, event in sim.timed():
+            if pacer is not None:
+                pacer.wait()
+            if not compress_time:
+                event["originalTimestamp"] = iso(time.time())
+            sink.send(event)
+            done.count += 1
+            if done.count % 500 == 0:
+                bar.update(done.count)
+            if limit is not None and done.count >= limit:
+                break
+        bar.update(done.count)
     return done.count
 
 
