@@ -17,7 +17,7 @@
     {%- if not execute -%}
         {{ return(timestamp_literal(none)) }}
     {%- endif -%}
-    {#- in seconds, so a fraction of a minute works: the real-time loop uses 30 s -#}
+    {#- in seconds, so a fraction of a minute works: the watch loop uses 10 s -#}
     {%- set lookback_seconds = (var('lookback_minutes') * 60) | round | int -%}
     {%- set query -%}
         select {{ dbt.dateadd('second', -1 * lookback_seconds, 'max(' ~ column ~ ')') }}

@@ -118,6 +118,46 @@ class SpoolProgress:
             self.done = {p for p in self.done if position_sort_tuple(p)[0] >= horizon}
 
 
+class ReceivedRange:
+    """The earliest and latest `receivedAt` among the records of a sync, to the second.
+
+    Embedders use it to see late data: `signalmail watch` widens its next dbt tick's lookback
+    when a sync loaded events received before what the previous tick already counted (a
+    collector that recovered its journal after a crash publishes them late). Kept as
+    `YYYY-MM-DDTHH:MM:SS` text, which compares in time order: a comparison per record, no parse.
+    """
+
+    __slots__ = ("_earliest", "_latest")
+
+    def __init__(self) -> None:
+        self._earliest: str | None = None
+        self._latest: str | None = None
+
+    def add(self, value: dt.datetime | str) -> None:
+        """Take one record's received_at (UTC text as the builder passes it on, or a datetime)."""
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat()
+        second = value[:19]
+        if self._earliest is None or second < self._earliest:
+            self._earliest = second
+        if self._latest is None or second > self._latest:
+            self._latest = second
+
+    @property
+    def earliest(self) -> dt.datetime | None:
+        """The earliest receipt (UTC, truncated to the second), None for no records."""
+        return _utc_second(self._earliest)
+
+    @property
+    def latest(self) -> dt.datetime | None:
+        """The latest receipt (UTC, truncated to the second), None for no records."""
+        return _utc_second(self._latest)
+
+
+def _utc_second(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
 class FastWriter(GenericSingerWriter):
     """msgspec serialisation of Singer messages, flushing only at non-RECORD messages.
 
@@ -188,6 +228,7 @@ class SpoolSync:
         self.builder = EventBuilder()
         self.counts: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.received = ReceivedRange()
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
 
@@ -320,6 +361,9 @@ class SpoolSync:
                 if crash:
                     self._crash_check()
                 self.counts[name] += 1
+                received = record.get("received_at")
+                if received is not None:
+                    self.received.add(received)
                 since_state += 1
                 if since_state >= self.state_every:
                     progress.cursor = (spool_file.position, line)

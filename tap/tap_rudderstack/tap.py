@@ -11,7 +11,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_rudderstack.spool import EVENT_STREAMS
 from tap_rudderstack.streams import EventStream, RejectedEventsStream
-from tap_rudderstack.sync import FastWriter, SpoolSync
+from tap_rudderstack.sync import FastWriter, ReceivedRange, SpoolSync
 
 
 class TapRudderStack(Tap):
@@ -25,6 +25,8 @@ class TapRudderStack(Tap):
     #: What the last sync read, for embedders (`signalmail watch`): records per stream name,
     #: `files`, `late_files`, `files_quarantined`, `blank_lines`.
     last_sync_counts: Counter[str]
+    #: The earliest and latest receivedAt among those records.
+    last_sync_received: ReceivedRange
     package_name = "signalmail"  # the distribution that ships this tap (version in --about)
     message_writer_class = FastWriter
     capabilities: ClassVar[list[Any]] = [
@@ -126,10 +128,12 @@ class TapRudderStack(Tap):
             else:
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
         self.last_sync_counts = Counter()
+        self.last_sync_received = ReceivedRange()
         if selected:
             sync = SpoolSync(self, selected)
             sync.run()
             self.last_sync_counts = sync.counts
+            self.last_sync_received = sync.received
         for stream in selected:
             stream.log_sync_costs()
 

@@ -9,6 +9,7 @@ bench: dbt-duckdb holds one DuckDB handle per process.
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sys
 from datetime import datetime
 
@@ -33,6 +34,15 @@ def _triggers(conn) -> dict[tuple[str, str], str]:
     return {(user, campaign): trigger for user, campaign, trigger in rows.fetchall()}
 
 
+def _compiled_cutoff(runner: TickRunner, overrides: dict | None) -> str:
+    """The incremental cutoff literal in stg_rudderstack__tracks as compiled with `overrides`."""
+    result = runner.invoke(
+        "compile", "--select", "stg_rudderstack__tracks", vars_override=overrides
+    )
+    sql = result.result.results[0].node.compiled_code
+    return re.findall(r"cast\('([0-9-]+ [0-9:.]+)' as timestamp\)", sql)[0]
+
+
 def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
     """Child: tick, record the ledger's first send of `sent_user`'s cart email, tick again."""
     try:
@@ -40,6 +50,11 @@ def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
         runner.invoke(*TICK)
         with duckdb.connect(str(wh.duckdb_path)) as conn:  # the runner's database, in-process
             first = _triggers(conn)
+        # vars given to one invocation reach the SQL it compiles, though the manifest is kept
+        cutoffs = [
+            _compiled_cutoff(runner, overrides)
+            for overrides in ({"lookback_minutes": 1}, {"lookback_minutes": 90}, None)
+        ]
         with duckdb.connect(str(wh.ledger_path)) as ledger:
             raw_events.create_ledger(ledger)
             raw_events.insert_ledger_rows(
@@ -66,7 +81,7 @@ def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
             failure = str(error)
         with duckdb.connect(str(wh.duckdb_path)) as conn:
             conn.execute("alter table rudderstack_raw.tracks_gone rename to tracks")
-        queue.put(("ok", (first, second, failure)))
+        queue.put(("ok", (first, second, failure, cutoffs)))
     except Exception as error:  # reported to the parent, which fails the test
         queue.put(("error", repr(error)))
 
@@ -95,7 +110,10 @@ def test_tick_runner_matches_the_cli_tick_after_tick(tmp_path):
     status, payload = queue.get(timeout=600)
     child.join()
     assert status == "ok", payload
-    first, second, failure = payload
+    first, second, failure, cutoffs = payload
+    one_minute, ninety_minutes, project_default = (datetime.fromisoformat(c) for c in cutoffs)
+    assert (one_minute - ninety_minutes).total_seconds() == 89 * 60
+    assert (one_minute - project_default).total_seconds() == 59 * 60  # lookback_minutes: 60
 
     assert first == built
     # the second tick compiled the ledger model afresh: the sent email is the ledger's now

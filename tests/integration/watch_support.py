@@ -203,6 +203,50 @@ def script_after_unsubscribe(shop: Shop) -> None:
     shop.view("uma", "p-tent", 3 * HOURS)
 
 
+def write_late_cart(spool: Path, user: str, received_ago: dt.timedelta) -> int:
+    """A cart abandoned by `user`, published only now although received `received_ago`.
+
+    What a collector that crashed publishes when it recovers its journal on restart: complete
+    events, stamped by the collector when they arrived, in a segment of their own source.
+    """
+    from signalmail.collector.spool import SpoolWriter
+
+    received = utcnow() - received_ago
+
+    def stamped(event: dict, seconds: int) -> dict:
+        at = (received + dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+        at = at.replace("+00:00", "Z")
+        return {
+            **event,
+            "messageId": f"late-{user}-{seconds}",
+            "anonymousId": f"anon-{user}",
+            "userId": user,
+            "originalTimestamp": at,
+            "sentAt": at,
+            "receivedAt": at,
+            "timestamp": at,
+            "channel": "server",
+            "context": {
+                "library": {"name": "analytics-python", "version": "2.1.9"},
+                **event.get("context", {}),
+            },
+        }
+
+    events = [
+        stamped({
+            "type": "identify",
+            "context": {"traits": {"email": f"{user}@example.com", "first_name": user.capitalize(),
+                                   "timezone": "UTC", "email_opt_in": True}},
+        }, 0),
+        stamped({"type": "track", "event": "Product Added",
+                 "properties": product("p-tent", 1, f"cart-{user}")}, 1),
+    ]  # fmt: skip
+    writer = SpoolWriter(str(spool), "recovered")
+    writer.append(events)
+    writer.close()
+    return len(events)
+
+
 #: email -> campaign of the one message each shopper must get (everyone else gets none)
 EXPECTED = {
     "ann@example.com": "cart_abandonment",
@@ -287,35 +331,25 @@ def services(root: Path, env: dict[str, str]) -> Iterator[Services]:
         yield Services(root, collector, sandbox, run_env)
 
 
+def watch_command(root: Path, *args: str) -> list[str]:
+    """`signalmail watch` as the tests run it: its state under `root`, the scripted vars."""
+    import json
+
+    return [
+        sys.executable, "-m", "signalmail", "watch", "--project-root", str(REPO_ROOT),
+        "--state-dir", str(root / "watch"), "--metrics-port", "0", "--view", "lines",
+        "--nightly-at", "never", "--vars", json.dumps(WATCH_VARS),
+        "--summary-json", str(root / "watch" / "summary.json"), *args,
+    ]  # fmt: skip
+
+
 def run_watch(
     services: Services, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`signalmail watch --exit-when-idle` as its own process; output captured."""
-    import json
-
+    """`signalmail watch` as its own process; output captured."""
     env = {**os.environ, **services.env, **(extra_env or {})}
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "signalmail",
-            "watch",
-            "--project-root",
-            str(REPO_ROOT),
-            "--state-dir",
-            str(services.root / "watch"),
-            "--metrics-port",
-            "0",
-            "--view",
-            "lines",
-            "--nightly-at",
-            "never",
-            "--vars",
-            json.dumps(WATCH_VARS),
-            "--summary-json",
-            str(services.root / "watch" / "summary.json"),
-            *args,
-        ],
+        watch_command(services.root, *args),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

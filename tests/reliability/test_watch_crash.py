@@ -6,17 +6,18 @@ Whatever the moment, the restart must lose no event and send no email twice:
 - `activate:sent`: emails sent and recorded, the activate bookmark not yet saved (the restart
   offers the same triggers again; the ledger knows them);
 - mid-send: the process dies while its send-template call is at Mandrill (the restart finds
-  the landed messages with messages/search before sending anything).
+  the landed messages with messages/search before sending anything);
+- `capture:saved` after a late load: late events committed and bookmarked, the tick that
+  would look back far enough to count them not yet run (the restart still widens its tick).
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import os
 import secrets
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from tests.integration.watch_support import (
     run_watch,
     script_first_day,
     services,
+    watch_command,
+    write_late_cart,
 )
 
 pytestmark = pytest.mark.slow
@@ -135,6 +138,27 @@ def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, engine, po
         assert by_recipient(svc.messages()) == Counter(EXPECTED.items())
 
 
+def test_late_events_loaded_just_before_a_kill_are_counted_after_the_restart(tmp_path):
+    with services(tmp_path, duckdb_env(tmp_path)) as svc:
+        shop = svc.shop()
+        script_first_day(shop)
+        svc.wait_for_spool(shop.sent)
+        first = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert by_recipient(svc.messages()) == Counter(EXPECTED.items())
+
+        # a recovered journal: lea's cart, received two hours ago, published now
+        write_late_cart(svc.spool, "lea", dt.timedelta(hours=2))
+        killed = run_watch(svc, "--exit-when-idle", extra_env={KILL_ENV: "capture:saved"})
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
+        again = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "late events received at" in again.stdout  # no capture ran: the bookmark said so
+        expected = Counter({**EXPECTED, "lea@example.com": "cart_abandonment"}.items())
+        assert by_recipient(svc.messages()) == expected, again.stdout
+
+
 def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
     """The sandbox holds the send-template call 3 s; the watch dies meanwhile."""
     from signalmail.sandbox.testing import run_sandbox
@@ -204,32 +228,8 @@ def _messages(sandbox) -> list[dict]:
 
 def _start_watch(svc: Services) -> subprocess.Popen[str]:
     """The watch in the background, as `run_watch` runs it."""
-    import json
-
-    from tests.integration.watch_support import WATCH_VARS
-
-    with contextlib.suppress(FileNotFoundError):
-        (svc.root / "watch.out").unlink()
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signalmail",
-            "watch",
-            "--project-root",
-            str(REPO_ROOT),
-            "--state-dir",
-            str(svc.root / "watch"),
-            "--metrics-port",
-            "0",
-            "--view",
-            "lines",
-            "--nightly-at",
-            "never",
-            "--vars",
-            json.dumps(WATCH_VARS),
-            "--exit-when-idle",
-        ],
+        watch_command(svc.root, "--exit-when-idle"),
         cwd=REPO_ROOT,
         env={**os.environ, **svc.env},
         stdout=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from signalmail.watch.late import LateEvents
 from signalmail.watch.latency import LatencyBook, Summary, percentile
 from signalmail.watch.metrics import WatchMetrics
 from signalmail.watch.settings import (
@@ -118,6 +119,55 @@ def test_a_corrupt_state_file_is_reported_with_what_to_do(tmp_path):
     path.write_text("{not json")
     with pytest.raises(RuntimeError, match="move it away"):
         StateFile(path)
+
+
+# -- late events ------------------------------------------------------------------------------
+
+T0 = dt.datetime(2026, 12, 6, 8, 0, tzinfo=dt.UTC)
+
+
+def _late(tmp_path: Path) -> LateEvents:
+    return LateEvents(StateFile(tmp_path / "state.json"), lookback_seconds=10)
+
+
+def test_in_order_loads_keep_the_usual_lookback(tmp_path):
+    late = _late(tmp_path)
+    late.state.save_many({"signals": late.noted(T0, T0 + dt.timedelta(seconds=1))})
+    late.counted()
+    for second in range(2, 6):  # each load a second after the last, re-sent receipts within 10 s
+        at = T0 + dt.timedelta(seconds=second)
+        late.state.save_many({"signals": late.noted(at - dt.timedelta(seconds=9), at)})
+        assert late.tick_lookback() is None
+        late.counted()
+    assert late.counted_until == T0 + dt.timedelta(seconds=5)
+
+
+def test_a_late_load_widens_the_next_tick_only_and_survives_a_restart(tmp_path):
+    late = _late(tmp_path)
+    late.state.save_many({"signals": late.noted(T0, T0 + dt.timedelta(minutes=30))})
+    late.counted()
+    # a recovered journal: received 20 minutes before what the ticks counted to
+    late.state.save_many({"signals": late.noted(T0 + dt.timedelta(minutes=10), T0)})
+    later = T0 + dt.timedelta(minutes=31)
+    late.state.save_many({"signals": late.noted(later, later)})  # and the live stream goes on
+    again = _late(tmp_path)  # a new process reads the pending account
+    assert again.late_from == T0 + dt.timedelta(minutes=10)
+    assert again.tick_lookback() == 20 * 60 + 10 + 1
+    again.counted()
+    assert again.tick_lookback() is None
+    assert again.counted_until == later
+
+
+def test_a_first_load_with_no_account_counts_everything_it_loaded(tmp_path):
+    late = _late(tmp_path)
+    late.state.save_many({"signals": late.noted(T0, T0 + dt.timedelta(days=2))})
+    assert late.tick_lookback() == 2 * 86400 + 11
+
+
+def test_bookmarks_saved_together_are_all_kept(tmp_path):
+    state = StateFile(tmp_path / "state.json")
+    state.save_many({"capture": {"a": 1}, "signals": {"b": 2}})
+    assert StateFile(tmp_path / "state.json").values == {"capture": {"a": 1}, "signals": {"b": 2}}
 
 
 # -- latency ----------------------------------------------------------------------------------

@@ -6,25 +6,12 @@ from pathlib import Path
 
 import click
 
-from signalmail.watch.settings import ENGINES, SettingsError, from_environment
+from signalmail.watch.options import project_options
+from signalmail.watch.settings import SettingsError, from_environment
 
 
 @click.command()
-@click.option(
-    "--project-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="MELTANO_PROJECT_ROOT",
-    default=".",
-    show_default=True,
-    help="The signalmail Meltano project [env MELTANO_PROJECT_ROOT].",
-)
-@click.option(
-    "--target",
-    "engine",
-    type=click.Choice(ENGINES),
-    envvar="SIGNALMAIL_DBT_TARGET",
-    help="Warehouse engine [env SIGNALMAIL_DBT_TARGET; default duckdb].",
-)
+@project_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from signalmail.watch.settings import ENGINES, SettingsError, from_environment
+from signalmail.watch.options import project_options
+from signalmail.watch.settings import SettingsError, from_environment
 
 
 def _nightly_at(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.time | None:
@@ -45,21 +46,7 @@ def _setup_logging(path: Path) -> None:
 
 
 @click.command()
-@click.option(
-    "--project-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="MELTANO_PROJECT_ROOT",
-    default=".",
-    show_default=True,
-    help="The signalmail Meltano project (dbt_project/, templates/) [env MELTANO_PROJECT_ROOT].",
-)
-@click.option(
-    "--target",
-    "engine",
-    type=click.Choice(ENGINES),
-    envvar="SIGNALMAIL_DBT_TARGET",
-    help="Warehouse engine [env SIGNALMAIL_DBT_TARGET; default duckdb].",
-)
+@project_options
 @click.option("--spool", envvar="SIGNALMAIL_SPOOL", help="Spool root [env SIGNALMAIL_SPOOL].")
 @click.option(
     "--duckdb-path",
@@ -90,13 +77,13 @@ def _setup_logging(path: Path) -> None:
 )
 @click.option(
     "--lookback-seconds",
-    type=click.IntRange(min=1),
-    default=30,
+    type=click.FloatRange(min=1),
+    default=10,
     show_default=True,
-    help="How late after its receipt an event may still reach the warehouse and be counted "
-    "by a tick (dbt var lookback_minutes, given in seconds). Every tick re-reads this window "
-    "of events: the project's 60 minutes suits hourly object-storage dumps, while the "
-    "collector's one-second segments are loaded in order seconds after receipt.",
+    help="The ticks' lookback (dbt var lookback_minutes, in seconds): every tick re-reads "
+    "this window of events before its high-water mark. A capture that loads events received "
+    "before the window (a collector publishing a recovered journal) widens the next tick to "
+    "reach them.",
 )
 @click.option(
     "--late-file-minutes",
@@ -172,7 +159,7 @@ def watch(
     ledger_path: Path | None,
     state_dir: Path,
     dbt_vars: dict[str, Any],
-    lookback_seconds: int,
+    lookback_seconds: float,
     late_file_minutes: int,
     poll_seconds: float,
     idle_tick_seconds: float,
@@ -210,7 +197,8 @@ def watch(
             duckdb_path=duckdb_path,
             ledger_path=ledger_path,
             state_dir=state_dir,
-            dbt_vars={"lookback_minutes": lookback_seconds / 60, **dbt_vars},
+            dbt_vars=dbt_vars,
+            lookback_seconds=lookback_seconds,
             late_file_minutes=late_file_minutes,
             poll_seconds=poll_seconds,
             idle_tick_seconds=idle_tick_seconds,

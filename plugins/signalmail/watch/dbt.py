@@ -46,26 +46,33 @@ class WarmDbt:
 
         # profiles.yml reads these through env_var(); dbt has no other way to be given them
         os.environ.update(env)
+        self.vars = dict(dbt_vars or {})
         self.common = [
             "--project-dir",
             str(project_dir),
             "--profiles-dir",
             str(project_dir),
-            "--vars",
-            json.dumps(dbt_vars or {}),
             "--log-level",
             "none",
             "--log-level-file",
             file_log_level,
         ]
-        parsed = dbtRunner().invoke(["parse", "--quiet", *self.common])
+        parsed = dbtRunner().invoke(["parse", "--quiet", *self._with_vars(), *self.common])
         if not parsed.success:
             raise DbtFailed(f"dbt parse failed: {parsed.exception}")
         self.manifest = parsed.result
         self.runner = dbtRunner(manifest=self.manifest)
 
-    def invoke(self, *args: str) -> Any:
-        """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed."""
+    def _with_vars(self, overrides: dict[str, Any] | None = None) -> list[str]:
+        return ["--vars", json.dumps({**self.vars, **(overrides or {})})]
+
+    def invoke(self, *args: str, vars_override: dict[str, Any] | None = None) -> Any:
+        """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed.
+
+        `vars_override` changes vars for this invocation only. The kept manifest is not parsed
+        again, so only vars read when SQL compiles may change this way (the tick's
+        `lookback_minutes`), never ones a model's config reads.
+        """
         for node in self.manifest.nodes.values():
             if hasattr(node, "extra_ctes_injected"):
                 node.compiled = False
@@ -73,7 +80,9 @@ class WarmDbt:
                 node.extra_ctes = []
                 if hasattr(node, "_pre_injected_sql"):
                     node._pre_injected_sql = None
-        result = self.runner.invoke([*args, "--no-write-json", *self.common])
+        result = self.runner.invoke(
+            [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
+        )
         if not result.success:
             failed = [
                 f"{item.node.unique_id}: {item.message}"

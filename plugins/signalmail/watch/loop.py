@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from signalmail.watch.dbt import WarmDbt
+from signalmail.watch.late import LateEvents
 from signalmail.watch.latency import Summary
 from signalmail.watch.metrics import WatchMetrics
 from signalmail.watch.settings import WatchSettings
@@ -67,7 +68,8 @@ class Watch:
         self.fail_fast = fail_fast
         self.stop = threading.Event()
         self.state = StateFile(settings.state_path)
-        self.capture = Capture(settings, self.state)
+        self.late = LateEvents(self.state, settings.lookback_seconds)
+        self.capture = Capture(settings, self.state, self.late)
         self.activate = Activate(settings, self.state)
         self.signals: Signals | None = None
         self.warehouse: Any = None
@@ -132,7 +134,7 @@ class Watch:
         self.view.note(f"watch starting: {settings.describe()}")
         self.warehouse = open_warehouse(settings)
         began = time.perf_counter()
-        dbt = WarmDbt(settings.dbt_project_dir, settings.dbt_env(), settings.dbt_vars)
+        dbt = WarmDbt(settings.dbt_project_dir, settings.dbt_env(), settings.watch_dbt_vars())
         self.signals = Signals(settings, dbt)
         self.view.note(f"dbt project parsed in {time.perf_counter() - began:.1f}s")
 
@@ -153,6 +155,7 @@ class Watch:
     def cycle(self, first: bool = False) -> bool:
         """Run one cycle; True if it loaded events or handled triggers."""
         assert self.signals is not None
+        signals = self.signals
         cycle = self.status.begin_cycle()
         failures_before = self.status.totals["errors"]
 
@@ -163,8 +166,11 @@ class Watch:
         if not self.stop.is_set() and (
             first or loaded or idle_for >= self.settings.idle_tick_seconds
         ):
-            ticked = self._step(cycle, "signals", self.signals.run) is not None
+            lookback = self._tick_lookback()
+            ticked = self._step(cycle, "signals", lambda: signals.run(lookback)) is not None
             self._last_tick = time.monotonic()
+            if ticked:
+                self.late.counted()
             if first and ticked:
                 ticked = self._bootstrap_nightly(cycle)
         deferred_due = (
@@ -181,6 +187,17 @@ class Watch:
             self.metrics.cycle_finished(self.status)
         self.view.cycle_finished(self.status, cycle)
         return loaded or bool(activated is not None and activated.ran and activated.accepted)
+
+    def _tick_lookback(self) -> float | None:
+        """Give the next tick's lookback, wider after late events (signalmail.watch.late)."""
+        seconds = self.late.tick_lookback()
+        late_from = self.late.late_from
+        if seconds is not None and late_from is not None and self.late.counted_until is not None:
+            self.view.note(
+                f"late events received at {late_from:%Y-%m-%d %H:%M:%S} UTC: "
+                f"this tick looks back {seconds:,.0f}s"
+            )
+        return seconds
 
     def _step(
         self, cycle: CycleRecord, name: str, run: Callable[[], StepResult]

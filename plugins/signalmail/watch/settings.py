@@ -71,6 +71,8 @@ class WatchSettings:
     checkpoint_wal_mb: int = 256
     #: tap-rudderstack's late_file_window_minutes: how late a segment may be published
     late_file_minutes: int = 10
+    #: the ticks' lookback (dbt var lookback_minutes), widened for a tick after late events
+    lookback_seconds: float = 10.0
     #: UTC time of day of the nightly build (recommendations, every test); None: never
     nightly_at: dt.time | None = dt.time(3, 0)
 
@@ -189,6 +191,10 @@ class WatchSettings:
             config["data_plane_url"] = self.data_plane_url
             config["write_key"] = self.write_key
         return config
+
+    def watch_dbt_vars(self) -> dict[str, Any]:
+        """Give the vars of the watch's ticks: its lookback, then the user's --vars."""
+        return {"lookback_minutes": self.lookback_seconds / 60, **self.dbt_vars}
 
     def dbt_env(self) -> dict[str, str]:
         """Give what dbt's profiles.yml reads, plus where dbt may write its files."""

@@ -1,8 +1,10 @@
 """The watch's bookmarks: one JSON file, replaced atomically after every step that moves one.
 
-Two bookmarks, each the STATE its target emitted last: `capture` (tap-rudderstack's spool
+Two bookmarks are the STATE a target emitted last: `capture` (tap-rudderstack's spool
 position, emitted by the loader once the rows are committed) and `activate` (tap-warehouse's
 position in email_triggers, emitted by the email target once every send is in its ledger).
+A third, `signals`, is the watch's own: how far the dbt ticks have counted the loaded events
+(see `signalmail.watch.late`); it is saved with `capture`, in the same write.
 A bookmark is written only after the work it covers is durable, so a watch killed at any
 moment resumes from a bookmark that is at most one step behind: the loader's upsert and the
 send ledger make repeating that step harmless.
@@ -43,7 +45,11 @@ class StateFile:
 
     def save(self, name: str, value: dict[str, Any]) -> None:
         """Replace one bookmark durably."""
-        self.values[name] = value
+        self.save_many({name: value})
+
+    def save_many(self, values: dict[str, dict[str, Any]]) -> None:
+        """Replace several bookmarks durably, in one write: a crash keeps all or none."""
+        self.values.update(values)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with tmp.open("w", encoding="utf-8") as handle:

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signalmail.watch.dbt import WarmDbt
+from signalmail.watch.late import LateEvents
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.singer import construct, run_tap, run_target
 from signalmail.watch.state import StateFile
 
 #: Test hook (never set in production): SIGKILL the watch at `<step>:<point>`, e.g.
-#: `capture:loaded` (rows committed, bookmark not yet saved) or `activate:sent`.
+#: `capture:loaded` (rows committed, bookmark not yet saved), `capture:saved`,
+#: `signals:built` or `activate:sent`.
 KILL_ENV = "SIGNALMAIL_WATCH_TEST_KILL_AT"
 
 log = logging.getLogger("signalmail.watch")
@@ -48,6 +50,8 @@ class StepResult:
     accepted: list[tuple[Any, ...]] = field(default_factory=list)
     #: activate only: earliest send time of a scheduled email the target held back
     next_deferred_at: Any = None
+    #: capture only: the earliest and latest receivedAt loaded (aware UTC datetimes)
+    received: tuple[Any, Any] = (None, None)
 
 
 class Capture:
@@ -55,9 +59,10 @@ class Capture:
 
     name = "capture"
 
-    def __init__(self, settings: WatchSettings, state: StateFile) -> None:
+    def __init__(self, settings: WatchSettings, state: StateFile, late: LateEvents) -> None:
         self.settings = settings
         self.state = state
+        self.late = late
 
     def _loader(self) -> Any:
         if self.settings.engine == "duckdb":
@@ -78,7 +83,11 @@ class Capture:
         )
 
     def run(self) -> StepResult:
-        """Read the spool from the bookmark; load what is new; save the loader's bookmark."""
+        """Read the spool from the bookmark; load what is new; save the loader's bookmark.
+
+        The bookmark is saved with the account of late events (`signalmail.watch.late`) in one
+        write, so the next tick, after a restart too, looks back far enough to count them.
+        """
         from tap_rudderstack import TapRudderStack
 
         began = time.perf_counter()
@@ -97,8 +106,12 @@ class Capture:
         finally:
             output.close()
         _kill_point("capture:loaded")
+        received = (tap.last_sync_received.earliest, tap.last_sync_received.latest)
+        bookmarks = {self.late.name: self.late.noted(*received)}
         if bookmark is not None:
-            self.state.save(self.name, bookmark)
+            bookmarks[self.name] = bookmark
+        self.state.save_many(bookmarks)
+        _kill_point("capture:saved")
         events = sum(
             n
             for key, n in counts.items()
@@ -112,6 +125,7 @@ class Capture:
                 "events": events - counts.get("rejected_events", 0),
                 "rejected": counts.get("rejected_events", 0),
             },
+            received=received,
         )
 
 
@@ -126,10 +140,11 @@ class Signals:
         self.settings = settings
         self.dbt = dbt
 
-    def run(self) -> StepResult:
-        """`dbt build --selector trigger_path`."""
+    def run(self, lookback_seconds: float | None = None) -> StepResult:
+        """`dbt build --selector trigger_path`, looking back further when late events came."""
         began = time.perf_counter()
-        result = self.dbt.invoke("build", "--selector", "trigger_path")
+        override = None if lookback_seconds is None else {"lookback_minutes": lookback_seconds / 60}
+        result = self.dbt.invoke("build", "--selector", "trigger_path", vars_override=override)
         _kill_point("signals:built")
         results = getattr(result.result, "results", None) or []
         log.info(
