@@ -307,14 +307,20 @@ def baseline_project(work: Path) -> Path:
     return project
 
 
-def meltano_cycle(project: Path, env: dict[str, str]) -> float:
+def meltano_cycle(project: Path, env: dict[str, str], failures: list[str] | None = None) -> float:
+    """One `meltano run cycle`; its seconds. A failure raises unless `failures` collects it (a
+    scheduler runs the next cycle anyway: the loop goes on, the bench reports the count)."""
     began = time.monotonic()
     done = subprocess.run(
         [MELTANO, "--cwd", str(project), "run", "cycle"],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"meltano run cycle failed:\n{done.stderr[-3000:]}")
+        if failures is None:
+            raise RuntimeError(f"meltano run cycle failed:\n{done.stderr[-3000:]}")
+        errors = [line for line in done.stderr.splitlines() if "Error" in line]
+        failures.append(errors[-1].strip() if errors else f"exit {done.returncode}")
+        log(f"baseline: a cycle failed: {failures[-1][-300:]}")
     return time.monotonic() - began
 
 
@@ -340,6 +346,7 @@ def run_baseline_mode(work: Path, args: argparse.Namespace) -> dict:
         log(f"baseline: caught up with the history in {catch_up:.0f}s")
         live_from = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         cycles: list[dict] = []
+        failures: list[str] = []
         traffic = threading.Thread(
             target=live_traffic, args=(collector, args, args.baseline_minutes)
         )
@@ -347,7 +354,7 @@ def run_baseline_mode(work: Path, args: argparse.Namespace) -> dict:
         ends = time.monotonic() + args.baseline_minutes * 60 + args.wind_down
         while time.monotonic() < ends:
             started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            seconds = meltano_cycle(project, env)
+            seconds = meltano_cycle(project, env, failures)
             cycles.append({"started_at": started.isoformat(), "steps": {"cycle": seconds}})
         traffic.join()
     every, reachable = ledger_latencies(
@@ -361,6 +368,7 @@ def run_baseline_mode(work: Path, args: argparse.Namespace) -> dict:
         "reachable": reachable,
         "steps": step_growth(cycles, live_from),
         "minutes": args.baseline_minutes,
+        "failed_cycles": failures,
     }
 
 
@@ -377,6 +385,8 @@ def report(result: dict) -> None:
         shown = " ".join(f"{v:.2f}" for v in minutes)
         growth = minutes[-1] / minutes[0] if len(minutes) > 1 and minutes[0] else math.nan
         print(f"  {step:<10} median s per minute: {shown}  (last/first {growth:.2f})")
+    for failure in result.get("failed_cycles", []):
+        print(f"  a cycle failed: {failure[-300:]}")
     if "cpu_s" in result:
         minutes = result["minutes"] * 60
         print(

@@ -7,6 +7,8 @@ Whatever the moment, the restart must lose no event and send no email twice:
   offers the same triggers again; the ledger knows them);
 - mid-send: the process dies while its send-template call is at Mandrill (the restart finds
   the landed messages with messages/search before sending anything);
+- DuckDB invalidating the warehouse (an internal error) after a tick: the watch restarts
+  itself as a new process, which resumes from the bookmarks;
 - `capture:saved` after a late load: late events committed and bookmarked, the tick that
   would look back far enough to count them not yet run (the restart still widens its tick).
 """
@@ -25,7 +27,7 @@ import duckdb
 import pytest
 from signalmail.collector.readback import read_spool
 from signalmail.services import publish_starter_templates, running_collector
-from signalmail.watch.steps import KILL_ENV
+from signalmail.watch.steps import FATAL_ENV, KILL_ENV
 
 from tests.conftest import REPO_ROOT, wait_until
 from tests.integration.watch_support import (
@@ -136,6 +138,21 @@ def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, engine, po
         assert published <= set(loaded)
         assert max(loaded.values()) == 1
         assert by_recipient(svc.messages()) == Counter(EXPECTED.items())
+
+
+def test_a_watch_whose_duckdb_was_invalidated_restarts_itself_and_sends_once(tmp_path):
+    with services(tmp_path, duckdb_env(tmp_path)) as svc:
+        shop = svc.shop()
+        script_first_day(shop)
+        svc.wait_for_spool(shop.sent)
+
+        done = run_watch(
+            svc, "--exit-when-idle", "--fail-fast", extra_env={FATAL_ENV: "signals:built"}
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "DuckDB invalidated the warehouse during signals" in done.stdout
+        assert done.stdout.count("watch starting") == 2  # the same command, a new process
+        assert by_recipient(svc.messages()) == Counter(EXPECTED.items()), done.stdout
 
 
 def test_late_events_loaded_just_before_a_kill_are_counted_after_the_restart(tmp_path):

@@ -7,7 +7,9 @@ import datetime as dt
 import io
 import json
 import math
+import os
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -345,3 +347,44 @@ def test_the_line_view_prints_a_cycle_with_work_and_its_errors():
     )
     assert any("error" in line and "Invalid_Key" in line for line in lines)
     assert not any("cycle 2" in line for line in lines)
+
+
+# -- restart after DuckDB invalidated the database --------------------------------------------
+
+
+def test_duckdbs_fatal_errors_are_recognised_through_dbts_wrapping():
+    import duckdb
+    from signalmail.watch.dbt import DbtFailed
+    from signalmail.watch.restart import invalidates_duckdb
+
+    outer = RuntimeError("step failed")
+    outer.__cause__ = duckdb.FatalException("FATAL Error: the database has been invalidated")
+    assert invalidates_duckdb(outer)
+    dbt_said = DbtFailed(
+        "dbt build failed: model.signalmail.int_events: INTERNAL Error: Attempted to access "
+        "index 9223372036854775807 within vector of size 11"
+    )
+    assert invalidates_duckdb(dbt_said)
+    assert not invalidates_duckdb(DbtFailed("dbt build failed: model.x: Binder Error: no column"))
+    assert not invalidates_duckdb(duckdb.ConstraintException("duplicate key"))
+
+
+def test_the_watch_restarts_with_its_command_line_until_restarts_stop_helping(monkeypatch):
+    from signalmail.watch.restart import RESTARTS_ENV, TooManyRestarts, restart_process
+
+    monkeypatch.delenv(RESTARTS_ENV, raising=False)
+    monkeypatch.setattr("sys.orig_argv", ["python3", "-m", "signalmail", "watch", "--view", "q"])
+    calls: list[tuple[str, list[str]]] = []
+    for _ in range(3):
+        restart_process(
+            "signals: INTERNAL Error", execv=lambda path, argv: calls.append((path, argv))
+        )
+    assert [argv[1:] for _, argv in calls] == [["-m", "signalmail", "watch", "--view", "q"]] * 3
+    assert len(os.environ[RESTARTS_ENV].split(",")) == 3
+    with pytest.raises(TooManyRestarts, match=r"4 times within an hour.*INTERNAL Error"):
+        restart_process("signals: INTERNAL Error", execv=lambda path, argv: calls.append(argv))
+    assert len(calls) == 3
+    # restarts older than an hour no longer count
+    monkeypatch.setenv(RESTARTS_ENV, ",".join(str(time.time() - 7200) for _ in range(5)))
+    restart_process("again", execv=lambda path, argv: calls.append((path, argv)))
+    assert len(calls) == 4

@@ -185,6 +185,7 @@ def watch(
     """
     from signalmail.watch.loop import Watch
     from signalmail.watch.metrics import WatchMetrics
+    from signalmail.watch.restart import TooManyRestarts, restart_process
     from signalmail.watch.status import WatchStatus
     from signalmail.watch.view import make_view
 
@@ -233,5 +234,10 @@ def watch(
     finally:
         if summary_json is not None:
             runner.write_summary(settings.path(summary_json))
+    if status.restart_reason is not None:
+        try:
+            restart_process(status.restart_reason)
+        except TooManyRestarts as exc:
+            raise click.ClickException(str(exc)) from None
     if fail_fast and status.totals["errors"]:
         raise click.ClickException("a step failed; see the log")

@@ -35,6 +35,7 @@ from signalmail.watch.dbt import WarmDbt
 from signalmail.watch.late import LateEvents
 from signalmail.watch.latency import Summary
 from signalmail.watch.metrics import WatchMetrics
+from signalmail.watch.restart import invalidates_duckdb
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.state import StateFile
 from signalmail.watch.status import CycleRecord, WatchStatus, utcnow
@@ -141,7 +142,10 @@ class Watch:
     def _close(self) -> None:
         if self.signals is not None:
             self.signals.dbt.release()
-        if self.warehouse is not None:
+        if self.warehouse is not None and self.status.restart_reason is not None:
+            # an invalidated database takes no checkpoint; the next process replays the log
+            self.warehouse.abandon()
+        elif self.warehouse is not None:
             began = time.perf_counter()
             self.warehouse.close()
             self.view.note(
@@ -208,6 +212,17 @@ class Watch:
         try:
             result = run()
         except Exception as exc:
+            if self.settings.engine == "duckdb" and invalidates_duckdb(exc):
+                # nothing more can run in this process (see signalmail.watch.restart)
+                log.error("step %s failed:\n%s", name, traceback.format_exc())
+                self.status.restart_reason = f"{name}: {_first_line(exc)}"
+                self.status.stopping = True
+                self.stop.set()
+                self.view.note(
+                    f"DuckDB invalidated the warehouse during {name}; the watch restarts "
+                    "from its bookmarks"
+                )
+                return None
             if self.fail_fast:
                 raise
             log.error("step %s failed:\n%s", name, traceback.format_exc())

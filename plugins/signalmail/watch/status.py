@@ -66,6 +66,8 @@ class WatchStatus:
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     next_deferred_at: dt.datetime | None = None
     stopping: bool = False
+    #: why the watch stopped to start afresh (DuckDB invalidated the warehouse), else None
+    restart_reason: str | None = None
 
     def begin_cycle(self) -> CycleRecord:
         """Open the record of a new cycle."""

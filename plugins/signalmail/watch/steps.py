@@ -21,21 +21,31 @@ from typing import Any
 
 from signalmail.watch.dbt import WarmDbt
 from signalmail.watch.late import LateEvents
+from signalmail.watch.restart import RESTARTS_ENV
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.singer import construct, run_tap, run_target
 from signalmail.watch.state import StateFile
 
-#: Test hook (never set in production): SIGKILL the watch at `<step>:<point>`, e.g.
-#: `capture:loaded` (rows committed, bookmark not yet saved), `capture:saved`,
-#: `signals:built` or `activate:sent`.
+#: Test hooks (never set in production), at `<step>:<point>`: `capture:loaded` (rows
+#: committed, bookmark not yet saved), `capture:saved`, `signals:built` or `activate:sent`.
+#: SIGKILL the watch there:
 KILL_ENV = "SIGNALMAIL_WATCH_TEST_KILL_AT"
+#: or raise the error DuckDB raises once it has invalidated the database (first process only):
+FATAL_ENV = "SIGNALMAIL_WATCH_TEST_FATAL_AT"
 
 log = logging.getLogger("signalmail.watch")
 
 
-def _kill_point(where: str) -> None:
+def _fault_point(where: str) -> None:
     if os.environ.get(KILL_ENV) == where:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FATAL_ENV) == where and RESTARTS_ENV not in os.environ:
+        import duckdb
+
+        raise duckdb.FatalException(
+            "FATAL Error: Failed: database has been invalidated because of a previous fatal "
+            "error (raised by the test hook " + FATAL_ENV + ")"
+        )
 
 
 @dataclass
@@ -105,13 +115,13 @@ class Capture:
             bookmark = run_target(self._loader(), output)
         finally:
             output.close()
-        _kill_point("capture:loaded")
+        _fault_point("capture:loaded")
         received = (tap.last_sync_received.earliest, tap.last_sync_received.latest)
         bookmarks = {self.late.name: self.late.noted(*received)}
         if bookmark is not None:
             bookmarks[self.name] = bookmark
         self.state.save_many(bookmarks)
-        _kill_point("capture:saved")
+        _fault_point("capture:saved")
         events = sum(
             n
             for key, n in counts.items()
@@ -145,7 +155,7 @@ class Signals:
         began = time.perf_counter()
         override = None if lookback_seconds is None else {"lookback_minutes": lookback_seconds / 60}
         result = self.dbt.invoke("build", "--selector", "trigger_path", vars_override=override)
-        _kill_point("signals:built")
+        _fault_point("signals:built")
         results = getattr(result.result, "results", None) or []
         log.info(
             "tick nodes: %s",
@@ -211,7 +221,7 @@ class Activate:
             bookmark = run_target(target, output)
         finally:
             output.close()
-        _kill_point("activate:sent")
+        _fault_point("activate:sent")
         if bookmark is not None:
             self.state.save(self.name, bookmark)
         stats = target.dispatcher.stats

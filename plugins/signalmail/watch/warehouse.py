@@ -12,6 +12,7 @@ PostgreSQL needs none of this: every step opens its own connections.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ class Warehouse(Protocol):
 
     def close(self) -> None:
         """Checkpoint and let go of the database."""
+
+    def abandon(self) -> None:
+        """Let go of the database without touching it (after a fatal error)."""
 
 
 class DuckDBWarehouse:
@@ -93,6 +97,12 @@ class DuckDBWarehouse:
         finally:
             self.connection.close()
 
+    def abandon(self) -> None:
+        """Let go of an invalidated database: no checkpoint, errors on the way out ignored."""
+        # the instance is unusable, the file sound: the next process replays its log
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
 
 class PostgresWarehouse:
     """A PostgreSQL warehouse: short connections, nothing held between steps."""
@@ -137,6 +147,10 @@ class PostgresWarehouse:
         """Nothing to do: PostgreSQL checkpoints on its own."""
 
     def close(self) -> None:
+        """Close the pool."""
+        self.engine.dispose()
+
+    def abandon(self) -> None:
         """Close the pool."""
         self.engine.dispose()
 
