@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 STREAMS = ("tracks", "identifies", "pages", "screens", "groups", "aliases")
 
 COMMON_COLUMNS: list[tuple[str, str]] = [
@@ -111,7 +113,7 @@ def insert_ledger_rows(
 ) -> None:
     """Insert ledger rows given as dicts (missing columns are null)."""
     names = [name for name, _ in LEDGER_COLUMNS]
-    placeholder = "?" if type(conn).__module__.startswith("duckdb") else "%s"
+    placeholder = "?" if isinstance(conn, duckdb.DuckDBPyConnection) else "%s"
     sql = (
         f'insert into "{schema}"."send_ledger" ({", ".join(names)}) '
         f"values ({', '.join([placeholder] * len(names))})"
