@@ -173,6 +173,23 @@ class SandboxProcess:
         except ApiClientError as exc:
             raise ServiceError(f"sandbox call {path} failed: {exc.text}") from exc
 
+    def set_faults(self, **plan: object) -> dict:
+        """Replace the sandbox's fault plan (POST /sandbox/faults); no arguments: no faults."""
+        request = urllib.request.Request(  # noqa: S310 - our own local service
+            f"{self.url}/sandbox/faults",
+            data=json.dumps(plan).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            return dict(json.loads(answer.read()))
+
+    def faults_injected(self) -> dict[str, int]:
+        """Faults drawn since the plan was last set, by kind (GET /sandbox/faults/injected)."""
+        url = f"{self.url}/sandbox/faults/injected"
+        with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - our own service
+            return dict(json.loads(answer.read()))
+
     def messages(self) -> list[dict]:
         """Every message the sandbox holds (messages/search over all time)."""
         found = self.call(

@@ -33,6 +33,10 @@ TEMPLATE_ERROR_NAMES = frozenset(
 RETRYABLE_ERROR_NAMES = frozenset(
     {"GeneralError", "ServiceUnavailable", "RequestLimitExceeded", "Too_Many_Requests"}
 )
+# An answer without Mandrill's error name comes from something in front of it. 429 and 503
+# mean nothing was passed on (rate limited, no backend); any other 5xx (a gateway's 502/504,
+# a CDN's 520-524) may come after Mandrill got the call, so a send is ambiguous.
+NOT_PROCESSED_STATUSES = frozenset({429, 503})
 
 
 class MandrillError(Exception):
@@ -124,6 +128,12 @@ class MandrillClient:
                 raise RetryableError(f"{what}: connection refused") from None
             # The connection broke after the body may have gone out: Mandrill may have it.
             raise AmbiguousError(f"{what}: connection lost ({type(exc).__name__})") from None
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            # the answer had begun: Mandrill carried the call out
+            raise AmbiguousError(f"{what}: answer cut short ({type(exc).__name__})") from None
         except requests.exceptions.RequestException as exc:
             raise RetryableError(f"{what}: {type(exc).__name__}") from None
         if isinstance(result, requests.Response):
@@ -133,8 +143,10 @@ class MandrillClient:
     def _raw_response(self, res: requests.Response, what: str, *, expect_list: bool) -> Any:
         """Interpret the raw Response the package returns for falsy or non-JSON bodies."""
         status = res.status_code
-        if status >= 500 or status == 429:
+        if status in NOT_PROCESSED_STATUSES:
             raise RetryableError(f"{what}: HTTP {status} with an empty body", status_code=status)
+        if status >= 500:
+            raise AmbiguousError(f"{what}: HTTP {status} with an empty body", status_code=status)
         if status >= 400:
             raise PermanentError(f"{what}: HTTP {status} with an empty body", status_code=status)
         text = (res.text or "").strip()
@@ -173,8 +185,10 @@ class MandrillClient:
             return ValidationFailed(detail, name, status)
         if name in RETRYABLE_ERROR_NAMES or status == 429:
             return RetryableError(detail, name, status)
-        if not name and status is not None and status >= 500:
+        if not name and status in NOT_PROCESSED_STATUSES:
             return RetryableError(detail, name, status)
+        if not name and status is not None and status >= 500:
+            return AmbiguousError(detail, name, status)
         return PermanentError(detail, name, status)
 
     def send_template(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,6 +234,15 @@ class MandrillClient:
     def metadata_add(self, name: str) -> None:
         """metadata/add: index a custom metadata field so messages/search can query it."""
         self._call(self._client.metadata.add, {"name": name}, "metadata/add", expect_list=False)
+
+    def reject_add(self, email: str, comment: str) -> None:
+        """rejects/add: Mandrill refuses to send to `email` from now on (reason `custom`)."""
+        self._call(
+            self._client.rejects.add,
+            {"email": email, "comment": comment},
+            "rejects/add",
+            expect_list=False,
+        )
 
     def ping(self) -> None:
         """users/ping: proves the key before anything is claimed in the ledger."""

@@ -13,14 +13,16 @@ Per batch:
    calls of at most `max_recipients_per_call` distinct addresses, and run `concurrency` calls at a
    time on threads; the main thread writes each call's results as it completes.
 
-Exactly once rests on three rules: claim before the call; an ambiguous failure (read timeout,
-connection lost mid-request, empty 2xx answer) is never retried in the run, because Mandrill has
-no idempotency key and the timed-out request may still land: its triggers stay `sending`, the
-end-of-run lookup (messages/search on the trigger_id metadata) records the ones Mandrill has, and
-the next start records the rest `failed` (sendable again); and at start the triggers a crash left
-in `sending` are reconciled the same way before anything is sent. Only errors where Mandrill
-certainly did not take the message (GeneralError, 5xx, 429, refused connection, connect timeout)
-are retried with backoff.
+Exactly once (docs/activation.md, "Exactly once"): a trigger is claimed (`claimed`, with this
+run's id) before anything else, and marked `sending` just before its request leaves. Only
+errors where Mandrill certainly did not take the message (GeneralError, 5xx, 429, refused
+connection, connect timeout) are retried; an ambiguous one (read timeout, connection lost
+mid-request, empty 2xx answer) leaves the triggers `sending`, because Mandrill has no
+idempotency key and the request may still land. Rows a stopped run left are settled before
+anything is sent: `claimed` ones never left and are sendable again at once; `sending` ones are
+looked up with messages/search and recorded as Mandrill has them, and one the search does not
+find is sendable again only when the same answer shows a control (a message Mandrill accepted
+well after the request) — an empty or lagging answer is never taken for "not sent".
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from target_mailchimp_transactional import sanitize
 from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
 from target_mailchimp_transactional.campaigns import Campaign, Variant
 from target_mailchimp_transactional.client import (
@@ -54,7 +57,8 @@ from target_mailchimp_transactional.client import (
     redact,
 )
 from target_mailchimp_transactional.events import EmailSentEmitter
-from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, utcnow
+from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, tombstone_digest, utcnow
+from target_mailchimp_transactional.runs import RunLease
 
 LOGGER = logging.getLogger("target_mailchimp_transactional")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -86,6 +90,8 @@ class Settings:
     search_batch_size: int = 50
     send_after_grace_seconds: int = 0
     reconcile_grace_seconds: int = 600
+    unconfirmed_after_hours: float = 24.0
+    link_domains: tuple[str, ...] = ()
     dry_run: bool = False
     outbox_dir: Path | None = None
 
@@ -249,6 +255,7 @@ class Dispatcher:
         self._fatal: InvalidKeyError | None = None  # seen by the main thread
         self._stop: InvalidKeyError | None = None  # seen by the workers
         self._lock = threading.Lock()
+        self.lease: RunLease | None = None
 
     # ---------------------------------------------------------------- start / stop
 
@@ -268,7 +275,14 @@ class Dispatcher:
         except MandrillError as exc:
             raise RunStopped(f"Mandrill at {self.client.host} is not usable: {exc}") from None
         self._index_metadata()
+        self.lease = RunLease(self.ledger.engine)
         self.reconcile()
+
+    @property
+    def run_id(self) -> str:
+        """Give the id this run writes as `claimed_by`."""
+        assert self.lease is not None, "start() first"
+        return self.lease.run_id
 
     def _index_metadata(self) -> None:
         """Make `trigger_id` searchable (Mandrill indexes only keys added by metadata/add)."""
@@ -297,113 +311,227 @@ class Dispatcher:
         self.pool.shutdown(wait=True)
         if not self.s.dry_run and self.stats.counts.get("left_sending"):
             self.reconcile(end_of_run=True)
+        if self.lease is not None:
+            self.lease.close()
         if self.emitter is not None:
             self.emitter.close()
         LOGGER.info("target-mailchimp-transactional: %s", self.stats.summary())
 
+    def abandon(self) -> None:
+        """After a failed run: wait for the calls in flight, record what can be, let go.
+
+        Rows whose outcome cannot be recorded stay `claimed`/`sending` under this run's id;
+        once its lease is released the next run settles them (reconcile).
+        """
+        self.pool.shutdown(wait=True)
+        try:
+            self._harvest(limit=0)
+        except Exception as exc:  # already failing: the next run reconciles
+            LOGGER.warning("outcomes of the failed run not recorded (%s); next run settles them",
+                           exc)  # fmt: skip
+        finally:
+            if self.lease is not None:
+                self.lease.close()
+            if self.emitter is not None:
+                self.emitter.close()
+            if self.ledger is not None:
+                self.ledger.close()
+
     # ---------------------------------------------------------------- reconciliation
 
     def reconcile(self, *, end_of_run: bool = False) -> None:
-        """Give every trigger left in `sending` its Mandrill state.
+        """Settle the triggers stopped runs left `claimed` or `sending` (this run's at the end).
 
-        A trigger Mandrill has is recorded with its state at once, whatever its age. One it
-        does not know becomes `failed` (safe to send again) only at start and only once its
-        claim is older than `reconcile_grace_seconds`: a younger claim may belong to a call that
-        timed out moments ago and is still landing, or to another run sending right now, and
-        marking it `failed` would let this run send it a second time. At the end of a run, and
-        while the claim is young, it stays `sending`; a later start decides.
+        - `claimed` by a run that is gone: its request never left, so `failed` (sendable again)
+          at once.
+        - `sending` (the request may have reached Mandrill): looked up with messages/search. A
+          message found is recorded with Mandrill's state, whatever its age. One not found is
+          `failed` only if the same search answer also holds a control: a message Mandrill
+          accepted at least `reconcile_grace_seconds` after the trigger's request left. That
+          answer was neither lost nor behind the trigger, so the absence is real. Without such
+          evidence the row stays `sending` for a later run; after `unconfirmed_after_hours` it
+          becomes `unconfirmed` and is never sent automatically.
+        - rows of a run that is still alive (a concurrent run on PostgreSQL) are left to it.
         """
         assert self.ledger is not None
+        assert self.lease is not None
         stuck = self.ledger.in_flight()
+        if end_of_run:
+            stuck = [r for r in stuck if r.get("claimed_by") == self.run_id]
         if not stuck:
             return
+        now = utcnow()
+        grace = dt.timedelta(seconds=max(0, self.s.reconcile_grace_seconds))
+        alive: dict[str | None, bool | None] = {}
+        never_left: list[dict[str, Any]] = []
+        maybe_sent: list[dict[str, Any]] = []
+        for row in stuck:
+            owner = row.get("claimed_by")
+            if owner != self.run_id:
+                if owner not in alive:
+                    alive[owner] = self.lease.alive(owner)
+                running = alive[owner]
+                if running is None:  # no way to ask: a claim younger than the grace may be live
+                    running = row["updated_at"] > now - grace
+                if running:
+                    self.stats.counts["reconcile_other_run"] += 1
+                    continue
+            (never_left if row["state"] == "claimed" else maybe_sent).append(row)
+        if not never_left and not maybe_sent:
+            return
         LOGGER.warning(
-            "reconciling %d trigger(s) left in `sending`%s",
-            len(stuck),
-            " by this run" if end_of_run else " by an interrupted run",
+            "settling %d trigger(s) %s: %d claimed but never sent, %d possibly at Mandrill",
+            len(never_left) + len(maybe_sent),
+            "this run left `sending`" if end_of_run else "an interrupted run left",
+            len(never_left),
+            len(maybe_sent),
         )
-        oldest = min(r["updated_at"] for r in stuck)
-        ids = [r["trigger_id"] for r in stuck]
-        rows = {r["trigger_id"]: r for r in stuck}
+        entries = [
+            LedgerEntry(
+                trigger_id=row["trigger_id"], state="failed",
+                error="claimed by a run that stopped before its request left",
+            )
+            for row in never_left
+        ]  # fmt: skip
+        self.stats.counts["reconciled_never_sent"] += len(never_left)
+        if maybe_sent:
+            entries += self._settle_by_search(maybe_sent, now, grace, end_of_run)
+        owners = {row["trigger_id"]: row.get("claimed_by") for row in stuck}
+        settled = self.ledger.settle([replace(e, claimed_by=owners[e.trigger_id]) for e in entries])
+        if len(settled) < len(entries):  # another run settled or re-claimed them meanwhile
+            self.stats.counts["reconcile_overtaken"] += len(entries) - len(settled)
+
+    def _settle_by_search(
+        self,
+        rows: list[dict[str, Any]],
+        now: dt.datetime,
+        grace: dt.timedelta,
+        end_of_run: bool,
+    ) -> list[LedgerEntry]:
+        """Ledger entries for the `sending` rows the evidence settles (see reconcile)."""
+        assert self.ledger is not None
+        by_id = {r["trigger_id"]: r for r in rows}
+        oldest = min(r["updated_at"] for r in rows)
+        controls = self.ledger.controls(accepted_after=oldest + grace)
+        # Any of the first few will do; a random one keeps a control Mandrill cannot find
+        # (sent before its metadata key was indexed) from holding every later run back.
+        control = random.choice(controls) if controls else None  # noqa: S311 - not crypto
         try:
-            found = self.lookup(ids, oldest)
+            answers = self.lookup(list(by_id), oldest, control=control)
         except MandrillError as exc:
             if end_of_run:
                 LOGGER.warning("end-of-run reconciliation failed (%s); next start retries", exc)
-                return
+                return []
             raise RunStopped(
-                f"cannot reconcile {len(ids)} trigger(s) left in `sending` (messages/search "
+                f"cannot reconcile {len(rows)} trigger(s) left `sending` (messages/search "
                 f"failed: {exc}); nothing was sent, rerun when Mandrill answers"
             ) from None
-        entries = []
-        stale_before = utcnow() - dt.timedelta(seconds=max(0, self.s.reconcile_grace_seconds))
-        for tid in ids:
-            msg = found.get(tid)
-            if msg is None and end_of_run:
+        entries: list[LedgerEntry] = []
+        waiting = 0
+        for tid, row in by_id.items():
+            msg, control_seen = answers.get(tid, (None, False))
+            if msg is not None:
+                entries.append(self._found(row, msg))
                 continue
-            if msg is None and rows[tid]["updated_at"] > stale_before:
-                self.stats.counts["reconcile_too_recent"] += 1
-                continue
-            if msg is None:
+            absent = (
+                control is not None
+                and control_seen
+                and row["updated_at"] + grace <= control["sent_at"]
+            )
+            if absent:
                 entries.append(LedgerEntry(
                     trigger_id=tid, state="failed",
-                    error="interrupted before Mandrill accepted it (not found by messages/search)",
+                    error=f"not at Mandrill: the search that found {control['mandrill_id']} "
+                    "(accepted later) did not find it",
                 ))  # fmt: skip
                 self.stats.counts["reconciled_not_found"] += 1
-            else:
-                state = SEARCH_STATES.get(str(msg.get("state")), "sent")
+            elif row["updated_at"] < now - dt.timedelta(hours=self.s.unconfirmed_after_hours):
                 entries.append(LedgerEntry(
-                    trigger_id=tid, state=state, mandrill_id=msg.get("_id"),
-                    reject_reason=(msg.get("reject") or {}).get("reason") or (
-                        msg.get("state") if state == "rejected" else None),
-                    sent_at=_message_time(msg),
+                    trigger_id=tid, state="unconfirmed",
+                    error=f"no answer and no evidence after {self.s.unconfirmed_after_hours:g} "
+                    "h: not sent again automatically (docs/activation.md)",
                 ))  # fmt: skip
-                self.stats.counts["reconciled_found"] += 1
-                row = rows[tid]
-                if state in ACCEPTED:
-                    self.stats.accepted.append(Accepted(
-                        tid, row.get("campaign") or "", row.get("due_at"),
-                        _message_time(msg) or utcnow(),
-                    ))  # fmt: skip
-                if self.emitter is not None and state in ACCEPTED and row.get("email"):
-                    # The crashed run never got to emit it; the stable messageId dedupes.
-                    self.emitter.email_sent(
-                        trigger_id=tid, campaign=row.get("campaign") or "",
-                        variant=row.get("variant") or "", template=row.get("template") or "",
-                        mandrill_id=msg.get("_id"), email=row["email"],
-                        user_id=row.get("user_id"), status=state,
-                    )  # fmt: skip
-        self.ledger.record(entries)
-        if self.stats.counts["reconcile_too_recent"] and not end_of_run:
+                self.stats.counts["unconfirmed"] += 1
+                LOGGER.error("trigger %s is unconfirmed: never sent again automatically", tid)
+            else:
+                waiting += 1
+        if waiting:
+            self.stats.counts["reconcile_waiting"] += waiting
             LOGGER.warning(
-                "%d trigger(s) claimed less than %d s ago are not known to Mandrill yet: left "
-                "`sending` (a timed-out call may still land, or another run is sending them); "
-                "a later run settles them",
-                self.stats.counts["reconcile_too_recent"],
+                "%d trigger(s) possibly at Mandrill are not found yet and no search has proven "
+                "them absent (a control accepted %d s after their request, found by the same "
+                "answer): left `sending`, a later run settles them",
+                waiting,
                 self.s.reconcile_grace_seconds,
             )
+        return entries
 
-    def lookup(self, trigger_ids: Sequence[str], since: dt.datetime) -> dict[str, dict[str, Any]]:
-        """messages/search by trigger_id metadata, OR-batched, within the rate limit."""
+    def _found(self, row: dict[str, Any], msg: dict[str, Any]) -> LedgerEntry:
+        """Record a trigger messages/search found with Mandrill's state and time."""
+        tid = row["trigger_id"]
+        state = SEARCH_STATES.get(str(msg.get("state")), "sent")
+        self.stats.counts["reconciled_found"] += 1
+        if state in ACCEPTED:
+            self.stats.accepted.append(Accepted(
+                tid, row.get("campaign") or "", row.get("due_at"),
+                _message_time(msg) or utcnow(),
+            ))  # fmt: skip
+        if self.emitter is not None and state in ACCEPTED and row.get("email"):
+            # The stopped run never got to emit it; the stable messageId dedupes.
+            self.emitter.email_sent(
+                trigger_id=tid, campaign=row.get("campaign") or "",
+                variant=row.get("variant") or "", template=row.get("template") or "",
+                mandrill_id=msg.get("_id"), email=row["email"],
+                user_id=row.get("user_id"), status=state,
+            )  # fmt: skip
+        return LedgerEntry(
+            trigger_id=tid, state=state, mandrill_id=msg.get("_id"),
+            reject_reason=(msg.get("reject") or {}).get("reason") or (
+                msg.get("state") if state == "rejected" else None),
+            sent_at=_message_time(msg),
+        )  # fmt: skip
+
+    def lookup(
+        self,
+        trigger_ids: Sequence[str],
+        since: dt.datetime,
+        control: dict[str, Any] | None = None,
+    ) -> dict[str, tuple[dict[str, Any] | None, bool]]:
+        """messages/search by trigger_id metadata, OR-batched, within the rate limit.
+
+        Gives, for every trigger id, the message found (or None) and whether the answer that
+        was asked about it also held `control` (a trigger id Mandrill is known to have), which
+        is added to every batch's query when given.
+        """
         assert self.client is not None
         date_from = (since - dt.timedelta(days=1)).date().isoformat()
-        found: dict[str, dict[str, Any]] = {}
+        out: dict[str, tuple[dict[str, Any] | None, bool]] = {}
         step = max(1, self.s.search_batch_size)
+        control_id = None if control is None else str(control["trigger_id"])
         for start in range(0, len(trigger_ids), step):
-            chunk = trigger_ids[start : start + step]
+            chunk = list(trigger_ids[start : start + step])
             wanted = set(chunk)
-            query = " OR ".join(f'u_trigger_id:"{_lucene_escape(t)}"' for t in chunk)
+            asked = chunk + ([control_id] if control_id and control_id not in wanted else [])
+            query = " OR ".join(f'u_trigger_id:"{_lucene_escape(t)}"' for t in asked)
 
             def call(query: str = query) -> list[dict[str, Any]]:
                 self.search_limiter.acquire()
                 assert self.client is not None
                 return self.client.search(query, date_from=date_from, limit=1000)
 
+            found: dict[str, dict[str, Any]] = {}
             for msg in self._with_retries(call, "messages/search"):
                 tid = str((msg.get("metadata") or {}).get("trigger_id", ""))
-                if tid in wanted and tid not in found:
+                if tid in wanted | {control_id} and tid not in found:
                     found[tid] = msg
-        return found
+            control_seen = (
+                control is not None
+                and control_id in found
+                and found[control_id].get("_id") == control["mandrill_id"]
+            )
+            for tid in chunk:
+                out[tid] = (found.get(tid), control_seen)
+        return out
 
     # ---------------------------------------------------------------- batches
 
@@ -423,6 +551,8 @@ class Dispatcher:
                 continue
             batch[str(tid)] = record
 
+        if self.ledger is not None:
+            self._drop_forgotten(batch)
         known = self.ledger.states(batch) if self.ledger is not None else {}
         if self.s.dry_run:
             known = {t: ("dry_run", 0) for t in batch if t in self._seen_dry}
@@ -453,6 +583,26 @@ class Dispatcher:
             return
         if to_send:
             self._send(to_send)
+
+    def _drop_forgotten(self, batch: dict[str, dict[str, Any]]) -> None:
+        """Take out the triggers of people who asked to be forgotten (`signalmail forget`).
+
+        Nothing is recorded for them: the ledger must not learn their address again.
+        """
+        assert self.ledger is not None
+        marks: dict[str, list[str]] = defaultdict(list)
+        for tid, record in batch.items():
+            if record.get("user_id"):
+                marks[tid].append(tombstone_digest("user", str(record["user_id"])))
+            if record.get("email"):
+                marks[tid].append(tombstone_digest("email", str(record["email"])))
+        forgotten = self.ledger.tombstoned(d for digests in marks.values() for d in digests)
+        if not forgotten:
+            return
+        for tid, digests in marks.items():
+            if forgotten.intersection(digests):
+                del batch[tid]
+                self.stats.counts["forgotten"] += 1
 
     def _prepare(
         self, tid: str, record: dict[str, Any], now: dt.datetime, retry: bool
@@ -513,7 +663,10 @@ class Dispatcher:
             payload = {}
         if not isinstance(payload, dict):
             return LedgerEntry(**base, state="invalid", error="payload is not a JSON object")
+        payload = sanitize.payload(payload, self.s.link_domains, self.stats.counts)
         row = {k: record.get(k) for k in ("first_name", "locale", "timezone", "user_id", "email")}
+        row = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in row.items()}
+        row["first_name"] = sanitize.header_text(_opt(row.get("first_name")))
         try:
             merge_vars = campaign.merge_vars_for(payload, row)
             merge_vars += self.renderer.recipient_vars(campaign, variant, payload, row)
@@ -530,7 +683,7 @@ class Dispatcher:
             )
         return Prepared(
             trigger_id=tid, campaign=campaign, variant=variant, user_id=user_id, email=email,
-            name=_opt(record.get("first_name")), merge_vars=merge_vars, metadata=metadata,
+            name=row["first_name"], merge_vars=merge_vars, metadata=metadata,
             retry_of_failed=retry, due_at=due_at,
         )  # fmt: skip
 
@@ -609,8 +762,8 @@ class Dispatcher:
         ledger.
         """
         assert self.ledger is not None
-        entries = [i.entry("sending") for i in items]
-        claimed = self.ledger.claim(entries, self.s.max_attempts)
+        entries = [i.entry("claimed") for i in items]
+        claimed = self.ledger.claim(entries, self.s.max_attempts, self.run_id)
         lost = len(items) - len(claimed)
         if lost:
             self.stats.counts["skipped_claimed_elsewhere"] += lost
@@ -656,11 +809,19 @@ class Dispatcher:
         final = [o for o in result.outcomes if o.state != "sending"]
         for o in result.outcomes:
             self.stats.counts[o.state if o.state != "sending" else "left_sending"] += 1
-        self.ledger.record([
+        written = self.ledger.settle([
             o.item.entry(o.state, reject_reason=o.reject_reason, error=o.error,
-                         mandrill_id=o.mandrill_id, sent_at=o.answered_at)
+                         mandrill_id=o.mandrill_id, sent_at=o.answered_at,
+                         claimed_by=self.run_id)
             for o in final
         ])  # fmt: skip
+        if len(written) < len(final):
+            LOGGER.error(
+                "%d outcome(s) not recorded: another run settled those triggers while this run "
+                "held them (two runs on one ledger without a working lease?)",
+                len(final) - len(written),
+            )
+            self.stats.counts["outcome_overtaken"] += len(final) - len(written)
         for o in final:
             if o.state in ACCEPTED:
                 self.stats.accepted.append(Accepted(
@@ -689,9 +850,30 @@ class Dispatcher:
         if key in self.broken:
             result.outcomes = [Outcome(i, "failed", error=self.broken[key]) for i in call]
             return result
+        assert self.ledger is not None
         pending = list(call)
         attempt = 0
         while pending:
+            try:
+                # committed before every request (retries included): from here on the request
+                # may reach Mandrill, and a run that finds these rows asks Mandrill instead of
+                # sending them again
+                held = self.ledger.mark_sending([i.trigger_id for i in pending], self.run_id)
+            except Exception as exc:  # the ledger is unusable: send nothing it cannot record
+                # before a first try nothing left; after one, an earlier try may have
+                state = "failed" if attempt == 0 else "sending"
+                result.outcomes += [Outcome(i, state, error=f"ledger: {exc}") for i in pending]
+                return result
+            if len(held) < len(pending):
+                LOGGER.error(
+                    "%d trigger(s) no longer claimed by this run: not sent (another run "
+                    "settled them)", len(pending) - len(held),
+                )  # fmt: skip
+                with self._lock:
+                    self.stats.counts["claim_lost"] += len(pending) - len(held)
+                pending = [i for i in pending if i.trigger_id in held]
+                if not pending:
+                    return result
             with self._lock:
                 self.stats.calls += 1
             try:
@@ -778,12 +960,16 @@ class Dispatcher:
         return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not crypto
 
     def _with_retries(self, fn: Callable[[], Any], what: str) -> Any:
-        """Retry an idempotent call (ping, search) on transient errors."""
+        """Retry an idempotent call (ping, search) on transient errors.
+
+        A lost or timed-out answer is transient here too: asking again changes nothing at
+        Mandrill (unlike a send).
+        """
         attempt = 0
         while True:
             try:
                 return fn()
-            except RetryableError as exc:
+            except (RetryableError, AmbiguousError) as exc:
                 attempt += 1
                 if attempt > self.s.max_retries:
                     raise

@@ -1,11 +1,15 @@
 """The send ledger: one row per trigger, the target's exactly-once memory (docs/contracts.md 5).
 
-Protocol: a trigger is *claimed* (state `sending`, attempts + 1) in one atomic upsert before the
-Mandrill call, and its final state is written after. The claim only succeeds for a trigger that
-is new or `failed` with attempts left, and the statement returns exactly the ids it claimed, so
-two runs racing on the same PostgreSQL ledger can never both send one trigger. Rows left in
-`sending` mean the process died between claim and result; the target reconciles them with
-messages/search before sending anything else.
+Protocol (docs/activation.md, "Exactly once"): a trigger is *claimed* (state `claimed`,
+`claimed_by` the run, attempts + 1) in one atomic upsert; the worker marks its call's triggers
+`sending` just before the request leaves, and the final state is written after the answer.
+The claim only succeeds for a trigger that is new or `failed` with attempts left, and the
+statement returns exactly the ids it claimed, so two runs racing on the same PostgreSQL ledger
+can never both send one trigger.
+
+What a stopped run leaves tells the next one what it may do: `claimed` means the request never
+left (sendable again at once, once the run is known to be gone: `RunLease`); `sending` means it
+may have reached Mandrill, and only evidence from messages/search settles it.
 
 Statements are plain `INSERT .. ON CONFLICT .. RETURNING` with multi-row VALUES, which DuckDB,
 PostgreSQL and SQLite all accept, and are chunked so 100,000 triggers never sit in memory or in
@@ -17,11 +21,12 @@ one statement.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,15 +40,32 @@ if importlib.util.find_spec("pandas") is None:
 
 SCHEMA = "signalmail_ledger"
 TABLE = "send_ledger"
-FINAL_STATES = frozenset({"sent", "queued", "scheduled", "rejected", "invalid", "held_out"})
-STATES = FINAL_STATES | {"sending", "failed"}
+#: one-way marks of people who asked to be forgotten (`signalmail forget`): never mailed again
+TOMBSTONES = "tombstones"
+#: states never left again by the target (`unconfirmed`: a lost answer Mandrill never showed,
+#: kept from being sent twice; an operator may release it, docs/activation.md)
+FINAL_STATES = frozenset(
+    {"sent", "queued", "scheduled", "rejected", "invalid", "held_out", "unconfirmed"}
+)
+#: a run holds these: `claimed` before its request leaves, `sending` once it may have
+IN_FLIGHT_STATES = frozenset({"claimed", "sending"})
+STATES = FINAL_STATES | IN_FLIGHT_STATES | {"failed"}
 COLUMNS = (
     "trigger_id", "campaign", "user_id", "email", "variant", "template", "state",
     "reject_reason", "error", "mandrill_id", "attempts", "created_at", "updated_at", "sent_at",
-    "due_at",
+    "due_at", "claimed_by",
 )  # fmt: skip
 TIMESTAMP_COLUMNS = frozenset({"created_at", "updated_at", "sent_at", "due_at"})
 CHUNK = 500
+
+
+def tombstone_digest(kind: str, value: str) -> str:
+    """Compute the one-way mark of a forgotten user id (`user`) or address (`email`).
+
+    A hash, so the ledger keeps no trace of who asked, yet recognises them if they come back.
+    """
+    normal = value.strip().lower() if kind == "email" else value
+    return hashlib.sha256(f"signalmail-tombstone:{kind}:{normal}".encode()).hexdigest()
 
 
 def utcnow() -> dt.datetime:
@@ -69,6 +91,8 @@ class LedgerEntry:
     due_at: dt.datetime | None = None
     #: when Mandrill accepted it; defaults to the time the row is written
     sent_at: dt.datetime | None = None
+    #: the run that claimed it (RunLease.run_id)
+    claimed_by: str | None = None
 
     def values(self, now: dt.datetime) -> dict[str, Any]:
         """Column values for an insert (attempts starts at 1 for a claim, 0 otherwise)."""
@@ -84,11 +108,12 @@ class LedgerEntry:
             "reject_reason": _clip(self.reject_reason),
             "error": _clip(self.error),
             "mandrill_id": self.mandrill_id,
-            "attempts": 1 if self.state == "sending" else 0,
+            "attempts": 1 if self.state in IN_FLIGHT_STATES else 0,
             "created_at": now,
             "updated_at": now,
             "sent_at": sent,
             "due_at": self.due_at,
+            "claimed_by": self.claimed_by,
         }
 
 
@@ -140,15 +165,28 @@ class Ledger:
                 campaign varchar, user_id varchar, email varchar, variant varchar,
                 template varchar, state varchar not null, reject_reason varchar,
                 error varchar, mandrill_id varchar, attempts integer not null default 0,
-                created_at {ts} not null, updated_at {ts} not null, sent_at {ts}, due_at {ts}
+                created_at {ts} not null, updated_at {ts} not null, sent_at {ts}, due_at {ts},
+                claimed_by varchar
             )"""
+        tombstones = f"{self.schema}.{TOMBSTONES}" if self.schema else TOMBSTONES
+        self.tombstones_ref = tombstones
         with self.engine.begin() as conn:
             if self.schema:
                 conn.execute(sa.text(f"create schema if not exists {self.schema}"))
             conn.execute(sa.text(ddl))
-            # ledgers written before due_at existed gain the column (null for their rows)
-            if "due_at" not in self._column_names(conn):
-                conn.execute(sa.text(f"alter table {self.table_ref} add column due_at {ts}"))
+            conn.execute(
+                sa.text(
+                    f"create table if not exists {tombstones} (digest varchar primary key, "
+                    f"kind varchar not null, created_at {ts} not null)"
+                )
+            )
+            # ledgers written before these columns existed gain them (null for their rows)
+            have = self._column_names(conn)
+            for column, kind in (("due_at", ts), ("claimed_by", "varchar")):
+                if column not in have:
+                    conn.execute(
+                        sa.text(f"alter table {self.table_ref} add column {column} {kind}")
+                    )
 
     def _column_names(self, conn: sa.Connection) -> set[str]:
         """Columns of the ledger table as the database has them.
@@ -233,35 +271,80 @@ class Ledger:
                 params[f"{key}_{i}"] = value
         return params
 
-    def claim(self, entries: Sequence[LedgerEntry], max_attempts: int) -> set[str]:
-        """Mark triggers `sending`; returns the ids this call claimed (new, or retryable failed).
+    def claim(self, entries: Sequence[LedgerEntry], max_attempts: int, run_id: str) -> set[str]:
+        """Mark triggers `claimed` by `run_id`; return the ids claimed (new, or retryable failed).
 
-        A trigger in any other state (final, or `sending` in another run) is not claimed and
-        must not be sent.
+        A trigger in any other state (final, or held by another run) is not claimed and must
+        not be sent.
         """
         claimed: set[str] = set()
         now = utcnow()
         conflict = (
-            "on conflict (trigger_id) do update set state = 'sending', "
+            "on conflict (trigger_id) do update set state = 'claimed', "
             "attempts = l.attempts + 1, error = null, updated_at = excluded.updated_at, "
             "variant = excluded.variant, template = excluded.template, "
-            "due_at = coalesce(excluded.due_at, l.due_at) "
+            "claimed_by = excluded.claimed_by, due_at = coalesce(excluded.due_at, l.due_at) "
             f"where l.state = 'failed' and l.attempts < {int(max_attempts)} returning trigger_id"
         )
+        rows = [replace(e, state="claimed", claimed_by=run_id) for e in entries]
         with self.engine.begin() as conn:
-            for chunk in _chunks(entries):
+            for chunk in _chunks(rows):
                 result = conn.execute(
                     sa.text(self._insert_sql(len(chunk), conflict)), self._params(chunk, now)
                 )
                 claimed.update(row[0] for row in result)
         return claimed
 
+    def mark_sending(self, trigger_ids: Sequence[str], run_id: str) -> set[str]:
+        """Record that `run_id`'s request for these triggers leaves now; return the ids it holds.
+
+        Written (and committed) before every request, retries included, so `updated_at` is the
+        moment the latest request left: reconciliation measures its grace from there. From
+        here on only Mandrill knows whether the emails went out, and a run that finds the row
+        must ask it. Only the ids returned may be sent: a trigger missing from them is no
+        longer this run's claim (another run settled it), and sending it could send it twice.
+        """
+        sql, params = self._ids_filter(list(trigger_ids))
+        stmt = sa.text(
+            f"update {self.table_ref} set state = 'sending', updated_at = :now "
+            f"where state in ('claimed', 'sending') and claimed_by = :run and {sql} "
+            "returning trigger_id"
+        )
+        if "ids" in params and isinstance(params["ids"], list):
+            stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt, {**params, "now": utcnow(), "run": run_id})
+            return {row[0] for row in rows}
+
     def record(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write final states (after a call, or after reconciliation)."""
+        """Write final states of triggers no run holds (new, or `failed` ones settled again).
+
+        Never overwrites a `claimed` or `sending` row: that belongs to its run (see `settle`).
+        """
+        self._write_final(entries, "l.state not in ('claimed', 'sending')")
+
+    def settle(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """Write the final state of in-flight triggers; return the ids written.
+
+        Each entry carries, as `claimed_by`, the run whose claim the writer saw: a row is only
+        written while it is still `claimed` or `sending` under that run. A slow reconciliation
+        therefore cannot overwrite what another run has since settled, claimed or sent (which
+        would make the trigger sendable again), and a worker cannot settle a claim it lost.
+        """
+        return self._write_final(
+            entries,
+            "l.state in ('claimed', 'sending') "
+            "and l.claimed_by is not distinct from excluded.claimed_by",
+            returning=True,
+        )
+
+    def _write_final(
+        self, entries: Sequence[LedgerEntry], guard: str, *, returning: bool = False
+    ) -> set[str]:
         if not entries:
-            return
+            return set()
         for entry in entries:
-            if entry.state not in STATES or entry.state == "sending":
+            if entry.state not in STATES or entry.state in IN_FLIGHT_STATES:
                 raise ValueError(f"not a final ledger state: {entry.state!r}")
         now = utcnow()
         conflict = (
@@ -270,13 +353,18 @@ class Ledger:
             "mandrill_id = coalesce(excluded.mandrill_id, l.mandrill_id), "
             "updated_at = excluded.updated_at, "
             "sent_at = coalesce(excluded.sent_at, l.sent_at), "
-            "due_at = coalesce(excluded.due_at, l.due_at)"
+            f"due_at = coalesce(excluded.due_at, l.due_at) where {guard}"
+            + (" returning trigger_id" if returning else "")
         )
+        written: set[str] = set()
         with self.engine.begin() as conn:
             for chunk in _chunks(entries):
-                conn.execute(
+                result = conn.execute(
                     sa.text(self._insert_sql(len(chunk), conflict)), self._params(chunk, now)
                 )
+                if returning:
+                    written.update(row[0] for row in result)
+        return written
 
     def record_new(self, entries: Sequence[LedgerEntry]) -> set[str]:
         """Insert final states for triggers never sent (held out, expired, bad data).
@@ -300,14 +388,97 @@ class Ledger:
         return inserted
 
     def in_flight(self) -> list[dict[str, Any]]:
-        """Rows left in `sending` (a crash or an ambiguous answer), oldest claim first."""
+        """Rows `claimed` or `sending` (by a run now, a stopped run, an ambiguous answer)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    f"select * from {self.table_ref} where state = 'sending' order by updated_at"
+                    f"select * from {self.table_ref} where state in ('claimed', 'sending') "
+                    "order by updated_at"
                 )
             )
             return [dict(r) for r in rows.mappings()]
+
+    def controls(self, accepted_after: dt.datetime, limit: int = 3) -> list[dict[str, Any]]:
+        """List the first sends Mandrill accepted after `accepted_after`, with their ids.
+
+        Reconciliation searches for one of them with the triggers it must settle: an answer
+        that holds the control is neither lost nor behind it (docs/activation.md).
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    f"select trigger_id, mandrill_id, sent_at from {self.table_ref} "
+                    "where state = 'sent' and mandrill_id is not null and sent_at >= :after "
+                    "order by sent_at limit :limit"
+                ),
+                {"after": accepted_after, "limit": int(limit)},
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    def add_tombstones(self, user_ids: Iterable[str], emails: Iterable[str]) -> int:
+        """Mark these user ids and addresses as forgotten; return how many marks are new."""
+        marks = [("user", u) for u in user_ids if u] + [("email", e) for e in emails if e]
+        added = 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for kind, value in marks:
+                result = conn.execute(
+                    sa.text(
+                        f"insert into {self.tombstones_ref} (digest, kind, created_at) "
+                        "values (:digest, :kind, :now) on conflict (digest) do nothing "
+                        "returning digest"
+                    ),
+                    {"digest": tombstone_digest(kind, value), "kind": kind, "now": now},
+                )
+                added += len(result.fetchall())
+        return added
+
+    def tombstoned(self, digests: Iterable[str]) -> set[str]:
+        """Give the digests among `digests` that mark a forgotten person."""
+        wanted = sorted(set(digests))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted):
+                stmt = sa.text(
+                    f"select digest from {self.tombstones_ref} where digest in :digests"
+                ).bindparams(sa.bindparam("digests", expanding=True))
+                found.update(row[0] for row in conn.execute(stmt, {"digests": list(chunk)}))
+        return found
+
+    def forget(self, user_ids: Iterable[str], emails: Iterable[str]) -> int:
+        """Delete the rows of these user ids and addresses; return how many."""
+        users = sorted(set(user_ids))
+        addresses = sorted({e.strip().lower() for e in emails})
+        if not users and not addresses:
+            return 0
+        condition = " or ".join(
+            part
+            for part, present in (
+                ("user_id in :users", users),
+                ("lower(email) in :emails", addresses),
+            )
+            if present
+        )
+        params: dict[str, Any] = {}
+        binds = []
+        if users:
+            params["users"] = users
+            binds.append(sa.bindparam("users", expanding=True))
+        if addresses:
+            params["emails"] = addresses
+            binds.append(sa.bindparam("emails", expanding=True))
+        with self.engine.begin() as conn:
+            count = conn.execute(
+                sa.text(f"select count(*) from {self.table_ref} where {condition}").bindparams(
+                    *binds
+                ),
+                params,
+            ).scalar_one()
+            conn.execute(
+                sa.text(f"delete from {self.table_ref} where {condition}").bindparams(*binds),
+                params,
+            )
+        return int(count)
 
     def get(self, trigger_id: str) -> dict[str, Any] | None:
         """One row as a dict (tests and operators)."""

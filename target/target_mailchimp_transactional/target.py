@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from singer_sdk import Target
 from singer_sdk import typing as th
@@ -141,9 +141,24 @@ class TargetMailchimpTransactional(Target):
             "reconcile_grace_seconds",
             th.IntegerType,
             default=600,
-            description="A trigger left `sending` that messages/search does not find is marked "
-            "`failed` (sendable again) only once its claim is this old: a younger one may be a "
-            "timed-out call still landing or another run's send in flight.",
+            description="A trigger left `sending` (its request may have reached Mandrill) that "
+            "messages/search does not find becomes `failed` (sendable again) only when the same "
+            "search answer finds a message Mandrill accepted at least this many seconds after "
+            "that request left: proof the answer is neither lost nor behind.",
+        ),
+        th.Property(
+            "link_domains",
+            th.ArrayType(th.StringType),
+            description="When set, links from event data (payload keys `url` and `*_url`) "
+            "reach an email only if their host is one of these domains or under one; "
+            "anything not http(s) is always dropped.",
+        ),
+        th.Property(
+            "unconfirmed_after_hours",
+            th.NumberType,
+            default=24,
+            description="A trigger left `sending` with no such proof after this long becomes "
+            "`unconfirmed`: logged as an error and never sent again automatically.",
         ),
         th.Property(
             "dry_run",
@@ -185,7 +200,8 @@ class TargetMailchimpTransactional(Target):
     @cached_property
     def dispatcher(self) -> Dispatcher:
         """Built on first use: config checked, key proven, crashed sends reconciled."""
-        cfg: dict[str, Any] = dict(self.config)
+        # an unset ${VAR} in meltano.yml arrives as "": the setting's default applies
+        cfg: dict[str, Any] = {k: v for k, v in self.config.items() if v not in (None, "")}
         dry_run = bool(cfg.get("dry_run"))
         blocks_dir = Path(cfg.get("blocks_dir", "templates/blocks"))
         campaigns = load_campaigns(
@@ -204,6 +220,8 @@ class TargetMailchimpTransactional(Target):
             search_batch_size=int(cfg.get("search_batch_size", 50)),
             send_after_grace_seconds=int(cfg.get("send_after_grace_seconds", 0)),
             reconcile_grace_seconds=int(cfg.get("reconcile_grace_seconds", 600)),
+            unconfirmed_after_hours=float(cfg.get("unconfirmed_after_hours", 24)),
+            link_domains=tuple(cfg.get("link_domains") or ()),
             dry_run=dry_run,
             outbox_dir=Path(cfg.get("outbox_dir", "output/outbox")),
         )
@@ -243,6 +261,19 @@ class TargetMailchimpTransactional(Target):
         if "dispatcher" in self.__dict__:
             self.dispatcher.flush()
         super()._write_state_message(state)
+
+    def listen(self, file_input: IO[str] | None = None) -> None:
+        """Read the input; if the run fails, still release its lease and its ledger.
+
+        Without this a run that raised (and a host like `signalmail watch` that carries on)
+        would keep its lease, and later runs would take its claims for a live run's.
+        """
+        try:
+            super().listen(file_input)
+        except BaseException:
+            if "dispatcher" in self.__dict__:
+                self.dispatcher.abandon()
+            raise
 
     def process_endofpipe(self) -> None:
         """Drain, then flush events and log the run summary (reconciles even on empty input)."""

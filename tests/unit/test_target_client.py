@@ -41,7 +41,11 @@ def response(status: int, body: bytes) -> requests.Response:
         ("RequestLimitExceeded", 429, RetryableError),
         ("PaymentRequired", 500, PermanentError),
         ("Unknown_Subaccount", 500, PermanentError),
-        ("", 502, RetryableError),
+        ("", 503, RetryableError),  # in front of Mandrill, nothing passed on
+        ("", 429, RetryableError),
+        ("", 502, AmbiguousError),  # a gateway: Mandrill may have the call
+        ("", 504, AmbiguousError),
+        ("", 522, AmbiguousError),
         ("", 400, PermanentError),
     ],
 )
@@ -67,8 +71,11 @@ def test_raw_response_quirk_is_never_success():
     with pytest.raises(AmbiguousError, match="empty list"):
         client._raw_response(response(200, b"[]"), "messages/send-template", expect_list=False)
     assert client._raw_response(response(200, b"[]"), "metadata/list", expect_list=True) == []
-    with pytest.raises(RetryableError, match="HTTP 503 with an empty body"):
+    with pytest.raises(RetryableError, match="HTTP 503 with an empty body") as caught:
         client._raw_response(response(503, b""), "messages/send-template", expect_list=False)
+    assert type(caught.value) is RetryableError
+    with pytest.raises(AmbiguousError, match="HTTP 504 with an empty body"):
+        client._raw_response(response(504, b""), "messages/send-template", expect_list=False)
     with pytest.raises(AmbiguousError, match="without a JSON answer"):
         client._raw_response(response(200, b""), "messages/send-template", expect_list=False)
 

@@ -131,6 +131,24 @@ def make(campaigns, ledger, fake, **settings) -> Dispatcher:
     return d
 
 
+def left_by_a_killed_run(ledger, ids: list[str], state: str = "sending", **kw: Any) -> None:
+    """Rows as a run killed after claiming (`claimed`) or while calling (`sending`) leaves them."""
+    run = "gone:1:run"
+    ledger.claim([LedgerEntry(trigger_id=t, **kw) for t in ids], max_attempts=3, run_id=run)
+    if state == "sending":
+        ledger.mark_sending(ids, run)
+
+
+def accept_control(ledger, fake, trigger_id: str = "control:1") -> None:
+    """A message Mandrill accepted now (after every claim so far), as an earlier run sent it."""
+    ledger.claim([LedgerEntry(trigger_id=trigger_id)], max_attempts=3, run_id="past:1:run")
+    ledger.settle([LedgerEntry(trigger_id=trigger_id, state="sent", mandrill_id="m-control",
+                               claimed_by="past:1:run")])  # fmt: skip
+    fake.stored.append(
+        {"_id": "m-control", "state": "sent", "metadata": {"trigger_id": trigger_id}}
+    )
+
+
 def states(ledger) -> dict[str, str]:
     return {r["trigger_id"]: r["state"] for r in ledger.all_rows()}
 
@@ -347,60 +365,121 @@ def test_ambiguous_failure_is_never_resent_blindly(campaigns, ledger):
     assert fake.sent_ids() == Counter({"browse_abandonment:1": 1, "browse_abandonment:2": 1})
 
 
-def test_ambiguous_failure_not_found_waits_for_next_start(campaigns, ledger):
+def test_ambiguous_failure_not_found_waits_for_evidence_then_goes_once(campaigns, ledger):
     fake = FakeMandrill()
     fake.script = [AmbiguousError("read timeout")]  # and Mandrill never got it
     d = make(campaigns, ledger, fake)
     d.dispatch([row(1, ONE)])
     d.close()
     assert ledger.get("browse_abandonment:1")["state"] == "sending"
-    d = make(campaigns, ledger, fake)  # start: reconcile -> not found -> failed
-    assert ledger.get("browse_abandonment:1")["state"] == "failed"
-    d.dispatch([row(1, ONE)])  # the tap delivers it again
+    # the next start searches, finds nothing, and has no control: an empty answer proves nothing
+    d = make(campaigns, ledger, fake)
+    assert ledger.get("browse_abandonment:1")["state"] == "sending"
+    assert d.stats.counts["reconcile_waiting"] == 1
+    d.dispatch([row(1, ONE), row(2, ONE)])  # 1 is re-delivered and skipped; 2 goes out
     d.close()
-    assert fake.sent_ids() == Counter({"browse_abandonment:1": 1})
+    assert fake.sent_ids() == Counter({"browse_abandonment:2": 1})
+    # later: the search finds 2 (accepted after 1's request left) but not 1: 1 is not there
+    d = make(campaigns, ledger, fake)
+    assert ledger.get("browse_abandonment:1")["state"] == "failed"
+    assert "browse_abandonment:2" in fake.searches[-1]
+    d.dispatch([row(1, ONE)])
+    d.close()
+    assert fake.sent_ids() == Counter({"browse_abandonment:1": 1, "browse_abandonment:2": 1})
     assert ledger.get("browse_abandonment:1")["attempts"] == 2
+
+
+def test_claims_a_killed_run_never_sent_are_sendable_at_once(campaigns, ledger):
+    fake = FakeMandrill()
+    left_by_a_killed_run(ledger, [f"cart_abandonment:{i}" for i in (1, 2)], state="claimed")
+    d = make(campaigns, ledger, fake, reconcile_grace_seconds=600)
+    assert fake.searches == []  # nothing to ask Mandrill: the requests never left
+    assert states(ledger) == {"cart_abandonment:1": "failed", "cart_abandonment:2": "failed"}
+    d.dispatch([row(1), row(2)])
+    d.close()
+    assert fake.sent_ids() == Counter({"cart_abandonment:1": 1, "cart_abandonment:2": 1})
 
 
 def test_start_reconciles_sending_rows_in_or_batches(campaigns, ledger):
     fake = FakeMandrill()
-    ledger.claim([LedgerEntry(trigger_id=f"t{i}", campaign="cart_abandonment")
-                  for i in range(7)], max_attempts=3)  # fmt: skip
+    left_by_a_killed_run(ledger, [f"t{i}" for i in range(7)], campaign="cart_abandonment")
     fake.stored = [{"_id": f"m{i}", "state": "sent", "metadata": {"trigger_id": f"t{i}"}}
                    for i in (0, 3, 6)]  # fmt: skip
     fake.stored.append({"_id": "q", "state": "queued", "metadata": {"trigger_id": "t1"}})
+    accept_control(ledger, fake)
     make(campaigns, ledger, fake, search_batch_size=3)
     assert len(fake.searches) == 3
     assert all(" OR " in q and "u_trigger_id:" in q for q in fake.searches[:2])
+    assert all('"control:1"' in q for q in fake.searches)  # the control rides in every batch
     got = {r["trigger_id"]: (r["state"], r["mandrill_id"]) for r in ledger.all_rows()}
     assert got["t0"] == ("sent", "m0")
     assert got["t1"] == ("queued", "q")
     assert got["t2"][0] == "failed"
 
 
-def test_young_claims_unknown_to_mandrill_are_not_failed_at_start(campaigns, ledger):
-    """A claim younger than the grace may be a call still landing or another run's send."""
+def test_a_lost_or_lagging_search_answer_never_makes_a_trigger_sendable(campaigns, ledger):
     fake = FakeMandrill()
-    ledger.claim([LedgerEntry(trigger_id=f"cart_abandonment:{i}", campaign="cart_abandonment")
-                  for i in (1, 2)], max_attempts=3)  # fmt: skip
+    left_by_a_killed_run(ledger, ["cart_abandonment:1", "cart_abandonment:2"])
     fake.stored = [{"_id": "m1", "state": "sent", "metadata": {"trigger_id": "cart_abandonment:1"}}]
-    d = make(campaigns, ledger, fake, reconcile_grace_seconds=600)
-    assert ledger.get("cart_abandonment:1")["state"] == "sent"  # found: recorded at any age
-    assert ledger.get("cart_abandonment:2")["state"] == "sending"  # unknown and young: waits
-    assert d.stats.counts["reconcile_too_recent"] == 1
-    d.dispatch([row(2)])  # the tap re-delivers it: still not sent by this run
+    accept_control(ledger, fake)
+    lost = [True]  # the first answer is lost (or the index is behind): empty
+    real_search = fake.search
+
+    def search(query: str, date_from: str | None = None, limit: int = 1000) -> list[dict]:
+        if lost.pop() if lost else False:
+            fake.searches.append(query)
+            return []
+        return real_search(query, date_from, limit)
+
+    fake.search = search
+    d = make(campaigns, ledger, fake)
+    assert states(ledger)["cart_abandonment:2"] == "sending"  # no control seen: no verdict
+    assert states(ledger)["cart_abandonment:1"] == "sending"
+    d.dispatch([row(1), row(2)])
     d.close()
     assert fake.calls == []
-    later = make(campaigns, ledger, fake, reconcile_grace_seconds=0)  # the grace has passed
-    assert ledger.get("cart_abandonment:2")["state"] == "failed"
-    later.dispatch([row(2)])
-    later.close()
-    assert fake.sent_ids() == Counter({"cart_abandonment:1": 1, "cart_abandonment:2": 1})
+    make(campaigns, ledger, fake).close()  # a later start gets a whole answer
+    assert states(ledger)["cart_abandonment:1"] == "sent"
+    assert states(ledger)["cart_abandonment:2"] == "failed"
+
+
+def test_a_control_too_close_to_the_claim_proves_nothing(campaigns, ledger):
+    fake = FakeMandrill()
+    left_by_a_killed_run(ledger, ["cart_abandonment:1"])
+    accept_control(ledger, fake)  # accepted right after the request: it may still be landing
+    d = make(campaigns, ledger, fake, reconcile_grace_seconds=600)
+    assert states(ledger)["cart_abandonment:1"] == "sending"
+    assert d.stats.counts["reconcile_waiting"] == 1
+
+
+def test_no_evidence_for_a_day_leaves_the_trigger_unconfirmed_and_unsent(campaigns, ledger):
+    fake = FakeMandrill()
+    left_by_a_killed_run(ledger, ["cart_abandonment:1"])
+    d = make(campaigns, ledger, fake, unconfirmed_after_hours=0)
+    row1 = ledger.get("cart_abandonment:1")
+    assert row1["state"] == "unconfirmed"
+    assert "not sent again automatically" in row1["error"]
+    d.dispatch([row(1)])
+    d.close()
+    assert fake.calls == []
+    assert d.stats.counts["skipped_already_unconfirmed"] == 1
+
+
+def test_rows_of_a_run_still_alive_are_left_to_it(campaigns, ledger, monkeypatch):
+    from target_mailchimp_transactional.runs import RunLease
+
+    fake = FakeMandrill()
+    left_by_a_killed_run(ledger, ["cart_abandonment:1"])
+    monkeypatch.setattr(RunLease, "alive", lambda self, run_id: run_id is not None)
+    d = make(campaigns, ledger, fake)
+    assert d.stats.counts["reconcile_other_run"] == 1
+    assert fake.searches == []
+    assert states(ledger) == {"cart_abandonment:1": "sending"}
 
 
 def test_reconciliation_that_cannot_search_stops_before_sending(campaigns, ledger):
     fake = FakeMandrill()
-    ledger.claim([LedgerEntry(trigger_id="t1")], max_attempts=3)
+    left_by_a_killed_run(ledger, ["t1"])
 
     def broken(*a, **k):
         raise PermanentError("messages/search: PaymentRequired")
@@ -476,8 +555,7 @@ def test_a_scheduled_trigger_waits_for_send_after_without_a_trace(campaigns, led
 def test_reconciled_sends_take_mandrills_own_time(campaigns, ledger):
     fake = FakeMandrill()
     due = dt.datetime(2026, 3, 10, 11, 0, 0)
-    ledger.claim([LedgerEntry(trigger_id="t1", campaign=ONE, user_id="u1", email="u1@x.io",
-                              state="sending", due_at=due)], max_attempts=3)  # fmt: skip
+    left_by_a_killed_run(ledger, ["t1"], campaign=ONE, user_id="u1", email="u1@x.io", due_at=due)
     fake.stored.append({"_id": "m1", "state": "sent", "ts": 1773140405,  # 2026-03-10 11:00:05
                         "metadata": {"trigger_id": "t1"}})  # fmt: skip
     d = make(campaigns, ledger, fake)

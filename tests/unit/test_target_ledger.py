@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
 import sqlalchemy as sa
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
+from target_mailchimp_transactional.runs import RunLease
+
+from tests.conftest import wait_until
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -22,15 +28,24 @@ def ledger(request, tmp_path):
     led.close()
 
 
-def entry(tid: str, state: str = "sending", **kw) -> LedgerEntry:
+RUN = "host:1:run"
+
+
+def entry(tid: str, state: str = "claimed", **kw) -> LedgerEntry:
+    kw.setdefault("claimed_by", RUN)  # the run whose claim a final state settles
     return LedgerEntry(trigger_id=tid, campaign="c", user_id="u", email="a@b.c", variant="v",
                        template="t", state=state, **kw)  # fmt: skip
 
 
 def test_transitions_claim_to_final(ledger):
-    assert ledger.claim([entry("a"), entry("b")], max_attempts=3) == {"a", "b"}
-    assert ledger.states(["a", "b", "zzz"]) == {"a": ("sending", 1), "b": ("sending", 1)}
-    ledger.record([entry("a", "sent", mandrill_id="m1"),
+    assert ledger.claim([entry("a"), entry("b")], max_attempts=3, run_id=RUN) == {"a", "b"}
+    assert ledger.states(["a", "b", "zzz"]) == {"a": ("claimed", 1), "b": ("claimed", 1)}
+    assert {r["claimed_by"] for r in ledger.in_flight()} == {RUN}
+    assert ledger.mark_sending(["a", "b"], "another-run") == set()  # only its claimer moves it
+    assert ledger.states(["a"]) == {"a": ("claimed", 1)}
+    assert ledger.mark_sending(["a", "b"], RUN) == {"a", "b"}
+    assert ledger.states(["a", "b"]) == {"a": ("sending", 1), "b": ("sending", 1)}
+    ledger.settle([entry("a", "sent", mandrill_id="m1"),
                    entry("b", "rejected", reject_reason="hard-bounce")])  # fmt: skip
     a, b = ledger.get("a"), ledger.get("b")
     assert (a["state"], a["mandrill_id"], a["attempts"]) == ("sent", "m1", 1)
@@ -41,15 +56,15 @@ def test_transitions_claim_to_final(ledger):
 
 
 def test_final_states_are_never_claimed_again(ledger):
-    ledger.claim([entry(t) for t in "abcd"], max_attempts=3)
-    ledger.record([entry("a", "sent"), entry("b", "queued"), entry("c", "invalid"),
+    ledger.claim([entry(t) for t in "abcd"], max_attempts=3, run_id=RUN)
+    ledger.settle([entry("a", "sent"), entry("b", "queued"), entry("c", "invalid"),
                    entry("d", "failed", error="boom")])  # fmt: skip
-    assert ledger.claim([entry(t) for t in "abcd"], max_attempts=3) == {"d"}
+    assert ledger.claim([entry(t) for t in "abcd"], max_attempts=3, run_id=RUN) == {"d"}
     assert ledger.get("d")["attempts"] == 2
     assert ledger.get("d")["error"] is None
-    ledger.record([entry("d", "failed", error="again")])
-    assert ledger.claim([entry("d")], max_attempts=2) == set()  # attempts exhausted
-    assert ledger.claim([entry("e")], max_attempts=2) == {"e"}
+    ledger.settle([entry("d", "failed", error="again")])
+    assert ledger.claim([entry("d")], max_attempts=2, run_id=RUN) == set()  # attempts exhausted
+    assert ledger.claim([entry("e")], max_attempts=2, run_id=RUN) == {"e"}
 
 
 def test_claim_is_atomic_between_racing_claimers(ledger):
@@ -61,7 +76,7 @@ def test_claim_is_atomic_between_racing_claimers(ledger):
 
     def claim():
         try:
-            got = ledger.claim([entry(t) for t in ids], max_attempts=3)
+            got = ledger.claim([entry(t) for t in ids], max_attempts=3, run_id=RUN)
         except Exception as exc:  # DuckDB refuses the conflicting commit outright
             errors.append(exc)
             return
@@ -77,32 +92,54 @@ def test_claim_is_atomic_between_racing_claimers(ledger):
     assert set().union(*won) == set(ids)
     if ledger.dialect == "postgresql":
         assert errors == []
-    assert all(s == ("sending", 1) for s in ledger.states(ids).values())
+    assert all(s == ("claimed", 1) for s in ledger.states(ids).values())
 
 
 def test_record_new_never_overwrites(ledger):
-    ledger.claim([entry("a")], max_attempts=3)
-    ledger.record([entry("a", "sent")])
+    ledger.claim([entry("a")], max_attempts=3, run_id=RUN)
+    ledger.settle([entry("a", "sent")])
     inserted = ledger.record_new([entry("a", "held_out"), entry("b", "held_out")])
     assert inserted == {"b"}
     assert ledger.get("a")["state"] == "sent"
     assert ledger.get("b")["attempts"] == 0
 
 
+def test_a_settled_or_reclaimed_trigger_is_never_overwritten(ledger):
+    """A slow reconciliation must not undo what another run did meanwhile (a resend risk)."""
+    ledger.claim([entry("a"), entry("b")], max_attempts=3, run_id="dead-run")
+    assert ledger.mark_sending(["a", "b"], "dead-run") == {"a", "b"}
+    # run C settles both, claims `a` again and sends it
+    assert ledger.settle([entry("a", "failed", claimed_by="dead-run"),
+                          entry("b", "failed", claimed_by="dead-run")]) == {"a", "b"}  # fmt: skip
+    assert ledger.claim([entry("a")], max_attempts=3, run_id="run-c") == {"a"}
+    assert ledger.mark_sending(["a"], "run-c") == {"a"}
+    # run B, which read the dead run's rows before C acted, writes its verdict late
+    late = [entry("a", "failed", claimed_by="dead-run"), entry("b", "sent", claimed_by="dead-run")]
+    assert ledger.settle(late) == set()
+    assert ledger.states(["a", "b"]) == {"a": ("sending", 2), "b": ("failed", 1)}
+    assert ledger.mark_sending(["a"], "dead-run") == set()  # nor can the old owner send it
+    # record() (triggers no run holds) leaves a held row alone too
+    ledger.record([entry("a", "held_out")])
+    assert ledger.states(["a"]) == {"a": ("sending", 2)}
+    assert ledger.settle([entry("a", "sent", mandrill_id="m2", claimed_by="run-c")]) == {"a"}
+    assert ledger.get("a")["mandrill_id"] == "m2"
+
+
 def test_record_refuses_sending_and_unknown_states(ledger):
-    with pytest.raises(ValueError, match="not a final ledger state"):
-        ledger.record([entry("a", "sending")])
+    for in_flight in ("claimed", "sending"):
+        with pytest.raises(ValueError, match="not a final ledger state"):
+            ledger.record([entry("a", in_flight)])
     with pytest.raises(ValueError, match="not a final ledger state"):
         ledger.record([entry("a", "delivered")])
 
 
 def test_table_matches_the_contract(ledger):
-    ledger.claim([entry("x'; drop table x; --")], max_attempts=3)  # values are bound
+    ledger.claim([entry("x'; drop table x; --")], max_attempts=3, run_id=RUN)  # values are bound
     row = ledger.get("x'; drop table x; --")
     assert set(row) == {
         "trigger_id", "campaign", "user_id", "email", "variant", "template", "state",
         "reject_reason", "error", "mandrill_id", "attempts", "created_at", "updated_at",
-        "sent_at", "due_at",
+        "sent_at", "due_at", "claimed_by",
     }  # fmt: skip
     assert len(ledger.states([f"n{i}" for i in range(1200)] + ["x'; drop table x; --"])) == 1
 
@@ -115,9 +152,9 @@ def test_schema_name_must_be_an_identifier(tmp_path):
 def test_due_at_from_the_claim_and_sent_at_from_the_answer(ledger):
     due = dt.datetime(2026, 3, 10, 11, 0, 0)
     answered = dt.datetime(2026, 3, 10, 11, 0, 4, 250000)
-    ledger.claim([entry("a", due_at=due), entry("b", due_at=due)], max_attempts=3)
+    ledger.claim([entry("a", due_at=due), entry("b", due_at=due)], max_attempts=3, run_id=RUN)
     # the final state carries no due time of its own: the claim's stays
-    ledger.record([entry("a", "sent", mandrill_id="m1", sent_at=answered),
+    ledger.settle([entry("a", "sent", mandrill_id="m1", sent_at=answered),
                    entry("b", "rejected", reject_reason="unsub")])  # fmt: skip
     a, b = ledger.get("a"), ledger.get("b")
     assert (a["due_at"], a["sent_at"]) == (due, answered)
@@ -128,7 +165,7 @@ def test_due_at_from_the_claim_and_sent_at_from_the_answer(ledger):
     assert ledger.sent_between(due, dt.datetime(2026, 3, 10, 11, 0, 4)) == []
 
 
-def test_a_ledger_from_before_due_at_gains_the_column(tmp_path):
+def test_a_ledger_from_before_due_at_and_claimed_by_gains_them(tmp_path):
     url = f"duckdb:///{tmp_path / 'old.duckdb'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -148,7 +185,67 @@ def test_a_ledger_from_before_due_at_gains_the_column(tmp_path):
     led = Ledger(url)
     try:
         assert led.get("old")["due_at"] is None
-        led.claim([entry("new", due_at=dt.datetime(2026, 1, 1))], max_attempts=3)
+        assert led.get("old")["claimed_by"] is None
+        led.claim([entry("new", due_at=dt.datetime(2026, 1, 1))], max_attempts=3, run_id=RUN)
         assert led.get("new")["due_at"] == dt.datetime(2026, 1, 1)
     finally:
         led.close()
+
+
+def test_controls_are_the_first_sends_accepted_after_a_time(ledger):
+    t0 = dt.datetime(2026, 3, 10, 11, 0, 0)
+    ledger.claim([entry(t) for t in "abcd"], max_attempts=3, run_id=RUN)
+    ledger.settle([
+        entry("a", "sent", mandrill_id="ma", sent_at=t0),
+        entry("b", "sent", mandrill_id="mb", sent_at=t0 + dt.timedelta(minutes=5)),
+        entry("c", "queued", mandrill_id="mc", sent_at=t0 + dt.timedelta(minutes=6)),
+        entry("d", "sent", sent_at=t0 + dt.timedelta(minutes=7)),  # no Mandrill id: useless
+    ])  # fmt: skip
+    assert [c["trigger_id"] for c in ledger.controls(t0 + dt.timedelta(minutes=1))] == ["b"]
+    assert [c["trigger_id"] for c in ledger.controls(t0)] == ["a", "b"]
+    assert ledger.controls(t0 + dt.timedelta(minutes=6)) == []
+
+
+def test_a_run_is_alive_while_its_lease_is_held(ledger):
+    first, second = RunLease(ledger.engine), RunLease(ledger.engine)
+    try:
+        assert first.run_id != second.run_id
+        assert first.alive(first.run_id) is True
+        assert second.alive(None) is None  # a row claimed before runs had ids
+        if ledger.dialect == "postgresql":
+            assert second.alive(first.run_id) is True
+            first.close()
+            assert second.alive(first.run_id) is False
+        else:  # one writing process per DuckDB file, one run at a time in it
+            assert second.alive(first.run_id) is False
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_killed_runs_lease_ends_with_its_process(pg_url, pg_schema):
+    url = pg_url.replace("postgresql://", "postgresql+psycopg://")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, sqlalchemy as sa\n"
+            "from target_mailchimp_transactional.runs import RunLease\n"
+            f"lease = RunLease(sa.create_engine({url!r}))\n"
+            "print(lease.run_id, flush=True)\n"
+            "sys.stdin.read()\n"
+        )],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        run_id = holder.stdout.readline().strip()
+        led = Ledger(url, pg_schema)
+        lease = RunLease(led.engine)
+        assert lease.alive(run_id) is True
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        wait_until(lambda: lease.alive(run_id) is False, timeout=10, what="the lease released")
+        lease.close()
+        led.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()

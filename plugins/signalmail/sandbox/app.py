@@ -706,8 +706,12 @@ class Sandbox:
         senders = {s.lower() for s in body.get("senders") or []}
         key_hashes = {_key_hash(k) for k in body.get("api_keys") or []}
         limit = body.get("limit") or 100
+        # the index lags the sends (FaultPlan.search_lag_s): newer messages are not found yet
+        indexed_until = now - self.faults.plan.search_lag_s
         results = []
         for row in self.store.iter_messages(int(ts_from), int(ts_to)):
+            if row["ts"] > indexed_until:
+                continue
             if tags and not tags.intersection(row["tags"]):
                 continue
             if senders and row["sender"].lower() not in senders:
@@ -1175,6 +1179,9 @@ def create_app(config: SandboxConfig) -> Starlette:
         if fault is not None and fault.kind != "lost_answer":  # that one answers after the call
             if fault.kind == "timeout":
                 await asyncio.sleep(plan.timeout_s)
+            elif fault.kind == "dropped":  # never carried out; the client gave up long ago
+                await asyncio.sleep(plan.timeout_s)
+                return Response(b"", status_code=504)
             elif fault.kind == "5xx":
                 return Response(b"", status_code=plan.http_5xx_status)
             elif fault.kind == "429":
@@ -1211,6 +1218,9 @@ def create_app(config: SandboxConfig) -> Starlette:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             sandbox.faults.set(plan)
         return JSONResponse(sandbox.faults.plan.to_dict())
+
+    async def faults_injected(request: Request) -> Response:
+        return JSONResponse(sandbox.faults.injected())
 
     async def events(request: Request) -> Response:
         data = await request.json()
@@ -1259,6 +1269,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         routes=[
             Route(API_PREFIX + "/{path:path}", api, methods=["POST", "GET"]),
             Route("/sandbox/faults", faults, methods=["GET", "POST"]),
+            Route("/sandbox/faults/injected", faults_injected, methods=["GET"]),
             Route("/sandbox/events", events, methods=["POST"]),
             Route("/sandbox/mctemplates", mctemplates, methods=["POST"]),
             Route("/sandbox/unsub", unsub, methods=["GET"]),

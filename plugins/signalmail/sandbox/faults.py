@@ -14,7 +14,13 @@ Faults:
   timeout), then answers normally, as a slow upstream does.
 - `lost_answer`: the call is carried out (a send is stored and delivered) but its answer is
   replaced by HTTP 200 with `[]`: the client library returns a raw `requests.Response`, and a
-  caller that takes it for "nothing happened" and resends sends twice.
+  caller that takes it for "nothing happened" and resends sends twice. On messages/search it is
+  an empty answer that hides what is there.
+- `dropped`: the call hangs `timeout_s` seconds and is never carried out (a request lost
+  between the client and Mandrill): the client sees what it sees for `timeout`, but nothing
+  was sent, so only a resend delivers it.
+- `search_lag_s`: messages/search finds a message only this many seconds after Mandrill took
+  it, as its index lags the sends.
 - `latency_ms`: fixed delay added to every call (the bench's 50 ms).
 - `only`: restrict faults to these operations (e.g. `messages/send-template`).
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +63,8 @@ class FaultPlan:
     timeout: float = 0.0
     timeout_s: float = 30.0
     lost_answer: float = 0.0
+    dropped: float = 0.0
+    search_lag_s: float = 0.0
     latency_ms: float = 0.0
     only: list[str] = field(default_factory=list)
     seed: int = 0
@@ -77,7 +86,7 @@ class FaultPlan:
             if name not in ERRORS:
                 raise ValueError(f"unknown error name {name!r}; known: {sorted(ERRORS)}")
             _check_rate(f"errors.{name}", rate)
-        for name in ("http_429", "http_5xx", "timeout", "lost_answer"):
+        for name in ("http_429", "http_5xx", "timeout", "lost_answer", "dropped"):
             _check_rate(name, getattr(self, name))
         total = (
             sum(self.errors.values())
@@ -85,11 +94,12 @@ class FaultPlan:
             + self.http_5xx
             + self.timeout
             + self.lost_answer
+            + self.dropped
         )
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates add up to {total:.3f} > 1")
-        if self.latency_ms < 0 or self.timeout_s < 0:
-            raise ValueError("latency_ms and timeout_s must be >= 0")
+        if self.latency_ms < 0 or self.timeout_s < 0 or self.search_lag_s < 0:
+            raise ValueError("latency_ms, timeout_s and search_lag_s must be >= 0")
         if not 500 <= self.http_5xx_status <= 599:
             raise ValueError("http_5xx_status must be 5xx")
 
@@ -105,7 +115,7 @@ def _check_rate(name: str, rate: Any) -> None:
 
 @dataclass(frozen=True)
 class Fault:
-    """The fault drawn for one call: error | 429 | 5xx | timeout | lost_answer; detail per kind."""
+    """The fault drawn for one call: error | 429 | 5xx | timeout | lost_answer | dropped."""
 
     kind: str
     detail: str = ""
@@ -119,11 +129,21 @@ class FaultInjector:
         self.set(plan or FaultPlan())
 
     def set(self, plan: FaultPlan) -> None:
-        """Replace the plan and restart the random stream from its seed."""
+        """Replace the plan and restart the random stream and the counts from its seed."""
         plan.check()
         with self._lock:
             self.plan = plan
             self._random = random.Random(plan.seed)  # noqa: S311 - reproducible faults
+            self._injected: Counter[str] = Counter()
+
+    def injected(self) -> dict[str, int]:
+        """Faults drawn since the plan was set, by kind (an error by its Mandrill name).
+
+        A fault test reads these to prove its faults really happened: a seed that draws
+        none would otherwise pass without testing anything.
+        """
+        with self._lock:
+            return dict(self._injected)
 
     def draw(self, operation: str) -> Fault | None:
         """Draw the fault for this call, or None; one draw per call keeps runs reproducible."""
@@ -132,18 +152,27 @@ class FaultInjector:
             if plan.only and operation not in plan.only:
                 return None
             roll = self._random.random()
-        threshold = 0.0
-        for name, rate in sorted(plan.errors.items()):
-            threshold += rate
-            if roll < threshold:
-                return Fault("error", name)
-        for kind, rate in (
-            ("429", plan.http_429),
-            ("5xx", plan.http_5xx),
-            ("timeout", plan.timeout),
-            ("lost_answer", plan.lost_answer),
-        ):
-            threshold += rate
-            if roll < threshold:
-                return Fault(kind)
-        return None
+        fault = _fault_for(plan, roll)
+        if fault is not None:
+            with self._lock:
+                self._injected[fault.detail if fault.kind == "error" else fault.kind] += 1
+        return fault
+
+
+def _fault_for(plan: FaultPlan, roll: float) -> Fault | None:
+    threshold = 0.0
+    for name, rate in sorted(plan.errors.items()):
+        threshold += rate
+        if roll < threshold:
+            return Fault("error", name)
+    for kind, rate in (
+        ("429", plan.http_429),
+        ("5xx", plan.http_5xx),
+        ("timeout", plan.timeout),
+        ("lost_answer", plan.lost_answer),
+        ("dropped", plan.dropped),
+    ):
+        threshold += rate
+        if roll < threshold:
+            return Fault(kind)
+    return None

@@ -74,6 +74,10 @@ class RunningSandbox:
         """Replace the fault plan (see `FaultPlan`); `set_faults()` clears every fault."""
         return self.admin("/sandbox/faults", plan)
 
+    def faults_injected(self) -> dict[str, int]:
+        """Faults drawn since the plan was last set, by kind (see `FaultInjector.injected`)."""
+        return dict(self.admin("/sandbox/faults/injected"))
+
     def simulate(self, message_id: str, event: str, url: str | None = None) -> dict[str, Any]:
         """Apply an open/click/hard_bounce/soft_bounce/spam/unsub and fire its webhook."""
         return self.admin("/sandbox/events", {"message_id": message_id, "event": event, "url": url})
