@@ -9,9 +9,19 @@
 {%- endmacro %}
 
 {% macro postgres__safe_to_double(expression) -%}
+    {#-
+        PostgreSQL has no try_cast, and a well-formed number can still overflow double precision
+        ('1e309') or underflow it ('1e-999'): checked as numeric first, in nested CASEs, whose
+        order PostgreSQL keeps (AND does not promise one).
+    -#}
     case
-        when trim({{ expression }}) ~ '^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$'
-            then cast(trim({{ expression }}) as double precision)
+        when trim({{ expression }}) ~ '^[-+]?([0-9]{1,40}\.?[0-9]{0,40}|\.[0-9]{1,40})([eE][-+]?[0-9]{1,3})?$'
+            then case
+                when abs(cast(trim({{ expression }}) as numeric)) < 1e300
+                    and (cast(trim({{ expression }}) as numeric) = 0
+                        or abs(cast(trim({{ expression }}) as numeric)) > 1e-300)
+                    then cast(trim({{ expression }}) as double precision)
+            end
     end
 {%- endmacro %}
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,11 +204,14 @@ def script_after_unsubscribe(shop: Shop) -> None:
     shop.view("uma", "p-tent", 3 * HOURS)
 
 
-def write_late_cart(spool: Path, user: str, received_ago: dt.timedelta) -> int:
+def write_late_cart(
+    spool: Path, user: str, received_ago: dt.timedelta, published_ago: dt.timedelta | None = None
+) -> int:
     """A cart abandoned by `user`, published only now although received `received_ago`.
 
     What a collector that crashed publishes when it recovers its journal on restart: complete
     events, stamped by the collector when they arrived, in a segment of their own source.
+    With `published_ago`, the segment is named as if published that long ago (old spool data).
     """
     from signalmail.collector.spool import SpoolWriter
 
@@ -241,7 +245,9 @@ def write_late_cart(spool: Path, user: str, received_ago: dt.timedelta) -> int:
         stamped({"type": "track", "event": "Product Added",
                  "properties": product("p-tent", 1, f"cart-{user}")}, 1),
     ]  # fmt: skip
-    writer = SpoolWriter(str(spool), "recovered")
+    published = time.time() - (published_ago.total_seconds() if published_ago else 0)
+    source = "recovered" if published_ago is None else "archive"
+    writer = SpoolWriter(str(spool), source, clock=lambda: published)
     writer.append(events)
     writer.close()
     return len(events)

@@ -20,7 +20,7 @@ renamed as (
         message_id,
         previous_id,
         user_id,
-        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        {{ event_time('source') }} as event_at,
         original_timestamp,
         received_at
     from source

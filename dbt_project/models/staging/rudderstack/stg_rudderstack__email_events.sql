@@ -40,7 +40,7 @@ renamed as (
         end as email_event_type,
         anonymous_id,
         coalesce(user_id, {{ json_text('properties', ['user_id']) }}) as user_id,
-        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        {{ event_time('source') }} as event_at,
         original_timestamp,
         received_at,
         {{ json_text('properties', ['trigger_id']) }} as trigger_id,

@@ -70,7 +70,7 @@ renamed as (
         end as interaction_type,
         anonymous_id,
         user_id,
-        coalesce(products."timestamp", original_timestamp, received_at) as event_at,
+        {{ event_time('products') }} as event_at,
         original_timestamp,
         received_at,
         {{ json_text('properties', ['cart_id']) }} as cart_id,
@@ -78,16 +78,22 @@ renamed as (
         coalesce({{ json_text('product', ['product_id']) }}, {{ json_text('product', ['sku']) }})
             as product_id,
         {{ json_text('product', ['sku']) }} as sku,
-        {{ json_text('product', ['name']) }} as product_name,
-        {{ json_text('product', ['brand']) }} as brand,
-        {{ json_text('product', ['category']) }} as category,
-        {{ safe_to_double(json_text('product', ['price'])) }} as price,
-        coalesce({{ safe_to_double(json_text('product', ['quantity'])) }}, 1) as quantity,
-        upper(coalesce(
+        {{ client_text(json_text('product', ['name']), 300) }} as product_name,
+        {{ client_text(json_text('product', ['brand']), 200) }} as brand,
+        {{ client_text(json_text('product', ['category']), 200) }} as category,
+        {{ client_number(json_text('product', ['price']), 0, var('max_price')) }} as price,
+        -- absent, or no real quantity: one
+        coalesce(
+            {{ client_number(json_text('product', ['quantity']), 0, var('max_quantity')) }}, 1
+        ) as quantity,
+        upper(left(coalesce(
             {{ json_text('product', ['currency']) }}, {{ json_text('properties', ['currency']) }}
-        )) as currency,
-        {{ json_text('product', ['url']) }} as product_url,
-        {{ json_text('product', ['image_url']) }} as image_url
+        ), 3)) as currency,
+        {{ client_text(json_text('product', ['url']), 2048) }} as product_url,
+        {{ client_text(json_text('product', ['image_url']), 2048) }} as image_url,
+        -- what the client sent, for `quarantined_values`
+        {{ client_text(json_text('product', ['price']), 100) }} as price_text,
+        {{ client_text(json_text('product', ['quantity']), 100) }} as quantity_text
     from products
 )
 

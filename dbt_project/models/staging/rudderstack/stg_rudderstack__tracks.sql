@@ -21,21 +21,28 @@ renamed as (
         event as event_name,
         anonymous_id,
         user_id,
-        coalesce(source."timestamp", original_timestamp, received_at) as event_at,
+        {{ event_time('source') }} as event_at,
         original_timestamp,
         received_at,
         context_timezone,
         context_locale,
         context_page_url as page_url,
-        nullif(trim({{ json_text('properties', ['query']) }}), '') as search_query,
+        nullif(trim({{ client_text(json_text('properties', ['query']), 300) }}), '') as search_query,
         {{ json_text('properties', ['cart_id']) }} as cart_id,
         {{ json_text('properties', ['order_id']) }} as order_id,
         coalesce(
-            {{ safe_to_double(json_text('properties', ['revenue'])) }},
-            {{ safe_to_double(json_text('properties', ['total'])) }},
-            {{ safe_to_double(json_text('properties', ['value'])) }}
+            {%- for key in ['revenue', 'total', 'value'] %}
+            {{ client_number(json_text('properties', [key]), 0, var('max_order_revenue')) }}
+            {%- if not loop.last %},{% endif %}
+            {%- endfor %}
         ) as order_revenue,
-        upper({{ json_text('properties', ['currency']) }}) as currency,
+        upper(left({{ json_text('properties', ['currency']) }}, 3)) as currency,
+        -- what the client sent, for `quarantined_values`
+        left(coalesce(
+            {{ json_text('properties', ['revenue']) }},
+            {{ json_text('properties', ['total']) }},
+            {{ json_text('properties', ['value']) }}
+        ), 100) as revenue_text,
         properties
     from source
 )
