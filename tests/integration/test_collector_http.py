@@ -6,74 +6,25 @@ read what it wrote from the spool itself.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import requests
-import uvicorn
 from rudderstack.analytics.client import Client
 from rudderstack.analytics.request import APIError
 from signalmail.collector import spool as spool_module
 from signalmail.collector import webhooks
-from signalmail.collector.app import CollectorSettings, create_app
-from signalmail.collector.spool import SpoolWriter
+from signalmail.collector.app import CollectorSettings
 
-from tests.conftest import port_open, wait_until
+from tests.collector_support import WRITE_KEY, Running, serve
+from tests.conftest import wait_until
 
-WRITE_KEY = "wk_test_123"
 HOOK_KEY = "mandrill_hook_key"
-
-
-@dataclass
-class Running:
-    url: str
-    root: Path
-    writer: SpoolWriter
-
-    def events(self) -> list[dict]:
-        """Every event in published segments (flushes the open journal first)."""
-        self.writer.flush()
-        out = []
-        for path in sorted((self.root / "rudder-logs").rglob("*.json.gz")):
-            with gzip.open(path, "rt") as handle:
-                out.extend(json.loads(line) for line in handle)
-        return out
-
-    def metrics(self) -> dict:
-        return requests.get(f"{self.url}/metrics", timeout=5).json()
-
-
-@contextlib.contextmanager
-def serve(tmp_path: Path, **overrides) -> Iterator[Running]:
-    writer = SpoolWriter(tmp_path, "src")
-    settings = CollectorSettings(write_key=WRITE_KEY, **overrides)
-    # bound here and handed to uvicorn: no window in which another process can take the port
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, writer), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started and port_open(port), what="collector listening")
-    try:
-        yield Running(f"http://127.0.0.1:{port}", tmp_path, writer)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        writer.close()
 
 
 @pytest.fixture
@@ -436,8 +387,16 @@ def test_signature_uses_configured_public_url_behind_a_proxy(tmp_path):
         assert len(running.events()) == 1
 
 
-def test_unsigned_webhooks_accepted_without_key_but_malformed_is_400(tmp_path):
-    with serve(tmp_path) as running:
+def test_webhooks_without_a_key_are_refused_unless_the_operator_says_insecure(tmp_path):
+    with serve(tmp_path / "default") as running:
+        refused = send_hook(running, mandrill_form([open_event()]), None)
+        assert refused.status_code == 403
+        assert "--mandrill-webhook-key" in refused.text
+        assert running.events() == []
+
+
+def test_unsigned_webhooks_accepted_when_insecure_but_malformed_is_400(tmp_path):
+    with serve(tmp_path, insecure_webhooks=True) as running:
         assert send_hook(running, mandrill_form([open_event()]), None).status_code == 200
         bad = send_hook(running, {"mandrill_events": "[{"}, None)
         assert (bad.status_code, bad.text) == (400, "mandrill_events is not valid JSON")

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from signalmail.collector import ingest, webhooks
-from signalmail.collector.spool import SpoolError, SpoolWriter, encode_events
+from signalmail.collector.spool import SpoolBusy, SpoolError, SpoolWriter, encode_events
 
 log = logging.getLogger("signalmail.collector")
 
@@ -47,6 +47,11 @@ class CollectorSettings:
     mandrill_webhook_key: str | None = None
     mandrill_webhook_url: str | None = None
     trust_forwarded_for: bool = True
+    #: accept unsigned webhooks when there is no key (anyone who reaches the port could then
+    #: suppress any address): only by an explicit choice
+    insecure_webhooks: bool = False
+    #: seconds a client may take to send its whole body (slow clients hold file handles)
+    body_timeout_s: float = 30.0
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback's locals
         return (
@@ -134,15 +139,24 @@ class Collector:
     async def _read(self, request: Request) -> bytes:
         counted = _Counting(request.stream())
         try:
-            body = await ingest.read_body(
-                counted,
-                request.headers.get("content-encoding"),
-                request.headers.get("content-length"),
-                self.settings.max_request_bytes,
+            body = await asyncio.wait_for(
+                ingest.read_body(
+                    counted,
+                    request.headers.get("content-encoding"),
+                    request.headers.get("content-length"),
+                    self.settings.max_request_bytes,
+                ),
+                self.settings.body_timeout_s,
             )
         except ClientDisconnect:
             # the client gave up mid-body: nothing was accepted, nobody is left to answer
             raise ingest.IngestError(400, "client disconnected", "client_disconnected") from None
+        except TimeoutError:
+            raise ingest.IngestError(
+                408,
+                f"request body not received within {self.settings.body_timeout_s:g}s",
+                "body_timeout",
+            ) from None
         self.metrics.bytes_received += counted.total
         self.metrics.bytes_decoded += len(body)
         return body
@@ -170,6 +184,10 @@ class Collector:
         metrics.in_flight_events += count
         try:
             await asyncio.wrap_future(self.writer.submit_lines(data, count))
+        except SpoolBusy:  # out of file handles or disk space for now: the client retries
+            return self._reject(
+                ingest.IngestError(503, "storage busy, retry shortly", "storage_busy")
+            )
         except SpoolError as exc:
             log.error("refusing %d events: %s", count, exc)
             return self._reject(ingest.IngestError(503, "storage unavailable", "storage_error"))
@@ -181,7 +199,7 @@ class Collector:
 
     def _reject(self, exc: ingest.IngestError | webhooks.WebhookError) -> Response:
         self.metrics.rejected[exc.reason] += 1
-        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
         return PlainTextResponse(exc.message, status_code=exc.status, headers=headers)
 
     # -- Mandrill webhooks ------------------------------------------------------------------
@@ -197,9 +215,16 @@ class Collector:
                 raise ingest.IngestError(
                     429, "too many requests: ingest queue is full", "queue_full"
                 )
+            key = self.settings.mandrill_webhook_key
+            if not key and not self.settings.insecure_webhooks:
+                raise webhooks.WebhookError(
+                    403,
+                    "webhooks need a key: start the collector with --mandrill-webhook-key "
+                    "(the key Mandrill shows for this webhook)",
+                    "webhook_key_missing",
+                )
             body = await self._read(request)
             params = webhooks.parse_form(body)
-            key = self.settings.mandrill_webhook_key
             if key:
                 url = self.settings.mandrill_webhook_url or str(request.url)
                 if not webhooks.verify(
@@ -252,6 +277,7 @@ class Collector:
                 "journals_already_published": stats.journals_already_published,
                 "torn_lines_dropped": stats.torn_lines_dropped,
                 "publish_failures": stats.publish_failures,
+                "busy_refusals": stats.busy_refusals,
                 "healthy": self.writer.healthy,
             },
         }

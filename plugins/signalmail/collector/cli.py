@@ -20,6 +20,7 @@ import click
 
 from signalmail.collector import ingest
 from signalmail.collector.app import DEFAULT_QUEUE_CAPACITY, CollectorSettings, create_app
+from signalmail.collector.connections import connection_limit, guarded_protocol
 from signalmail.collector.spool import (
     DEFAULT_GZIP_LEVEL,
     DEFAULT_MAX_SEGMENT_AGE_S,
@@ -182,6 +183,31 @@ def _storage_options(_ctx: click.Context, _param: click.Parameter, value: str | 
     help="Mandrill webhook key; when set, unsigned or badly signed webhooks get 403.",
 )
 @click.option(
+    "--insecure-webhooks",
+    is_flag=True,
+    envvar="SIGNALMAIL_INSECURE_WEBHOOKS",
+    help="Without a webhook key, accept UNSIGNED webhooks (anyone who reaches the port can "
+    "then post bounces and unsubscribes). Without either, webhooks get 403.",
+)
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=8),
+    envvar="SIGNALMAIL_MAX_CONNECTIONS",
+    help="Concurrent connections before new requests get 503 (kept below the file-handle "
+    "limit minus what the spool needs).",
+)
+@click.option(
+    "--client-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    envvar="SIGNALMAIL_CLIENT_TIMEOUT",
+    help="Seconds a client may take to send a request head, and again its body; slower "
+    "connections are closed (head) or answered 408 (body).",
+)
+@click.option(
     "--mandrill-webhook-url",
     default=None,
     envvar="SIGNALMAIL_MANDRILL_WEBHOOK_URL",
@@ -221,6 +247,9 @@ def collect(
     gzip_level: int,
     storage_options: dict[str, Any] | None,
     mandrill_webhook_key: str | None,
+    insecure_webhooks: bool,
+    max_connections: int,
+    client_timeout: float,
     mandrill_webhook_url: str | None,
     trust_forwarded_for: bool,
     access_log: bool,
@@ -250,6 +279,10 @@ def collect(
         )
     except SpoolError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # a read-only or missing spool, a journal folder it cannot create
+        raise click.ClickException(
+            f"cannot write the spool at {spool}: {exc.strerror or exc} ({exc.filename or spool})"
+        ) from None
     settings = CollectorSettings(
         write_key=write_key,
         max_request_bytes=max_request_bytes,
@@ -257,21 +290,38 @@ def collect(
         mandrill_webhook_key=mandrill_webhook_key or None,
         mandrill_webhook_url=mandrill_webhook_url or None,
         trust_forwarded_for=trust_forwarded_for,
+        insecure_webhooks=insecure_webhooks,
+        body_timeout_s=client_timeout,
     )
-    if not mandrill_webhook_key:
-        log.warning("no Mandrill webhook key: /webhooks/mandrill accepts unsigned requests")
+    if not mandrill_webhook_key and insecure_webhooks:
+        log.warning(
+            "--insecure-webhooks: /webhooks/mandrill accepts UNSIGNED requests; anyone who "
+            "reaches this port can suppress any address or fake clicks"
+        )
+    elif not mandrill_webhook_key:
+        log.info("no Mandrill webhook key: /webhooks/mandrill answers 403 (see --help)")
+    limit = connection_limit(max_connections)
     app = create_app(settings, writer, close_writer=True)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        http=guarded_protocol(client_timeout),
+        limit_concurrency=limit,
+        timeout_keep_alive=5,
     )
     server = uvicorn.Server(config)
     log.info(
-        "collecting on http://%s:%d into %s (source %s, journal %s)",
+        "collecting on http://%s:%d into %s (source %s, journal %s, at most %d connections)",
         host,
         port,
         spool,
         source_id,
         writer.journal_dir,
+        limit,
     )
     with absorb_replayed_stop_signals(server) as stop:
         try:

@@ -112,7 +112,9 @@ def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any
     """
     try:
         payload = _decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        # malformed, nested past the decoder's depth limit, or not UTF-8: the client's fault,
+        # answered 400 (a 500 would have the SDK retry the same body forever)
         raise IngestError(400, "invalid json", "invalid_json") from None
     if not isinstance(payload, dict):
         raise IngestError(400, "invalid json", "invalid_json")
@@ -125,10 +127,10 @@ def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any
         batch_sent_at = payload.get("sentAt")
         for event in events:
             event_type = event.get("type")
-            if event_type not in EVENT_TYPES:
+            if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
                 raise IngestError(
                     400,
-                    f"invalid message type {event_type!r}: expected one of "
+                    f"invalid message type {str(event_type)[:40]!r}: expected one of "
                     + ", ".join(sorted(EVENT_TYPES)),
                     "invalid_type",
                 )

@@ -71,6 +71,15 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
 
+class SpoolBusy(RuntimeError):
+    """A group was refused and nothing of it written; the writer stays sound.
+
+    A journal could not be opened, or a write could not be completed and was taken back (out
+    of file handles, disk full). The HTTP layer answers 503 with Retry-After; the next request
+    tries again.
+    """
+
+
 class SpoolError(RuntimeError):
     """The spool cannot accept or publish events (disk error, lock held, bad settings)."""
 
@@ -272,6 +281,8 @@ class SpoolStats:
     journals_already_published: int = 0
     torn_lines_dropped: int = 0
     publish_failures: int = 0
+    #: groups refused without harm (no journal could be opened, a write was taken back)
+    busy_refusals: int = 0
     pending_events: int = 0
     last_error: str | None = None
 
@@ -505,14 +516,23 @@ class SpoolWriter:
             if self._failed is not None:
                 raise SpoolError(f"spool journal failed earlier: {self._failed}")
             if self._fd is None:
-                self._open_journal()
+                try:
+                    self._open_journal()
+                except OSError as exc:  # EMFILE, ENOSPC, ...: nothing was written
+                    raise SpoolBusy(f"cannot open a journal: {exc}") from exc
             assert self._fd is not None
             data = b"".join(item.data for item in batch)
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            self._write_group(data)
             os.fdatasync(self._fd)
+        except SpoolBusy as exc:  # the journal is as it was: refuse this group, stay usable
+            log.warning("spool busy, refusing %d events for now: %s", count, exc)
+            self.stats.last_error = f"busy: {exc}"
+            self.stats.busy_refusals += 1
+            with self._cond:
+                self.stats.pending_events -= count
+            for item in batch:
+                item.future.set_exception(exc)
+            return
         except Exception as exc:  # any failure: nobody in this group may be acknowledged
             if self._failed is None:
                 log.error("spool journal write failed; refusing further events: %s", exc)
@@ -534,6 +554,25 @@ class SpoolWriter:
             stats.pending_events -= count
         for item in batch:
             item.future.set_result(None)
+
+    def _write_group(self, data: bytes) -> None:
+        """Append one group to the journal, or leave the journal as it was and raise SpoolBusy.
+
+        A write can fail half-way (the disk fills up). The journal is then cut back to its size
+        before the group and that cut is made durable, so it holds only acknowledged events and
+        the writer can take the next group once there is room. Only if the cut fails too is
+        the journal's content unknown: that error is raised as is, and the writer stops.
+        """
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            os.ftruncate(self._fd, self._journal_size)
+            os.fdatasync(self._fd)
+            raise SpoolBusy(f"journal write failed and was taken back: {exc}") from exc
 
     def _open_journal(self) -> None:
         opened_at = int(self.clock())

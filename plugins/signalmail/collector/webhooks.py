@@ -53,6 +53,8 @@ EVENT_NAMES: dict[str, str] = {
     "reject": "Email Rejected",
 }
 IGNORED_EVENTS = frozenset({"send", "deferral"})
+#: Mandrill's sync events (rejects and allowlist changes), counted but not converted
+SYNC_TYPES = frozenset({"blacklist", "whitelist"})
 METADATA_KEYS = ("trigger_id", "campaign", "variant", "user_id")
 LIBRARY = {"name": "signalmail-mandrill-webhook", "version": "1"}
 
@@ -97,7 +99,7 @@ def parse_events(params: dict[str, str]) -> list[Any]:
         raise WebhookError(400, "missing form field mandrill_events", "missing_events")
     try:
         events = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         raise WebhookError(400, "mandrill_events is not valid JSON", "invalid_events") from None
     if not isinstance(events, list):
         raise WebhookError(400, "mandrill_events must be a JSON array", "invalid_events")
@@ -158,11 +160,16 @@ def convert(
             log.warning("skipping Mandrill webhook item that is not an object")
             continue
         kind = item.get("event")
+        # counts are /metrics labels: only names we know, never the sender's text
         if kind is None and "type" in item:  # sync events: {"type": "blacklist", ...}
-            bump(f"ignored_{item.get('type')}")
+            sync = item.get("type")
+            bump(f"ignored_{sync}" if sync in SYNC_TYPES else "ignored_unknown")
             continue
-        if kind in IGNORED_EVENTS or kind not in EVENT_NAMES:
+        if kind in IGNORED_EVENTS:
             bump(f"ignored_{kind}")
+            continue
+        if not isinstance(kind, str) or kind not in EVENT_NAMES:
+            bump("ignored_unknown")
             continue
         track = _convert_one(item, kind)
         if track is None:
