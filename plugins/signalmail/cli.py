@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "signalmail.demo:demo",
     "watch": "signalmail.watch.cli:watch",
     "report": "signalmail.report.cli:report",
+    "forget": "signalmail.privacy.cli:forget",
+    "retention": "signalmail.privacy.cli:retention",
 }
 
 

@@ -1,0 +1,109 @@
+"""Who a person is in the data: every user id, anonymous id and address that is theirs.
+
+A request names a user id or an email address; the events know more. Their identify calls
+link the user id to the devices (anonymous ids) they used before and after logging in, an
+alias links an earlier id, and Mandrill's webhooks name the address only (the collector gives
+such an event the anonymous id `mandrill:<sha1(email)>`, docs/contracts.md section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from signalmail.collector.webhooks import anonymous_id_for
+
+RAW_EVENT_TABLES = ("identifies", "tracks", "pages", "screens", "groups", "aliases")
+
+
+@dataclass
+class Person:
+    """The identifiers of one person, as far as the events tell."""
+
+    user_ids: set[str] = field(default_factory=set)
+    anonymous_ids: set[str] = field(default_factory=set)
+    emails: set[str] = field(default_factory=set)
+
+    def identifiers(self) -> set[str]:
+        """Every identifier, for matching raw text (rejected lines, spool segments)."""
+        return self.user_ids | self.anonymous_ids | self.emails
+
+    def __bool__(self) -> bool:
+        return bool(self.user_ids or self.anonymous_ids or self.emails)
+
+
+def existing_tables(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
+    """Map the base tables of `schema` to their column names (DuckDB and PostgreSQL alike)."""
+    rows = conn.execute(
+        sa.text(
+            "select c.table_name, c.column_name from information_schema.columns c "
+            "join information_schema.tables t on t.table_schema = c.table_schema "
+            "and t.table_name = c.table_name "
+            "where c.table_schema = :schema and t.table_type = 'BASE TABLE'"
+        ),
+        {"schema": schema},
+    )
+    tables: dict[str, set[str]] = {}
+    for table, column in rows:
+        tables.setdefault(table, set()).add(column)
+    return tables
+
+
+def find_person(
+    conn: sa.Connection, raw_schema: str, user_id: str | None, email: str | None
+) -> Person:
+    """Gather a person's identifiers from the raw events, starting from a user id or address."""
+    person = Person()
+    if user_id:
+        person.user_ids.add(user_id)
+    if email:
+        address = email.strip().lower()
+        person.emails.add(address)
+        person.anonymous_ids.add(anonymous_id_for(address))
+    tables = existing_tables(conn, raw_schema)
+    if "identifies" in tables and person.emails:
+        # the address an identify call gave, in its traits or the SDK's context.traits
+        found = conn.execute(
+            sa.text(
+                f'select distinct user_id from "{raw_schema}".identifies '  # noqa: S608
+                "where user_id is not null and lower(coalesce(traits ->> 'email', "
+                "context -> 'traits' ->> 'email')) = :email"
+            ),
+            {"email": next(iter(person.emails))},
+        )
+        person.user_ids.update(row[0] for row in found)
+    if "identifies" in tables and person.user_ids:
+        found = conn.execute(
+            sa.text(
+                "select distinct lower(coalesce(traits ->> 'email', "  # noqa: S608
+                f"context -> 'traits' ->> 'email')) from \"{raw_schema}\".identifies "
+                "where user_id in :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": sorted(person.user_ids)},
+        )
+        for (address,) in found:
+            if address:
+                person.emails.add(address)
+                person.anonymous_ids.add(anonymous_id_for(address))
+    for table in RAW_EVENT_TABLES:
+        if table not in tables or not person.user_ids:
+            continue
+        found = conn.execute(
+            sa.text(
+                f'select distinct anonymous_id from "{raw_schema}"."{table}" '  # noqa: S608
+                "where user_id in :ids and anonymous_id is not null"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": sorted(person.user_ids)},
+        )
+        person.anonymous_ids.update(row[0] for row in found)
+    if "aliases" in tables and "previous_id" in tables["aliases"] and person.user_ids:
+        found = conn.execute(
+            sa.text(
+                f'select distinct previous_id from "{raw_schema}".aliases '  # noqa: S608
+                "where user_id in :ids and previous_id is not null"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": sorted(person.user_ids)},
+        )
+        person.anonymous_ids.update(row[0] for row in found)
+    return person
