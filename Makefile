@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.signalmail-installed
 
-.PHONY: install meltano-install postgres browser test test-fast demo lint format bench clean
+.PHONY: install meltano-install postgres browser test test-fast demo lint format bench faults clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test-fast: install
 
 demo: install
 	$(BIN)/signalmail demo
+
+# The fault harness at scale (tests/reliability/test_fault_harness.py): 600 shoppers, 40 rounds
+# of random SIGKILLs of the watch and the collector under 20% Mandrill faults. About 20
+# minutes; the figures it prints go in docs/bench.md.
+faults: install meltano-install
+	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 \
+		$(BIN)/pytest -s tests/reliability/test_fault_harness.py
 
 lint: install
 	$(BIN)/ruff check .

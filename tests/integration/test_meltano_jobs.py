@@ -103,3 +103,52 @@ def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_
         assert final == sent
         assert (project / "data" / "warehouse.duckdb").exists()
         assert not (REPO_ROOT / "data" / "spool" / "rudder-logs" / "shop").exists()
+
+
+@pytest.mark.postgres
+def test_cycle_postgres_through_meltano_with_psycopg_urls_sends_once(tmp_path, pg_database):
+    """`meltano --environment prod run cycle-postgres` in the plugin venvs `meltano install`
+    built: the loader, dbt, the warehouse tap and the send ledger all take the one
+    SIGNALMAIL_PG_URL, written as the docs write it (postgresql+psycopg://)."""
+    if not (REPO_ROOT / ".meltano" / "utilities" / "dbt-postgres").exists():
+        pytest.skip("plugins not installed: run `meltano install` (make test does)")
+    project = project_copy(tmp_path)
+    with services(project / "data", {}) as svc:
+        shop = svc.shop()
+        shop.timezone = daytime_zone()
+        shop.identify("ann", 3 * HOURS)
+        shop.add("ann", "p-shoe", "cart-ann", 2 * HOURS)
+        shop.identify("olga", 3 * HOURS, opt_in=False)
+        shop.add("olga", "p-cap", "cart-olga", 2 * HOURS)
+        svc.wait_for_spool(shop.sent)
+        url = pg_database.replace("postgresql://", "postgresql+psycopg://")
+        env = {
+            **{k: v for k, v in svc.env.items() if not k.startswith("SIGNALMAIL_DUCKDB")},
+            "SIGNALMAIL_PG_URL": url,
+            "SIGNALMAIL_DBT_TARGET": "postgres",
+            "MELTANO_ENVIRONMENT": "prod",
+        }
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [MELTANO, "--cwd", str(project), "--environment", "prod", "run", "cycle-postgres"],
+                env={**os.environ, **isolated_env(project.parent), **env},
+                capture_output=True, text=True, timeout=900, check=False,
+            )  # fmt: skip
+
+        first = run()
+        assert first.returncode == 0, first.stderr[-4000:]
+        sent = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
+        assert sent == Counter({("ann@example.com", "cart_abandonment"): 1}), first.stderr[-3000:]
+        second = run()
+        assert second.returncode == 0, second.stderr[-4000:]
+        assert Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages()) == sent
+        import psycopg
+
+        with psycopg.connect(pg_database) as conn:
+            (ledger,) = conn.execute(
+                "select count(*) from signalmail_ledger.send_ledger where state = 'sent'"
+            ).fetchone()
+            (raw,) = conn.execute("select count(*) from rudderstack_raw.tracks").fetchone()
+        assert ledger == 1
+        assert raw >= 2

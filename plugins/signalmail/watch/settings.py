@@ -75,6 +75,10 @@ class WatchSettings:
     lookback_seconds: float = 10.0
     #: UTC time of day of the nightly build (recommendations, every test); None: never
     nightly_at: dt.time | None = dt.time(3, 0)
+    #: the email target's reconcile_grace_seconds (None: its default, 600)
+    reconcile_grace_seconds: int | None = None
+    #: seconds the email target waits for one Mandrill answer (None: its default, 30)
+    mandrill_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -182,6 +186,10 @@ class WatchSettings:
             "ledger_url": self.ledger_url(),
             "ledger_schema": LEDGER_SCHEMA,
         }
+        if self.reconcile_grace_seconds is not None:
+            config["reconcile_grace_seconds"] = self.reconcile_grace_seconds
+        if self.mandrill_timeout is not None:
+            config["timeout"] = self.mandrill_timeout
         if self.data_plane_url:
             if not self.write_key:
                 raise SettingsError(
@@ -241,5 +249,15 @@ def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
         "data_plane_url": env.get("SIGNALMAIL_DATA_PLANE_URL") or None,
         "write_key": env.get("SIGNALMAIL_WRITE_KEY") or None,
     }
+    for name, key, kind in (
+        ("SIGNALMAIL_RECONCILE_GRACE_SECONDS", "reconcile_grace_seconds", int),
+        ("SIGNALMAIL_MANDRILL_TIMEOUT", "mandrill_timeout", float),
+    ):
+        text = env.get(name)
+        if text:
+            try:
+                values[key] = kind(text)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return WatchSettings(project_root=project_root, **values)
