@@ -41,7 +41,7 @@ class Page:
 
 
 @contextlib.contextmanager
-def browser_page(url: str, height: int = 900) -> Iterator[Page]:
+def browser_page(url: str, height: int = 900, width: int = 1200) -> Iterator[Page]:
     """Open `url` in headless Chromium; yields the page once loaded.
 
     A tall `height` makes Chromium paint frames far down the page (sandboxed iframes are
@@ -53,7 +53,7 @@ def browser_page(url: str, height: int = 900) -> Iterator[Page]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height})
             loaded = Page(page)
             page.on("pageerror", lambda error: loaded.script_errors.append(str(error)))
             page.on(

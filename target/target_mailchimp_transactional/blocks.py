@@ -29,12 +29,19 @@ def block_var_name(region: str) -> str:
     return "block_" + "".join(c if c.isalnum() else "_" for c in region)
 
 
+def blank_none(value: Any) -> Any:
+    """Print a null value as nothing, never as `None`."""
+    return "" if value is None else value
+
+
 class BlockRenderer:
     """Loads blocks once (autoescaped HTML) and renders them.
 
     A product without `image_url` or `price` must not cost the shopper their email, so a missing
-    field renders empty (Jinja2's default Undefined); syntax errors still fail at start (`check`)
-    and a block that raises while rendering makes that one trigger `invalid`.
+    field renders empty (Jinja2's default Undefined), and so does a null one: `finalize` prints
+    None as nothing, the rule Mandrill's handlebars follow for null merge values. Syntax errors
+    still fail at start (`check`) and a block that raises while rendering makes that one
+    trigger `invalid`.
     """
 
     def __init__(self, blocks_dir: Path) -> None:
@@ -43,6 +50,7 @@ class BlockRenderer:
             autoescape=jinja2.select_autoescape(["html", "j2"], default_for_string=True),
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=blank_none,
         )
         self.env.filters["utm"] = lambda url, params: add_utm(url, params or {})
         self._compiled: dict[str, jinja2.Template] = {}

@@ -154,6 +154,19 @@ class TargetMailchimpTransactional(Target):
             "anything not http(s) is always dropped.",
         ),
         th.Property(
+            "default_currency",
+            th.StringType,
+            description="Currency code for payloads without one (the dbt var `default_currency` "
+            "normally fills it in the mart); amounts are shown as `<field>_display`.",
+        ),
+        th.Property(
+            "default_locale",
+            th.StringType,
+            default="en_US",
+            description="Locale for formatting amounts when the recipient has none (or an "
+            "unknown one), e.g. `de_DE`.",
+        ),
+        th.Property(
             "unconfirmed_after_hours",
             th.NumberType,
             default=24,
@@ -222,6 +235,8 @@ class TargetMailchimpTransactional(Target):
             reconcile_grace_seconds=int(cfg.get("reconcile_grace_seconds", 600)),
             unconfirmed_after_hours=float(cfg.get("unconfirmed_after_hours", 24)),
             link_domains=tuple(cfg.get("link_domains") or ()),
+            default_currency=cfg.get("default_currency") or None,
+            default_locale=cfg.get("default_locale") or "en_US",
             dry_run=dry_run,
             outbox_dir=Path(cfg.get("outbox_dir", "output/outbox")),
         )

@@ -24,7 +24,10 @@ window_interactions as (
         {{ latest_value('product_url', 'event_at desc, message_id desc') }} as product_url,
         {{ latest_value('image_url', 'event_at desc, message_id desc') }} as image_url,
         {{ latest_value('price', 'event_at desc, message_id desc') }} as price,
-        {{ latest_value('currency', 'event_at desc, message_id desc') }} as currency
+        coalesce(
+            {{ latest_value('currency', 'event_at desc, message_id desc') }},
+            '{{ var("default_currency") }}'
+        ) as currency
     from interactions
     where interaction_type in ('view', 'add', 'purchase')
         and user_id is not null

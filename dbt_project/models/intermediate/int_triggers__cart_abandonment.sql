@@ -19,7 +19,7 @@ abandoned as (
         last_activity_at,
         last_received_at,
         cart_value,
-        currency,
+        coalesce(currency, '{{ var("default_currency") }}') as currency,
         row_number() over (
             partition by user_id order by last_activity_at desc, cart_key
         ) as cart_rank

@@ -24,7 +24,7 @@ due_orders as (
         ordered_at,
         received_at,
         revenue,
-        currency
+        coalesce(currency, '{{ var("default_currency") }}') as currency
     from orders
     where user_id is not null
         and ordered_at <= {{ dbt.dateadd('day', -1 * var('post_purchase_days'), now_utc()) }}

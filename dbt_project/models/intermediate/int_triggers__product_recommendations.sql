@@ -52,7 +52,10 @@ final as (
         cast(this_week.week_start as {{ dbt.type_timestamp() }}) as eligible_at,
         {{ dbt.dateadd('hour', var('recommendation_expire_hours'), 'cast(this_week.week_start as ' ~ dbt.type_timestamp() ~ ')') }}
             as expires_at,
-        {{ json_object([('recommendations', 'lists.recommendation_items')]) }} as payload
+        {{ json_object([
+            ('recommendations', 'lists.recommendation_items'),
+            ('currency', "'" ~ var('default_currency') ~ "'"),
+        ]) }} as payload
     from lists
     cross join this_week
     where lists.item_count >= {{ var('recommendation_min_items') }}

@@ -47,6 +47,7 @@ final as (
         {{ json_object([
             ('recommendations', 'coalesce(lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
             ('last_seen_at', 'cast(lapsed.last_seen_at as ' ~ dbt.type_string() ~ ')'),
+            ('currency', "'" ~ var('default_currency') ~ "'"),
         ]) }} as payload
     from lapsed
     left join lists

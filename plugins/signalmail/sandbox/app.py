@@ -45,6 +45,7 @@ from starlette.routing import Route
 
 from signalmail.sandbox import handlebars
 from signalmail.sandbox.faults import ERRORS, FaultInjector, FaultPlan
+from signalmail.sandbox.plain_text import html_to_text
 from signalmail.sandbox.search import QueryError, matches, parse_query
 from signalmail.sandbox.store import Store, mandrill_time
 from signalmail.sandbox.validation import SpecValidator, mandrill_message
@@ -380,6 +381,8 @@ class Sandbox:
             html, subject, text = source["html"], source["subject"] or "", source["text"]
             if merge:
                 html, subject, text = self._render(language, parts, merged, options)
+            if message.get("auto_text") and not text and html:
+                text = html_to_text(html)
             to_header = (
                 ", ".join(_address(r) for r in visible_to) if preserve else _address(recipient)
             )

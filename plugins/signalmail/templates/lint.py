@@ -41,6 +41,8 @@ PAYLOAD_FIELDS = frozenset(
     {
         "products",
         "cart_total",
+        "cart_total_display",
+        "total_display",
         "currency",
         "recommendations",
         "search_term",
@@ -52,7 +54,18 @@ PAYLOAD_FIELDS = frozenset(
 )
 #: Fields of one product (`products[]` items in the event contract).
 PRODUCT_FIELDS = frozenset(
-    {"product_id", "sku", "name", "brand", "category", "price", "quantity", "url", "image_url"}
+    {
+        "product_id",
+        "sku",
+        "name",
+        "brand",
+        "category",
+        "price",
+        "price_display",
+        "quantity",
+        "url",
+        "image_url",
+    }
 )
 #: Payload arrays whose items are products.
 PRODUCT_ARRAYS = frozenset({"products", "recommendations"})
