@@ -351,6 +351,11 @@ def load_campaign(path: Path, blocks_dir: Path | None = None) -> Campaign:
         spec.setdefault("field", spec["name"])
         if spec["name"].lower() in {m.name.lower() for m in merge_vars}:
             fail(f"merge_vars[{i}]", f"duplicate merge var {spec['name']!r}")
+        if spec["name"].startswith("_"):  # Mandrill refuses the whole call (ValidationError)
+            fail(
+                f"merge_vars[{i}]",
+                f"merge var {spec['name']!r}: Mandrill names may not start with _",
+            )
         merge_vars.append(MergeVar(**spec))
 
     utm_raw = dict(raw.get("utm") or {})

@@ -414,6 +414,14 @@ def test_metadata_and_tag_rules(client, cart_template):
         send_cart, client, cart_template, [{"email": "m@x.example"}], tags=["_internal"]
     )
     assert "underscore" in error.text["message"]
+    for where in ("global_merge_vars", "merge_vars"):
+        var = {"name": "_secret", "content": "x"}
+        value = [var] if where == "global_merge_vars" else [{"rcpt": "m@x.example", "vars": [var]}]
+        error = error_of(
+            send_cart, client, cart_template, [{"email": "m@x.example"}], **{where: value}
+        )
+        assert error.text["name"] == "ValidationError"
+        assert "may not start with _" in error.text["message"]
 
 
 def test_messages_send_with_mailchimp_merge_tags(client):

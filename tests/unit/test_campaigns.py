@@ -58,6 +58,8 @@ def test_shipped_campaigns_load_and_blocks_compile():
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\ntags: [_private]\n", "tags[0]", "match"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nmerge_vars: [{field: x}]\n",
          "merge_vars[0]", "not valid"),
+        ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nmerge_vars: [ok, _secret]\n",
+         "merge_vars[1]", "may not start with _"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nvariants: [{name: a}, {name: a}]\n",
          "variants[1].name", "duplicate"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nvariants: [{name: a, weight: 0}]\n",

@@ -88,6 +88,7 @@ def test_parse_form_and_events():
         ("spam", "Marked as Spam", {}),
         ("unsub", "Unsubscribed", {}),
         ("reject", "Email Rejected", {}),
+        ("delivered", "Email Delivered", {}),
     ],
 )
 def test_each_outcome_becomes_its_track_event_with_metadata(kind, name, extra):

@@ -273,3 +273,11 @@ def test_mc_edit_regions_are_replaced_by_depth():
     )
     with pytest.raises(TemplateError, match="never closed"):
         apply_mc_edit('<div mc:edit="a">x', {"a": "y"})
+
+
+def test_a_backslash_escapes_a_mustache_as_in_handlebars_js():
+    assert render(r"a \{{x}} b {{x}}", {"x": "X"}) == "a {{x}} b X"
+    assert render(r"c \\{{x}}", {"x": "X"}) == "c \\X"  # an escaped backslash: the tag is live
+    assert render(r"\{{{raw}}} {{{raw}}}", {"raw": "<b>"}) == "{{{raw}}} <b>"
+    with pytest.raises(TemplateError, match="closes nothing"):  # the opening tag is text now
+        render(r"\{{#if x}}y{{/if}}", {"x": 1})

@@ -16,6 +16,7 @@ Mapping (docs/contracts.md, section 2):
 | spam | Marked as Spam | |
 | unsub | Unsubscribed | |
 | reject | Email Rejected | reject_reason |
+| delivered | Email Delivered | |
 
 ``send`` is not converted: the email target already emits ``Email Sent`` (with the template and
 variant it chose) the moment Mandrill accepts the message, and a second copy from the webhook
@@ -51,6 +52,8 @@ EVENT_NAMES: dict[str, str] = {
     "spam": "Marked as Spam",
     "unsub": "Unsubscribed",
     "reject": "Email Rejected",
+    # accepted by the recipient's mail server (Mailchimp Transactional's `delivered` event)
+    "delivered": "Email Delivered",
 }
 IGNORED_EVENTS = frozenset({"send", "deferral"})
 #: Mandrill's sync events (rejects and allowlist changes), counted but not converted

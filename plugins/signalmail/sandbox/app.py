@@ -324,6 +324,17 @@ class Sandbox:
                     f"Tag {tag!r}: tags starting with an underscore are reserved",
                     -2,
                 )
+        # the spec's MergeVar: "Merge variable name (case-insensitive, may not start with _)"
+        var_names = [v.get("name") for v in message.get("global_merge_vars") or []] + [
+            v.get("name") for m in message.get("merge_vars") or [] for v in m.get("vars") or []
+        ]
+        for name in var_names:
+            if isinstance(name, str) and name.startswith("_"):
+                raise MandrillError(
+                    "ValidationError",
+                    f"Validation error: merge variable {name!r}: names may not start with _",
+                    -2,
+                )
         metadata = message.get("metadata") or {}
         self._check_metadata(metadata)
         send_at = _parse_send_at(body.get("send_at"), now)

@@ -124,12 +124,26 @@ class _Tag:
 
 
 def _tokenize(source: str) -> list[str | _Tag]:
-    """Split into text and tags, applying `~` whitespace control."""
+    r"""Split into text and tags, applying `~` whitespace control.
+
+    As in handlebars.js, a backslash escapes a mustache: `\{{x}}` prints `{{x}}`, and
+    `\\{{x}}` prints one backslash followed by x's value.
+    """
     out: list[str | _Tag] = []
     pos = 0
     strip_next = False
     for match in _TAG_RE.finditer(source):
+        if match.start() < pos:  # inside an escaped tag already taken as text
+            continue
         text = source[pos : match.start()]
+        slashes = len(text) - len(text.rstrip("\\"))
+        if slashes % 2 == 1:  # escaped: the tag is text, without its backslash
+            out.append(text[:-1] + match.group(0))
+            out.append(_Tag("!", False, 0))  # an empty comment keeps text/tag alternation
+            pos = match.end()
+            continue
+        if slashes:
+            text = text[:-1]  # `\\{{x}}`: one backslash stays, the tag is live
         if strip_next:
             text = _WS_RIGHT_RE.sub("", text)
         if match.group(1):
