@@ -190,8 +190,9 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
     )
     events.extend(_abandoned_cart(f, "s-softbounce", now - 5 * h))
 
-    # s-lapsed: two sessions, silent for 32 days; s-expired: silent for 40 (window passed)
-    for user, days in (("s-lapsed", 32), ("s-expired", 40)):
+    # s-lapsed: two sessions, silent for 32 days; s-expired: silent for 100, past the
+    # re-engagement horizon (90 days)
+    for user, days in (("s-lapsed", 32), ("s-expired", 100)):
         events.append(_consenting(f, user, now - (days + 5) * 24 * h))
         events.append(f.page(now - (days + 5) * 24 * h + timedelta(minutes=1), user_id=user))
         events.append(f.page(now - days * 24 * h, user_id=user))

@@ -94,7 +94,7 @@ def test_browse_abandonment_carries_search_term(first_triggers):
 
 def test_re_engagement_and_expiry(first_triggers):
     assert ("s-lapsed", "re_engagement") in first_triggers
-    assert ("s-expired", "re_engagement") not in first_triggers
+    assert ("s-expired", "re_engagement") not in first_triggers  # past the horizon
 
 
 def test_post_purchase_recommends_related_not_bought(first_triggers):

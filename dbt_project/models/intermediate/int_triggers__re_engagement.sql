@@ -9,7 +9,9 @@ recommendations as (
 ),
 
 lapsed as (
-    -- active before (enough sessions), silent for the configured number of days since
+    -- active before (enough sessions), silent for the configured number of days since, and
+    -- not so long that the shopper has moved on: one re-engagement per silence, whenever it
+    -- is first possible (a late start, an outage or a late consent does not lose it)
     select
         user_id,
         last_seen_at,
@@ -18,6 +20,7 @@ lapsed as (
     from activity
     where session_count >= {{ var('re_engagement_min_sessions') }}
         and last_seen_at <= {{ dbt.dateadd('day', -1 * var('re_engagement_days'), now_utc()) }}
+        and last_seen_at > {{ dbt.dateadd('day', -1 * var('re_engagement_horizon_days'), now_utc()) }}
 ),
 
 lists as (
@@ -39,11 +42,7 @@ final as (
         lapsed.last_seen_at as situation_at,
         lapsed.last_received_at as received_at,
         {{ dbt.dateadd('day', var('re_engagement_days'), 'lapsed.last_seen_at') }} as eligible_at,
-        {{ dbt.dateadd(
-            'day',
-            var('re_engagement_expire_days'),
-            dbt.dateadd('day', var('re_engagement_days'), 'lapsed.last_seen_at')
-        ) }} as expires_at,
+        {{ dbt.dateadd('day', var('re_engagement_horizon_days'), 'lapsed.last_seen_at') }} as expires_at,
         {{ json_object([
             ('recommendations', 'coalesce(lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
             ('last_seen_at', 'cast(lapsed.last_seen_at as ' ~ dbt.type_string() ~ ')'),
