@@ -22,7 +22,7 @@ campaign: cart_abandonment
 template: cart-abandonment
 from_email: hello@shop.example.com
 from_name: Example Shop
-subject: "{{first_name}}, your cart misses you"
+subject: "{{#if first_name}}{{first_name}}, your{{else}}Your{{/if}} cart misses you"
 merge_vars:
   - first_name
   - products
@@ -42,7 +42,7 @@ CLEAN = """\
 <h1>Hi {{#if first_name}}{{title first_name}}{{else}}there{{/if}},</h1>
 <div mc:edit="cart_items"><p>Your cart</p></div>
 {{#each products}}<b>{{upper name}}</b> {{price}} {{../currency}}{{/each}}
-<p>Total {{cart_total}} {{currency}}</p>
+{{#if cart_total}}<p>Total {{cart_total}} {{currency}}</p>{{/if}}
 {{#if `cart_total > 100`}}<p>Free shipping!</p>{{elseif `cart_total > 50`}}<p>Almost!</p>{{/if}}
 <p><a href="{{unsub 'https://shop.example.com/unsubscribe'}}">Unsubscribe</a></p>
 </body></html>
@@ -195,6 +195,24 @@ def test_lint_field_shadowed_by_a_helper(project):
         assert lint_template(fixed, "t.html", campaign, campaign.variants[0]) == [], spelling
 
 
+def test_lint_wants_a_guard_where_a_null_would_leave_a_stray_label(project):
+    campaign = load_campaign(project / "templates/campaigns/cart_abandonment.yml")
+    variant = campaign.variants[0]
+    code = CLEAN.replace(
+        "{{#if cart_total}}<p>Total {{cart_total}} {{currency}}</p>{{/if}}",
+        "<p>Total: {{cart_total}}</p>",
+    ).replace("<b>{{upper name}}</b> {{price}}", "<b>{{upper name}}</b> Price {{price}}")
+    findings = [str(f) for f in lint_template(code, "t.html", campaign, variant)]
+    assert [f.split(": error: ")[0] for f in findings] == ["t.html:5", "t.html:6"]
+    assert "`{{price}}` can be null" in findings[0]
+    assert "wrap both in {{#if cart_total}}" in findings[1]
+    guarded = code.replace(
+        "<p>Total: {{cart_total}}</p>", "{{#if cart_total}}Total: {{cart_total}}{{/if}}"
+    )
+    guarded = guarded.replace("Price {{price}}", "{{#if `price > 0`}}Price {{price}}{{/if}}")
+    assert lint_template(guarded, "t.html", campaign, variant) == []
+
+
 def test_lint_scoped_typo_inside_each_is_still_a_product_field_error(project):
     # `this/` must resolve against the product, exactly as the renderer does.
     campaign = load_campaign(project / "templates/campaigns/cart_abandonment.yml")
@@ -323,7 +341,7 @@ def test_preview_uses_payload_values_verbatim_and_escapes_them(project):
 
 def test_lint_checks_the_campaign_subject_line(project):
     path = project / "templates/campaigns/cart_abandonment.yml"
-    path.write_text(CAMPAIGN_YML.replace("{{first_name}}, your cart", "{{firstname}}, your cart"))
+    path.write_text(CAMPAIGN_YML.replace("{{first_name}}, your", "{{firstname}}, your"))
     result = run(project, "lint", "--local", "templates/mandrill")
     assert result.exit_code == 1
     assert (

@@ -28,7 +28,7 @@ from target_mailchimp_transactional.blocks import block_var_name
 from target_mailchimp_transactional.campaigns import Campaign, Variant
 
 from signalmail.sandbox import handlebars
-from signalmail.sandbox.handlebars import Block, Expr, Literal, Mustache
+from signalmail.sandbox.handlebars import Block, Expr, Literal, Mustache, Text
 from signalmail.sandbox.handlebars import Path as HbPath
 from signalmail.templates.source import TemplateMissing, TemplateSource, template_refs
 
@@ -66,6 +66,25 @@ PRODUCT_FIELDS = frozenset(
         "url",
         "image_url",
     }
+)
+#: Fields that may be null for some trigger (docs/contracts.md 4 and the dbt payload builders:
+#: a product event without a price, a cart without a total, a shopper without a first name).
+#: Null prints nothing, so one printed right next to a literal word leaves a stray label
+#: ("Total: ", "Hi ,"): lint wants it inside `{{#if field}}`.
+NULLABLE_FIELDS = frozenset(
+    {
+        "first_name",
+        "cart_total",
+        "cart_total_display",
+        "total",
+        "total_display",
+        "currency",
+        "search_term",
+        "order_id",
+    }
+)
+NULLABLE_PRODUCT_FIELDS = frozenset(
+    {"price", "price_display", "quantity", "brand", "category", "url", "image_url"}
 )
 #: Payload arrays whose items are products.
 PRODUCT_ARRAYS = frozenset({"products", "recommendations"})
@@ -124,6 +143,7 @@ class _Checker:
         self.campaign = campaign
         self.findings: list[Finding] = []
         self.has_unsub = False
+        self.guarded: list[frozenset[str]] = []  # names an enclosing #if tests
 
     def error(self, line: int, message: str) -> None:
         self.findings.append(Finding(self.origin, line, "error", message))
@@ -135,11 +155,42 @@ class _Checker:
         self.visit(nodes, [_Scope("root", frozenset(self.provided))])
 
     def visit(self, nodes: list[Any], scopes: list[_Scope]) -> None:
-        for node in nodes:
+        for i, node in enumerate(nodes):
             if isinstance(node, Mustache):
                 self.mustache(node, scopes)
+                before = nodes[i - 1] if i > 0 else ""
+                after = nodes[i + 1] if i + 1 < len(nodes) else ""
+                self.unguarded_null(node, scopes, before, after)
             elif isinstance(node, Block):
                 self.block(node, scopes)
+
+    def unguarded_null(self, node: Mustache, scopes: list[_Scope], before: Any, after: Any) -> None:
+        """Error for a nullable field printed next to literal words outside an #if on it."""
+        name = node.name
+        if node.args or name.data or len(name.parts) != 1:
+            return
+        if handlebars.is_helper_name(name) and name.parts[0] in handlebars.HELPERS:
+            return
+        field = name.parts[0].lower()
+        scope = self._target_scope(name, scopes)
+        nullable = NULLABLE_PRODUCT_FIELDS if scope and scope.kind == "product" else NULLABLE_FIELDS
+        required = {var.name.lower() for var in self.campaign.merge_vars if var.required}
+        if scope and scope.kind == "root" and field in required:  # the target never sends it null
+            return
+        if field not in nullable or any(field in names for names in self.guarded):
+            return
+        left = before.value.rstrip() if isinstance(before, Text) else ""
+        right = after.value.lstrip() if isinstance(after, Text) else ""
+        if re.search(r"=\s*[\"']?$", left):  # an attribute's value (href, src): no text shows
+            return
+        words = (left and not left.endswith(">")) or (right and not right.startswith("<"))
+        if words:
+            self.error(
+                node.line,
+                f"`{{{{{name.raw}}}}}` can be null and sits next to text "
+                f"({(left[-20:] + ' … ' + right[:20]).strip()!r}): that text would show with "
+                f"nothing beside it; wrap both in {{{{#if {name.raw}}}}}...{{{{/if}}}}",
+            )
 
     def mustache(self, node: Mustache, scopes: list[_Scope]) -> None:
         name = node.name
@@ -190,10 +241,20 @@ class _Checker:
                 array = param.parts[0].lower()
                 if array in PRODUCT_ARRAYS:
                     inner = _Scope("product", PRODUCT_FIELDS, array)
-        if node.kind in ("each", "with"):
-            self.visit(node.body, [*scopes, inner])
-        else:
-            self.visit(node.body, scopes)
+        tested = frozenset()
+        if node.kind == "if":
+            leaves = _leaves(param.tree) if isinstance(param, Expr) else [param]
+            tested = frozenset(
+                leaf.parts[-1].lower() for leaf in leaves if isinstance(leaf, HbPath) and leaf.parts
+            )
+        self.guarded.append(tested)
+        try:
+            if node.kind in ("each", "with"):
+                self.visit(node.body, [*scopes, inner])
+            else:
+                self.visit(node.body, scopes)
+        finally:
+            self.guarded.pop()
         self.visit(node.inverse, scopes)
 
     @staticmethod
