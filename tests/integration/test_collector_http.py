@@ -62,8 +62,11 @@ def test_sdk_sync_mode_every_call_type_lands_enriched(collector):
     for event in events:
         assert event["request_ip"] == "127.0.0.1"
         assert event["receivedAt"].endswith("Z")
-        assert event["originalTimestamp"] <= event["sentAt"] <= event["receivedAt"]
-        assert uuid.UUID(event["rudderId"]).version == 3
+        # the SDK sends `timestamp` (kept, as rudder-server keeps it) and a batch sentAt, but
+        # no originalTimestamp, which rudder-server then sets to receivedAt
+        assert event["timestamp"] <= event["sentAt"] <= event["receivedAt"]
+        assert event["originalTimestamp"] == event["receivedAt"]
+        assert uuid.UUID(event["rudderId"]).version == 4  # rudder-go-kit GetMD5UUID
         assert event["context"]["library"]["name"] == "analytics-python"
     assert events[0]["context"]["traits"]["email_opt_in"] is True
     assert events[1]["properties"] == {"product_id": "p1"}
@@ -402,3 +405,90 @@ def test_unsigned_webhooks_accepted_when_insecure_but_malformed_is_400(tmp_path)
         assert (bad.status_code, bad.text) == (400, "mandrill_events is not valid JSON")
         assert send_hook(running, {"other": "x"}, None).status_code == 400
         assert len(running.events()) == 1
+
+
+# -- browsers: CORS, beacon, pixel (rudder-server's gateway) ------------------------------------
+
+ORIGIN = "https://shop.example.com"
+
+
+def test_preflight_is_answered_as_rudder_server_does(collector):
+    answer = requests.options(
+        f"{collector.url}/v1/batch",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"},
+        timeout=5,
+    )  # fmt: skip
+    assert answer.status_code == 204
+    assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN  # echoed, never *
+    assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+    assert answer.headers["Access-Control-Allow-Methods"] == "POST"
+    assert answer.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
+    assert answer.headers["Access-Control-Max-Age"] == "900"
+    refused = requests.options(
+        f"{collector.url}/v1/batch",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE"}, timeout=5,
+    )  # fmt: skip
+    assert refused.status_code == 204
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_answers_to_a_browser_carry_cors_headers_errors_included(collector):
+    ok = post(collector, "/v1/track", {"userId": "u", "event": "x"}, headers={"Origin": ORIGIN})
+    bad = post(collector, "/v1/track", {"userId": "u"}, key="wrong", headers={"Origin": ORIGIN})
+    for answer in (ok, bad):
+        assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+        assert answer.headers["Vary"] == "Origin"
+    assert (ok.status_code, bad.status_code) == (200, 401)
+    plain = post(collector, "/v1/track", {"userId": "u", "event": "x"})
+    assert "Access-Control-Allow-Origin" not in plain.headers  # no Origin, no CORS
+
+
+def test_a_bad_item_type_does_not_cost_the_batch(collector):
+    batch = [{"type": "track", "userId": "u", "event": "good", "messageId": "m-good"},
+             {"type": "purchase", "userId": "u", "messageId": "m-odd"},
+             {"userId": "u", "messageId": "m-untyped"}]  # fmt: skip
+    assert post(collector, "/v1/batch", {"batch": batch}).status_code == 200
+    assert [e["messageId"] for e in collector.events()] == ["m-good", "m-odd", "m-untyped"]
+
+
+def test_beacon_takes_the_write_key_from_the_query(collector):
+    body = json.dumps({"batch": [{"type": "page", "anonymousId": "a1", "name": "Home"}]})
+    sent = requests.post(
+        f"{collector.url}/beacon/v1/batch?writeKey={WRITE_KEY}", data=body,
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN}, timeout=5,
+    )  # fmt: skip
+    assert sent.status_code == 200
+    assert sent.headers["Access-Control-Allow-Origin"] == ORIGIN
+    missing = requests.post(f"{collector.url}/beacon/v1/batch", data=body, timeout=5)
+    assert (missing.status_code, missing.text) == (401, "failed to read writekey from query params")
+    wrong = requests.post(f"{collector.url}/beacon/v1/batch?writeKey=nope", data=body, timeout=5)
+    assert wrong.status_code == 401
+    assert [e["name"] for e in collector.events()] == ["Home"]
+
+
+def test_pixel_events_land_and_every_answer_is_a_gif(collector):
+    def pixel(kind: str, **params: str) -> requests.Response:
+        return requests.get(f"{collector.url}/pixel/v1/{kind}?{urlencode(params)}", timeout=5)
+
+    answers = [
+        pixel("page", writeKey=WRITE_KEY, anonymousId='"a7"', **{"properties.path": "/p/1"}),
+        pixel("track", writeKey=WRITE_KEY, anonymousId="a7", event="Email Opened"),
+        pixel("page", writeKey=WRITE_KEY, anonymousId="a7", name="Cart"),
+        pixel("track", writeKey=WRITE_KEY, anonymousId="a7"),  # no event: dropped
+        pixel("page", writeKey="wrong", anonymousId="a7"),  # bad key: dropped
+    ]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"] == "image/gif"
+        assert answer.content.startswith(b"GIF89a")
+        assert len(answer.content) == 43
+    events = collector.events()
+    assert [(e["type"], e.get("name") or e.get("event")) for e in events] == [
+        ("page", "Unknown Page"), ("track", "Email Opened"), ("page", "Cart"),
+    ]  # fmt: skip
+    assert events[0]["anonymousId"] == "a7"  # quotes stripped, as rudder-server does
+    assert events[0]["properties"] == {"path": "/p/1"}  # dotted keys nest
+    assert events[0]["channel"] == "web"
+    assert events[0]["integrations"] == {"All": True}

@@ -134,11 +134,11 @@ def test_one_anonymous_event_rejects_the_whole_batch():
     assert (err.status, err.message) == (400, "request neither has anonymousId nor userId")
 
 
-def test_batch_event_with_unknown_type_is_rejected():
-    body = json.dumps({"batch": [{"type": "purchase", "userId": "u"}]}).encode()
-    err = error_of(ingest.parse_events, body, "batch")
-    assert err.status == 400
-    assert "purchase" in err.message
+def test_batch_items_with_unknown_or_missing_type_do_not_cost_the_batch():
+    # rudder-server's gateway checks no item's type; tap-rudderstack quarantines the bad ones
+    batch = [{"type": "purchase", "userId": "u"}, {"userId": "u"}, {"type": "track", "userId": "u"}]
+    events, _ = ingest.parse_events(json.dumps({"batch": batch}).encode(), "batch")
+    assert events == batch
 
 
 def test_single_event_endpoint_forces_type_from_path():
@@ -161,7 +161,7 @@ RECEIVED = datetime(2026, 3, 1, 12, 0, 10, 500000, tzinfo=UTC)
 
 def test_enrich_corrects_client_clock_skew():
     # client clock is 1 hour behind: event at 10:59:55, sent at 10:59:59 (client time)
-    event = {"type": "track", "userId": "u1", "timestamp": "2026-03-01T10:59:55+00:00"}
+    event = {"type": "track", "userId": "u1", "originalTimestamp": "2026-03-01T10:59:55+00:00"}
     info = ingest.RequestInfo(RECEIVED, "10.0.0.1", "2026-03-01T10:59:59.000Z")
     ingest.enrich(event, info)
     assert event["originalTimestamp"] == "2026-03-01T10:59:55.000Z"
@@ -170,6 +170,18 @@ def test_enrich_corrects_client_clock_skew():
     # timestamp = receivedAt - (sentAt - originalTimestamp) = 12:00:10.5 - 4 s
     assert event["timestamp"] == "2026-03-01T12:00:06.500Z"
     assert event["request_ip"] == "10.0.0.1"
+
+
+def test_enrich_keeps_a_timestamp_the_client_sent():
+    # rudder-server's enhanceWithTimeFields: a parseable `timestamp` is kept, only reformatted
+    event = {"type": "track", "userId": "u1", "timestamp": "2026-03-01T11:59:55+01:00",
+             "originalTimestamp": "2026-03-01T10:00:00Z"}  # fmt: skip
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "10.0.0.1", "2026-03-01T10:59:59.000Z"))
+    assert event["timestamp"] == "2026-03-01T10:59:55.000Z"
+    assert event["originalTimestamp"] == "2026-03-01T10:00:00.000Z"
+    bad = {"type": "track", "userId": "u1", "timestamp": "yesterday"}
+    ingest.enrich(bad, ingest.RequestInfo(RECEIVED, "10.0.0.1"))
+    assert bad["timestamp"] == "2026-03-01T12:00:10.500Z"  # unparseable: skew formula, no skew
 
 
 def test_enrich_fills_missing_fields_and_keeps_given_ids():
@@ -221,13 +233,14 @@ def test_times_whose_offset_leaves_the_calendar_count_as_unparseable(stamp):
 
 
 def test_rudder_id_matches_rudder_server_md5_uuid():
-    # rudder-server: misc.GetMD5UUID(userId + ":" + anonymousId), version-3 bits set
+    # rudder-go-kit uuid.GetMD5UUID(userId + ":" + anonymousId): MD5 with version-4 bits
     digest = bytearray(hashlib.md5(b"user-1:anon-9").digest())
-    digest[6] = (digest[6] & 0x0F) | 0x30
+    digest[6] = (digest[6] & 0x0F) | 0x40
     digest[8] = (digest[8] & 0x3F) | 0x80
     expected = str(uuid.UUID(bytes=bytes(digest)))
     assert ingest.rudder_id("user-1", "anon-9") == expected
-    assert uuid.UUID(expected).version == 3
+    assert uuid.UUID(expected).version == 4
+    assert ingest.rudder_id("", "anon_id_1") == "7eafceec-e82d-4327-94f0-6dab79429696"
     assert ingest.rudder_id(None, "a") != ingest.rudder_id("a", None)
 
 

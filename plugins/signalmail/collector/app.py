@@ -25,11 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from signalmail.collector import ingest, webhooks
+from signalmail.collector.cors import RudderCors
 from signalmail.collector.spool import SpoolBusy, SpoolError, SpoolWriter, encode_events
 
 log = logging.getLogger("signalmail.collector")
@@ -97,10 +99,56 @@ class Collector:
         endpoint.__name__ = f"ingest_{path_type}"
         return endpoint
 
-    async def ingest(self, request: Request, path_type: str) -> Response:
+    async def beacon(self, request: Request) -> Response:
+        """POST /beacon/v1/batch?writeKey=...: navigator.sendBeacon cannot set headers.
+
+        As rudder-server (gateway/handle_http_beacon.go): the write key comes from the query
+        (401 without one), then the body is a batch like /v1/batch's.
+        """
+        key = request.query_params.get("writeKey")
+        if not key:
+            return self._reject(
+                ingest.IngestError(
+                    401, "failed to read writekey from query params", "missing_write_key"
+                )
+            )
+        return await self.ingest(request, "batch", write_key=key)
+
+    async def pixel(self, request: Request) -> Response:
+        """GET /pixel/v1/track|page: an event from an image URL; always a 1x1 GIF.
+
+        As rudder-server (gateway/handle_http_pixel.go): each query parameter's first value is
+        set on `{"channel": "web", "integrations": {"All": true}}` (dotted keys nest), with
+        originalTimestamp and sentAt the server's time; a page without a name is
+        "Unknown Page", a track without an event is dropped. The answer is the GIF whatever
+        happened (an image tag shows nothing else); the outcome is counted in /metrics.
+        """
+        kind = request.path_params["kind"]
+        event = ingest.pixel_event(kind, request.query_params.multi_items())
+        key = request.query_params.get("writeKey") or ""
+        if event is not None and key:
+            try:
+                self._check_key(key)
+            except ingest.IngestError as exc:
+                self._reject(exc)
+            else:
+                info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
+                await self._commit([ingest.enrich(event, info)])
+        elif event is None:
+            self.metrics.rejected["pixel_without_event"] += 1
+        else:
+            self.metrics.rejected["missing_write_key"] += 1
+        return Response(ingest.PIXEL_GIF, media_type="image/gif")
+
+    async def ingest(
+        self, request: Request, path_type: str, write_key: str | None = None
+    ) -> Response:
         """POST /v1/<type>: authenticate, read, validate, enrich, make durable, answer."""
         try:
-            self._authenticate(request)
+            if write_key is None:
+                self._authenticate(request)
+            else:
+                self._check_key(write_key)
             if self.metrics.in_flight_events >= self.settings.queue_capacity:
                 raise ingest.IngestError(
                     429, "too many requests: ingest queue is full", "queue_full"
@@ -135,6 +183,11 @@ class Collector:
             if hmac.compare_digest(user.encode(), self.settings.write_key.encode()):
                 return
         raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
+
+    def _check_key(self, key: str) -> None:
+        """Compare a write key given in a query string, in constant time."""
+        if not hmac.compare_digest(key.encode(), self.settings.write_key.encode()):
+            raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
 
     async def _read(self, request: Request) -> bytes:
         counted = _Counting(request.stream())
@@ -354,11 +407,13 @@ def create_app(
         for kind in ("batch", *sorted(ingest.EVENT_TYPES))
     ]
     routes += [
+        Route("/beacon/v1/batch", collector.beacon, methods=["POST"]),
+        Route("/pixel/v1/{kind:str}", collector.pixel, methods=["GET"]),
         Route("/webhooks/mandrill", collector.mandrill_head, methods=["HEAD"]),
         Route("/webhooks/mandrill", collector.mandrill_post, methods=["POST"]),
         Route("/health", collector.health, methods=["GET"]),
         Route("/metrics", collector.metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RudderCors)])
     app.state.collector = collector
     return app

@@ -9,11 +9,13 @@ Pure functions (no I/O besides reading the body stream) so the rules are unit-te
   400 `request neither has anonymousId nor userId` (partial acceptance would leave the SDK unable
   to tell which events to resend).
 - `enrich` adds receivedAt, request_ip, rudderId, messageId when missing, type from the path,
-  sentAt/originalTimestamp when missing, and the skew-corrected timestamp.
+  sentAt/originalTimestamp when missing, and the skew-corrected timestamp when the client
+  sent none.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import uuid
@@ -125,15 +127,9 @@ def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise IngestError(400, "invalid json", "invalid_json")
         batch_sent_at = payload.get("sentAt")
-        for event in events:
-            event_type = event.get("type")
-            if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
-                raise IngestError(
-                    400,
-                    f"invalid message type {str(event_type)[:40]!r}: expected one of "
-                    + ", ".join(sorted(EVENT_TYPES)),
-                    "invalid_type",
-                )
+        # An item's `type` is not checked here, as rudder-server's gateway does not: one item
+        # with a missing or unknown type must not cost the batch (SDKs do not retry a 400).
+        # tap-rudderstack quarantines it in `rejected_events` with its reason.
     else:
         events = [payload]
         payload["type"] = path_type
@@ -172,14 +168,17 @@ def parse_ts(value: Any) -> datetime | None:
 
 @functools.lru_cache(maxsize=65536)
 def rudder_id(user_id: Any, anonymous_id: Any) -> str:
-    """rudder-server's rudderId: an MD5-based UUID (version 3 bits) of "userId:anonymousId".
+    """rudder-server's rudderId: the MD5 of "userId:anonymousId" with UUID version 4 bits.
 
-    Cached: a batch usually repeats one user, and the hash is a measurable share of ingest CPU.
+    As rudder-go-kit's `uuid.GetMD5UUID` (uuid/uuid.go), which rudder-server's gateway calls
+    (gateway/handle.go): byte 6 gets version 4, byte 8 the RFC 4122 variant, so the ids match
+    a shop's RudderStack history. Cached: a batch usually repeats one user, and the hash is a
+    measurable share of ingest CPU.
     """
     text = f"{'' if user_id is None else user_id}:{'' if anonymous_id is None else anonymous_id}"
     h = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
     variant = "89ab"[int(h[16], 16) & 0x3]
-    return f"{h[:8]}-{h[8:12]}-3{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 class RequestInfo:
@@ -198,12 +197,13 @@ class RequestInfo:
 def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     """Stamp one event in place (and return it).
 
-    Time fields follow rudder-server's processor: originalTimestamp is the client's event time
-    (`originalTimestamp`, else the SDK's `timestamp`, else receivedAt); sentAt is the event's,
-    else the batch's, else receivedAt; then
-    ``timestamp = receivedAt - (sentAt - originalTimestamp)`` corrects client clock skew.
-    Unparseable client times fall back to receivedAt, as rudder-server does, and so does a
-    correction that leaves the calendar: one client's absurd clock must not fail its batch.
+    Time fields follow rudder-server's processor (`enhanceWithTimeFields`,
+    processor/processor.go): originalTimestamp is the event's, else receivedAt; sentAt is the
+    event's, else the batch's (SDKs put it on the batch), else receivedAt; a `timestamp` the
+    client sent is kept, else ``timestamp = receivedAt - (sentAt - originalTimestamp)``
+    corrects the client's clock skew. Unparseable client times fall back to receivedAt, as
+    rudder-server does, and so does a correction that leaves the calendar: one client's absurd
+    clock must not fail its batch.
     """
     received = info.received_at
     message_id = event.get("messageId")
@@ -217,8 +217,9 @@ def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     anonymous_id = event.get("anonymousId")
     if anonymous_id is not None and not isinstance(anonymous_id, str):
         event["anonymousId"] = anonymous_id = str(anonymous_id)
-    original = parse_ts(event.get("originalTimestamp")) or parse_ts(event.get("timestamp"))
+    original = parse_ts(event.get("originalTimestamp"))
     sent = parse_ts(event.get("sentAt"))
+    client_time = parse_ts(event.get("timestamp"))
     if sent is not None:
         sent_text = format_ts(sent)
     elif info.batch_sent is not None:
@@ -232,7 +233,9 @@ def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     event["originalTimestamp"] = original_text
     event["sentAt"] = sent_text
     event["receivedAt"] = info.received_text
-    if sent == original:
+    if client_time is not None:
+        event["timestamp"] = format_ts(client_time)
+    elif sent == original:
         event["timestamp"] = info.received_text
     else:
         try:
@@ -251,3 +254,45 @@ def client_ip(forwarded_for: str | None, peer: str | None, trust_forwarded: bool
         if first:
             return first
     return peer or ""
+
+
+#: rudder-server's pixel answer: a transparent 1x1 GIF89a (gateway/response.go).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
+
+
+def pixel_event(kind: str, params: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Build the event of a pixel request, or None when it carries none (see Collector.pixel)."""
+    if kind not in ("track", "page"):
+        return None
+    now = format_ts(datetime.now(UTC))
+    event: dict[str, Any] = {
+        "channel": "web",
+        "integrations": {"All": True},
+        "originalTimestamp": now,
+        "sentAt": now,
+    }
+    seen: set[str] = set()
+    for key, value in params:
+        if key in seen or key == "writeKey" or not key:
+            continue
+        seen.add(key)
+        if key == "anonymousId":
+            value = value.strip('"')
+        _set_path(event, key.split("."), value)
+    event["type"] = kind
+    if kind == "page" and not event.get("name"):
+        event["name"] = "Unknown Page"
+    if kind == "track" and not event.get("event"):
+        return None
+    if not _present(event.get("anonymousId")) and not _present(event.get("userId")):
+        return None
+    return event
+
+
+def _set_path(target: dict[str, Any], parts: list[str], value: str) -> None:
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[parts[-1]] = value
