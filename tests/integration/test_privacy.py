@@ -32,20 +32,6 @@ from tests.integration.watch_support import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine_env(request, tmp_path) -> dict[str, str]:
-    if request.param == "duckdb":
-        return {
-            "SIGNALMAIL_DBT_TARGET": "duckdb",
-            "SIGNALMAIL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-            "SIGNALMAIL_LEDGER_PATH": str(tmp_path / "ledger.duckdb"),
-        }
-    return {
-        "SIGNALMAIL_DBT_TARGET": "postgres",
-        "SIGNALMAIL_PG_URL": request.getfixturevalue("pg_database"),
-    }
-
-
 def signalmail(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "signalmail", *args, "--project-root", str(REPO_ROOT)],

@@ -30,20 +30,6 @@ from tests.integration.watch_support import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine_env(request, tmp_path) -> dict[str, str]:
-    if request.param == "duckdb":
-        return {
-            "SIGNALMAIL_DBT_TARGET": "duckdb",
-            "SIGNALMAIL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-            "SIGNALMAIL_LEDGER_PATH": str(tmp_path / "ledger.duckdb"),
-        }
-    return {
-        "SIGNALMAIL_DBT_TARGET": "postgres",
-        "SIGNALMAIL_PG_URL": request.getfixturevalue("pg_database"),
-    }
-
-
 def check_report(path, emails: int) -> None:
     """The report opens in a real browser with every section, its charts and the emails."""
     with browser_page(path.as_uri(), height=6000) as loaded:

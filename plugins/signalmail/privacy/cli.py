@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from signalmail.watch.options import project_options
 from signalmail.watch.settings import SettingsError, from_environment
+
+T = TypeVar("T")
 
 
 def _settings(project_root: Path, engine: str | None) -> Any:
@@ -33,6 +36,16 @@ def _locked(exc: Exception) -> click.ClickException:
         f"{exc}\nOn DuckDB one process at a time may write the warehouse: stop "
         "`signalmail watch` (or the Meltano job) and run this again."
     )
+
+
+def _unless_locked(work: Callable[[], T]) -> T:
+    """Run `work`; a DuckDB lock held by another writer becomes a clear usage error."""
+    try:
+        return work()
+    except Exception as exc:
+        if "lock" in str(exc).lower():
+            raise _locked(exc) from None
+        raise
 
 
 storage_option = click.option(
@@ -68,12 +81,9 @@ def forget(
     if not user_id and not email:
         raise click.UsageError("give --user-id, --email or both")
     settings = _settings(project_root, engine)
-    try:
-        report = run(settings, user_id=user_id, email=email, storage_options=storage_options)
-    except Exception as exc:
-        if "lock" in str(exc).lower():
-            raise _locked(exc) from None
-        raise
+    report = _unless_locked(
+        lambda: run(settings, user_id=user_id, email=email, storage_options=storage_options)
+    )
     for line in report.lines():
         click.echo(line)
     if report.mandrill_error:
@@ -98,11 +108,8 @@ def retention(project_root: Path, engine: str | None, days: float, storage_optio
     from signalmail.privacy.retention import apply_retention
 
     settings = _settings(project_root, engine)
-    try:
-        report = apply_retention(settings, days, storage_options=storage_options)
-    except Exception as exc:
-        if "lock" in str(exc).lower():
-            raise _locked(exc) from None
-        raise
+    report = _unless_locked(
+        lambda: apply_retention(settings, days, storage_options=storage_options)
+    )
     for line in report.lines():
         click.echo(line)
