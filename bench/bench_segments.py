@@ -29,6 +29,7 @@ from pathlib import Path
 from signalmail.collector.spool import SpoolWriter
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.state import StateFile
+from signalmail.watch.late import LateEvents
 from signalmail.watch.steps import Capture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def timed_capture(
     settings = capture_settings(work, spool)
     state = StateFile(settings.state_path)
     anchor = duckdb.connect(str(settings.path(settings.duckdb_path)))  # held, as the watch does
-    capture = Capture(settings, state)
+    capture = Capture(settings, state, LateEvents(state, settings.lookback_seconds))
     staged = sorted((spool / "rudder-logs").rglob("*.json.gz"))
     hidden = work / "hidden"
     if files_per_run:
