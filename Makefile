@@ -24,8 +24,10 @@ postgres:
 
 # Debian's Chromium, the real browser the report and email tests drive (Playwright cannot
 # download its own here). Installed when missing and run as root; else those tests skip.
+# The browser SDK test also needs RudderStack's JavaScript SDK, from the npm registry.
 browser:
 	scripts/install-chromium.sh
+	cd tests/browser_sdk && npm ci --no-audit --no-fund --silent
 
 test: install meltano-install postgres browser
 	$(BIN)/ruff check .
