@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from signalmail.collector.spool import SpoolWriter
+from signalmail.watch.late import LateEvents
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.state import StateFile
-from signalmail.watch.late import LateEvents
 from signalmail.watch.steps import Capture
 
 REPO = Path(__file__).resolve().parents[1]
