@@ -2,7 +2,7 @@
 
 One function per API call, and every failure translated exactly once, here, into the small set
 of exception classes the sink reasons about. Classification is by Mandrill's error `name`, not
-by HTTP status (older Mandrill answers 500 for everything). The package's quirks (DESIGN.md)
+by HTTP status (older Mandrill answers 500 for everything). The package's quirks (docs/decisions.md)
 are absorbed here so that nothing above this module ever sees them:
 
 - a falsy JSON answer (`[]`) or an empty body comes back as a raw `requests.Response` instead

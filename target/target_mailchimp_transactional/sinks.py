@@ -38,7 +38,7 @@ class EmailTriggerSink(BatchSink):
 
         A malformed row is then recorded `invalid` in the ledger with the reason instead of
         being logged and passed on (the SDK default), and validation, singer-sdk's main cost
-        per record (DESIGN.md), stays off the hot path.
+        per record (docs/decisions.md), stays off the hot path.
         """
         return None
 

@@ -422,6 +422,10 @@ def test_metadata_and_tag_rules(client, cart_template):
         )
         assert error.text["name"] == "ValidationError"
         assert "may not start with _" in error.text["message"]
+    error = error_of(
+        send_cart, client, cart_template, [{"email": "m@x.example"}], metadata={"_private": "x"}
+    )
+    assert "may not start with _" in error.text["message"]
 
 
 def test_messages_send_with_mailchimp_merge_tags(client):

@@ -137,21 +137,13 @@ def test_one_anonymous_event_rejects_the_whole_batch():
 def test_batch_items_with_unknown_or_missing_type_do_not_cost_the_batch():
     # rudder-server's gateway checks no item's type; tap-rudderstack quarantines the bad ones
     batch = [{"type": "purchase", "userId": "u"}, {"userId": "u"}, {"type": "track", "userId": "u"}]
-    events, _ = ingest.parse_events(json.dumps({"batch": batch}).encode(), "batch")
+    events = ingest.parse_events(json.dumps({"batch": batch}).encode(), "batch")
     assert events == batch
 
 
 def test_single_event_endpoint_forces_type_from_path():
-    events, sent_at = ingest.parse_events(b'{"type": "track", "anonymousId": 7}', "identify")
+    events = ingest.parse_events(b'{"type": "track", "anonymousId": 7}', "identify")
     assert events == [{"type": "identify", "anonymousId": 7}]
-    assert sent_at is None
-
-
-def test_batch_returns_batch_level_sent_at():
-    body = b'{"batch": [{"type": "page", "userId": "u"}], "sentAt": "2026-01-01T00:00:00Z"}'
-    events, sent_at = ingest.parse_events(body, "batch")
-    assert len(events) == 1
-    assert sent_at == "2026-01-01T00:00:00Z"
 
 
 # -- enrichment --------------------------------------------------------------------------------
@@ -161,9 +153,9 @@ RECEIVED = datetime(2026, 3, 1, 12, 0, 10, 500000, tzinfo=UTC)
 
 def test_enrich_corrects_client_clock_skew():
     # client clock is 1 hour behind: event at 10:59:55, sent at 10:59:59 (client time)
-    event = {"type": "track", "userId": "u1", "originalTimestamp": "2026-03-01T10:59:55+00:00"}
-    info = ingest.RequestInfo(RECEIVED, "10.0.0.1", "2026-03-01T10:59:59.000Z")
-    ingest.enrich(event, info)
+    event = {"type": "track", "userId": "u1", "originalTimestamp": "2026-03-01T10:59:55+00:00",
+             "sentAt": "2026-03-01T10:59:59.000Z"}  # fmt: skip
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "10.0.0.1"))
     assert event["originalTimestamp"] == "2026-03-01T10:59:55.000Z"
     assert event["sentAt"] == "2026-03-01T10:59:59.000Z"
     assert event["receivedAt"] == "2026-03-01T12:00:10.500Z"
@@ -176,7 +168,7 @@ def test_enrich_keeps_a_timestamp_the_client_sent():
     # rudder-server's enhanceWithTimeFields: a parseable `timestamp` is kept, only reformatted
     event = {"type": "track", "userId": "u1", "timestamp": "2026-03-01T11:59:55+01:00",
              "originalTimestamp": "2026-03-01T10:00:00Z"}  # fmt: skip
-    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "10.0.0.1", "2026-03-01T10:59:59.000Z"))
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "10.0.0.1"))
     assert event["timestamp"] == "2026-03-01T10:59:55.000Z"
     assert event["originalTimestamp"] == "2026-03-01T10:00:00.000Z"
     bad = {"type": "track", "userId": "u1", "timestamp": "yesterday"}
@@ -197,18 +189,19 @@ def test_enrich_fills_missing_fields_and_keeps_given_ids():
     assert uuid.UUID(fresh["messageId"]).version == 4
 
 
-def test_enrich_prefers_event_level_times_and_survives_garbage():
+def test_enrich_takes_times_from_the_event_only_and_survives_garbage():
     event = {
         "type": "track",
         "userId": "u",
         "originalTimestamp": "2026-03-01T12:00:00+02:00",
-        "timestamp": "ignored because originalTimestamp wins",
+        "timestamp": "not a time either",
         "sentAt": "not a time",
     }
-    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip", "2026-03-01T10:00:05Z"))
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip"))
     assert event["originalTimestamp"] == "2026-03-01T10:00:00.000Z"
-    assert event["sentAt"] == "2026-03-01T10:00:05.000Z"  # batch sentAt when the event's is bad
-    assert event["timestamp"] == "2026-03-01T12:00:05.500Z"
+    assert event["sentAt"] == "2026-03-01T12:00:10.500Z"  # unparseable: receivedAt
+    # receivedAt - (sentAt - originalTimestamp): the event's own time, read on our clock
+    assert event["timestamp"] == "2026-03-01T10:00:00.000Z"
 
 
 @pytest.mark.parametrize(
@@ -227,7 +220,7 @@ def test_skew_correction_beyond_the_calendar_falls_back_to_received_at(original,
 )
 def test_times_whose_offset_leaves_the_calendar_count_as_unparseable(stamp):
     event = {"type": "track", "userId": "u", "originalTimestamp": stamp, "sentAt": stamp}
-    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip", batch_sent_at=stamp))
+    ingest.enrich(event, ingest.RequestInfo(RECEIVED, "ip"))
     received = ingest.format_ts(RECEIVED)
     assert event["originalTimestamp"] == event["sentAt"] == event["timestamp"] == received
 

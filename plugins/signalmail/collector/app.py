@@ -154,14 +154,10 @@ class Collector:
                     429, "too many requests: ingest queue is full", "queue_full"
                 )
             body = await self._read(request)
-            events, batch_sent_at = ingest.parse_events(body, path_type)
+            events = ingest.parse_events(body, path_type)
         except ingest.IngestError as exc:
             return self._reject(exc)
-        info = ingest.RequestInfo(
-            received_at=datetime.now(UTC),
-            request_ip=self._client_ip(request),
-            batch_sent_at=batch_sent_at,
-        )
+        info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
         for event in events:
             ingest.enrich(event, info)
         return await self._commit(events)

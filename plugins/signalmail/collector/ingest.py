@@ -106,8 +106,8 @@ async def read_body(
     return b"".join(parts)
 
 
-def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any]:
-    """Check a decoded body the way rudder-server's gateway does; returns (events, batch sentAt).
+def parse_events(body: bytes, path_type: str) -> list[dict[str, Any]]:
+    """Check a decoded body the way rudder-server's gateway does; returns its events.
 
     `path_type` is "batch" or one of EVENT_TYPES (the single-event endpoints, whose `type` is
     forced to the path's, as rudder-server does).
@@ -126,18 +126,16 @@ def parse_events(body: bytes, path_type: str) -> tuple[list[dict[str, Any]], Any
             raise IngestError(400, "empty batch payload", "empty_batch")
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise IngestError(400, "invalid json", "invalid_json")
-        batch_sent_at = payload.get("sentAt")
         # An item's `type` is not checked here, as rudder-server's gateway does not: one item
         # with a missing or unknown type must not cost the batch (SDKs do not retry a 400).
         # tap-rudderstack quarantines it in `rejected_events` with its reason.
     else:
         events = [payload]
         payload["type"] = path_type
-        batch_sent_at = None
     for event in events:
         if not _present(event.get("anonymousId")) and not _present(event.get("userId")):
             raise IngestError(400, "request neither has anonymousId nor userId", "no_identity")
-    return events, batch_sent_at
+    return events
 
 
 def _present(value: Any) -> bool:
@@ -184,23 +182,21 @@ def rudder_id(user_id: Any, anonymous_id: Any) -> str:
 class RequestInfo:
     """Per-request facts every event of the request is stamped with (formatted once)."""
 
-    __slots__ = ("batch_sent", "batch_sent_text", "received_at", "received_text", "request_ip")
+    __slots__ = ("received_at", "received_text", "request_ip")
 
-    def __init__(self, received_at: datetime, request_ip: str, batch_sent_at: Any = None) -> None:
+    def __init__(self, received_at: datetime, request_ip: str) -> None:
         self.received_at = received_at
         self.received_text = format_ts(received_at)
         self.request_ip = request_ip
-        self.batch_sent = parse_ts(batch_sent_at)
-        self.batch_sent_text = format_ts(self.batch_sent) if self.batch_sent else None
 
 
 def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     """Stamp one event in place (and return it).
 
     Time fields follow rudder-server's processor (`enhanceWithTimeFields`,
-    processor/processor.go): originalTimestamp is the event's, else receivedAt; sentAt is the
-    event's, else the batch's (SDKs put it on the batch), else receivedAt; a `timestamp` the
-    client sent is kept, else ``timestamp = receivedAt - (sentAt - originalTimestamp)``
+    processor/processor.go): originalTimestamp and sentAt are the event's, else receivedAt (a
+    batch-level sentAt is not passed on); a `timestamp` the client sent is kept, else
+    ``timestamp = receivedAt - (sentAt - originalTimestamp)``
     corrects the client's clock skew. Unparseable client times fall back to receivedAt, as
     rudder-server does, and so does a correction that leaves the calendar: one client's absurd
     clock must not fail its batch.
@@ -222,8 +218,6 @@ def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
     client_time = parse_ts(event.get("timestamp"))
     if sent is not None:
         sent_text = format_ts(sent)
-    elif info.batch_sent is not None:
-        sent, sent_text = info.batch_sent, info.batch_sent_text
     else:
         sent, sent_text = received, info.received_text
     if original is None:

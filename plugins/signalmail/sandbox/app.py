@@ -488,6 +488,10 @@ class Sandbox:
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
         for key, value in metadata.items():
+            if str(key).startswith("_"):  # as merge var names: reserved by Mandrill
+                raise MandrillError(
+                    "ValidationError", f"metadata {key!r}: names may not start with _", -2
+                )
             if isinstance(value, dict | list):
                 raise MandrillError(
                     "ValidationError", f"metadata {key!r} must be a scalar (string or number)", -2

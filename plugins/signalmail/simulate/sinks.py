@@ -4,7 +4,7 @@ Both `signalmail simulate` and `signalmail replay` feed one of these with Rudder
 (`messageId`, `type`, ids, `originalTimestamp`, `context`, type fields) and call `close()`.
 
 The SDK path uses the real rudder-sdk-python 2.1.9 `Client` and works around its quirks
-(DESIGN.md): batch size and interval are constructor arguments (module-level settings are
+(docs/decisions.md): batch size and interval are constructor arguments (module-level settings are
 ignored), `shutdown()` raises in sync mode, and identify traits go to `context.traits`.
 
 The spool path skips HTTP entirely and fills the fields the collector would (`sentAt`,
