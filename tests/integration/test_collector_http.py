@@ -492,3 +492,23 @@ def test_pixel_events_land_and_every_answer_is_a_gif(collector):
     assert events[0]["properties"] == {"path": "/p/1"}  # dotted keys nest
     assert events[0]["channel"] == "web"
     assert events[0]["integrations"] == {"All": True}
+
+
+def test_a_full_mandrill_webhook_post_is_taken_though_it_is_over_the_api_limit(collector):
+    # Mandrill sends up to 1,000 events per POST and disables a webhook that keeps failing;
+    # this collector's API limit is 256 KiB, the webhook's its own
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 " * 20
+    link = "https://shop.example.com/p/{n}?" + "x" * 1500
+    clicks = [
+        open_event(event="click", _id=f"mid-{n}", url=link.format(n=n), user_agent=agent,
+                   ts=1767225600 + n)
+        for n in range(1000)
+    ]  # fmt: skip
+    params = mandrill_form(clicks)
+    assert len(urlencode(params)) > 3_000_000  # the size of a real full POST
+    url = f"{collector.url}/webhooks/mandrill"
+    response = send_hook(collector, params, webhooks.signature(HOOK_KEY, url, params))
+    assert response.status_code == 200, response.text
+    assert len(collector.events()) == 1000
+    too_big = post(collector, "/v1/batch", b"x" * (300 * 1024))
+    assert too_big.status_code == 413  # the HTTP API keeps its limit

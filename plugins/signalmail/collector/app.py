@@ -54,6 +54,10 @@ class CollectorSettings:
     insecure_webhooks: bool = False
     #: seconds a client may take to send its whole body (slow clients hold file handles)
     body_timeout_s: float = 30.0
+    #: Mandrill posts up to 1,000 events per webhook (a click with its user agent and URL is
+    #: about 3 KB, form-encoded more) and disables a webhook after about 20 failed retries:
+    #: its limit is its own, well above the HTTP API's
+    max_webhook_bytes: int = 32 * 1024 * 1024
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback's locals
         return (
@@ -185,7 +189,7 @@ class Collector:
         if not hmac.compare_digest(key.encode(), self.settings.write_key.encode()):
             raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
 
-    async def _read(self, request: Request) -> bytes:
+    async def _read(self, request: Request, limit: int | None = None) -> bytes:
         counted = _Counting(request.stream())
         try:
             body = await asyncio.wait_for(
@@ -193,7 +197,7 @@ class Collector:
                     counted,
                     request.headers.get("content-encoding"),
                     request.headers.get("content-length"),
-                    self.settings.max_request_bytes,
+                    limit or self.settings.max_request_bytes,
                 ),
                 self.settings.body_timeout_s,
             )
@@ -272,7 +276,7 @@ class Collector:
                     "(the key Mandrill shows for this webhook)",
                     "webhook_key_missing",
                 )
-            body = await self._read(request)
+            body = await self._read(request, self.settings.max_webhook_bytes)
             params = webhooks.parse_form(body)
             if key:
                 url = self.settings.mandrill_webhook_url or str(request.url)

@@ -162,6 +162,15 @@ def _storage_options(_ctx: click.Context, _param: click.Parameter, value: str | 
     help="413 above this many bytes, compressed or decompressed (rudder-server: 4000 KB).",
 )
 @click.option(
+    "--max-webhook-bytes",
+    default=32 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    envvar="SIGNALMAIL_MAX_WEBHOOK_BYTES",
+    help="413 above this many bytes on /webhooks/mandrill (Mandrill posts up to 1,000 events "
+    "at once and disables a webhook that keeps failing).",
+)
+@click.option(
     "--gzip-level",
     default=DEFAULT_GZIP_LEVEL,
     show_default=True,
@@ -244,6 +253,7 @@ def collect(
     max_segment_age: float,
     queue_capacity: int,
     max_request_bytes: int,
+    max_webhook_bytes: int,
     gzip_level: int,
     storage_options: dict[str, Any] | None,
     mandrill_webhook_key: str | None,
@@ -286,6 +296,7 @@ def collect(
     settings = CollectorSettings(
         write_key=write_key,
         max_request_bytes=max_request_bytes,
+        max_webhook_bytes=max_webhook_bytes,
         queue_capacity=queue_capacity,
         mandrill_webhook_key=mandrill_webhook_key or None,
         mandrill_webhook_url=mandrill_webhook_url or None,
