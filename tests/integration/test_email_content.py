@@ -53,7 +53,7 @@ def payload(kind: str, n: int) -> dict[str, Any]:
                    "url": None, "image_url": None}  # fmt: skip
         return {
             "products": [product, {"product_id": "p2", "name": "Tent", "price": 120}],
-            "cart_total": None, "currency": None, "cart_url": None, "total": None,
+            "cart_total": None, "currency": None, "cart_url": None, "order_total": None,
             "recommendations": [{"name": "Socks", "price": None, "image_url": None, "url": None}],
             "order_id": f"o{n}", "search_term": None,
         }  # fmt: skip
@@ -100,8 +100,8 @@ def test_every_campaign_and_variant_renders_without_a_broken_value(tmp_path):
         assert not BROKEN.search(html), f"{where}: {BROKEN.search(html)}"
         assert text.strip(), f"{where}: no plain-text part"
         assert not BROKEN.search(text), f"{where}: {BROKEN.search(text)}"
-        if kind == "complete" and meta["campaign"] == "cart_abandonment":
-            assert "59,00\xa0€" in html, f"{where}: amounts not in the shopper's locale"
+        if kind == "complete" and meta["campaign"] in ("cart_abandonment", "post_purchase"):
+            assert "Total: 59,00\xa0€" in html, f"{where}: no total in the shopper's locale"
         key = (meta["campaign"], meta["variant"], kind)
         if key in shown:
             continue

@@ -85,7 +85,7 @@ def trigger(n: int | str, campaign: str = "cart_abandonment", **over: Any) -> di
             {"name": "Socks", "url": "https://shop.example.com/p/socks", "price": 9}
         ],
         "order_id": f"o{n}",
-        "total": 59.0,
+        "order_total": 59.0,
         "search_term": "shoes",
     }  # fmt: skip
     row = {

@@ -43,6 +43,8 @@ PAYLOAD_FIELDS = frozenset(
         "cart_total",
         "cart_total_display",
         "total_display",
+        "order_total",
+        "order_total_display",
         "currency",
         "recommendations",
         "search_term",
