@@ -92,6 +92,34 @@ def test_browse_abandonment_carries_search_term(first_triggers):
     assert payload["view_count"] == 3
 
 
+def test_cart_and_browse_emails_recommend_other_products(first_triggers, warehouse):
+    """Complements of the cart / items similar to what was viewed, then the category's
+    bestsellers: never what is in the cart or the product itself, never more than the cap."""
+    cart = json.loads(first_triggers[("s-cart", "cart_abandonment")]["payload"])
+    in_cart = {p["product_id"] for p in cart["products"]}
+    cart_recs = [p["product_id"] for p in cart["recommendations"]]
+    browse = json.loads(first_triggers[("s-browse", "browse_abandonment")]["payload"])
+    browse_recs = [p["product_id"] for p in browse["recommendations"]]
+    assert cart_recs
+    assert browse_recs
+    assert not in_cart & set(cart_recs)
+    assert "P0011" not in browse_recs
+    for recs in (cart_recs, browse_recs):
+        assert len(recs) == len(set(recs)) <= 4  # recommendations_per_user
+    assert all(p["name"] and p["url"] for p in cart["recommendations"] + browse["recommendations"])
+    with duckdb.connect(str(warehouse.duckdb_path), read_only=True) as conn:
+        similar = {
+            row[0]
+            for row in conn.execute(
+                "select related_product_id from signals.int_item_similarity "
+                "where product_id = 'P0003'"
+            ).fetchall()
+        }
+    # a complement, when the history has one, comes before any fallback
+    if similar - in_cart:
+        assert cart_recs[0] in similar
+
+
 def test_re_engagement_and_expiry(first_triggers):
     assert ("s-lapsed", "re_engagement") in first_triggers
     assert ("s-expired", "re_engagement") not in first_triggers  # past the horizon

@@ -8,6 +8,18 @@ searches as (
     select * from {{ ref('int_searches') }}
 ),
 
+similarity as (
+    select * from {{ nightly_ref('int_item_similarity') }}
+),
+
+bestsellers as (
+    select * from {{ nightly_ref('int_bestsellers') }}
+),
+
+products as (
+    select * from {{ nightly_ref('int_products') }}
+),
+
 window_interactions as (
     -- one pass over the window: views, and adds or purchases that end the situation
     select
@@ -70,6 +82,71 @@ last_search as (
         and searches.searched_at <= top_product.last_viewed_at
 ),
 
+viewed_lists as (
+    select
+        user_id,
+        {{ json_array_agg(product_merge_var('top_product'), 'top_product.product_id') }} as products
+    from top_product
+    group by user_id
+),
+
+candidates as (
+    -- similar items: viewed or bought together with the product they kept looking at
+    select
+        top_product.user_id,
+        similarity.related_product_id as product_id,
+        similarity.similarity as score
+    from top_product
+    inner join similarity
+        on top_product.product_id = similarity.product_id
+
+    union all
+
+    -- the fallback, always below any similar item: the bestsellers of its category, then of
+    -- the whole shop
+    select
+        top_product.user_id,
+        bestsellers.product_id,
+        -1.0 * case
+            when bestsellers.category = top_product.category then bestsellers.category_rank
+            else 1000 + bestsellers.overall_rank
+        end as score
+    from top_product
+    cross join bestsellers
+),
+
+ranked_recommendations as (
+    select
+        best.user_id,
+        best.score,
+        products.*,
+        row_number() over (
+            partition by best.user_id order by best.score desc, best.product_id
+        ) as recommendation_rank
+    from (
+        select user_id, product_id, max(score) as score
+        from candidates
+        group by user_id, product_id
+    ) as best
+    inner join products
+        on best.product_id = products.product_id
+    inner join top_product
+        on best.user_id = top_product.user_id
+    where best.product_id <> top_product.product_id
+),
+
+recommendation_lists as (
+    select
+        user_id,
+        {{ json_array_agg(
+            product_merge_var('ranked_recommendations'),
+            'ranked_recommendations.recommendation_rank'
+        ) }} as recommendation_items
+    from ranked_recommendations
+    where recommendation_rank <= {{ var('recommendations_per_user') }}
+    group by user_id
+),
+
 final as (
     select
         {{ trigger_id(["'browse_abandonment'", 'top_product.user_id', 'top_product.product_id', 'top_product.last_viewed_at']) }}
@@ -86,22 +163,20 @@ final as (
             dbt.dateadd('minute', var('browse_abandon_minutes'), 'top_product.last_viewed_at')
         ) }} as expires_at,
         {{ json_object([
-            ('products', json_array_agg(product_merge_var('top_product'), 'top_product.product_id')),
-            ('currency', 'min(top_product.currency)'),
-            ('search_term', 'min(last_search.search_term)'),
+            ('products', 'viewed_lists.products'),
+            ('currency', 'top_product.currency'),
+            ('search_term', 'last_search.search_term'),
             ('view_count', 'top_product.view_count'),
+            ('recommendations', 'coalesce(recommendation_lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
         ]) }} as payload
     from top_product
+    inner join viewed_lists
+        on top_product.user_id = viewed_lists.user_id
     left join last_search
         on top_product.user_id = last_search.user_id
         and last_search.search_rank = 1
-    group by
-        top_product.user_id,
-        top_product.product_id,
-        top_product.first_viewed_at,
-        top_product.last_viewed_at,
-        top_product.last_view_received_at,
-        top_product.view_count
+    left join recommendation_lists
+        on top_product.user_id = recommendation_lists.user_id
 )
 
 select * from final
