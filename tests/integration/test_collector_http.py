@@ -512,3 +512,36 @@ def test_a_full_mandrill_webhook_post_is_taken_though_it_is_over_the_api_limit(c
     assert len(collector.events()) == 1000
     too_big = post(collector, "/v1/batch", b"x" * (300 * 1024))
     assert too_big.status_code == 413  # the HTTP API keeps its limit
+
+
+def test_segment_browser_protocol_takes_the_write_key_from_the_body(collector):
+    # analytics-next posts text/plain to /v1/<first letter of the type>, key in the body
+    def segment(path: str, body: dict) -> requests.Response:
+        return requests.post(
+            f"{collector.url}/v1/{path}", data=json.dumps(body),
+            headers={"Content-Type": "text/plain", "Origin": ORIGIN}, timeout=5,
+        )  # fmt: skip
+
+    answers = [
+        segment("t", {"writeKey": WRITE_KEY, "type": "track", "event": "Product Viewed",
+                      "anonymousId": "a1", "messageId": "seg-1"}),
+        segment("p", {"writeKey": WRITE_KEY, "name": "Home", "anonymousId": "a1",
+                      "messageId": "seg-2"}),
+        segment("b", {"writeKey": WRITE_KEY, "batch": [
+            {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "seg-3"},
+            {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "seg-4"},
+        ]}),
+    ]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[0].headers["Access-Control-Allow-Origin"] == ORIGIN
+    refused = [
+        segment("t", {"type": "track", "event": "x", "anonymousId": "a1"}),  # no key
+        segment("t", {"writeKey": "nope", "event": "x", "anonymousId": "a1"}),
+    ]
+    assert [a.status_code for a in refused] == [401, 401]
+    assert requests.post(f"{collector.url}/v1/zz", data="{}", timeout=5).status_code == 404
+    events = collector.events()
+    assert [(e["type"], e["messageId"]) for e in events] == [
+        ("track", "seg-1"), ("page", "seg-2"), ("identify", "seg-3"), ("track", "seg-4"),
+    ]  # fmt: skip
+    assert all("writeKey" not in e for e in events)  # the key is never written to the spool

@@ -39,6 +39,13 @@ log = logging.getLogger("signalmail.collector")
 DEFAULT_QUEUE_CAPACITY = 200_000
 
 
+#: analytics-next's paths: the first letter of the event type, `b` for a batch
+SEGMENT_PATHS = {
+    "t": "track", "p": "page", "i": "identify", "g": "group", "a": "alias", "s": "screen",
+    "b": "batch",
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CollectorSettings:
     """What the HTTP layer needs to know; the CLI builds it from options and environment."""
@@ -102,6 +109,42 @@ class Collector:
 
         endpoint.__name__ = f"ingest_{path_type}"
         return endpoint
+
+    def segment_for(self, letter: str) -> Any:
+        """Build the handler of POST /v1/<letter> (see `segment`)."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.segment(request, SEGMENT_PATHS[letter])
+
+        endpoint.__name__ = f"segment_{letter}"
+        return endpoint
+
+    async def segment(self, request: Request, path_type: str) -> Response:
+        """POST /v1/t|p|i|g|a|s|b: Segment's analytics.js (analytics-next) protocol.
+
+        It posts `text/plain` JSON to the first letter of the event type (`b` for a batch) with
+        the write key in the body and no Authorization header (segmentio/analytics-next,
+        packages/browser/src/plugins/segmentio). The key is taken out of the body; the rest is
+        handled as /v1/<type> or /v1/batch.
+        """
+        try:
+            body = await self._read(request)
+            events = ingest.parse_events(body, path_type)
+        except ingest.IngestError as exc:
+            return self._reject(exc)
+        keys = {event.pop("writeKey", None) for event in events}
+        try:
+            payload_key = ingest.body_write_key(body)
+            keys = {k for k in keys | {payload_key} if k is not None}
+            if len(keys) != 1:
+                raise ingest.IngestError(401, "invalid write key", "missing_write_key")
+            self._check_key(str(keys.pop()))
+        except ingest.IngestError as exc:
+            return self._reject(exc)
+        info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
+        for event in events:
+            ingest.enrich(event, info)
+        return await self._commit(events)
 
     async def beacon(self, request: Request) -> Response:
         """POST /beacon/v1/batch?writeKey=...: navigator.sendBeacon cannot set headers.
@@ -408,6 +451,10 @@ def create_app(
     ]
     routes += [
         Route("/beacon/v1/batch", collector.beacon, methods=["POST"]),
+        *(
+            Route(f"/v1/{letter}", collector.segment_for(letter), methods=["POST"])
+            for letter in SEGMENT_PATHS
+        ),
         Route("/pixel/v1/{kind:str}", collector.pixel, methods=["GET"]),
         Route("/webhooks/mandrill", collector.mandrill_head, methods=["HEAD"]),
         Route("/webhooks/mandrill", collector.mandrill_post, methods=["POST"]),

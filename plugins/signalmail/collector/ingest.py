@@ -138,6 +138,12 @@ def parse_events(body: bytes, path_type: str) -> list[dict[str, Any]]:
     return events
 
 
+def body_write_key(body: bytes) -> Any:
+    """Return the top-level `writeKey` of a JSON body (Segment's browser protocol), or None."""
+    payload = _decoder.decode(body)
+    return payload.get("writeKey") if isinstance(payload, dict) else None
+
+
 def _present(value: Any) -> bool:
     return value is not None and value != ""
 
