@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import re
 import zlib
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ from typing import Any
 
 import msgspec
 
-# A date folder: the current ISO form and RudderStack's older MM-DD-YYYY form.
-_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+# A date folder: the current ISO form, behind any custom prefix RudderStack's object-storage
+# destination may be given (`dt=2026-12-06`), and the older MM-DD-YYYY form.
+_ISO_DATE = re.compile(r"^[^/]*?(\d{4})-(\d{2})-(\d{2})$")
 _US_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _FILE_NAME = re.compile(r"^(?P<ts>\d{1,12})\.(?P<source>[^./]+)\.(?P<uuid>[^./]+)\.json\.gz$")
 
@@ -37,6 +39,10 @@ EVENT_STREAMS: dict[str, str] = {
     "group": "groups",
     "alias": "aliases",
 }
+
+LOGGER = logging.getLogger(__name__)
+#: folders already warned about (a long-running watch lists the spool every few seconds)
+_SKIPPED_FOLDERS: set[str] = set()
 
 _READ_CHUNK = 1 << 20  # compressed bytes per read: big enough to amortise calls, small in memory
 
@@ -128,10 +134,17 @@ class SpoolLister:
     both formats is merged).
     """
 
-    def __init__(self, fs: Any, root: str, source_ids: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        root: str,
+        source_ids: list[str] | None = None,
+        logs_folder: str = "rudder-logs",
+    ) -> None:
         self.fs = fs
         self.root = root
         self.source_ids = set(source_ids) if source_ids else None
+        self.logs_folder = logs_folder.strip("/") or "rudder-logs"
 
     def _ls(self, path: str) -> list[dict[str, Any]]:
         try:
@@ -147,12 +160,13 @@ class SpoolLister:
 
     def iter_files(self, min_date: dt.date | None = None) -> Iterator[SpoolFile]:
         """Spool files with folder date >= ``min_date``, in processing order."""
-        logs = f"{self.root}/rudder-logs"
+        logs = f"{self.root}/{self.logs_folder}"
         self.fs.invalidate_cache()  # every run lists what is there now
         if not self.fs.exists(logs):
             raise SpoolError(
-                f"no rudder-logs/ folder under the spool root {self.root!r}: "
-                "check the `source` setting (it must point at the folder holding rudder-logs/)"
+                f"no {self.logs_folder}/ folder under the spool root {self.root!r}: check the "
+                f"`source` setting (it must point at the folder holding {self.logs_folder}/) "
+                "and `logs_folder` (RudderStack's destination may rename it)"
             )
         folders: dict[dt.date, list[tuple[str, str]]] = {}
         for source_entry in self._ls(logs):
@@ -165,7 +179,10 @@ class SpoolLister:
                 if date_entry.get("type") != "directory":
                     continue
                 day = parse_date_folder(self._base(date_entry))
-                if day is None or (min_date is not None and day < min_date):
+                if day is None:
+                    self._skip_once(date_entry["name"])
+                    continue
+                if min_date is not None and day < min_date:
                     continue
                 folders.setdefault(day, []).append((source_id, date_entry["name"].rstrip("/")))
         for day in sorted(folders):
@@ -191,6 +208,16 @@ class SpoolLister:
                     )
             files.sort(key=lambda f: f.sort_tuple)
             yield from files
+
+    def _skip_once(self, folder: str) -> None:
+        """Warn, once per process, about a folder that holds no date: its files are not read."""
+        if folder not in _SKIPPED_FOLDERS and not self._base({"name": folder}).startswith("."):
+            _SKIPPED_FOLDERS.add(folder)
+            LOGGER.warning(
+                "skipping %s: not a date folder (YYYY-MM-DD, with any prefix, or MM-DD-YYYY); "
+                "its files are not read",
+                folder,
+            )
 
 
 @dataclass(frozen=True, slots=True)

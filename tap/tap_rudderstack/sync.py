@@ -224,7 +224,9 @@ class SpoolSync:
         start = config.get("start_date")
         self.start_ts = int(_parse_start(start).timestamp()) if start else None
         self.fs, self.root = open_filesystem(config["source"], storage_options(config))
-        self.lister = SpoolLister(self.fs, self.root, config.get("source_ids"))
+        self.lister = SpoolLister(
+            self.fs, self.root, config.get("source_ids"), config.get("logs_folder") or "rudder-logs"
+        )
         self.builder = EventBuilder()
         self.counts: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()

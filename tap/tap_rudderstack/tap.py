@@ -51,6 +51,13 @@ class TapRudderStack(Tap):
             ),
         ),
         th.Property(
+            "logs_folder",
+            th.StringType,
+            default="rudder-logs",
+            description="The top folder under `source` (RudderStack's object-storage destination "
+            "can be told another name than rudder-logs).",
+        ),
+        th.Property(
             "source_ids",
             th.ArrayType(th.StringType),
             description="Only read these RudderStack source ids (default: every source).",

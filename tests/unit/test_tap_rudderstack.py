@@ -181,6 +181,24 @@ def test_source_ids_restricts_the_sources_read(tmp_path):
     assert ids(run_tap({"source": str(root), "source_ids": ["ios"]})) == ["m-track-2"]
 
 
+def test_prefixed_date_folders_and_a_renamed_logs_folder_are_read(tmp_path, caplog):
+    # RudderStack's object-storage destination can prefix the date folders and rename the top
+    root = tmp_path / "spool"
+    plain = write_segment(root, ts_of(0), [event("track", 1)])
+    prefixed = plain.parent.with_name("dt=" + plain.parent.name)
+    plain.parent.rename(prefixed)
+    stray = prefixed.with_name("latest")  # a folder that holds no date: skipped, with a warning
+    stray.mkdir()
+    (stray / plain.name).write_bytes(next(prefixed.iterdir()).read_bytes())
+    with caplog.at_level("WARNING", logger="tap_rudderstack.spool"):
+        assert ids(run_tap({"source": str(root)})) == ["m-track-1"]
+    assert any("latest: not a date folder" in r.getMessage() for r in caplog.records)
+    (root / "rudder-logs").rename(root / "events")
+    assert ids(run_tap({"source": str(root), "logs_folder": "events"})) == ["m-track-1"]
+    with pytest.raises(Exception, match="no rudder-logs/ folder"):
+        run_tap({"source": str(root)})
+
+
 def test_duplicate_events_are_emitted_as_they_are_for_the_loader_to_upsert(tmp_path):
     root = tmp_path / "spool"
     write_segment(root, ts_of(0), [event("track", 1), event("track", 1)])
