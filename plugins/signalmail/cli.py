@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "signalmail.report.cli:report",
     "forget": "signalmail.privacy.cli:forget",
     "retention": "signalmail.privacy.cli:retention",
+    "storefront": "signalmail.storefront.cli:storefront",
 }
 
 

@@ -276,6 +276,11 @@ def demo(
             run_watch(project_root, spool, collector, sandbox, users, seed, live_seconds, rate)
     click.echo(
         f"\nreport: {project_root / 'output' / 'report' / 'index.html'}  (open it in a browser)"
+        "\n\nto shop yourself and watch your own emails arrive: run `signalmail collect`, "
+        "`signalmail sandbox` and `signalmail watch` (docs/watch.md), then\n"
+        "  signalmail storefront --data-plane-url http://127.0.0.1:8080 --write-key <key>\n"
+        "and open http://127.0.0.1:8090/ (sign up with an email and tick the box, add to cart, "
+        "leave: the cart email arrives in the sandbox)"
     )
 
 

@@ -1,0 +1,62 @@
+// The shop's behaviour: every action a shopper takes becomes the RudderStack e-commerce event a
+// real shop would send. The cart lives in localStorage, so it survives page loads.
+const analytics = new rudderanalytics.RudderAnalytics();
+analytics.load(SHOP.writeKey, SHOP.dataPlaneUrl, {
+  getSourceConfig: () => ({source: {id: "storefront", name: "storefront", workspaceId: "local",
+                                    enabled: true, config: {}, destinations: []}}),
+});
+
+const cart = {
+  read() { return JSON.parse(localStorage.getItem("cart") || '{"id": null, "lines": {}}'); },
+  write(value) { localStorage.setItem("cart", JSON.stringify(value)); },
+  lines() { return Object.values(this.read().lines); },
+  total() { return this.lines().reduce((sum, l) => sum + l.price * l.quantity, 0); },
+};
+
+function product(p, quantity) {
+  const out = {product_id: p.product_id, sku: p.sku, name: p.name, brand: p.brand,
+               category: p.category, price: p.price, url: location.origin + "/p/" + p.product_id,
+               image_url: new URL(p.image_url, location.origin).href};
+  if (quantity !== undefined) out.quantity = quantity;
+  return out;
+}
+
+function addToCart(p) {
+  const value = cart.read();
+  value.id = value.id || "cart-" + crypto.randomUUID();
+  const line = value.lines[p.product_id] || product(p, 0);
+  line.quantity += 1;
+  value.lines[p.product_id] = line;
+  cart.write(value);
+  analytics.track("Product Added", {cart_id: value.id, ...product(p, 1)});
+  document.getElementById("cart-count").textContent = cart.lines().length;
+}
+
+function identify(form) {
+  const email = form.email.value.trim().toLowerCase();
+  analytics.identify(email, {email, first_name: form.first_name.value.trim(),
+                             email_opt_in: form.email_opt_in.checked});
+  document.getElementById("who").textContent = "Signed in as " + email;
+  return false;
+}
+
+function checkout() {
+  const value = cart.read();
+  const orderId = "o-" + crypto.randomUUID().slice(0, 13);
+  const common = {cart_id: value.id, order_id: orderId, currency: SHOP.currency,
+                  products: cart.lines(), revenue: cart.total()};
+  analytics.track("Checkout Started", {...common, value: cart.total()});
+  analytics.track("Order Completed", {...common, total: cart.total()});
+  cart.write({id: null, lines: {}});
+  document.getElementById("cart-count").textContent = 0;
+  document.getElementById("main").innerHTML = "<h1>Thank you</h1><p>Order " + orderId + "</p>";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("cart-count").textContent = cart.lines().length;
+  analytics.page(SHOP.page.category, SHOP.page.name, SHOP.page.properties || {});
+  if (SHOP.viewed) analytics.track("Product Viewed", product(SHOP.viewed));
+  if (SHOP.searched !== undefined) analytics.track("Products Searched", {query: SHOP.searched});
+  if (SHOP.page.name === "Cart") analytics.track("Cart Viewed", {cart_id: cart.read().id,
+                                                                  products: cart.lines()});
+});
