@@ -112,7 +112,9 @@ candidates as (
             else 1000 + bestsellers.overall_rank
         end as score
     from top_product
-    cross join bestsellers
+    inner join bestsellers
+        on bestsellers.category = top_product.category
+        or bestsellers.overall_rank <= {{ var('recommendations_per_user') }}
 ),
 
 ranked_recommendations as (

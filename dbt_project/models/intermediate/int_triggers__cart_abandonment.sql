@@ -110,7 +110,9 @@ candidates as (
             end
         ) as score
     from in_cart
-    cross join bestsellers
+    inner join bestsellers
+        on bestsellers.category = in_cart.category
+        or bestsellers.overall_rank <= {{ var('recommendations_per_user') }}
     group by in_cart.cart_key, in_cart.user_id, bestsellers.product_id
 ),
 
