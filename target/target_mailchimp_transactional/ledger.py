@@ -402,13 +402,17 @@ class Ledger:
         """List the first sends Mandrill accepted after `accepted_after`, with their ids.
 
         Reconciliation searches for one of them with the triggers it must settle: an answer
-        that holds the control is neither lost nor behind it (docs/activation.md).
+        that holds the control is neither lost nor behind it (docs/activation.md). `queued`
+        counts: Mandrill answers it for every call of more than ten recipients, so a shop that
+        batches its sends may have no `sent` row at all after the doubtful one; a queued
+        message the index does not show yet simply proves nothing.
         """
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
                     f"select trigger_id, mandrill_id, sent_at from {self.table_ref} "
-                    "where state = 'sent' and mandrill_id is not null and sent_at >= :after "
+                    "where state in ('sent', 'queued') and mandrill_id is not null "
+                    "and sent_at >= :after "
                     "order by sent_at limit :limit"
                 ),
                 {"after": accepted_after, "limit": int(limit)},
