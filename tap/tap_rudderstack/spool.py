@@ -26,7 +26,7 @@ import msgspec
 
 # A date folder: the current ISO form, behind any custom prefix RudderStack's object-storage
 # destination may be given (`dt=2026-12-06`), and the older MM-DD-YYYY form.
-_ISO_DATE = re.compile(r"^[^/]*?(\d{4})-(\d{2})-(\d{2})$")
+_ISO_DATE = re.compile(r"^(?![.])[^/]*?(\d{4})-(\d{2})-(\d{2})$")  # hidden folders: never
 _US_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _FILE_NAME = re.compile(r"^(?P<ts>\d{1,12})\.(?P<source>[^./]+)\.(?P<uuid>[^./]+)\.json\.gz$")
 

@@ -38,6 +38,8 @@ def lines_of(path) -> list[tuple[int, bytes]]:
         ("02-30-2026", None),
         ("20261120", None),
         (".2026-11-20", None),
+        ("dt=2026-11-20", dt.date(2026, 11, 20)),  # a destination's custom prefix
+        ("day_2026-11-20", dt.date(2026, 11, 20)),
     ],
 )
 def test_date_folders_accept_both_rudderstack_formats(name, expected):
