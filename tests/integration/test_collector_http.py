@@ -545,3 +545,23 @@ def test_segment_browser_protocol_takes_the_write_key_from_the_body(collector):
         ("track", "seg-1"), ("page", "seg-2"), ("identify", "seg-3"), ("track", "seg-4"),
     ]  # fmt: skip
     assert all("writeKey" not in e for e in events)  # the key is never written to the spool
+
+
+def test_import_takes_a_bulk_body_but_holds_each_user_to_the_batch_limit(collector):
+    # rudder-server splits /v1/import by user and checks each part (gateway/import_handler.go)
+    padding = "x" * 1000
+    many_users = [
+        {"type": "track", "event": "Imported", "userId": f"u{n}", "messageId": f"imp-{n}",
+         "properties": {"note": padding}}
+        for n in range(400)
+    ]  # fmt: skip
+    body = {"batch": many_users}
+    assert len(json.dumps(body)) > 256 * 1024  # over this collector's batch limit
+    assert post(collector, "/v1/batch", body).status_code == 413
+    assert post(collector, "/v1/import", body).status_code == 200
+    one_user = [dict(e, userId="whale", messageId=f"whale-{n}") for n, e in enumerate(many_users)]
+    too_big = post(collector, "/v1/import", {"batch": one_user})
+    assert too_big.status_code == 413
+    assert "request size exceeds max limit" in too_big.text
+    assert post(collector, "/v1/import", body, key="wrong").status_code == 401
+    assert len(collector.events()) == 400  # nothing of the refused requests

@@ -65,6 +65,8 @@ class CollectorSettings:
     #: about 3 KB, form-encoded more) and disables a webhook after about 20 failed retries:
     #: its limit is its own, well above the HTTP API's
     max_webhook_bytes: int = 32 * 1024 * 1024
+    #: /v1/import bodies (bulk loads) may be large; each user's part keeps max_request_bytes
+    max_import_bytes: int = 256 * 1024 * 1024
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback's locals
         return (
@@ -139,6 +141,25 @@ class Collector:
             if len(keys) != 1:
                 raise ingest.IngestError(401, "invalid write key", "missing_write_key")
             self._check_key(str(keys.pop()))
+        except ingest.IngestError as exc:
+            return self._reject(exc)
+        info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
+        for event in events:
+            ingest.enrich(event, info)
+        return await self._commit(events)
+
+    async def import_batch(self, request: Request) -> Response:
+        """POST /v1/import: a bulk batch, as rudder-server takes it (gateway/import_handler.go).
+
+        The request as a whole may exceed the batch limit; rudder-server splits it by user
+        (rudderId) and holds each user's part to the limit, so one user's part over it is
+        413 and nothing of the request is written.
+        """
+        try:
+            self._authenticate(request)
+            body = await self._read(request, self.settings.max_import_bytes)
+            events = ingest.parse_events(body, "batch")
+            ingest.check_import_parts(events, self.settings.max_request_bytes)
         except ingest.IngestError as exc:
             return self._reject(exc)
         info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
@@ -450,6 +471,7 @@ def create_app(
         for kind in ("batch", *sorted(ingest.EVENT_TYPES))
     ]
     routes += [
+        Route("/v1/import", collector.import_batch, methods=["POST"]),
         Route("/beacon/v1/batch", collector.beacon, methods=["POST"]),
         *(
             Route(f"/v1/{letter}", collector.segment_for(letter), methods=["POST"])

@@ -138,6 +138,20 @@ def parse_events(body: bytes, path_type: str) -> list[dict[str, Any]]:
     return events
 
 
+def check_import_parts(events: list[dict[str, Any]], limit: int) -> None:
+    """Refuse an import whose part for one user (rudderId) is over `limit` bytes of JSON."""
+    sizes: dict[str, int] = {}
+    for event in events:
+        key = rudder_id(_text_or_none(event.get("userId")), _text_or_none(event.get("anonymousId")))
+        sizes[key] = sizes.get(key, 0) + len(msgspec.json.encode(event))
+        if sizes[key] > limit:
+            raise too_large(limit)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def body_write_key(body: bytes) -> Any:
     """Return the top-level `writeKey` of a JSON body (Segment's browser protocol), or None."""
     payload = _decoder.decode(body)
