@@ -143,10 +143,7 @@ class Collector:
             self._check_key(str(keys.pop()))
         except ingest.IngestError as exc:
             return self._reject(exc)
-        info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
-        for event in events:
-            ingest.enrich(event, info)
-        return await self._commit(events)
+        return await self._stamp_and_commit(request, events)
 
     async def import_batch(self, request: Request) -> Response:
         """POST /v1/import: a bulk batch, as rudder-server takes it (gateway/import_handler.go).
@@ -162,10 +159,7 @@ class Collector:
             ingest.check_import_parts(events, self.settings.max_request_bytes)
         except ingest.IngestError as exc:
             return self._reject(exc)
-        info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
-        for event in events:
-            ingest.enrich(event, info)
-        return await self._commit(events)
+        return await self._stamp_and_commit(request, events)
 
     async def beacon(self, request: Request) -> Response:
         """POST /beacon/v1/batch?writeKey=...: navigator.sendBeacon cannot set headers.
@@ -200,8 +194,7 @@ class Collector:
             except ingest.IngestError as exc:
                 self._reject(exc)
             else:
-                info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
-                await self._commit([ingest.enrich(event, info)])
+                await self._stamp_and_commit(request, [event])
         elif event is None:
             self.metrics.rejected["pixel_without_event"] += 1
         else:
@@ -225,6 +218,10 @@ class Collector:
             events = ingest.parse_events(body, path_type)
         except ingest.IngestError as exc:
             return self._reject(exc)
+        return await self._stamp_and_commit(request, events)
+
+    async def _stamp_and_commit(self, request: Request, events: list[dict[str, Any]]) -> Response:
+        """Enrich the request's events as rudder-server does, make them durable, answer."""
         info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
         for event in events:
             ingest.enrich(event, info)
@@ -353,12 +350,7 @@ class Collector:
             return self._reject(exc)
         events, counts = webhooks.convert(raw_events)
         self.metrics.webhook.update(counts)
-        info = ingest.RequestInfo(
-            received_at=datetime.now(UTC), request_ip=self._client_ip(request)
-        )
-        for event in events:
-            ingest.enrich(event, info)
-        return await self._commit(events)
+        return await self._stamp_and_commit(request, events)
 
     # -- operations -------------------------------------------------------------------------
 
