@@ -86,22 +86,16 @@ def find_person(
             if address:
                 person.emails.add(address)
                 person.anonymous_ids.add(anonymous_id_for(address))
-    for table in RAW_EVENT_TABLES:
-        if table not in tables or not person.user_ids:
-            continue
+    if not person.user_ids:
+        return person
+    linked = [(table, "anonymous_id") for table in RAW_EVENT_TABLES if table in tables]
+    if "aliases" in tables and "previous_id" in tables["aliases"]:
+        linked.append(("aliases", "previous_id"))
+    for table, column in linked:
         found = conn.execute(
             sa.text(
-                f'select distinct anonymous_id from "{raw_schema}"."{table}" '  # noqa: S608
-                "where user_id in :ids and anonymous_id is not null"
-            ).bindparams(sa.bindparam("ids", expanding=True)),
-            {"ids": sorted(person.user_ids)},
-        )
-        person.anonymous_ids.update(row[0] for row in found)
-    if "aliases" in tables and "previous_id" in tables["aliases"] and person.user_ids:
-        found = conn.execute(
-            sa.text(
-                f'select distinct previous_id from "{raw_schema}".aliases '  # noqa: S608
-                "where user_id in :ids and previous_id is not null"
+                f'select distinct {column} from "{raw_schema}"."{table}" '  # noqa: S608
+                f"where user_id in :ids and {column} is not null"
             ).bindparams(sa.bindparam("ids", expanding=True)),
             {"ids": sorted(person.user_ids)},
         )
