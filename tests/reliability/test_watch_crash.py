@@ -177,7 +177,12 @@ def test_late_events_loaded_just_before_a_kill_are_counted_after_the_restart(tmp
 
 
 def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
-    """The sandbox holds the send-template call 3 s; the watch dies meanwhile."""
+    """The sandbox holds the send-template call 3 s; the watch dies meanwhile.
+
+    One call in flight at a time: with more, a second call can be marked `sending` and die
+    before its bytes leave; nothing can tell that apart from a call Mandrill holds, so it waits
+    for proof of absence (`reconcile_grace_seconds`), which this test does not wait for.
+    """
     from signalmail.sandbox.testing import run_sandbox
 
     env = duckdb_env(tmp_path)
@@ -204,6 +209,7 @@ def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
                 "SIGNALMAIL_SPOOL": str(tmp_path / "spool"),
                 "SIGNALMAIL_MANDRILL_API_KEY": "watch-key",
                 "SIGNALMAIL_MANDRILL_BASE_URL": sandbox.api_host,
+                "SIGNALMAIL_SEND_CONCURRENCY": "1",
             },
         )
         shop = svc.shop()

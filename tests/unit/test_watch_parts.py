@@ -83,6 +83,21 @@ def test_settings_errors_name_the_variable_to_set():
         ).target_config()
     with pytest.raises(SettingsError, match="SIGNALMAIL_DBT_TARGET"):
         WatchSettings(project_root=ROOT, engine="snowflake")
+    with pytest.raises(SettingsError, match="SIGNALMAIL_SEND_CONCURRENCY must be at least 1"):
+        WatchSettings(project_root=ROOT, send_concurrency=0)
+
+
+def test_numeric_variables_say_what_they_expect(monkeypatch):
+    monkeypatch.setenv("SIGNALMAIL_SEND_CONCURRENCY", "2")
+    monkeypatch.setenv("SIGNALMAIL_MANDRILL_API_KEY", "k")
+    assert from_environment(ROOT).target_config()["concurrency"] == 2
+    monkeypatch.setenv("SIGNALMAIL_SEND_CONCURRENCY", "two")
+    with pytest.raises(SettingsError, match="a whole number of calls, not 'two'"):
+        from_environment(ROOT)
+    monkeypatch.setenv("SIGNALMAIL_SEND_CONCURRENCY", "2")
+    monkeypatch.setenv("SIGNALMAIL_RECONCILE_GRACE_SECONDS", "1.5")
+    with pytest.raises(SettingsError, match="RECONCILE_GRACE_SECONDS must be whole seconds"):
+        from_environment(ROOT)
 
 
 def test_environment_variables_are_the_settings_and_options_win(monkeypatch):

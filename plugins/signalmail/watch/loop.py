@@ -76,6 +76,7 @@ class Watch:
         self.warehouse: Any = None
         self._failures = 0
         self._last_tick = 0.0
+        self._tick_now = False  # triggers were released: the next cycle ticks whatever the time
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -168,8 +169,9 @@ class Watch:
         ticked = False
         idle_for = time.monotonic() - self._last_tick
         if not self.stop.is_set() and (
-            first or loaded or idle_for >= self.settings.idle_tick_seconds
+            first or loaded or self._tick_now or idle_for >= self.settings.idle_tick_seconds
         ):
+            self._tick_now = False
             lookback = self._tick_lookback()
             ticked = self._step(cycle, "signals", lambda: signals.run(lookback)) is not None
             self._last_tick = time.monotonic()
@@ -183,6 +185,8 @@ class Watch:
         activated = None
         if not self.stop.is_set() and (ticked or first or deferred_due):
             activated = self._step(cycle, "activate", lambda: self.activate.run(force=first))
+        released = activated is not None and activated.released > 0
+        self._tick_now = self._tick_now or released
         self._maybe_checkpoint(cycle)
         self._maybe_nightly(cycle)
 
@@ -190,7 +194,11 @@ class Watch:
         if self.metrics is not None:
             self.metrics.cycle_finished(self.status)
         self.view.cycle_finished(self.status, cycle)
-        return loaded or bool(activated is not None and activated.ran and activated.accepted)
+        return (
+            loaded
+            or released
+            or bool(activated is not None and activated.ran and activated.accepted)
+        )
 
     def _tick_lookback(self) -> float | None:
         """Give the next tick's lookback, wider after late events (signalmail.watch.late)."""

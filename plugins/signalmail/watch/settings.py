@@ -79,12 +79,16 @@ class WatchSettings:
     reconcile_grace_seconds: int | None = None
     #: seconds the email target waits for one Mandrill answer (None: its default, 30)
     mandrill_timeout: float | None = None
+    #: the email target's concurrency: send calls in flight at once (None: its default, 4)
+    send_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise SettingsError(
                 f"engine {self.engine!r} is not one of {', '.join(ENGINES)} (SIGNALMAIL_DBT_TARGET)"
             )
+        if self.send_concurrency is not None and self.send_concurrency < 1:
+            raise SettingsError("SIGNALMAIL_SEND_CONCURRENCY must be at least 1")
         if self.engine == "postgres" and not self.pg_url:
             raise SettingsError("the postgres engine needs SIGNALMAIL_PG_URL")
         if self.engine == "postgres":
@@ -190,6 +194,8 @@ class WatchSettings:
             config["reconcile_grace_seconds"] = self.reconcile_grace_seconds
         if self.mandrill_timeout is not None:
             config["timeout"] = self.mandrill_timeout
+        if self.send_concurrency is not None:
+            config["concurrency"] = self.send_concurrency
         if self.data_plane_url:
             if not self.write_key:
                 raise SettingsError(
@@ -249,15 +255,16 @@ def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
         "data_plane_url": env.get("SIGNALMAIL_DATA_PLANE_URL") or None,
         "write_key": env.get("SIGNALMAIL_WRITE_KEY") or None,
     }
-    for name, key, kind in (
-        ("SIGNALMAIL_RECONCILE_GRACE_SECONDS", "reconcile_grace_seconds", int),
-        ("SIGNALMAIL_MANDRILL_TIMEOUT", "mandrill_timeout", float),
+    for name, key, kind, unit in (
+        ("SIGNALMAIL_RECONCILE_GRACE_SECONDS", "reconcile_grace_seconds", int, "whole seconds"),
+        ("SIGNALMAIL_MANDRILL_TIMEOUT", "mandrill_timeout", float, "seconds"),
+        ("SIGNALMAIL_SEND_CONCURRENCY", "send_concurrency", int, "a whole number of calls"),
     ):
         text = env.get(name)
         if text:
             try:
                 values[key] = kind(text)
             except ValueError:
-                raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
+                raise SettingsError(f"{name} must be {unit}, not {text!r}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return WatchSettings(project_root=project_root, **values)

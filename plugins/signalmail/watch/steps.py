@@ -63,6 +63,17 @@ class StepResult:
     #: capture only: the earliest and latest receivedAt loaded (aware UTC datetimes)
     received: tuple[Any, Any] = (None, None)
 
+    @property
+    def released(self) -> int:
+        """Activate only: triggers a stopped run held that reconciliation made sendable again.
+
+        email_triggers left them out while the ledger held them, so only a new tick offers
+        them: the watch ticks again at once rather than after `idle_tick_seconds`.
+        """
+        return self.counts.get("reconciled_never_sent", 0) + self.counts.get(
+            "reconciled_not_found", 0
+        )
+
 
 class Capture:
     """New spool events into the warehouse's raw tables."""
