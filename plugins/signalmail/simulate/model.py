@@ -240,8 +240,13 @@ class _ShopperTimeline:
             q1 = q0 + self.s.quiet_days * 86400.0
             if q0 <= t < q1:
                 t = q1 + self.rng.uniform(0, 86400.0)
-        # shoppers shop while awake in their own time zone
         local = datetime.fromtimestamp(t, self.zone)
+        if self.rng.random() < self.s.routine_share:
+            # a routine visit: the next time the shopper's habitual hour comes round (+-1 h)
+            ahead = (self.s.routine_hour - local.hour) % 24
+            at = t + ahead * 3600.0 - local.minute * 60.0 + self.rng.uniform(-3600.0, 3600.0)
+            return at if at > after else at + 86400.0  # a timeline never runs backwards
+        # shoppers shop while awake in their own time zone
         if not WAKING_HOURS[0] <= local.hour < WAKING_HOURS[1]:
             t += ((WAKING_HOURS[0] - local.hour) % 24) * 3600.0 + self.rng.uniform(0, 4 * 3600.0)
         return t

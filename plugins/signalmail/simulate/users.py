@@ -63,6 +63,9 @@ SHARE_NEVER_IDENTIFY = 0.25
 SHARE_OPTED_OUT = 0.20  # of the shoppers who identify
 SHARE_GOES_QUIET = 0.15
 SHARE_EMAIL_CLICKER = 0.35  # of the opted-in shoppers
+#: local hours a shopper's routine may centre on (commute, lunch, evening) and how often it holds
+ROUTINE_HOURS: tuple[int, ...] = (8, 12, 13, 19, 20, 21)
+ROUTINE_SHARE = (0.3, 0.8)  # of a shopper's sessions, uniform in this range
 
 
 @dataclass(slots=True)
@@ -84,6 +87,9 @@ class Shopper:
     clicks_emails: bool
     user_agent: str
     ip: str
+    #: local hour most of this shopper's visits start near, and the share of visits that do
+    routine_hour: int = 20
+    routine_share: float = 0.0
 
 
 def _uuid(rng: random.Random) -> str:
@@ -116,4 +122,7 @@ def make_shopper(seed: int, index: int, days: float) -> Shopper:
         user_agent=rng.choice(USER_AGENTS),
         # TEST-NET-3 (RFC 5737): never a real address
         ip=f"203.0.113.{rng.randrange(1, 255)}",
+        # drawn last, so every attribute above is what it was before routines existed
+        routine_hour=rng.choice(ROUTINE_HOURS),
+        routine_share=rng.uniform(*ROUTINE_SHARE),
     )
