@@ -22,21 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
-
-if importlib.util.find_spec("pandas") is None:
-    # DuckDB's Python binding tries `import pandas` for every bound parameter it converts; when
-    # pandas is not installed each try walks sys.path, which made a 500-row ledger write take
-    # ~1 s. Recording the module as absent (what Python does for a failed import anyway) turns
-    # each try into a dictionary lookup. Nothing changes when pandas is installed.
-    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
 
 SCHEMA = "signalmail_ledger"
 TABLE = "send_ledger"
