@@ -1,31 +1,22 @@
 """A real headless browser for the pages people look at (Debian's chromium via Playwright).
 
 Playwright drives the system's Chromium (`/usr/bin/chromium`, Debian's package): its own browser
-downloads are not reachable from here. Requests to other hosts get a transparent pixel, so a
-page renders the same offline as it would with the shop's image CDN reachable.
+downloads are not reachable from here. Requests to other hosts get a grey pixel, so a page
+renders offline with every image a grey box of its size.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from signalmail.report.screenshots import CHROMIUM, CHROMIUM_ARGS, leaves_page, offline
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PIXEL = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
-)
-# Chromium in a container: no sandbox (root), no GPU, and none of its background traffic
-ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+ARGS = list(CHROMIUM_ARGS)
 
 
 @dataclass
@@ -64,10 +55,7 @@ def browser_page(url: str, height: int = 900, width: int = 1200) -> Iterator[Pag
                     else None
                 ),
             )
-            page.route(
-                "http*://**",
-                lambda route: route.fulfill(status=200, content_type="image/png", body=PIXEL),
-            )
+            page.route(leaves_page, offline)
             page.goto(url, wait_until="load")
             yield loaded
         finally:

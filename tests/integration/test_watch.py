@@ -40,6 +40,13 @@ def check_report(path, emails: int) -> None:
         assert page.locator("section#outcomes svg rect").count() >= 1
         assert page.locator("section#latency svg").count() == 1
         assert page.locator("section#emails iframe").count() == emails
+        # the gallery: one PNG per email, painted 600 px wide, loaded by the page
+        shots = page.locator("section#emails img.shot")
+        assert shots.count() == emails
+        widths = shots.evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
+        assert widths == [600] * emails
+        for src in shots.evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))"):
+            assert (path.parent / src).stat().st_size > 10_000, src  # a painted email, not blank
         funnel = page.locator("section#funnel").inner_text()
         assert "events" in funnel
         for frame in page.frames[1:]:  # each email, rendered, with the shopper's name

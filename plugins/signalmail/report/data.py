@@ -68,6 +68,8 @@ class SentEmail:
     subject: str
     html: str
     state: str
+    #: the gallery's PNG of it, relative to the report folder (None: none taken)
+    png: str | None = None
 
 
 @dataclass
@@ -83,6 +85,8 @@ class ReportData:
     campaigns: list[CampaignResult] = field(default_factory=list)
     deferred: list[tuple[str, int, dt.datetime]] = field(default_factory=list)
     emails: list[SentEmail] = field(default_factory=list)
+    #: why the emails have no PNGs (None: they have, or there are no emails)
+    gallery_note: str | None = None
 
 
 def mask_email(address: str) -> str:

@@ -72,6 +72,7 @@ def render(data: ReportData) -> str:
         ),
         deferred=data.deferred,
         emails=data.emails,
+        gallery_note=data.gallery_note,
         percent=_percent,
     )
 
