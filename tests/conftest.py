@@ -137,7 +137,17 @@ def pg_database(pg_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     base, _, _ = pg_url.rpartition("/")
     yield f"{base}/{name}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
+
+    def dropped() -> bool:
+        # An autovacuum worker (a superuser's process, which `force` may not end) can be busy
+        # in the database after a test deleted many rows: the drop succeeds once it is done.
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            try:
+                conn.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                return False
+        return True
+
+    wait_until(dropped, timeout=120, what=f"database {name} dropped")

@@ -1,8 +1,13 @@
-{% macro campaign_setting(campaign_column, setting) -%}
-    {#- A per-campaign setting from var('campaigns') as a SQL case expression. -#}
+{% macro campaign_setting(campaign_column, setting, optional=false) -%}
+    {#-
+        A per-campaign setting from var('campaigns') as a SQL case expression. A required
+        setting missing from a campaign fails the build; an `optional` one reads as null
+        ("not set") where a campaign leaves it out.
+    -#}
     case {{ campaign_column }}
         {%- for name, settings in var('campaigns').items() %}
-        when '{{ name }}' then {{ settings[setting] }}
+        {%- set value = settings.get(setting) if optional else settings[setting] %}
+        when '{{ name }}' then {{ 'null' if value is none else value }}
         {%- endfor %}
     end
 {%- endmacro %}

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "watch": "signalmail.watch.cli:watch",
     "report": "signalmail.report.cli:report",
     "forget": "signalmail.privacy.cli:forget",
+    "intent": "signalmail.intent.cli:intent",
     "retention": "signalmail.privacy.cli:retention",
     "storefront": "signalmail.storefront.cli:storefront",
 }

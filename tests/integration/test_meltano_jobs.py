@@ -104,6 +104,13 @@ def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_
         assert (project / "data" / "warehouse.duckdb").exists()
         assert not (REPO_ROOT / "data" / "spool" / "rudder-logs" / "shop").exists()
 
+        # the nightly job: every model and test, then predicted intent (five shoppers are
+        # too few to train on: said, not failed), then activation, which sends nothing again
+        nightly = run_job(project, env, "nightly")
+        assert nightly.returncode == 0, nightly.stderr[-4000:]
+        assert "no model trained: " in nightly.stderr, nightly.stderr[-4000:]
+        assert Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages()) == sent
+
 
 @pytest.mark.postgres
 def test_cycle_postgres_through_meltano_with_psycopg_urls_sends_once(tmp_path, pg_database):

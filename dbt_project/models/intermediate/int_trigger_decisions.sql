@@ -29,6 +29,10 @@ orders as (
     select * from {{ ref('int_orders') }}
 ),
 
+purchase_scores as (
+    select * from {{ ref('stg_signalmail__purchase_scores') }}
+),
+
 due as (
     -- eligible now and not yet expired
     select * from candidates
@@ -46,6 +50,7 @@ reachable as {{ cte_hint('materialized') }} (
         profiles.locale,
         send_preferences.timezone,
         send_preferences.best_send_hour_local,
+        purchase_scores.purchase_probability,
         case
             -- the ledger owns a trigger_id once it has seen it (retryable failures aside)
             when in_ledger.trigger_id is not null then 'in_ledger'
@@ -70,6 +75,8 @@ reachable as {{ cte_hint('materialized') }} (
         on profiles.email = suppressions.email
     left join sends as in_ledger
         on due.trigger_id = in_ledger.trigger_id
+    left join purchase_scores
+        on due.user_id = purchase_scores.user_id
 ),
 
 reachable_only as (
@@ -112,6 +119,10 @@ checked as {{ cte_hint('materialized') }} (
             when reachable.unreachable_reason is not null then reachable.unreachable_reason
             when purchased_since.trigger_id is not null then 'purchased_since'
             when in_cooldown.trigger_id is not null then 'cooldown'
+            -- predicted intent: a scored user below the campaign's minimum (unscored users pass)
+            when reachable.purchase_probability < cast(
+                {{ campaign_setting('reachable.campaign', 'min_purchase_probability', optional=true) }}
+                as {{ dbt.type_float() }}) then 'below_min_probability'
         end as excluded_reason
     from reachable
     left join purchased_since
@@ -221,6 +232,41 @@ scheduled as (
     from polite
 ),
 
+campaign_send_counts as (
+    select
+        campaign,
+        count(*) as campaign_recent_sends
+    from sends
+    where not is_held_out
+        and triggered_at > {{ dbt.dateadd('hour', -24, now_utc()) }}
+    group by campaign
+),
+
+limited as (
+    -- a campaign's daily_limit goes to its likeliest buyers first (unscored users last),
+    -- ranked among the triggers the user's cap and expiry leave
+    select
+        scheduled.*,
+        row_number() over (
+            partition by
+                scheduled.campaign,
+                (
+                    scheduled.user_rank + scheduled.recent_sends > {{ var('max_emails_per_user_per_day') }}
+                    or scheduled.send_after >= scheduled.expires_at
+                )
+            order by
+                coalesce(scheduled.purchase_probability, -1) desc,
+                scheduled.eligible_at,
+                scheduled.trigger_id
+        ) as daily_limit_rank,
+        coalesce(campaign_send_counts.campaign_recent_sends, 0) as campaign_recent_sends,
+        cast({{ campaign_setting('scheduled.campaign', 'daily_limit', optional=true) }}
+            as {{ dbt.type_int() }}) as daily_limit
+    from scheduled
+    left join campaign_send_counts
+        on scheduled.campaign = campaign_send_counts.campaign
+),
+
 decided as (
     -- excluded before ranking
     select
@@ -276,10 +322,11 @@ decided as (
                 then 'daily_cap'
             -- a send time pushed past expiry by quiet hours means the moment has passed
             when send_after >= expires_at then 'expires_before_send'
+            when daily_limit_rank + campaign_recent_sends > daily_limit then 'campaign_daily_limit'
             when send_after > {{ now_utc() }} then 'scheduled'
             else 'send'
         end as decision
-    from scheduled
+    from limited
 ),
 
 final as (

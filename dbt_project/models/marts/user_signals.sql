@@ -26,6 +26,10 @@ send_preferences as (
     select * from {{ ref('int_user_send_preferences') }}
 ),
 
+purchase_scores as (
+    select * from {{ ref('stg_signalmail__purchase_scores') }}
+),
+
 users as (
     select
         activity.user_id,
@@ -161,6 +165,8 @@ final as (
         users.lifetime_revenue,
         users.last_order_at,
         coalesce(intent.intent_score, 0) as intent_score,
+        purchase_scores.purchase_probability,
+        purchase_scores.model_version as purchase_model_version,
         case
             when open_carts.user_id is not null then 'cart'
             when coalesce(intent.intent_score, 0) >= {{ var('intent_stage_thresholds')['high'] }}
@@ -188,6 +194,8 @@ final as (
         on users.user_id = intent.user_id
     left join open_carts
         on users.user_id = open_carts.user_id
+    left join purchase_scores
+        on users.user_id = purchase_scores.user_id
     left join category_weights
         on users.user_id = category_weights.user_id
         and category_weights.category_rank = 1

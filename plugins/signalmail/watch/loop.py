@@ -39,7 +39,7 @@ from signalmail.watch.restart import invalidates_duckdb
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.state import StateFile
 from signalmail.watch.status import CycleRecord, WatchStatus, utcnow
-from signalmail.watch.steps import Activate, Capture, Signals, StepResult
+from signalmail.watch.steps import Activate, Capture, Intent, Signals, StepResult
 from signalmail.watch.view import LineView
 from signalmail.watch.warehouse import open_warehouse
 
@@ -72,6 +72,7 @@ class Watch:
         self.late = LateEvents(self.state, settings.lookback_seconds)
         self.capture = Capture(settings, self.state, self.late)
         self.activate = Activate(settings, self.state)
+        self.intent = Intent(settings)
         self.signals: Signals | None = None
         self.warehouse: Any = None
         self._failures = 0
@@ -281,8 +282,10 @@ class Watch:
         today = now.date().isoformat()
         if now.time() < at or self.state.get("nightly").get("date") == today:
             return
-        self.view.note("nightly build: every model and every test")
+        self.view.note("nightly build: every model and every test, then predicted intent")
         result = self._step(cycle, "nightly", self.signals.nightly)
+        if result is not None:
+            self._step(cycle, "intent", self.intent.run)
         # tried once a day: a failing test is reported, not retried every few seconds
         self.state.save("nightly", {"date": today, "ok": result is not None})
 

@@ -15,7 +15,7 @@ from typing import Any
 from signalmail.watch.latency import LatencyBook, Summary, percentile
 from signalmail.watch.steps import StepResult
 
-STEPS = ("capture", "signals", "activate", "checkpoint", "nightly")
+STEPS = ("capture", "signals", "activate", "checkpoint", "nightly", "intent")
 #: email target outcomes counted as accepted by Mandrill
 ACCEPTED = ("sent", "queued", "scheduled")
 

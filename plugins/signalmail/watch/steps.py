@@ -195,6 +195,46 @@ class Signals:
         return StepResult("nightly", time.perf_counter() - began, counts={"nodes": nodes})
 
 
+class Intent:
+    """After the nightly build: retrain the purchase-propensity model and rescore users."""
+
+    name = "intent"
+
+    def __init__(self, settings: WatchSettings) -> None:
+        self.settings = settings
+
+    @property
+    def card_path(self) -> Any:
+        """Where the model card goes: beside the watch's state."""
+        return self.settings.path(self.settings.state_dir) / "intent" / "model.json"
+
+    def run(self) -> StepResult:
+        """Train and score (signalmail.intent); too little history is a note, not a failure."""
+        began = time.perf_counter()
+        try:
+            from signalmail.intent import NotEnoughHistory, train_and_score
+        except ImportError:
+            log.warning(
+                "predicted intent is off: scikit-learn is not installed (pip install "
+                "'signalmail[intent]'); purchase_probability stays null"
+            )
+            return StepResult(self.name, time.perf_counter() - began, ran=False)
+        import sqlalchemy as sa
+
+        # DuckDB: the same process's open database (see signalmail.watch.warehouse)
+        engine = sa.create_engine(self.settings.warehouse_url(), poolclass=sa.pool.NullPool)
+        try:
+            card = train_and_score(engine, self.settings.dbt_schema, card_path=self.card_path)
+        except NotEnoughHistory as exc:
+            log.info("no purchase-propensity model trained: %s", exc)
+            return StepResult(self.name, time.perf_counter() - began, ran=False)
+        finally:
+            engine.dispose()
+        return StepResult(
+            self.name, time.perf_counter() - began, counts={"scored": card.scored_users}
+        )
+
+
 class Activate:
     """email_triggers -> Mandrill through the email target, exactly once."""
 
