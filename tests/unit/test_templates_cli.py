@@ -33,7 +33,8 @@ blocks:
 """
 
 BLOCK_J2 = """\
-<ul class="cart">{% for p in products %}<li>{{ p.name }} x{{ p.quantity }}</li>{% endfor %}</ul>
+<ul class="cart">{% for p in products %}
+<li>{{ p.name }}{% if p.quantity %} x{{ p.quantity }}{% endif %}</li>{% endfor %}</ul>
 """
 
 CLEAN = """\
@@ -211,6 +212,32 @@ def test_lint_wants_a_guard_where_a_null_would_leave_a_stray_label(project):
     )
     guarded = guarded.replace("Price {{price}}", "{{#if `price > 0`}}Price {{price}}{{/if}}")
     assert lint_template(guarded, "t.html", campaign, variant) == []
+
+
+def test_lint_reads_the_blocks_too_and_wants_the_same_guards(project):
+    block = project / "templates/blocks/cart_items.html.j2"
+    block.write_text(
+        "{% for p in products | default([]) %}\n"
+        "<li>{{ p.name }} x{{ p.quantity }}</li>\n"  # a null quantity leaves "x"
+        "{% endfor %}\n"
+        "<p>Total: {{ cart_total }}</p>\n"  # and "Total:" alone
+        '<a href="{{ p_url }}">{{ first_name | default("there") }}</a>\n'  # fine: filtered
+    )
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if "cart_items.html.j2:" in line]
+    assert [line.split(": error: ")[0].rsplit(":", 1)[1] for line in lines] == ["2", "4"]
+    assert "`{{ p.quantity }}` can be null" in lines[0]
+    assert "{% if cart_total %}" in lines[1]
+
+    block.write_text(
+        "{% for p in products | default([]) %}\n"
+        "<li>{{ p.name }}{% if p.quantity and p.quantity > 1 %} x{{ p.quantity }}{% endif %}</li>\n"
+        "{% endfor %}\n"
+        "{% if cart_total %}<p>Total: {{ cart_total }}</p>{% endif %}\n"
+    )
+    result = run(project, "lint", "--local", "templates/mandrill")
+    assert result.exit_code == 0, result.output
 
 
 def test_lint_scoped_typo_inside_each_is_still_a_product_field_error(project):

@@ -100,7 +100,8 @@ def lint(
     """Check each campaign's template against what the campaign sends.
 
     Reports unknown merge tags and helpers, mc:edit regions the campaign fills but the template
-    lacks, and a missing unsubscribe link, as file:line: messages. Exit 1 on errors.
+    lacks, a missing unsubscribe link, and (templates and Jinja2 blocks alike) a field that can
+    be null printed beside text outside a guard, as file:line: messages. Exit 1 on errors.
     """
     from signalmail.templates.lint import lint_campaigns, relative
 
@@ -117,6 +118,10 @@ def lint(
         findings = lint_campaigns(campaigns, source)
     except TemplateToolError as exc:
         raise click.ClickException(str(exc)) from None
+    if blocks_dir.is_dir():
+        from signalmail.templates.lint_blocks import lint_blocks
+
+        findings = sorted({*findings, *lint_blocks(blocks_dir)})
     cwd = Path.cwd()
     for finding in findings:
         click.echo(
