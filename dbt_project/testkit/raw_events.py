@@ -484,6 +484,16 @@ class Traffic:
         for _ in range(rng.randrange(1, 6)):
             item = seed_product if rng.random() < 0.5 else self._related(seed_product)
             events.append(f.track("Product Viewed", tick(), dict(item, quantity=None), **ids))
+            if rng.random() < 0.5:  # time on content: the page's engagement ping
+                ping = {
+                    "page_view_id": f"pv-{rng.getrandbits(64):016x}",
+                    "engaged_seconds": rng.randrange(1, 31),
+                    "heartbeat_seconds": 30,
+                    "product_id": item["product_id"],
+                    "category": item.get("category"),
+                }
+                at_ping = clock + timedelta(seconds=rng.randrange(1, 20))
+                events.append(f.track("Page Engaged", at_ping, ping, **ids))
         if not known and rng.random() < 0.5:
             self.identified.add(user_id)
             traits = {

@@ -27,13 +27,12 @@ pytestmark = pytest.mark.slow
 
 
 @contextlib.contextmanager
-def running_shop(data_plane: str) -> Iterator[str]:
+def running_shop(data_plane: str, **engagement: float) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(ShopSettings(data_plane, WRITE_KEY)), log_level="warning")
-    )
+    settings = ShopSettings(data_plane, WRITE_KEY, **engagement)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started and port_open(port), what="storefront listening")
@@ -42,6 +41,11 @@ def running_shop(data_plane: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def actions(events: list[dict]) -> list[dict]:
+    """The shopper's actions: everything but time-on-content pings (their own test below)."""
+    return [e for e in events if e.get("event") != "Page Engaged"]
 
 
 def test_a_shopper_clicks_through_and_every_action_lands_once(tmp_path):
@@ -78,12 +82,12 @@ def test_a_shopper_clicks_through_and_every_action_lands_once(tmp_path):
             page.click("#checkout")
             page.locator("text=Thank you").wait_for()
             deadline = time.monotonic() + 30  # Playwright delivers requests while it waits
-            while len(collector.events()) < 11:
+            while len(actions(collector.events())) < 11:
                 assert time.monotonic() < deadline, [e.get("event") for e in collector.events()]
                 page.wait_for_timeout(100)
         finally:
             browser.close()
-        events = collector.events()
+        events = actions(collector.events())
 
     assert errors == []
     kinds = Counter(e.get("event") or e["type"] for e in events)
@@ -107,3 +111,47 @@ def test_a_shopper_clicks_through_and_every_action_lands_once(tmp_path):
     assert order["properties"]["currency"] == "USD"
     assert order["properties"]["revenue"] == added["properties"]["price"]
     assert len({e["anonymousId"] for e in events}) == 1  # one browser throughout
+
+
+def test_time_on_a_product_page_arrives_as_engaged_seconds(tmp_path):
+    """An active shopper on a product page: a `Page Engaged` ping per heartbeat of engaged time."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with (
+        serve(tmp_path) as collector,
+        running_shop(
+            collector.url, heartbeat_seconds=2, min_visit_seconds=1, active_window_seconds=5
+        ) as shop,
+        sync_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(shop + "/")
+            page.locator(".card a").first.click()
+            page.wait_for_load_state("load")
+            product_id = page.url.rsplit("/", 1)[1]
+            deadline = time.monotonic() + 30
+            x = 0
+            while len(pings(collector.events())) < 3:  # reading: the mouse keeps moving
+                assert time.monotonic() < deadline, collector.events()
+                x = (x + 37) % 500
+                page.mouse.move(50 + x, 200)
+                page.wait_for_timeout(200)
+        finally:
+            browser.close()
+        found = pings(collector.events())
+
+    assert len({p["properties"]["page_view_id"] for p in found}) == 1  # one page load
+    for ping in found:
+        props = ping["properties"]
+        assert props["product_id"] == product_id
+        assert props["heartbeat_seconds"] == 2
+        assert 1 <= props["engaged_seconds"] <= 2  # one heartbeat at most per ping
+        assert props["category"]
+    assert len({p["messageId"] for p in found}) == len(found)
+
+
+def pings(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("event") == "Page Engaged"]

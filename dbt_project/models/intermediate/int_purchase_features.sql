@@ -42,6 +42,10 @@ identity_map as (
     select * from {{ ref('int_identity_map') }}
 ),
 
+engagement as (
+    select * from {{ ref('int_product_engagement') }}
+),
+
 known_since as (
     -- a shopper joins the snapshots once they have identified: otherwise an identify at
     -- checkout would put an anonymous browser into the snapshots before it only because it
@@ -222,6 +226,20 @@ email_engagement as (
     group by population.days_back, population.user_id
 ),
 
+reading as (
+    -- time on content: engaged seconds in the 7 days before the snapshot
+    select
+        population.days_back,
+        population.user_id,
+        sum(engagement.engaged_seconds) as read_seconds_7d
+    from population
+    inner join engagement
+        on engagement.user_id = population.user_id
+        and engagement.event_at < population.as_of
+        and engagement.event_at >= {{ dbt.dateadd('day', -7, 'population.as_of') }}
+    group by population.days_back, population.user_id
+),
+
 labels as (
     -- an order in the horizon after the snapshot
     select distinct
@@ -242,6 +260,7 @@ final as (
         population.sessions_7d,
         population.sessions_window,
         round(cast(population.engaged_minutes_7d as numeric), 2) as engaged_minutes_7d,
+        round(cast(coalesce(reading.read_seconds_7d, 0) as numeric), 1) as read_seconds_7d,
         ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('population.last_session_at') }})
             / 86400.0 as days_since_last_session,
         tenure.sessions_before,
@@ -279,6 +298,9 @@ final as (
     left join behaviour
         on population.days_back = behaviour.days_back
         and population.user_id = behaviour.user_id
+    left join reading
+        on population.days_back = reading.days_back
+        and population.user_id = reading.user_id
     left join email_engagement
         on population.days_back = email_engagement.days_back
         and population.user_id = email_engagement.user_id

@@ -8,6 +8,10 @@ searches as (
     select * from {{ ref('int_searches') }}
 ),
 
+engagement as (
+    select * from {{ ref('int_product_engagement') }}
+),
+
 similarity as (
     select * from {{ nightly_ref('int_item_similarity') }}
 ),
@@ -48,16 +52,51 @@ window_interactions as (
     group by user_id, product_id
 ),
 
-abandoned as (
-    -- viewed often enough, quiet since, and never added or bought after browsing began
+product_reads as (
+    -- time on content in the window: engaged seconds per product, each page view counted up
+    -- to `max_engaged_seconds_per_view`
     select
-        *,
+        user_id,
+        product_id,
+        sum(view_seconds) as engaged_seconds
+    from (
+        select
+            user_id,
+            product_id,
+            page_view_id,
+            least(sum(engaged_seconds), {{ var('max_engaged_seconds_per_view') }}) as view_seconds
+        from engagement
+        where user_id is not null
+            and product_id is not null
+            and event_at >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
+            and event_at <= {{ now_utc() }}
+        group by user_id, product_id, page_view_id
+    ) as page_views
+    group by user_id, product_id
+),
+
+abandoned as (
+    -- viewed often enough (or read long enough), quiet since, and never added or bought after
+    -- browsing began; the product read longest first, then the one viewed most
+    select
+        window_interactions.*,
+        coalesce(product_reads.engaged_seconds, 0) as engaged_seconds,
         row_number() over (
-            partition by user_id
-            order by view_count desc, last_viewed_at desc, product_id
+            partition by window_interactions.user_id
+            order by
+                coalesce(product_reads.engaged_seconds, 0) desc,
+                window_interactions.view_count desc,
+                window_interactions.last_viewed_at desc,
+                window_interactions.product_id
         ) as product_rank
     from window_interactions
-    where view_count >= {{ var('browse_min_views') }}
+    left join product_reads
+        on window_interactions.user_id = product_reads.user_id
+        and window_interactions.product_id = product_reads.product_id
+    where (
+            window_interactions.view_count >= {{ var('browse_min_views') }}
+            or coalesce(product_reads.engaged_seconds, 0) >= {{ var('browse_read_seconds') }}
+        )
         and last_viewed_at
             <= {{ dbt.dateadd('minute', -1 * var('browse_abandon_minutes'), now_utc()) }}
         and (last_added_at is null or last_added_at < first_viewed_at)

@@ -1,9 +1,9 @@
 {{ config(materialized='table', tags=['nightly']) }}
 
 {#-
-    Client values staging set aside as unusable, with the reason: a price, quantity or order
-    revenue that is not a number or outside the bounds of dbt_project.yml (`max_price`,
-    `max_quantity`, `max_order_revenue`). Staging reads each as null (a quantity as 1), so the
+    Client values staging set aside as unusable, with the reason: a price, quantity, order
+    revenue or engaged time that is not a number or outside the bounds of dbt_project.yml
+    (`max_price`, `max_quantity`, `max_order_revenue`, `max_engaged_seconds_per_ping`). Staging reads each as null (a quantity as 1), so the
     event still counts and no value can stop a build; this table says what was set aside and
     why. Built nightly; the nightly test `no_quarantined_values` warns with the count.
 -#}
@@ -16,6 +16,10 @@ product_events as (
 
 tracks as (
     select * from {{ ref('stg_rudderstack__tracks') }}
+),
+
+page_engagement as (
+    select * from {{ ref('stg_rudderstack__page_engagement') }}
 ),
 
 product_values as (
@@ -53,11 +57,30 @@ order_values as (
     where revenue_text is not null
 ),
 
+engagement_values as (
+    select
+        message_id,
+        0 as product_index,
+        received_at,
+        'Page Engaged' as event_name,
+        user_id,
+        anonymous_id,
+        'engaged_seconds' as field,
+        engaged_seconds_text as client_value,
+        {{ client_number_issue('engaged_seconds_text', 0, var('max_engaged_seconds_per_ping')) }}
+            as reason
+    from page_engagement
+    where engaged_seconds_text is not null
+),
+
 final as (
     select * from product_values
     where reason is not null
     union all
     select * from order_values
+    where reason is not null
+    union all
+    select * from engagement_values
     where reason is not null
 )
 

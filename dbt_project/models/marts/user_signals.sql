@@ -30,6 +30,10 @@ purchase_scores as (
     select * from {{ ref('stg_signalmail__purchase_scores') }}
 ),
 
+engagement as (
+    select * from {{ ref('int_product_engagement') }}
+),
+
 users as (
     select
         activity.user_id,
@@ -52,6 +56,22 @@ users as (
         on activity.user_id = profiles.user_id
     left join send_preferences
         on activity.user_id = send_preferences.user_id
+),
+
+page_reads as (
+    -- time on content in the signal window: engaged seconds per page view, capped
+    select
+        user_id,
+        page_view_id,
+        max(product_id) as product_id,
+        max(category) as category,
+        least(sum(engaged_seconds), {{ var('max_engaged_seconds_per_view') }}) as engaged_seconds,
+        max(event_at) as event_at
+    from engagement
+    where user_id is not null
+        and event_at >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
+        and event_at <= {{ now_utc() }}
+    group by user_id, page_view_id
 ),
 
 weighted_signals as (
@@ -86,6 +106,19 @@ weighted_signals as (
     where searches.searched_at >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
         and searches.searched_at <= {{ now_utc() }}
         and (users.last_order_at is null or searches.searched_at > users.last_order_at)
+    union all
+    -- a read counts per engaged minute on top of its view: a 90-second read well above a
+    -- 3-second bounce
+    select
+        page_reads.user_id,
+        page_reads.category,
+        cast(null as {{ dbt.type_string() }}) as brand,
+        {{ weights.get('read', 0) }} * page_reads.engaged_seconds / 60.0 as weight,
+        page_reads.event_at
+    from page_reads
+    inner join users
+        on page_reads.user_id = users.user_id
+    where users.last_order_at is null or page_reads.event_at > users.last_order_at
 ),
 
 decayed as (
@@ -138,6 +171,40 @@ brand_weights as (
     group by user_id, brand
 ),
 
+read_totals as (
+    select
+        user_id,
+        sum(engaged_seconds) as engaged_seconds
+    from page_reads
+    group by user_id
+),
+
+category_reads as (
+    select
+        user_id,
+        category,
+        sum(engaged_seconds) as engaged_seconds,
+        row_number() over (
+            partition by user_id order by sum(engaged_seconds) desc, category
+        ) as read_rank
+    from page_reads
+    where category is not null
+    group by user_id, category
+),
+
+product_reads as (
+    select
+        user_id,
+        product_id,
+        sum(engaged_seconds) as engaged_seconds,
+        row_number() over (
+            partition by user_id order by sum(engaged_seconds) desc, product_id
+        ) as read_rank
+    from page_reads
+    where product_id is not null
+    group by user_id, product_id
+),
+
 open_carts as (
     select distinct user_id
     from carts
@@ -186,6 +253,11 @@ final as (
         brand_weights.brand as top_brand,
         round(cast(brand_weights.brand_weight / brand_weights.total_weight as numeric), 4)
             as brand_affinity,
+        round(cast(coalesce(read_totals.engaged_seconds, 0) as numeric), 1) as engaged_seconds,
+        category_reads.category as most_read_category,
+        round(cast(category_reads.engaged_seconds as numeric), 1) as most_read_category_seconds,
+        product_reads.product_id as most_read_product_id,
+        round(cast(product_reads.engaged_seconds as numeric), 1) as most_read_product_seconds,
         users.best_send_hour_local,
         users.send_hour_source,
         {{ now_utc() }} as computed_at
@@ -196,6 +268,14 @@ final as (
         on users.user_id = open_carts.user_id
     left join purchase_scores
         on users.user_id = purchase_scores.user_id
+    left join read_totals
+        on users.user_id = read_totals.user_id
+    left join category_reads
+        on users.user_id = category_reads.user_id
+        and category_reads.read_rank = 1
+    left join product_reads
+        on users.user_id = product_reads.user_id
+        and product_reads.read_rank = 1
     left join category_weights
         on users.user_id = category_weights.user_id
         and category_weights.category_rank = 1

@@ -16,6 +16,7 @@ FEATURES: tuple[str, ...] = (
     "sessions_7d",
     "sessions_window",
     "engaged_minutes_7d",
+    "read_seconds_7d",
     "days_since_last_session",
     "sessions_before",
     "days_since_first_session",

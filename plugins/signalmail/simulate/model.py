@@ -52,6 +52,13 @@ P_EMAIL_SESSION = 0.12
 P_EMAIL_SESSION_WITH_CART = 0.45
 CART_STALE_DAYS = 7.0
 WAKING_HOURS = (7, 23)
+# Time on content (docs/contracts.md, "Page Engaged"): a product page reports its engaged
+# seconds every HEARTBEAT_SECONDS and once more when the shopper leaves it. The longer a
+# shopper reads, the likelier the add: P_ADD_PER_VIEW scaled by dwell / MEAN_DWELL_SECONDS.
+HEARTBEAT_SECONDS = 30.0
+DWELL_SECONDS = (4.0, 75.0)
+MEAN_DWELL_SECONDS = sum(DWELL_SECONDS) / 2
+ENGAGED_SHARE = (0.6, 1.0)  # of the dwell, the page visible and the shopper active
 
 
 @dataclass(slots=True)
@@ -324,8 +331,10 @@ class _ShopperTimeline:
             yield from self._view(t, product, campaign)
             self.viewed.append(product)
             del self.viewed[:-20]
-            t += self._think()
-            if rng.random() < P_ADD_PER_VIEW:
+            dwell = rng.uniform(*DWELL_SECONDS)
+            yield from self._engaged(t + 0.5, product, dwell)
+            t += dwell
+            if rng.random() < P_ADD_PER_VIEW * dwell / MEAN_DWELL_SECONDS:
                 yield self._add(t, product, 1 if rng.random() < 0.85 else 2)
                 added = True
                 t += self._think()
@@ -404,6 +413,32 @@ class _ShopperTimeline:
             {"path": path, "url": product.url, "title": product.name},
             campaign,
         )
+
+    def _engaged(
+        self, t: float, product: Product, dwell: float
+    ) -> Iterator[tuple[float, dict[str, object]]]:
+        """Yield the page's engagement pings: one per heartbeat of engaged time, then the rest."""
+        # ends before the shopper's next step (t + dwell - 0.5 at the latest)
+        engaged = min(dwell * self.rng.uniform(*ENGAGED_SHARE), dwell - 1.0)
+        page_view_id = self._uuid()
+        path = product.url.removeprefix(SHOP_URL)
+        reported = 0.0
+        while engaged - reported >= 1.0:
+            seconds = min(HEARTBEAT_SECONDS, engaged - reported)
+            reported += seconds
+            yield self._track(
+                t + reported,
+                "Page Engaged",
+                {
+                    "page_view_id": page_view_id,
+                    "engaged_seconds": round(seconds, 1),
+                    "heartbeat_seconds": HEARTBEAT_SECONDS,
+                    "product_id": product.product_id,
+                    "name": product.name,
+                    "category": product.category,
+                },
+                {"path": path, "url": product.url, "title": product.name},
+            )
 
     def _add(self, t: float, product: Product, quantity: int) -> tuple[float, dict[str, object]]:
         if self.cart_id is None:

@@ -36,6 +36,11 @@ class ShopSettings:
     write_key: str
     catalog_seed: int = 42
     catalog_size: int = 300
+    #: time on content (shop.js): a `Page Engaged` ping per heartbeat of engaged time, the
+    #: first once a page has this minimum, and "active" meaning input within the window
+    heartbeat_seconds: float = 30.0
+    min_visit_seconds: float = 5.0
+    active_window_seconds: float = 10.0
 
 
 def create_app(settings: ShopSettings) -> Starlette:
@@ -62,6 +67,11 @@ def create_app(settings: ShopSettings) -> Starlette:
             "writeKey": settings.write_key,
             "currency": CURRENCY,
             "page": page,
+            "engagement": {
+                "heartbeatSeconds": settings.heartbeat_seconds,
+                "minVisitSeconds": settings.min_visit_seconds,
+                "activeWindowSeconds": settings.active_window_seconds,
+            },
             **context.pop("shop", {}),
         }
         html = template.render(

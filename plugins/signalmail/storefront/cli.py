@@ -22,14 +22,29 @@ import click
 )
 @click.option("--catalog-seed", default=42, show_default=True, type=int,
               help="The simulator's catalogue to sell (the same seed as `simulate`).")  # fmt: skip
+@click.option("--heartbeat-seconds", default=30.0, show_default=True,
+              type=click.FloatRange(min=1.0),
+              help="Time on content: one `Page Engaged` ping per this much.")  # fmt: skip
 def storefront(
-    host: str, port: int, data_plane_url: str, write_key: str, catalog_seed: int
+    host: str,
+    port: int,
+    data_plane_url: str,
+    write_key: str,
+    catalog_seed: int,
+    heartbeat_seconds: float,
 ) -> None:
     """Serve a small shop whose every click goes to the collector through RudderStack's SDK."""
     import uvicorn
 
     from signalmail.storefront.app import ShopSettings, create_app
 
-    app = create_app(ShopSettings(data_plane_url.rstrip("/"), write_key, catalog_seed))
+    app = create_app(
+        ShopSettings(
+            data_plane_url.rstrip("/"),
+            write_key,
+            catalog_seed,
+            heartbeat_seconds=heartbeat_seconds,
+        )
+    )
     click.echo(f"storefront: http://{host}:{port}/ -> events to {data_plane_url}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -52,7 +52,51 @@ function checkout() {
   document.getElementById("main").innerHTML = "<h1>Thank you</h1><p>Order " + orderId + "</p>";
 }
 
+// Time on content (docs/contracts.md, "Page Engaged"), as Snowplow's activity tracking measures
+// it: a second counts when the page is visible and the shopper did something (moved, scrolled,
+// typed, touched) within the active window. Once a page has the minimum, every heartbeat of
+// engaged time is reported, and the rest when the shopper leaves; each page load is one
+// page_view_id, so a ping lost or repeated never double-counts a view.
+const engagement = {
+  config: SHOP.engagement,
+  pageViewId: crypto.randomUUID(),
+  lastInput: performance.now(),
+  engaged: 0,     // seconds counted on this page
+  unreported: 0,  // of which not yet sent
+
+  start() {
+    for (const kind of ["mousemove", "mousedown", "keydown", "scroll", "touchstart", "wheel"]) {
+      addEventListener(kind, () => { this.lastInput = performance.now(); }, {passive: true});
+    }
+    setInterval(() => this.tick(), 1000);
+    addEventListener("pagehide", () => this.report(true));
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "hidden") this.report(true);
+    });
+  },
+  tick() {
+    const idle = (performance.now() - this.lastInput) / 1000;
+    if (document.visibilityState !== "visible" || idle > this.config.activeWindowSeconds) return;
+    this.engaged += 1;
+    this.unreported += 1;
+    if (this.unreported >= this.config.heartbeatSeconds) this.report(false);
+  },
+  report(leaving) {
+    if (this.unreported < 1 || this.engaged < this.config.minVisitSeconds) return;
+    const seconds = this.unreported;
+    this.unreported = 0;
+    const props = {page_view_id: this.pageViewId, engaged_seconds: seconds,
+                   heartbeat_seconds: this.config.heartbeatSeconds};
+    if (SHOP.viewed) Object.assign(props, {product_id: SHOP.viewed.product_id,
+                                            name: SHOP.viewed.name,
+                                            category: SHOP.viewed.category});
+    // on leaving, the SDK keeps the event in its persisted queue if the page closes first
+    analytics.track("Page Engaged", props);
+  },
+};
+
 document.addEventListener("DOMContentLoaded", () => {
+  engagement.start();
   document.getElementById("cart-count").textContent = cart.lines().length;
   analytics.page(SHOP.page.category, SHOP.page.name, SHOP.page.properties || {});
   if (SHOP.viewed) analytics.track("Product Viewed", product(SHOP.viewed));
