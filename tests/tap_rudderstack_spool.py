@@ -28,6 +28,7 @@ STREAM_OF = {
     "screen": "screens",
     "group": "groups",
     "alias": "aliases",
+    "merge": "merges",
 }
 KINDS = list(STREAM_OF)
 
@@ -73,6 +74,11 @@ def event(kind: str = "track", n: int = 0, **overrides: Any) -> dict[str, Any]:
         base["traits"] = {"plan": "pro"}
     elif kind == "alias":
         base["previousId"] = f"anon-{n}"
+    elif kind == "merge":
+        base["mergeProperties"] = [
+            {"type": "email", "value": f"u{n}@example.com"},
+            {"type": "anonymousId", "value": f"anon-{n % 7}"},
+        ]
     base.update(overrides)
     return base
 

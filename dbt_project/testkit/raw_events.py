@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-STREAMS = ("tracks", "identifies", "pages", "screens", "groups", "aliases")
+STREAMS = ("tracks", "identifies", "pages", "screens", "groups", "aliases", "merges")
 
 COMMON_COLUMNS: list[tuple[str, str]] = [
     ("message_id", "varchar"),
@@ -56,6 +56,12 @@ STREAM_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "screens": [("name", "varchar"), ("category", "varchar"), ("properties", "json")],
     "groups": [("group_id", "varchar"), ("traits", "json")],
     "aliases": [("previous_id", "varchar")],
+    "merges": [
+        ("merge_property_1_type", "varchar"),
+        ("merge_property_1_value", "varchar"),
+        ("merge_property_2_type", "varchar"),
+        ("merge_property_2_value", "varchar"),
+    ],
 }
 
 LEDGER_COLUMNS: list[tuple[str, str]] = [

@@ -38,6 +38,7 @@ EVENT_STREAMS: dict[str, str] = {
     "screen": "screens",
     "group": "groups",
     "alias": "aliases",
+    "merge": "merges",
 }
 
 LOGGER = logging.getLogger(__name__)
@@ -310,7 +311,11 @@ def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
     """``(stream_name, event)`` for a usable event line, else the rejection reason.
 
     Reasons: ``invalid_json``, ``not_an_object``, ``missing_type``, ``unknown_type``,
-    ``missing_message_id``, ``missing_ids`` (neither anonymousId nor userId).
+    ``missing_message_id``, ``missing_ids`` (neither anonymousId nor userId), and for a merge
+    the reasons rudder-server's warehouse transformer gives (idresolution.go,
+    mergePropsForMergeEventType): ``merge_properties_missing`` (absent, or not exactly two
+    identifiers) and ``merge_property_invalid`` (not a list, an identifier that is not an
+    object, or one with an empty type or value).
     """
     try:
         event = _decoder.decode(line)
@@ -329,7 +334,31 @@ def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
         return "missing_message_id"
     if not _present(event.get("anonymousId")) and not _present(event.get("userId")):
         return "missing_ids"
+    if stream == "merges":
+        problem = merge_problem(event.get("mergeProperties"))
+        if problem is not None:
+            return problem
     return stream, event
+
+
+def merge_problem(merge_properties: Any) -> str | None:
+    """Why a merge event's mergeProperties cannot be loaded, as rudder-server judges it."""
+    if merge_properties is None:
+        return "merge_properties_missing"
+    if not isinstance(merge_properties, list):
+        return "merge_property_invalid"
+    if len(merge_properties) != 2:
+        return "merge_properties_missing"
+    for item in merge_properties:
+        if not isinstance(item, dict):
+            return "merge_property_invalid"
+        if not _filled(item.get("type")) or not _filled(item.get("value")):
+            return "merge_property_invalid"
+    return None
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def _present(value: Any) -> bool:

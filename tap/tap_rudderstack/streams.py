@@ -66,6 +66,13 @@ EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
     "screens": {"name": _STR, "category": _STR, "properties": _OBJ},
     "groups": {"group_id": _STR, "traits": _OBJ},
     "aliases": {"previous_id": _STR},
+    # rudder-server's rudder_identity_merge_rules columns (warehouse/idresolution.go)
+    "merges": {
+        "merge_property_1_type": _STR,
+        "merge_property_1_value": _STR,
+        "merge_property_2_type": _STR,
+        "merge_property_2_value": _STR,
+    },
 }
 
 
@@ -187,6 +194,12 @@ class EventBuilder:
             record["traits"] = _object(get("traits"))
         elif stream == "aliases":
             record["previous_id"] = _text(get("previousId"))
+        elif stream == "merges":  # parse_event checked the shape: two {type, value} objects
+            first, second = get("mergeProperties")
+            record["merge_property_1_type"] = _text(first.get("type"))
+            record["merge_property_1_value"] = _text(first.get("value"))
+            record["merge_property_2_type"] = _text(second.get("type"))
+            record["merge_property_2_value"] = _text(second.get("value"))
         return record
 
 

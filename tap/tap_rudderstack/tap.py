@@ -17,8 +17,8 @@ from tap_rudderstack.sync import FastWriter, ReceivedRange, SpoolSync
 class TapRudderStack(Tap):
     """Singer tap over a RudderStack spool: one pass per run feeding every event stream.
 
-    Streams: tracks, identifies, pages, screens, groups, aliases and rejected_events; each run
-    resumes from the spool position kept in state (see sync.py).
+    Streams: tracks, identifies, pages, screens, groups, aliases, merges and rejected_events;
+    each run resumes from the spool position kept in state (see sync.py).
     """
 
     name = "tap-rudderstack"
@@ -118,7 +118,7 @@ class TapRudderStack(Tap):
     ).to_dict()
 
     def discover_streams(self) -> list[Stream]:
-        """Return the six event streams, in RudderStack type order, then rejected_events."""
+        """Return the seven event streams, in RudderStack type order, then rejected_events."""
         streams: list[Stream] = [EventStream(self, name) for name in EVENT_STREAMS.values()]
         streams.append(RejectedEventsStream(self))
         return streams

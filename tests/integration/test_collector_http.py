@@ -287,6 +287,16 @@ def test_single_event_endpoints_enrich_from_path_and_headers(collector):
     assert event["timestamp"] < event["receivedAt"]  # corrected by the 10 s the client held it
 
 
+def test_merge_endpoint_takes_rudder_servers_identity_merge_call(collector):
+    """POST /v1/merge (gateway/handle_http.go webMergeHandler): a `merge` event, as sent."""
+    merge = [{"type": "email", "value": "ann@example.com"}, {"type": "user_id", "value": "u-ann"}]
+    response = post(collector, "/v1/merge", {"userId": "u-ann", "mergeProperties": merge})
+    assert response.status_code == 200
+    (event,) = collector.events()
+    assert event["type"] == "merge"
+    assert event["mergeProperties"] == merge
+
+
 def test_unknown_path_is_404(collector):
     assert post(collector, "/v1/purchase", {"userId": "u"}).status_code == 404
 

@@ -16,11 +16,12 @@ from collections import Counter
 
 import mailchimp_transactional
 import pytest
+import requests
 import sqlalchemy as sa
 from signalmail.collector.readback import read_spool
 from signalmail.collector.webhooks import anonymous_id_for
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_until
 from tests.integration.watch_support import (
     EXPECTED,
     run_watch,
@@ -60,6 +61,11 @@ def _count(conn: sa.Connection, relation: str, cols: set[str], ids: set[str], em
         parts.append("lower(email) in :emails")
         binds.append(sa.bindparam("emails", expanding=True))
         params["emails"] = sorted(emails)
+    merge_values = [c for c in ("merge_property_1_value", "merge_property_2_value") if c in cols]
+    if merge_values and (ids or emails):
+        parts += [f"lower({c}) in :idents" for c in merge_values]
+        binds.append(sa.bindparam("idents", expanding=True))
+        params["idents"] = sorted(i.lower() for i in ids | emails)
     if not parts:
         return 0
     sql = f"select count(*) from {relation} where " + " or ".join(parts)
@@ -97,11 +103,26 @@ def test_forget_erases_a_shopper_everywhere_and_they_are_never_mailed_again(tmp_
         assert Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages()) == Counter(
             EXPECTED.items()
         )
+        # a CRM sync tells RudderStack that ann's address and her user id are one person
+        merge = requests.post(
+            f"{svc.collector.url}/v1/merge",
+            json={"userId": "crm-sync", "mergeProperties": [
+                {"type": "email", "value": "Ann@Example.com"}, {"type": "user_id", "value": "ann"},
+            ]},
+            auth=(svc.collector.write_key, ""), timeout=10,
+        )  # fmt: skip
+        assert merge.status_code == 200, merge.text
+        wait_until(
+            lambda: "crm-sync" in read_spool(svc.spool).user_ids, what="the merge in the spool"
+        )
+        loaded = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         spool_before = read_spool(svc.spool)
         ann_ids = {"ann", *(a for a in spool_before.anonymous_ids if "ann" in a)}
         ann_ids.add(anonymous_id_for("ann@example.com"))
         emails = {"ann@example.com"}
         assert mentions(svc.env, ann_ids, emails)["rudderstack_raw.tracks"] > 0
+        assert mentions(svc.env, ann_ids, emails)["rudderstack_raw.merges"] == 1
         others_before = mentions(svc.env, {"bob", "carl"}, {"bob@example.com"})
 
         done = signalmail(svc.env, "forget", "--email", "ann@example.com")

@@ -29,7 +29,9 @@ import msgspec
 #: rudder-server's default maxReqSize: 4000 KB.
 DEFAULT_MAX_REQUEST_BYTES = 4000 * 1024
 
-EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+#: rudder-server's event types; `merge` (mergeProperties: two identifiers of one person) is its
+#: identity-resolution call (gateway/handle_http.go webMergeHandler)
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias", "merge"})
 
 _decoder = msgspec.json.Decoder()
 

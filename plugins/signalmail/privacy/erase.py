@@ -36,6 +36,11 @@ def person_filter(columns: set[str], person: Person) -> tuple[str, dict[str, Any
     if "email" in columns and person.emails:
         parts.append("lower(email) in :emails")
         params["emails"] = sorted(person.emails)
+    for column in ("merge_property_1_value", "merge_property_2_value"):
+        # a merge rule names people in its values (an email, a user id), not only in user_id
+        if column in columns and person.identifiers():
+            parts.append(f"{column} in :idents or lower({column}) in :idents")
+            params["idents"] = sorted(person.identifiers())
     if "raw_text" in columns:  # rejected lines: the identifiers appear in the text
         for n, value in enumerate(sorted(person.identifiers())):
             parts.append(f"raw_text like :raw{n} escape '\\'")
@@ -47,7 +52,7 @@ def person_filter(columns: set[str], person: Person) -> tuple[str, dict[str, Any
 
 def _statement(sql: str, params: dict[str, Any]) -> sa.TextClause:
     stmt = sa.text(sql)
-    for name in ("ids", "emails"):
+    for name in ("ids", "emails", "idents"):
         if name in params:
             stmt = stmt.bindparams(sa.bindparam(name, expanding=True))
     return stmt

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from signalmail.collector.webhooks import anonymous_id_for
 
-RAW_EVENT_TABLES = ("identifies", "tracks", "pages", "screens", "groups", "aliases")
+RAW_EVENT_TABLES = ("identifies", "tracks", "pages", "screens", "groups", "aliases", "merges")
 
 
 @dataclass

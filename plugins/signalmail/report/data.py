@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from signalmail.watch.settings import LEDGER_SCHEMA, RAW_SCHEMA, WatchSettings
 
 ACCEPTED = ("sent", "queued", "scheduled")
-RAW_STREAMS = ("tracks", "pages", "identifies", "screens", "groups", "aliases")
+RAW_STREAMS = ("tracks", "pages", "identifies", "screens", "groups", "aliases", "merges")
 
 
 @dataclass
