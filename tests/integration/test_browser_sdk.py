@@ -27,7 +27,7 @@ from signalmail.collector.ingest import rudder_id
 
 from tests.browser import ARGS, CHROMIUM
 from tests.collector_support import WRITE_KEY, serve
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from signalmail.collector import webhooks
 from signalmail.collector.app import CollectorSettings
 
 from tests.collector_support import WRITE_KEY, Running, serve
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 HOOK_KEY = "mandrill_hook_key"
 

@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 

@@ -22,7 +22,6 @@ from signalmail.services import publish_starter_templates
 from target_mailchimp_transactional.campaigns import load_campaigns
 
 from tests.browser import browser_page
-from tests.conftest import REPO_ROOT
 from tests.integration.test_target_support import (
     API_KEY,
     BLOCKS_DIR,
@@ -34,6 +33,7 @@ from tests.integration.test_target_support import (
     target_config,
     trigger,
 )
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.integration.watch_support import (
     DAYS,
     HOURS,
@@ -23,6 +22,7 @@ from tests.integration.watch_support import (
     services,
 )
 from tests.meltano_runs import MELTANO, isolated_env
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

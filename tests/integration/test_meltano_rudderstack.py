@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from tap_rudderstack.sync import CRASH_ENV
 
-from tests.conftest import REPO_ROOT
 from tests.meltano_runs import MELTANO, meltano_run
+from tests.support import REPO_ROOT
 from tests.tap_rudderstack_spool import KINDS, STREAM_OF, event, ts_of, write_segment
 
 pytestmark = pytest.mark.slow

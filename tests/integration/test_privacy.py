@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from signalmail.collector.readback import read_spool
 from signalmail.collector.webhooks import anonymous_id_for
 
-from tests.conftest import REPO_ROOT, wait_until
 from tests.integration.watch_support import (
     EXPECTED,
     run_watch,
@@ -29,6 +28,7 @@ from tests.integration.watch_support import (
     services,
     write_late_cart,
 )
+from tests.support import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from signalmail.storefront.app import ShopSettings, create_app
 
 from tests.browser import ARGS, CHROMIUM
 from tests.collector_support import WRITE_KEY, serve
-from tests.conftest import port_open, wait_until
+from tests.support import port_open, wait_until
 
 pytestmark = pytest.mark.slow
 

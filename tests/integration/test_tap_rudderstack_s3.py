@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from tap_rudderstack.spool import SpoolError
 
-from tests.conftest import S3_KEY_ID, S3_REGION, S3_SECRET, s3_client
 from tests.integration.test_meltano_rudderstack import meltano_installed
 from tests.meltano_runs import meltano_run
+from tests.support import S3_KEY_ID, S3_REGION, S3_SECRET, s3_client
 from tests.tap_rudderstack_spool import (
     event,
     ids,

@@ -23,8 +23,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.conftest import REPO_ROOT, wait_until
 from tests.meltano_runs import MELTANO, meltano_run
+from tests.support import REPO_ROOT, wait_until
 from tests.tap_rudderstack_spool import (
     KINDS,
     STREAM_OF,

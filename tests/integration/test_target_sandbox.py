@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import wait_until
 from tests.integration.test_target_support import (
     API_KEY,
     data_plane,
@@ -23,6 +22,7 @@ from tests.integration.test_target_support import (
     target_config,
     trigger,
 )
+from tests.support import wait_until
 
 run_sandbox = pytest.importorskip("signalmail.sandbox.testing").run_sandbox
 

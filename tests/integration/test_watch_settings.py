@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from signalmail.watch.settings import from_environment
 
-from tests.conftest import REPO_ROOT
 from tests.meltano_runs import MELTANO
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

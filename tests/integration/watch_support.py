@@ -28,7 +28,7 @@ from signalmail.services import (
     running_sandbox,
 )
 
-from tests.conftest import REPO_ROOT, wait_until
+from tests.support import REPO_ROOT, wait_until
 
 SOURCE_ID = "shop"
 CAMPAIGN_PRIORITY = {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import collector_ready, free_port, wait_until
+from tests.support import collector_ready, free_port, wait_until
 
 WRITE_KEY = "reliability-key"
 SENDERS = 6

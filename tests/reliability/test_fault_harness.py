@@ -41,8 +41,8 @@ import pytest
 import requests
 from signalmail.services import publish_starter_templates, running_sandbox
 
-from tests.conftest import REPO_ROOT, collector_ready, free_port, wait_until
 from tests.integration.watch_support import WATCH_VARS
+from tests.support import REPO_ROOT, collector_ready, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

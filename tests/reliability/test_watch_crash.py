@@ -29,7 +29,6 @@ from signalmail.collector.readback import read_spool
 from signalmail.services import publish_starter_templates, running_collector
 from signalmail.watch.steps import FATAL_ENV, KILL_ENV
 
-from tests.conftest import REPO_ROOT, wait_until
 from tests.integration.watch_support import (
     EXPECTED,
     SOURCE_ID,
@@ -40,6 +39,7 @@ from tests.integration.watch_support import (
     watch_command,
     write_late_cart,
 )
+from tests.support import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 

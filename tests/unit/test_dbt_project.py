@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 PROJECT = REPO_ROOT / "dbt_project"
 MODELS = sorted((PROJECT / "models").rglob("*.sql"))
@@ -112,16 +112,14 @@ def test_selectors_exclude_nightly_models_from_the_tick():
     assert {"method": "fqn", "value": "email_triggers", "parents": True} in definition
     excluded = definition[1]["exclude"]
     assert {"method": "tag", "value": "nightly"} in excluded
-    # Views are left out of the tick: they read sources only (the next test).
-    assert {"method": "config.materialized", "value": "view"} in excluded
     # Ephemeral models are compiled into the tables that read them, selected or not.
     assert {"method": "config.materialized", "value": "ephemeral"} in excluded
 
 
-def test_views_read_only_sources(tmp_path):
-    """A view that read a model could be dropped with it on Postgres (drop ... cascade) by a
-    rebuild or full refresh the tick does not follow with the view; models in between are
-    ephemeral instead."""
+def test_no_model_is_a_view_and_compile_time_models_are_ephemeral(tmp_path):
+    """The tick selects no view (it would never rebuild one), and on Postgres a view over a
+    model is dropped with it by a full refresh (drop ... cascade): models in between are
+    ephemeral instead, and staging is incremental by its folder's default."""
     from dbt.cli.main import dbtRunner
 
     paths = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
@@ -130,9 +128,11 @@ def test_views_read_only_sources(tmp_path):
     )
     assert result.success, result.exception
     models = [n for n in result.result.nodes.values() if n.resource_type == "model"]
-    views = {n.name: n.depends_on.nodes for n in models if n.config.materialized == "view"}
-    for name, parents in views.items():
-        assert all(parent.startswith("source.") for parent in parents), (name, parents)
+    assert [n.name for n in models if n.config.materialized == "view"] == []
+    staging = {n.name: n.config.materialized for n in models if n.fqn[1] == "staging"}
+    assert {m for name, m in staging.items() if name.startswith("stg_rudderstack__")} == {
+        "incremental"
+    }
     ephemeral = {n.name for n in models if n.config.materialized == "ephemeral"}
     assert {"int_triggers__cart_abandonment", "int_email_sends", "int_searches"} <= ephemeral
     # decides at compile time whether the ledger exists yet: must be compiled on every tick

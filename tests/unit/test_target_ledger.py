@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 from target_mailchimp_transactional.runs import RunLease
 
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

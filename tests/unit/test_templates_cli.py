@@ -14,7 +14,7 @@ from signalmail.cli import main
 from signalmail.templates.lint import lint_template
 from target_mailchimp_transactional.campaigns import load_campaign
 
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 from tests.unit.test_tap_warehouse import T0, trigger_row, write_duckdb
 
 CAMPAIGN_YML = """\

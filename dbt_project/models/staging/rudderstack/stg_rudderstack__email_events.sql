@@ -1,13 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='bounded_delete_insert',
-        unique_key='message_id',
-        delete_bound='received_at',
-        indexes=postgres_indexes([['message_id'], ['received_at']]),
-        on_schema_change='append_new_columns',
-    )
-}}
+{{ config(indexes=postgres_indexes([['message_id'], ['received_at']])) }}
 
 {%- set email_events = {
     'Email Sent': 'sent',

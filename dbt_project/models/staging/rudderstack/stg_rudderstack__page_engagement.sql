@@ -1,13 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='bounded_delete_insert',
-        unique_key='message_id',
-        delete_bound='received_at',
-        indexes=postgres_indexes([['message_id'], ['received_at'], ['anonymous_id']]),
-        on_schema_change='append_new_columns',
-    )
-}}
+{{ config(indexes=postgres_indexes([['message_id'], ['received_at'], ['anonymous_id']])) }}
 
 {#-
     Time on content: `Page Engaged` pings (docs/contracts.md section 2). A page reports the
