@@ -67,28 +67,43 @@ def train(wh: Warehouse, tmp_path) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shop(request, tmp_path):
-    if request.param == "duckdb":
-        wh = Warehouse(
-            dialect="duckdb",
-            schema="signals",
-            duckdb_path=tmp_path / "warehouse.duckdb",
-            ledger_path=tmp_path / "ledger.duckdb",
-            target_dir=tmp_path / "dbt",
-        )
-    else:
-        wh = Warehouse(
-            dialect="postgres",
-            schema="signals",
-            pg_url=request.getfixturevalue("pg_database"),
-            target_dir=tmp_path / "dbt",
-        )
+def build_shop(wh: Warehouse) -> Warehouse:
     with connect(wh) as conn:
         raw_events.create_raw_tables(conn, wh.dialect, wh.raw_schema)
         raw_events.load_events(conn, wh.dialect, shop_events(), wh.raw_schema)
     run_dbt(wh, "run", "--select", "+int_purchase_features", dbt_vars=AS_OF)
     return wh
+
+
+def duckdb_warehouse(tmp_path) -> Warehouse:
+    return Warehouse(
+        dialect="duckdb",
+        schema="signals",
+        duckdb_path=tmp_path / "warehouse.duckdb",
+        ledger_path=tmp_path / "ledger.duckdb",
+        target_dir=tmp_path / "dbt",
+    )
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shop(request, tmp_path):
+    """The shop on each engine: the scores are written differently (registered arrays, COPY)."""
+    if request.param == "duckdb":
+        return build_shop(duckdb_warehouse(tmp_path))
+    return build_shop(
+        Warehouse(
+            dialect="postgres",
+            schema="signals",
+            pg_url=request.getfixturevalue("pg_database"),
+            target_dir=tmp_path / "dbt",
+        )
+    )
+
+
+@pytest.fixture
+def duckdb_shop(tmp_path):
+    """The shop on DuckDB alone: the features' SQL is the same on both engines."""
+    return build_shop(duckdb_warehouse(tmp_path))
 
 
 def test_scores_reach_user_signals_and_the_decisions(shop, tmp_path):
@@ -128,8 +143,9 @@ def test_scores_reach_user_signals_and_the_decisions(shop, tmp_path):
     assert not [p for decision, p in decided if decision == "send" and p is not None]
 
 
-def test_a_snapshot_reads_nothing_after_its_moment(shop):
+def test_a_snapshot_reads_nothing_after_its_moment(duckdb_shop):
     """Deleting every event after a snapshot leaves its features as they were."""
+    shop = duckdb_shop
     days_back = 14
     columns = ", ".join(f"f.{c}" for c in _feature_columns())
     before = _snapshot(shop, days_back, columns)
