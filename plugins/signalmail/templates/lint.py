@@ -116,6 +116,21 @@ class Finding:
         return f"{self.path}:{self.line}: {self.severity}: {self.message}"
 
 
+def text_beside(before: str, after: str) -> str | None:
+    """Give the literal words printed right beside a value (an excerpt), None when there are none.
+
+    `before` and `after` are the template text on either side of the print. A value inside an
+    attribute (`href="{{url}}"`) shows no text beside it; markup (`>`/`<`) is not words. Both
+    linters (Mandrill templates and Jinja2 blocks) decide "stray label if null" by this.
+    """
+    left, right = before.rstrip(), after.lstrip()
+    if re.search(r"=\s*[\"']?$", left):
+        return None
+    if (left and not left.endswith(">")) or (right and not right.startswith("<")):
+        return (left[-20:] + " … " + right[:20]).strip()
+    return None
+
+
 def _line_of(text: str, needle: str | re.Pattern[str]) -> int:
     """1-based line of the first match of `needle` in `text`, or 1."""
     match = re.search(needle if isinstance(needle, re.Pattern) else re.escape(needle), text)
@@ -181,17 +196,16 @@ class _Checker:
             return
         if field not in nullable or any(field in names for names in self.guarded):
             return
-        left = before.value.rstrip() if isinstance(before, Text) else ""
-        right = after.value.lstrip() if isinstance(after, Text) else ""
-        if re.search(r"=\s*[\"']?$", left):  # an attribute's value (href, src): no text shows
-            return
-        words = (left and not left.endswith(">")) or (right and not right.startswith("<"))
-        if words:
+        shown = text_beside(
+            before.value if isinstance(before, Text) else "",
+            after.value if isinstance(after, Text) else "",
+        )
+        if shown is not None:
             self.error(
                 node.line,
-                f"`{{{{{name.raw}}}}}` can be null and sits next to text "
-                f"({(left[-20:] + ' … ' + right[:20]).strip()!r}): that text would show with "
-                f"nothing beside it; wrap both in {{{{#if {name.raw}}}}}...{{{{/if}}}}",
+                f"`{{{{{name.raw}}}}}` can be null and sits next to text ({shown!r}): that text "
+                f"would show with nothing beside it; wrap both in "
+                f"{{{{#if {name.raw}}}}}...{{{{/if}}}}",
             )
 
     def mustache(self, node: Mustache, scopes: list[_Scope]) -> None:

@@ -9,7 +9,6 @@ list the template lint uses (signalmail.templates.lint: the contract and the pay
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from signalmail.templates.lint import (
     NULLABLE_PRODUCT_FIELDS,
     PRODUCT_ARRAYS,
     Finding,
+    text_beside,
 )
 
 
@@ -83,12 +83,11 @@ def _output(
             continue
         before = items[i - 1] if i > 0 else None
         after = items[i + 1] if i + 1 < len(items) else None
-        left = before.data.rstrip() if isinstance(before, nodes.TemplateData) else ""
-        right = after.data.lstrip() if isinstance(after, nodes.TemplateData) else ""
-        if re.search(r"=\s*[\"']?$", left):  # an attribute's value: no text shows beside it
-            continue
-        if (left and not left.endswith(">")) or (right and not right.startswith("<")):
-            shown = (left[-20:] + " … " + right[:20]).strip()
+        shown = text_beside(
+            before.data if isinstance(before, nodes.TemplateData) else "",
+            after.data if isinstance(after, nodes.TemplateData) else "",
+        )
+        if shown is not None:
             yield (
                 item.lineno,
                 f"`{{{{ {field} }}}}` can be null and sits next to text ({shown!r}): that text "
