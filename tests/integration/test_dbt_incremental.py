@@ -44,7 +44,6 @@ COMPARED = [
     "stg_rudderstack__aliases",
     "stg_rudderstack__product_events",
     "stg_rudderstack__email_events",
-    "stg_rudderstack__page_engagement",
     "int_identity_map",
     "int_events",
     "int_product_interactions",

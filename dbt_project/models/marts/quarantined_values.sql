@@ -18,10 +18,6 @@ tracks as (
     select * from {{ ref('stg_rudderstack__tracks') }}
 ),
 
-page_engagement as (
-    select * from {{ ref('stg_rudderstack__page_engagement') }}
-),
-
 product_values as (
     {%- for field, bound in [('price', 'max_price'), ('quantity', 'max_quantity')] %}
     select
@@ -62,15 +58,16 @@ engagement_values as (
         message_id,
         0 as product_index,
         received_at,
-        'Page Engaged' as event_name,
+        event_name,
         user_id,
         anonymous_id,
         'engaged_seconds' as field,
         engaged_seconds_text as client_value,
         {{ client_number_issue('engaged_seconds_text', 0, var('max_engaged_seconds_per_ping')) }}
             as reason
-    from page_engagement
-    where engaged_seconds_text is not null
+    from tracks
+    where event_name = 'Page Engaged'
+        and engaged_seconds_text is not null
 ),
 
 final as (

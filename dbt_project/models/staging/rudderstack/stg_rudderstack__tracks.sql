@@ -28,12 +28,18 @@ renamed as (
             {%- endfor %}
         ) as order_revenue,
         upper(left({{ json_text('properties', ['currency']) }}, 3)) as currency,
+        -- time on content: a `Page Engaged` ping's page view and its engaged seconds
+        {{ client_text(json_text('properties', ['page_view_id']), 100) }} as page_view_id,
+        {{ client_number(
+            json_text('properties', ['engaged_seconds']), 0, var('max_engaged_seconds_per_ping')
+        ) }} as engaged_seconds,
         -- what the client sent, for `quarantined_values`
         left(coalesce(
             {{ json_text('properties', ['revenue']) }},
             {{ json_text('properties', ['total']) }},
             {{ json_text('properties', ['value']) }}
         ), 100) as revenue_text,
+        {{ client_text(json_text('properties', ['engaged_seconds']), 100) }} as engaged_seconds_text,
         properties
     from source
 )
