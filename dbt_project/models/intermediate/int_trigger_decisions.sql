@@ -33,11 +33,45 @@ purchase_scores as (
     select * from {{ ref('stg_signalmail__purchase_scores') }}
 ),
 
+identity_map as (
+    select * from {{ ref('int_identity_map') }}
+),
+
+first_identified as (
+    -- when each user's first anonymous browser was linked to them: an anonymous shopper's
+    -- cart becomes theirs, and mailable, only then
+    select
+        user_id,
+        min(linked_received_at) as identified_received_at
+    from identity_map
+    group by user_id
+),
+
 due as (
-    -- eligible now and not yet expired
-    select * from candidates
-    where eligible_at <= {{ now_utc() }}
-        and expires_at > {{ now_utc() }}
+    -- eligible now and not yet expired. received_at becomes the later of the situation's
+    -- newest event and the user's first identification: a shopper who leaves a cart and signs
+    -- in minutes later could not be mailed before, so latency starts there. The first link is
+    -- the earliest candidate, so a later sign-in on another device never shortens the
+    -- measured latency.
+    select
+        candidates.trigger_id,
+        candidates.campaign,
+        candidates.user_id,
+        candidates.situation_at,
+        case
+            when first_identified.identified_received_at > candidates.received_at
+                or candidates.received_at is null
+                then first_identified.identified_received_at
+            else candidates.received_at
+        end as received_at,
+        candidates.eligible_at,
+        candidates.expires_at,
+        candidates.payload
+    from candidates
+    left join first_identified
+        on candidates.user_id = first_identified.user_id
+    where candidates.eligible_at <= {{ now_utc() }}
+        and candidates.expires_at > {{ now_utc() }}
 ),
 
 reachable as {{ cte_hint('materialized') }} (
@@ -343,7 +377,8 @@ final as (
         cast(eligible_at as {{ dbt.type_timestamp() }}) as eligible_at,
         cast(send_after as {{ dbt.type_timestamp() }}) as send_after,
         -- latency is measured from here: the email cannot be due before its send time, nor
-        -- before the warehouse received the event that completed the situation
+        -- before the collector received the event that completed the situation (or made its
+        -- user known)
         cast(
             case
                 when received_at > send_after then received_at
