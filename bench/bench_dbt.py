@@ -29,20 +29,18 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+from signalmail.progress import progress_bar
+from testkit import raw_events
+from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "dbt_project"
-sys.path.insert(0, str(PROJECT))
 
-from signalmail.progress import progress_bar  # noqa: E402
-from testkit import raw_events  # noqa: E402
-from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt  # noqa: E402
 
 CHUNK = 50_000
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -29,16 +28,15 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import yaml
+from signalmail.intent import train_and_score
+from signalmail.progress import progress_bar
+from signalmail.simulate.model import Simulation, SimulationConfig, iso
+from testkit import raw_events
+from testkit.harness import Warehouse, run_dbt
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "dbt_project"
-sys.path.insert(0, str(PROJECT))
 
-from signalmail.intent import train_and_score  # noqa: E402
-from signalmail.progress import progress_bar  # noqa: E402
-from signalmail.simulate.model import Simulation, SimulationConfig, iso  # noqa: E402
-from testkit import raw_events  # noqa: E402
-from testkit.harness import Warehouse, run_dbt  # noqa: E402
 
 CHUNK = 50_000
 

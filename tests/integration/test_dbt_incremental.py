@@ -14,17 +14,11 @@ the same rows in every model.
 from __future__ import annotations
 
 import copy
-import sys
 import uuid
 from datetime import timedelta
 
 import duckdb
 import pytest
-
-from tests.support import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
-
 from testkit import raw_events, scenario
 from testkit.harness import Warehouse, run_dbt, snapshot
 from testkit.scenario import NOW, received_at

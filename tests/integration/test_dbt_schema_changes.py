@@ -10,7 +10,6 @@ instead of silently ignoring it.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +17,6 @@ from typing import Any
 
 import duckdb
 import pytest
-
-from tests.support import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
-
 from testkit import raw_events, scenario
 from testkit.harness import DbtFailed, Warehouse, run_dbt
 

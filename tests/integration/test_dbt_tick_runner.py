@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import multiprocessing
 import re
-import sys
 from datetime import datetime
 
 import duckdb
 import pytest
-
-from tests.support import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
-
 from testkit import raw_events, scenario
 from testkit.harness import DbtFailed, TickRunner, Warehouse, run_dbt
 

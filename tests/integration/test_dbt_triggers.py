@@ -7,16 +7,10 @@ with scenario shoppers over synthetic traffic; dbt runs as a CLI subprocess.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 
 import duckdb
 import pytest
-
-from tests.support import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
-
 from testkit import raw_events, scenario
 from testkit.harness import Warehouse, run_dbt
 

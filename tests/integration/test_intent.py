@@ -16,14 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
-
-from tests.support import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
-
 from signalmail.simulate.model import Simulation, SimulationConfig, iso
 from testkit import raw_events
 from testkit.harness import Warehouse, run_dbt
+
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -8,18 +8,15 @@ macros implemented for every adapter, no datediff, no hard-coded now.
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 import yaml
+from testkit import raw_events
 
 from tests.support import REPO_ROOT
 
 PROJECT = REPO_ROOT / "dbt_project"
 MODELS = sorted((PROJECT / "models").rglob("*.sql"))
-sys.path.insert(0, str(PROJECT))
-
-from testkit import raw_events  # noqa: E402
 
 
 def _yaml(path):
