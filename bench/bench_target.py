@@ -1,7 +1,7 @@
 """Recipients per second into the sandbox with 50 ms added per call: batched vs one per call.
 
-    python bench/bench_target.py                      # 10k batched, 200 naive, memory to 100k
-    python bench/bench_target.py --batched 2000 --naive 100 --memory 20000   # quicker
+    python -m bench.bench_target                      # 10k batched, 200 naive, memory to 100k
+    python -m bench.bench_target --batched 2000 --naive 100 --memory 20000   # quicker
 
 The sandbox runs as its own process (`signalmail sandbox --latency-ms 50`), so it does not
 share the target's interpreter. Both modes run the real target (singer-sdk reader, ledger on
@@ -29,12 +29,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
-from target_mailchimp_transactional.target import TargetMailchimpTransactional  # noqa: E402
-
-from tests.integration.test_target_support import (  # noqa: E402
+from tests.integration.test_target_support import (
     API_KEY,
     SCHEMA,
     SLUGS,
@@ -42,6 +39,8 @@ from tests.integration.test_target_support import (  # noqa: E402
     target_config,
     trigger,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:
