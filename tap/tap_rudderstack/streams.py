@@ -1,225 +1,29 @@
 """Streams of tap-rudderstack: one per RudderStack event type, plus ``rejected_events``.
 
-The raw-table columns are fixed by docs/contracts.md section 3 (dbt builds on them). Nested
-``properties`` / ``traits`` / ``context`` stay JSON objects so every field is reachable from dbt
-without a schema change; the handful of context fields every model needs are also flattened.
-
-A normal run does not call ``get_records`` stream by stream: the tap reads each spool file once
-and routes every line to its stream (see ``sync.py``), because one file holds all event types.
-``get_records`` is the same reader filtered to one stream, used when the SDK syncs a single stream
-(connection tests, ``run_sync_dry_run``).
+Their schemas and records are built in ``records.py`` (the raw-table columns of
+docs/contracts.md section 3). A normal run does not call ``get_records`` stream by stream: the
+tap reads each spool file once and routes every line to its stream (see ``sync.py``), because
+one file holds all event types. ``get_records`` is the same reader filtered to one stream, used
+when the SDK syncs a single stream (connection tests, ``run_sync_dry_run``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
-from tap_rudderstack.spool import parse_timestamp
+from tap_rudderstack.records import (
+    COMMON_PROPERTIES,
+    EXTRA_PROPERTIES,
+    REJECTED_EVENT_PROPERTIES,
+)
+from tap_rudderstack.sync import SpoolSync
 
 if TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
-
-    from tap_rudderstack.spool import Rejection, SpoolFile
-
-_fromisoformat = dt.datetime.fromisoformat
-
-# Integers carry a `maximum`: target-duckdb maps an unbounded integer to hugeint.
-_INT32 = {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}
-_STR = {"type": ["string", "null"]}
-_TS = {"type": ["string", "null"], "format": "date-time"}
-_OBJ = {"type": ["object", "null"], "additionalProperties": True}
-
-#: Columns every event stream has, in table order.
-COMMON_PROPERTIES: dict[str, dict[str, Any]] = {
-    "message_id": {"type": ["string"]},
-    "type": _STR,
-    "anonymous_id": _STR,
-    "user_id": _STR,
-    "channel": _STR,
-    "original_timestamp": _TS,
-    "sent_at": _TS,
-    "received_at": _TS,
-    "timestamp": _TS,
-    "request_ip": _STR,
-    "context_ip": _STR,
-    "context_user_agent": _STR,
-    "context_page_url": _STR,
-    "context_locale": _STR,
-    "context_timezone": _STR,
-    "context_library_name": _STR,
-    "context_library_version": _STR,
-    "context": _OBJ,
-    "_spool_key": _STR,
-    "_spool_line": _INT32,
-}
-
-#: Stream-specific columns, keyed by stream name.
-EXTRA_PROPERTIES: dict[str, dict[str, dict[str, Any]]] = {
-    "tracks": {"event": _STR, "properties": _OBJ},
-    "identifies": {"traits": _OBJ},
-    "pages": {"name": _STR, "category": _STR, "properties": _OBJ},
-    "screens": {"name": _STR, "category": _STR, "properties": _OBJ},
-    "groups": {"group_id": _STR, "traits": _OBJ},
-    "aliases": {"previous_id": _STR},
-    # rudder-server's rudder_identity_merge_rules columns (warehouse/idresolution.go)
-    "merges": {
-        "merge_property_1_type": _STR,
-        "merge_property_1_value": _STR,
-        "merge_property_2_type": _STR,
-        "merge_property_2_value": _STR,
-    },
-}
-
-
-def _text(value: Any) -> str | None:
-    """Return a string column's value: strings as is, scalars as text, nothing as null."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    import msgspec
-
-    return msgspec.json.encode(value).decode()
-
-
-def _object(value: Any) -> dict[str, Any] | None:
-    """Return a JSON-object column's value; a non-object is kept, wrapped, not dropped."""
-    if value is None or isinstance(value, dict):
-        return value
-    return {"_value": value}
-
-
-def _utc_fraction(text: str) -> bool:
-    """Tell whether `text` is empty or `.` and 1-6 digits: what every loader parses.
-
-    fromisoformat also takes `,123` or ` Z` that DuckDB's TIMESTAMPTZ refuses; those go
-    through the full parse instead of being passed on as text.
-    """
-    return not text or (text[0] == "." and 1 < len(text) <= 7 and text[1:].isdigit())
-
-
-class EventBuilder:
-    """Turns a parsed RudderStack event into a raw-table record of its stream.
-
-    A timestamp that does not parse as ISO-8601 loads as null rather than failing the whole load
-    in the warehouse; such values are counted and the count is logged at the end of the run.
-    """
-
-    def __init__(self) -> None:
-        self.bad_timestamps = 0
-
-    def _ts(self, value: Any) -> dt.datetime | str | None:
-        """Return a date-time column's value: valid UTC text as is, anything else parsed.
-
-        RudderStack writes UTC as `YYYY-MM-DDTHH:MM:SS[.fff]Z`. Such a value is only checked
-        (the shape here, the calendar by fromisoformat) and passed on as the same text, which
-        every loader parses anyway; converting it to a datetime and back was a fifth of the
-        tap's time. Other forms (offsets, no zone) are parsed and normalised to UTC.
-        """
-        if value is None:
-            return None
-        if (
-            type(value) is str
-            and value.isascii()
-            and value[-1:] == "Z"
-            and _utc_fraction(value[19:-1])
-            and value[4:5] == "-"
-            and value[7:8] == "-"
-            and value[10:11] == "T"
-            and value[13:14] == ":"
-            and value[16:17] == ":"
-        ):
-            try:
-                _fromisoformat(value)
-            except ValueError:
-                pass
-            else:
-                return value
-        parsed = parse_timestamp(value)
-        if parsed is None:
-            self.bad_timestamps += 1
-        return parsed
-
-    def build(self, stream: str, event: dict[str, Any], key: str, line: int) -> dict[str, Any]:
-        """Build the record for ``stream`` (already chosen from the event's type)."""
-        get = event.get
-        context = get("context")
-        ctx = context if isinstance(context, dict) else {}
-        library = ctx.get("library")
-        library = library if isinstance(library, dict) else {}
-        page = ctx.get("page")
-        page = page if isinstance(page, dict) else {}
-        record: dict[str, Any] = {
-            "message_id": _text(get("messageId")),
-            "type": _text(get("type")),
-            "anonymous_id": _text(get("anonymousId")) or None,
-            "user_id": _text(get("userId")) or None,
-            "channel": _text(get("channel")),
-            "original_timestamp": self._ts(get("originalTimestamp")),
-            "sent_at": self._ts(get("sentAt")),
-            "received_at": self._ts(get("receivedAt")),
-            "timestamp": self._ts(get("timestamp")),
-            "request_ip": _text(get("request_ip")),
-            "context_ip": _text(ctx.get("ip")),
-            "context_user_agent": _text(ctx.get("userAgent")),
-            "context_page_url": _text(page.get("url")),
-            "context_locale": _text(ctx.get("locale")),
-            "context_timezone": _text(ctx.get("timezone")),
-            "context_library_name": _text(library.get("name")),
-            "context_library_version": _text(library.get("version")),
-            "context": _object(context),
-            "_spool_key": key,
-            "_spool_line": line,
-        }
-        if stream == "tracks":
-            record["event"] = _text(get("event"))
-            record["properties"] = _object(get("properties"))
-        elif stream == "identifies":
-            record["traits"] = _object(get("traits"))
-        elif stream in ("pages", "screens"):
-            props = get("properties")
-            props_d = props if isinstance(props, dict) else {}
-            record["name"] = _text(get("name") or props_d.get("name"))
-            record["category"] = _text(get("category") or props_d.get("category"))
-            record["properties"] = _object(props)
-        elif stream == "groups":
-            record["group_id"] = _text(get("groupId"))
-            record["traits"] = _object(get("traits"))
-        elif stream == "aliases":
-            record["previous_id"] = _text(get("previousId"))
-        elif stream == "merges":  # parse_event checked the shape: two {type, value} objects
-            first, second = get("mergeProperties")
-            record["merge_property_1_type"] = _text(first.get("type"))
-            record["merge_property_1_value"] = _text(first.get("value"))
-            record["merge_property_2_type"] = _text(second.get("type"))
-            record["merge_property_2_value"] = _text(second.get("value"))
-        return record
-
-
-def rejection_record(
-    spool_file: SpoolFile, rejection: Rejection, max_chars: int, rejected_at: dt.datetime
-) -> dict[str, Any]:
-    """Build the ``rejected_events`` record of a rejected line or quarantined file tail."""
-    from tap_rudderstack.spool import rejected_id
-
-    raw = rejection.raw.decode("utf-8", errors="replace")
-    if len(raw) > max_chars:
-        raw = raw[:max_chars]
-    return {
-        "rejected_id": rejected_id(spool_file.key, rejection.line_number),
-        "source_file": spool_file.key,
-        "line_number": rejection.line_number,
-        "reason": rejection.reason,
-        "raw_text": raw,
-        "rejected_at": rejected_at,
-    }
 
 
 class SpoolStream(Stream):
@@ -243,8 +47,6 @@ class SpoolStream(Stream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Read this stream's records from the spool (single-stream syncs only)."""
-        from tap_rudderstack.sync import SpoolSync
-
         yield from SpoolSync(self._tap, [self]).iter_stream_records(self)
 
 
@@ -270,14 +72,7 @@ class RejectedEventsStream(SpoolStream):
     def __init__(self, tap: Any) -> None:
         schema = {
             "type": "object",
-            "properties": {
-                "rejected_id": {"type": ["string"]},
-                "source_file": _STR,
-                "line_number": _INT32,
-                "reason": _STR,
-                "raw_text": _STR,
-                "rejected_at": _TS,
-            },
+            "properties": REJECTED_EVENT_PROPERTIES,
             "required": ["rejected_id"],
         }
         super().__init__(tap=tap, schema=schema, name="rejected_events")

@@ -41,6 +41,7 @@ import msgspec
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.encoding.base import GenericSingerWriter
 
+from tap_rudderstack.records import EventBuilder, rejection_record
 from tap_rudderstack.spool import (
     CorruptFile,
     Rejection,
@@ -51,7 +52,6 @@ from tap_rudderstack.spool import (
     parse_event,
     position_sort_tuple,
 )
-from tap_rudderstack.streams import EventBuilder, rejection_record
 
 if TYPE_CHECKING:
     from singer_sdk import Stream, Tap

@@ -1,15 +1,39 @@
 """target-mailchimp-transactional: due emails out through Mandrill templates, exactly once."""
 
-from target_mailchimp_transactional.client import MandrillClient, MandrillError
-from target_mailchimp_transactional.dispatch import Accepted
+from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError, block_var_name
+from target_mailchimp_transactional.campaigns import (
+    Campaign,
+    CampaignConfigError,
+    Variant,
+    load_campaigns,
+)
+from target_mailchimp_transactional.client import (
+    InvalidKeyError,
+    MandrillClient,
+    MandrillError,
+    RetryableError,
+    TemplateError,
+)
+from target_mailchimp_transactional.dispatch import Accepted, Dispatcher
 from target_mailchimp_transactional.ledger import Ledger, tombstone_digest
 from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
 __all__ = [
     "Accepted",
+    "BlockRenderError",
+    "BlockRenderer",
+    "Campaign",
+    "CampaignConfigError",
+    "Dispatcher",
+    "InvalidKeyError",
     "Ledger",
     "MandrillClient",
     "MandrillError",
+    "RetryableError",
     "TargetMailchimpTransactional",
+    "TemplateError",
+    "Variant",
+    "block_var_name",
+    "load_campaigns",
     "tombstone_digest",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from singer_sdk.testing import get_tap_test_class
-from tap_rudderstack.streams import COMMON_PROPERTIES, EXTRA_PROPERTIES
+from tap_rudderstack.records import COMMON_PROPERTIES, EXTRA_PROPERTIES
 from tap_rudderstack.tap import TapRudderStack
 
 from tests.tap_rudderstack_spool import (
@@ -427,7 +427,7 @@ def test_a_segment_named_in_the_future_does_not_push_real_files_out_of_the_windo
 
 
 def test_utc_text_timestamps_pass_through_and_others_are_normalised():
-    from tap_rudderstack.streams import EventBuilder
+    from tap_rudderstack.records import EventBuilder
 
     builder = EventBuilder()
     event = {

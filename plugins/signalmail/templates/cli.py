@@ -51,7 +51,7 @@ _timeout = click.option(
 
 def _load_campaigns(campaigns_dir: Path, blocks_dir: Path | None) -> dict:
     """Campaign files validated by the target's own loader (blocks checked when a folder)."""
-    from target_mailchimp_transactional.campaigns import CampaignConfigError, load_campaigns
+    from target_mailchimp_transactional import CampaignConfigError, load_campaigns
 
     try:
         return load_campaigns(
@@ -177,7 +177,7 @@ def sync(
     published version. A template someone changed in Mandrill since the last sync is kept
     (exit 1) unless --force.
     """
-    from target_mailchimp_transactional.client import MandrillError
+    from target_mailchimp_transactional import MandrillError
 
     from signalmail.templates.sync import SyncRecord, sync_templates
 
@@ -278,8 +278,8 @@ def preview(
     rendered (each reason is in the index).
     """
     from singer_sdk.exceptions import ConfigValidationError
-    from tap_warehouse.connector import WarehouseConnectionError, WarehouseLockedError
-    from target_mailchimp_transactional.blocks import BlockRenderer
+    from tap_warehouse import WarehouseConnectionError, WarehouseLockedError
+    from target_mailchimp_transactional import BlockRenderer
 
     from signalmail.templates.preview import read_rows, write_preview
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from target_mailchimp_transactional.blocks import block_var_name
-from target_mailchimp_transactional.campaigns import Campaign, Variant
+from target_mailchimp_transactional import Campaign, Variant, block_var_name
 
 from signalmail.sandbox import handlebars
 from signalmail.sandbox.handlebars import Block, Expr, Literal, Mustache, Text

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from tap_warehouse.connector import WarehouseConnector
-from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
-from target_mailchimp_transactional.campaigns import Campaign
+from tap_warehouse import WarehouseConnector
+from target_mailchimp_transactional import BlockRenderer, BlockRenderError, Campaign
 
 from signalmail.sandbox import handlebars
 from signalmail.templates.source import TemplateMissing, TemplateRef, TemplateSource
@@ -72,7 +71,7 @@ def read_rows(
         query = query.where(sa_table.c.trigger_id.in_(trigger_ids))
     order = [sa_table.c.computed_at.desc()] if "computed_at" in columns else []
     query = query.order_by(*order, sa_table.c.trigger_id).limit(limit)
-    with connector._connect() as conn:
+    with connector.open_connection() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 

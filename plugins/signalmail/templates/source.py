@@ -12,13 +12,14 @@ from pathlib import Path
 from time import sleep
 from typing import Any
 
-from target_mailchimp_transactional.campaigns import Campaign, Variant
-from target_mailchimp_transactional.client import (
+from target_mailchimp_transactional import (
+    Campaign,
     InvalidKeyError,
     MandrillClient,
     MandrillError,
     RetryableError,
     TemplateError,
+    Variant,
 )
 
 #: Environment variables the `signalmail templates` options read.

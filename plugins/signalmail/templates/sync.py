@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from target_mailchimp_transactional.client import MandrillError
+from target_mailchimp_transactional import MandrillError
 
 from signalmail.sandbox import handlebars
 from signalmail.templates.source import TemplatesClient
