@@ -73,17 +73,30 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def simulate_history(spool: Path, args: argparse.Namespace) -> int:
-    done = subprocess.run(
-        [
-            *SIGNALMAIL, "simulate", "--spool", str(spool), "--source-id", "history",
-            "--received-at", "event", "--compress-time", "--users", str(args.users),
-            "--days", str(args.history_days), "--seed", str(args.seed), "--limit",
-            str(args.history), "--json",
-        ],
-        env={k: v for k, v in os.environ.items() if not k.startswith("SIGNALMAIL_")},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return int(json.loads(done.stdout)["events"])
+    """The history backfill (`simulate --spool --received-at event --compress-time`); its count.
+
+    Run in this process rather than through the CLI, whose output the bench would have to
+    capture: a million events take minutes, and the simulator's bar shows them on a terminal
+    (it draws nothing elsewhere, so a bench piped to a log stays clean).
+    """
+    from signalmail.simulate.cli import run
+    from signalmail.simulate.model import Simulation, SimulationConfig
+    from signalmail.simulate.sinks import SpoolSink
+
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=args.history_days)
+    config = SimulationConfig(seed=args.seed, users=args.users, days=args.history_days, start=start)
+    sink = SpoolSink(str(spool), "history", received_at="event")
+    try:
+        return run(
+            Simulation(config),
+            sink,
+            compress_time=True,
+            rate=None,
+            limit=args.history,
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        sink.close()
 
 
 class Sampler:

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -69,7 +70,10 @@ def capture_history(
     began = time.monotonic()
     sink = SdkSink(collector.url, collector.write_key, batch_size=500)
     try:
-        handed = run(sim, sink, compress_time=True, rate=None, limit=None)
+        # two weeks of a shop take a while: the bar shows how far it got (on a terminal only)
+        handed = run(
+            sim, sink, compress_time=True, rate=None, limit=None, progress=sys.stderr.isatty()
+        )
     finally:
         try:
             sink.close()
@@ -157,8 +161,6 @@ def live_traffic(
 
 def print_outcome(project_root: Path, summary_path: Path) -> None:
     """Print what the watch did, from its summary and the warehouse."""
-    import duckdb
-
     summary = json.loads(summary_path.read_text())
     latency = summary["latency"]
     totals = summary["totals"]
@@ -174,17 +176,34 @@ def print_outcome(project_root: Path, summary_path: Path) -> None:
             f"event-to-Mandrill latency: p50 {latency['p50']:.1f}s, p95 {latency['p95']:.1f}s, "
             f"max {latency['max']:.1f}s over {latency['count']} emails"
         )
-    warehouse = project_root / DATA / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        waiting = con.execute(
-            "select campaign, count(*), min(send_after) from signals.email_triggers "
-            "where send_after > now()::timestamp group by 1 order by 3"
-        ).fetchall()
-    for campaign, count, first in waiting:
+    waiting = deferred_emails(project_root / DATA / "warehouse.duckdb")
+    if waiting:
         click.echo(
-            f"  {count:>6}  {campaign}: deferred to the shopper's best hour (or past their "
-            f"quiet hours), the first at {first:%Y-%m-%d %H:%M} UTC"
+            "not yet due: deferred to the shopper's best hour (or the end of their quiet hours); "
+            "each goes out with the first run after its time"
         )
+    for campaign, count, first in waiting:
+        click.echo(f"  {count:>6}  {campaign}, the first deferred to {first:%Y-%m-%d %H:%M} UTC")
+
+
+def deferred_emails(
+    warehouse: Path, now: datetime | None = None
+) -> list[tuple[str, int, datetime]]:
+    """Campaign, count and earliest send time of the emails whose `send_after` is to come.
+
+    `send_after` is naive UTC, so it is compared with a naive UTC now passed in: DuckDB's
+    `now()::timestamp` is the machine's local time (hours off anywhere but UTC).
+    """
+    import duckdb
+
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute(
+            "select campaign, count(*), min(send_after) from signals.email_triggers "
+            "where send_after > ? group by 1 order by 3",
+            [now],
+        ).fetchall()
+    return [(campaign, int(count), first) for campaign, count, first in rows]
 
 
 @click.command()

@@ -11,17 +11,25 @@ Whatever the moment, the restart must lose no event and send no email twice:
   itself as a new process, which resumes from the bookmarks;
 - `capture:saved` after a late load: late events committed and bookmarked, the tick that
   would look back far enough to count them not yet run (the restart still widens its tick).
+
+And stopped the graceful way: SIGINT or SIGTERM while a send is at Mandrill lets the step
+finish and save its bookmark, so the restart has nothing to load and nothing to send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import secrets
 import signal
 import subprocess
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
@@ -41,7 +49,12 @@ from tests.integration.watch_support import (
 )
 from tests.support import REPO_ROOT, wait_until
 
+if TYPE_CHECKING:
+    from signalmail.sandbox.testing import RunningSandbox
+
 pytestmark = pytest.mark.slow
+
+SEND = "messages/send-template"
 
 
 def by_recipient(messages: list[dict]) -> Counter[tuple[str, str]]:
@@ -53,6 +66,16 @@ def duckdb_env(tmp_path: Path) -> dict[str, str]:
         "SIGNALMAIL_DBT_TARGET": "duckdb",
         "SIGNALMAIL_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
         "SIGNALMAIL_LEDGER_PATH": str(tmp_path / "ledger.duckdb"),
+    }
+
+
+def engine_env(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The watch's engine settings: DuckDB files in tmp_path, or a fresh PostgreSQL database."""
+    if engine == "duckdb":
+        return duckdb_env(tmp_path)
+    return {
+        "SIGNALMAIL_DBT_TARGET": "postgres",
+        "SIGNALMAIL_PG_URL": request.getfixturevalue("pg_database"),
     }
 
 
@@ -105,16 +128,11 @@ def spool_message_ids(svc: Services) -> set[str]:
         ("duckdb", "capture:loaded"),
         ("duckdb", "activate:sent"),
         pytest.param("postgres", "capture:loaded", marks=pytest.mark.postgres),
+        pytest.param("postgres", "activate:sent", marks=pytest.mark.postgres),
     ],
 )
 def test_a_killed_watch_resumes_without_losing_or_repeating(tmp_path, engine, point, request):
-    if engine == "duckdb":
-        env = duckdb_env(tmp_path)
-    else:
-        env = {
-            "SIGNALMAIL_DBT_TARGET": "postgres",
-            "SIGNALMAIL_PG_URL": request.getfixturevalue("pg_database"),
-        }
+    env = engine_env(engine, tmp_path, request)
     with services(tmp_path, env) as svc:
         shop = svc.shop()
         script_first_day(shop)
@@ -176,16 +194,20 @@ def test_late_events_loaded_just_before_a_kill_are_counted_after_the_restart(tmp
         assert by_recipient(svc.messages()) == expected, again.stdout
 
 
-def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
-    """The sandbox holds the send-template call 3 s; the watch dies meanwhile.
+@contextlib.contextmanager
+def one_send_at_a_time(
+    tmp_path: Path, env: dict[str, str]
+) -> Iterator[tuple[Services, RunningSandbox]]:
+    """A collector and an in-thread sandbox (the test reaches into it), one send in flight.
 
     One call in flight at a time: with more, a second call can be marked `sending` and die
     before its bytes leave; nothing can tell that apart from a call Mandrill holds, so it waits
-    for proof of absence (`reconcile_grace_seconds`), which this test does not wait for.
+    for proof of absence (`reconcile_grace_seconds`), which these tests do not wait for. The
+    sandbox posts no webhooks and the watch no Email Sent events: the spool holds the shop's
+    events and nothing else, whatever the watch did.
     """
     from signalmail.sandbox.testing import run_sandbox
 
-    env = duckdb_env(tmp_path)
     write_key, webhook_key = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     with (
         running_collector(
@@ -203,7 +225,7 @@ def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
         svc = Services(
             tmp_path,
             collector,
-            None,  # type: ignore[arg-type]  # this test reads the in-thread sandbox directly
+            None,  # type: ignore[arg-type]  # these tests read the in-thread sandbox directly
             {
                 **env,
                 "SIGNALMAIL_SPOOL": str(tmp_path / "spool"),
@@ -212,12 +234,18 @@ def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
                 "SIGNALMAIL_SEND_CONCURRENCY": "1",
             },
         )
+        yield svc, sandbox
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path, engine, request):
+    """The sandbox holds the send-template call 3 s; the watch dies meanwhile."""
+    with one_send_at_a_time(tmp_path, engine_env(engine, tmp_path, request)) as (svc, sandbox):
         shop = svc.shop()
         script_first_day(shop)
         svc.wait_for_spool(shop.sent)
 
-        send = "messages/send-template"
-        sandbox.set_faults(timeout=1.0, timeout_s=3.0, only=[send])
+        sandbox.set_faults(timeout=1.0, timeout_s=3.0, only=[SEND])
         arrived: list[str] = []
         injector = sandbox.sandbox.faults
         original_draw = injector.draw
@@ -229,7 +257,7 @@ def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
         injector.draw = draw
         proc = _start_watch(svc)
         try:
-            wait_until(lambda: send in arrived, timeout=120, what="the send at Mandrill")
+            wait_until(lambda: SEND in arrived, timeout=120, what="the send at Mandrill")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
@@ -244,18 +272,93 @@ def test_a_watch_killed_while_its_send_is_at_mandrill_sends_it_once(tmp_path):
         assert by_recipient(_messages(sandbox)) == Counter(EXPECTED.items()), again.stdout
 
 
+class HeldSend:
+    """Hold the first send-template call at the sandbox until `release()`; see it arrive.
+
+    The hook runs on the sandbox's event loop, so holding it holds every call: with one send
+    in flight at a time (`one_send_at_a_time`) the watch is then inside its activate step,
+    waiting for Mandrill's answer, for as long as the test wants.
+    """
+
+    def __init__(self, sandbox: RunningSandbox) -> None:
+        self.arrived = threading.Event()
+        self._release = threading.Event()
+        injector = sandbox.sandbox.faults
+        original_draw = injector.draw
+
+        def draw(operation: str) -> Any:
+            if operation == SEND and not self.arrived.is_set():
+                self.arrived.set()
+                self._release.wait(timeout=120)  # a bound for a test that failed meanwhile
+            return original_draw(operation)
+
+        injector.draw = draw
+
+    def wait_arrived(self, timeout: float) -> None:
+        assert self.arrived.wait(timeout), f"no send reached the sandbox within {timeout}s"
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_watch_stopped_during_a_send_finishes_the_step_and_restarts_with_nothing_to_do(
+    tmp_path, stop
+):
+    with one_send_at_a_time(tmp_path, duckdb_env(tmp_path)) as (svc, sandbox):
+        shop = svc.shop()
+        script_first_day(shop)
+        svc.wait_for_spool(shop.sent)
+
+        held = HeldSend(sandbox)
+        output = tmp_path / "watch.out"
+        # no --exit-when-idle: only the signal can end this watch
+        proc = _start_watch(svc, output, exit_when_idle=False)
+        try:
+            held.wait_arrived(timeout=180)  # the first cycle's activate step, at Mandrill
+            os.kill(proc.pid, stop)
+            held.release()
+            proc.wait(timeout=120)
+        finally:
+            held.release()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shown = output.read_text()
+        assert proc.returncode == 0, shown
+        # the step finished every send after the signal, then the watch closed cleanly
+        assert "warehouse checkpointed and closed" in shown, shown
+        assert f"{len(EXPECTED)} emails sent" in shown, shown
+        assert "Traceback" not in shown, shown
+        bookmarks = json.loads((tmp_path / "watch" / "state.json").read_text())["bookmarks"]
+        assert bookmarks.get("capture"), bookmarks
+        assert bookmarks.get("activate"), bookmarks  # saved by the step the signal came in
+        assert by_recipient(_messages(sandbox)) == Counter(EXPECTED.items()), shown
+
+        again = run_watch(svc, "--exit-when-idle", "--fail-fast")
+        assert again.returncode == 0, again.stdout + again.stderr
+        summary = json.loads((tmp_path / "watch" / "summary.json").read_text())
+        assert summary["totals"]["events"] == 0, again.stdout  # the capture bookmark held
+        assert sum(summary["emails_by_campaign"].values()) == 0, again.stdout
+        assert by_recipient(_messages(sandbox)) == Counter(EXPECTED.items()), again.stdout
+
+
 def _messages(sandbox) -> list[dict]:
     found = sandbox.client("watch-key").messages.search({"query": "*", "limit": 1000})
     return found if isinstance(found, list) else []
 
 
-def _start_watch(svc: Services) -> subprocess.Popen[str]:
-    """The watch in the background, as `run_watch` runs it."""
-    return subprocess.Popen(
-        watch_command(svc.root, "--exit-when-idle"),
-        cwd=REPO_ROOT,
-        env={**os.environ, **svc.env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def _start_watch(
+    svc: Services, output: Path | None = None, exit_when_idle: bool = True
+) -> subprocess.Popen[str]:
+    """The watch in the background, as `run_watch` runs it; its output into `output`."""
+    args = ("--exit-when-idle",) if exit_when_idle else ()
+    with open(output or os.devnull, "w") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            watch_command(svc.root, *args),
+            cwd=REPO_ROOT,
+            env={**os.environ, **svc.env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
