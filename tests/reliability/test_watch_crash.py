@@ -327,6 +327,7 @@ def test_a_watch_stopped_during_a_send_finishes_the_step_and_restarts_with_nothi
         shown = output.read_text()
         assert proc.returncode == 0, shown
         # the step finished every send after the signal, then the watch closed cleanly
+        assert "the current step finished, stopping" in shown, shown
         assert "warehouse checkpointed and closed" in shown, shown
         assert f"{len(EXPECTED)} emails sent" in shown, shown
         assert "Traceback" not in shown, shown

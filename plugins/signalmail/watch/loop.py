@@ -68,6 +68,7 @@ class Watch:
         self.metrics = metrics
         self.fail_fast = fail_fast
         self.stop = threading.Event()
+        self._stopped_by: str | None = None
         self.state = StateFile(settings.state_path)
         self.late = LateEvents(self.state, settings.lookback_seconds)
         self.capture = Capture(settings, self.state, self.late)
@@ -85,6 +86,10 @@ class Watch:
         """Finish the current step, then stop (the SIGINT and SIGTERM handler)."""
         if self.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if signum is not None:
+            # said once the step is done (_close): logging from a signal handler could
+            # deadlock on the logging lock the interrupted code holds
+            self._stopped_by = signal.Signals(signum).name
         self.status.stopping = True
         self.stop.set()
 
@@ -142,6 +147,8 @@ class Watch:
         self.view.note(f"dbt project parsed in {time.perf_counter() - began:.1f}s")
 
     def _close(self) -> None:
+        if self._stopped_by is not None:
+            self.view.note(f"{self._stopped_by}: the current step finished, stopping")
         if self.signals is not None:
             self.signals.dbt.release()
         if self.warehouse is not None and self.status.restart_reason is not None:
