@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from signalmail.collector import spool as spool_module
-from signalmail.collector.spool import SEGMENT_RE, SpoolError, SpoolWriter, segment_key
+from signalmail.collector.spool import (
+    SEGMENT_RE,
+    SpoolBusy,
+    SpoolError,
+    SpoolWriter,
+    segment_key,
+)
+
+from tests.collector_support import WRITE_KEY, serve
 
 
 class FakeClock:
@@ -139,6 +150,95 @@ def test_failed_fsync_refuses_events_and_marks_unhealthy(tmp_path, monkeypatch):
     # the journal stays for recovery: the failed group was never acknowledged, but whatever
     # reached the file is published at the next start rather than lost
     assert list(writer.journal_dir.glob("*.journal"))
+
+
+# -- out of file handles: back-pressure, never a failed disk ---------------------------------
+
+
+class OpenFault:
+    """Stands in for `os.open`: the first call `matches` accepts fails with EMFILE, once.
+
+    EMFILE (the process's descriptor table is full) is what a busy collector meets, and it
+    strikes any `open`: the journal's, or the journal directory's that its fsync needs.
+    """
+
+    def __init__(self, matches: Callable[[str, int], bool]) -> None:
+        self.matches = matches
+        self.real = os.open
+        self.fired = False
+
+    def __call__(self, path: str | os.PathLike[str], flags: int, *args: object, **kw: object):
+        if not self.fired and self.matches(os.fspath(path), flags):
+            self.fired = True
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.fspath(path))
+        return self.real(path, flags, *args, **kw)
+
+
+def fail_journal_dir_fsync(writer: SpoolWriter) -> Callable[[str, int], bool]:
+    """Match the directory open that the fsync making a new journal's name durable needs."""
+    directory = str(writer.journal_dir)
+    return lambda path, flags: bool(flags & os.O_DIRECTORY) and path == directory
+
+
+def fail_journal_open(_writer: SpoolWriter) -> Callable[[str, int], bool]:
+    """Match the open (O_CREAT) of a new journal file itself."""
+    return lambda path, _flags: path.endswith(".journal")
+
+
+FAULTS = [
+    pytest.param(fail_journal_dir_fsync, id="directory-fsync"),
+    pytest.param(fail_journal_open, id="journal-open"),
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_emfile_opening_a_journal_refuses_the_group_and_later_events_are_published(
+    tmp_path, monkeypatch, fault
+):
+    writer = SpoolWriter(tmp_path, "s")
+    injected = OpenFault(fault(writer))
+    monkeypatch.setattr(spool_module.os, "open", injected)
+    with pytest.raises(SpoolBusy, match="Too many open files"):
+        writer.append(events(1))
+    assert injected.fired
+    # back-pressure, not a failed disk: still healthy, and no half-opened journal is kept
+    assert writer.healthy
+    assert writer.stats.busy_refusals == 1
+    assert not list(writer.journal_dir.glob("*.journal"))
+    writer.append(events(2, start=10))  # the fault has cleared: acknowledged...
+    writer.flush()  # ...and published by the next flush
+    (flushed,) = segments(tmp_path)
+    assert [e["messageId"] for e in read_segment(flushed)] == ["m10", "m11"]
+    assert not list(writer.journal_dir.glob("*.journal"))
+    writer.append(events(1, start=20))
+    writer.close()  # and by close
+    (closed,) = set(segments(tmp_path)) - {flushed}
+    assert [e["messageId"] for e in read_segment(closed)] == ["m20"]
+    assert not list(writer.journal_dir.glob("*.journal"))
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_emfile_opening_a_journal_is_a_503_with_retry_after_and_the_retry_lands(
+    tmp_path, monkeypatch, fault
+):
+    with serve(tmp_path) as running:
+        injected = OpenFault(fault(running.writer))
+        monkeypatch.setattr(spool_module.os, "open", injected)
+
+        def track(message_id: str) -> requests.Response:
+            body = {"anonymousId": "a", "event": "Viewed", "messageId": message_id}
+            return requests.post(
+                f"{running.url}/v1/track", json=body, auth=(WRITE_KEY, ""), timeout=10
+            )
+
+        refused = track("refused")
+        assert injected.fired
+        assert (refused.status_code, refused.text) == (503, "storage busy, retry shortly")
+        assert refused.headers["Retry-After"] == "1"
+        assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+        assert running.metrics()["rejected_requests"] == {"storage_busy": 1}
+        assert track("retried").status_code == 200
+        assert [e["messageId"] for e in running.events()] == ["retried"]
 
 
 def test_second_writer_on_same_source_is_refused(tmp_path):

@@ -159,3 +159,19 @@ def test_send_deferral_sync_and_malformed_events_are_counted_not_converted():
         "malformed": 5,
         "converted": 1,
     }
+
+
+def test_event_and_sync_types_that_are_lists_or_objects_are_ignored_not_an_error():
+    """`event` and `type` may be any JSON: a list or an object looked up in a set raised
+    TypeError, failing the whole POST with a 500 that Mandrill would retry forever."""
+    events, counts = webhooks.convert(
+        [
+            mandrill_event(["open"]),
+            mandrill_event({"name": "open"}),
+            {"type": [0.0]},
+            {"type": {"blacklist": True}},
+            mandrill_event("open"),
+        ]
+    )
+    assert [e["event"] for e in events] == ["Email Opened"]
+    assert counts == {"ignored_unknown": 4, "converted": 1}

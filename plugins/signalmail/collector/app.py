@@ -292,7 +292,14 @@ class Collector:
             return self._reject(
                 ingest.IngestError(429, "too many requests: ingest queue is full", "queue_full")
             )
-        data, count = encode_events(events)
+        try:
+            data, count = encode_events(events)
+        except RecursionError:
+            # Nested deeper than the encoder can go from this stack: a pixel's dotted keys
+            # (`a.a.a...`), or a body just under the decoder's depth limit, which encoding,
+            # called from deeper in the stack, then exceeds. The client's fault, as a body too
+            # deep to parse is: 400, never 500.
+            return self._reject(ingest.IngestError(400, "invalid json", "invalid_json"))
         if not count:
             return PlainTextResponse("OK")
         metrics.in_flight_events += count

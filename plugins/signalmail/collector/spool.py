@@ -126,6 +126,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _discard_new_journal(fd: int, path: Path) -> None:
+    """Close and delete a journal that was opened but never recorded (nothing written to it).
+
+    Best effort: should the delete fail too, the file is empty and the next start's recovery
+    discards it.
+    """
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def _makedirs_durable(path: Path) -> None:
     """Create missing directories, fsyncing each parent.
 
@@ -165,7 +177,7 @@ def is_complete_event_line(line: bytes) -> bool:
         return False
     try:
         return isinstance(_decoder.decode(line), dict)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return False
 
 
@@ -575,11 +587,24 @@ class SpoolWriter:
             raise SpoolBusy(f"journal write failed and was taken back: {exc}") from exc
 
     def _open_journal(self) -> None:
+        """Open a new journal and make its name durable; only then make it the current one.
+
+        The handle and the journal are recorded together, after both steps succeeded. Were the
+        handle kept when the directory fsync fails (EMFILE: it needs a descriptor of its own),
+        every later group would be written to a file no flush, rotation or close ever seals.
+        On failure the new file, still empty, is closed and removed and the error goes up for
+        `_commit` to refuse the group as busy; the next group opens a journal afresh.
+        """
         opened_at = int(self.clock())
         segment_uuid = uuid.uuid4()
         path = self.journal_dir / f"{opened_at}.{segment_uuid.hex}.journal"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        _fsync_dir(self.journal_dir)  # the journal's name must survive a crash with its data
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            _fsync_dir(self.journal_dir)  # the journal's name must survive a crash with its data
+        except BaseException:
+            _discard_new_journal(fd, path)
+            raise
+        self._fd = fd
         self._journal = Journal(path, opened_at, str(segment_uuid))
         self._journal_size = 0
 

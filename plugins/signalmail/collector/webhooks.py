@@ -163,15 +163,20 @@ def convert(
             log.warning("skipping Mandrill webhook item that is not an object")
             continue
         kind = item.get("event")
-        # counts are /metrics labels: only names we know, never the sender's text
+        # counts are /metrics labels: only names we know, never the sender's text; a name is
+        # looked up only once it is a string (a list or an object cannot be, and would raise)
         if kind is None and "type" in item:  # sync events: {"type": "blacklist", ...}
             sync = item.get("type")
-            bump(f"ignored_{sync}" if sync in SYNC_TYPES else "ignored_unknown")
+            known = isinstance(sync, str) and sync in SYNC_TYPES
+            bump(f"ignored_{sync}" if known else "ignored_unknown")
+            continue
+        if not isinstance(kind, str):
+            bump("ignored_unknown")
             continue
         if kind in IGNORED_EVENTS:
             bump(f"ignored_{kind}")
             continue
-        if not isinstance(kind, str) or kind not in EVENT_NAMES:
+        if kind not in EVENT_NAMES:
             bump("ignored_unknown")
             continue
         track = _convert_one(item, kind)
