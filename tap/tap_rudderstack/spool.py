@@ -319,7 +319,9 @@ def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
     """
     try:
         event = _decoder.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: nesting deeper than this interpreter's stack takes (a hand-written
+        # spool file; the collector never writes a line it could not encode)
         return "invalid_json"
     if not isinstance(event, dict):
         return "not_an_object"

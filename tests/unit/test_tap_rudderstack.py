@@ -493,3 +493,18 @@ def test_a_merge_loads_as_rudder_server_takes_it_and_a_broken_one_is_rejected(tm
         5: "merge_property_invalid",
         6: "merge_property_invalid",
     }
+
+
+def test_a_line_nested_past_the_stack_is_rejected_not_a_crash():
+    """msgspec raises RecursionError, not DecodeError, past about 1,000 levels: one such line
+    in a spool file must be a rejection like any broken line, and the journal recovery must
+    not take it for a whole event."""
+    from signalmail.collector.spool import is_complete_event_line
+    from tap_rudderstack.spool import parse_event
+
+    deep = b'{"type":"track","messageId":"m1","anonymousId":"a","properties":'
+    deep += b"[" * 5000 + b"]" * 5000 + b"}\n"
+    assert parse_event(deep) == "invalid_json"
+    assert is_complete_event_line(deep) is False
+    shallow = b'{"type":"track","messageId":"m2","anonymousId":"a","event":"Product Viewed"}\n'
+    assert parse_event(shallow)[0] == "tracks"

@@ -29,7 +29,7 @@ from typing import Any
 
 from signalmail.replay.converter import Converter
 from signalmail.replay.orders import OpenOrder, message_id
-from signalmail.replay.source import RowError
+from signalmail.replay.source import RowError, is_decimal_id
 
 EVENT_NAMES = {
     "view": "Product Viewed",
@@ -96,9 +96,9 @@ class Rees46Converter(Converter):
             raise RowError(
                 f"unknown event_type: {event_type[:40]!r} (expected {', '.join(KNOWN_TYPES)})"
             )
-        if not product_id.isdigit():
+        if not is_decimal_id(product_id):
             raise RowError(f"bad product_id: {product_id[:40]!r}")
-        if not user_id.isdigit():
+        if not is_decimal_id(user_id):
             raise RowError(f"bad user_id: {user_id[:40]!r}")
         try:
             amount = float(price)

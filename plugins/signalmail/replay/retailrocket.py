@@ -27,7 +27,7 @@ from typing import Any
 from signalmail.replay.converter import Converter
 from signalmail.replay.orders import OpenOrder, message_id
 from signalmail.replay.rees46 import device_id, iso
-from signalmail.replay.source import RowError
+from signalmail.replay.source import RowError, is_decimal_id
 
 EVENT_NAMES = {"view": "Product Viewed", "addtocart": "Product Added"}
 KNOWN_TYPES = (*EVENT_NAMES, "transaction")
@@ -45,18 +45,18 @@ class RetailrocketConverter(Converter):
         """Events for one row; raises RowError if the row is malformed."""
         self.check_columns(row)
         timestamp, visitor, kind, item, transaction = (cell.strip() for cell in row)
-        if not timestamp.isdigit():
+        if not is_decimal_id(timestamp):
             raise RowError(f"bad timestamp: {timestamp[:40]!r} (epoch milliseconds expected)")
         millis = int(timestamp)
         if not MIN_MS <= millis < MAX_MS:
             raise RowError(f"bad timestamp: {millis} is not epoch milliseconds in 2000-2100")
-        if not visitor.isdigit():
+        if not is_decimal_id(visitor):
             raise RowError(f"bad visitorid: {visitor[:40]!r}")
         if kind not in KNOWN_TYPES:
             raise RowError(f"unknown event: {kind[:40]!r} (expected {', '.join(KNOWN_TYPES)})")
-        if not item.isdigit():
+        if not is_decimal_id(item):
             raise RowError(f"bad itemid: {item[:40]!r}")
-        if kind == "transaction" and not transaction.isdigit():
+        if kind == "transaction" and not is_decimal_id(transaction):
             raise RowError(f"transaction row without a numeric transactionid: {transaction[:40]!r}")
         if kind != "transaction" and transaction:
             raise RowError(f"transactionid on a {kind} row")

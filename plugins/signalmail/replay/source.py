@@ -42,6 +42,15 @@ class RowError(ValueError):
     """One row is malformed; the reason is reported with its line number and the replay goes on."""
 
 
+def is_decimal_id(text: str) -> bool:
+    """ASCII digits only, as the datasets write ids and epoch times.
+
+    str.isdigit() also takes '²' or Arabic-Indic digits, which int() refuses or reads as
+    another number.
+    """
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(slots=True)
 class Reject:
     """A row that was not converted, and why."""
