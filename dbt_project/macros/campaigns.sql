@@ -1,9 +1,4 @@
 {% macro campaign_setting(campaign_column, setting, optional=false) -%}
-    {#-
-        A per-campaign setting from var('campaigns') as a SQL case expression. A required
-        setting missing from a campaign fails the build; an `optional` one reads as null
-        ("not set") where a campaign leaves it out.
-    -#}
     case {{ campaign_column }}
         {%- for name, settings in var('campaigns').items() %}
         {%- set value = settings.get(setting) if optional else settings[setting] %}
@@ -14,11 +9,6 @@
 
 
 {% macro trigger_id(parts) -%}
-    {#-
-        Deterministic id of a trigger situation: md5 of its defining parts joined with '|'.
-        The same cart state, the same order, the same week gives the same id on every run.
-        Timestamps are cast to text, which both DuckDB and Postgres render as ISO 8601.
-    -#}
     {%- set pieces = [] -%}
     {%- for part in parts -%}
         {%- do pieces.append("coalesce(cast(" ~ part ~ " as " ~ dbt.type_string() ~ "), '')") -%}
@@ -29,7 +19,6 @@
 
 
 {% macro product_merge_var(relation, quantity=none) -%}
-    {#- One products[] / recommendations[] entry as the templates expect it. -#}
     {%- set pairs = [
         ('product_id', relation ~ '.product_id'),
         ('name', relation ~ '.product_name'),

@@ -5,37 +5,46 @@
 {%- endmacro %}
 
 {% macro default__safe_to_double(expression) -%}
+    {{ exceptions.raise_compiler_error(unsupported_adapter('safe_to_double')) }}
+{%- endmacro %}
+
+{% macro duckdb__safe_to_double(expression) -%}
     try_cast({{ expression }} as double)
 {%- endmacro %}
 
 {% macro postgres__safe_to_double(expression) -%}
     {#-
-        PostgreSQL has no try_cast, and a well-formed number can still overflow double precision
-        ('1e309') or underflow it ('1e-999'): checked as numeric first, in nested CASEs, whose
-        order PostgreSQL keeps (AND does not promise one).
+        What DuckDB's try_cast(... as double) reads, without ever failing: PostgreSQL has no
+        try_cast, and a well-formed number can still overflow double precision ('1e309') or
+        underflow it ('1e-400'), which fails its cast. Checked as numeric first, in nested
+        CASEs, whose order PostgreSQL keeps (AND does not promise one): beyond +-1e300 reads as
+        +-Infinity and below 1e-300 as 0 (IEEE 754's overflow and underflow, DuckDB's too),
+        'Infinity' and 'NaN' as themselves, so one client value is staged and quarantined alike
+        on both engines. At most 10,000 characters and a three-digit exponent keep the numeric
+        cast inside numeric's range; a longer exponent needs no cast to be 0 or +-Infinity.
     -#}
+    {%- set text = 'trim(' ~ expression ~ ')' -%}
     case
-        when trim({{ expression }}) ~ '^[-+]?([0-9]{1,40}\.?[0-9]{0,40}|\.[0-9]{1,40})([eE][-+]?[0-9]{1,3})?$'
+        when length({{ expression }}) <= 10000
+            and {{ text }} ~ '^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?0*[0-9]{1,3})?$'
             then case
-                when abs(cast(trim({{ expression }}) as numeric)) < 1e300
-                    and (cast(trim({{ expression }}) as numeric) = 0
-                        or abs(cast(trim({{ expression }}) as numeric)) > 1e-300)
-                    then cast(trim({{ expression }}) as double precision)
+                when abs(cast({{ text }} as numeric)) >= 1e300
+                    then sign(cast({{ text }} as numeric)) * cast('Infinity' as double precision)
+                when abs(cast({{ text }} as numeric)) < 1e-300 then 0
+                else cast({{ text }} as double precision)
+            end
+        when {{ text }} ~* '^([-+]?inf(inity)?|[-+]?nan)$' then cast({{ text }} as double precision)
+        when {{ text }} ~ '^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?0*[1-9][0-9]{3,}$'
+            then case
+                when {{ text }} ~ '^[-+]?0*\.?0*[eE]' or {{ text }} ~ '[eE]-' then 0
+                when {{ text }} ~ '^-' then cast('-Infinity' as double precision)
+                else cast('Infinity' as double precision)
             end
     end
 {%- endmacro %}
 
-{% macro snowflake__safe_to_double(expression) -%}
-    try_to_double({{ expression }})
-{%- endmacro %}
-
-{% macro bigquery__safe_to_double(expression) -%}
-    safe_cast({{ expression }} as float64)
-{%- endmacro %}
-
 
 {% macro text_to_boolean(expression) -%}
-    {#- JSON booleans arrive as 'true'/'false' text; anything else is unknown (null). -#}
     case lower(trim({{ expression }}))
         when 'true' then true
         when 'false' then false
@@ -46,14 +55,14 @@
 
 
 {% macro hash_fraction(expression) -%}
-    {#-
-        A deterministic number in [0, 1) from the first 32 bits of md5(expression). Identical on
-        every engine, so a user's hold-out group survives a warehouse migration.
-    -#}
     ({{ adapter.dispatch('md5_prefix_int', 'signalmail')(expression) }} / 4294967296.0)
 {%- endmacro %}
 
 {% macro default__md5_prefix_int(expression) -%}
+    {{ exceptions.raise_compiler_error(unsupported_adapter('md5_prefix_int')) }}
+{%- endmacro %}
+
+{% macro duckdb__md5_prefix_int(expression) -%}
     cast(('0x' || substr(md5({{ expression }}), 1, 8)) as bigint)
 {%- endmacro %}
 
@@ -61,17 +70,8 @@
     (('x' || substr(md5({{ expression }}), 1, 8))::bit(32)::bigint)
 {%- endmacro %}
 
-{% macro snowflake__md5_prefix_int(expression) -%}
-    to_number(substr(md5({{ expression }}), 1, 8), 'XXXXXXXX')
-{%- endmacro %}
-
-{% macro bigquery__md5_prefix_int(expression) -%}
-    cast(concat('0x', substr(to_hex(md5({{ expression }})), 1, 8)) as int64)
-{%- endmacro %}
-
 
 {% macro latest_value(column, order_by) -%}
-    {#- Aggregate: the last non-null `column` by `order_by` (ties broken by the caller's order). -#}
     {{ return(adapter.dispatch('latest_value', 'signalmail')(column, order_by)) }}
 {%- endmacro %}
 
@@ -95,10 +95,3 @@
     arg_max({{ column }}, row({{ keys | join(', ') }})) filter (where {{ column }} is not null)
 {%- endmacro %}
 
-{% macro snowflake__latest_value(column, order_by) -%}
-    get(array_agg({{ column }}) within group (order by {{ order_by }}), 0)
-{%- endmacro %}
-
-{% macro bigquery__latest_value(column, order_by) -%}
-    array_agg({{ column }} ignore nulls order by {{ order_by }} limit 1)[safe_offset(0)]
-{%- endmacro %}

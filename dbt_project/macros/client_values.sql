@@ -9,14 +9,12 @@
 -#}
 
 {% macro client_number(expression, min_value, max_value) -%}
-    {#- The number in `expression` (text) when it lies in [min_value, max_value], else null. -#}
     {%- set value = safe_to_double(expression) -%}
     case when {{ value }} between {{ min_value }} and {{ max_value }} then {{ value }} end
 {%- endmacro %}
 
 
 {% macro client_number_issue(expression, min_value, max_value) -%}
-    {#- Why client_number() turns `expression` into null; null when it does not. -#}
     {%- set value = safe_to_double(expression) -%}
     case
         when {{ expression }} is null then null
@@ -29,19 +27,11 @@
 
 
 {% macro client_text(expression, max_length) -%}
-    {#- Client text cut to `max_length` characters: names and links end up in emails. -#}
     left({{ expression }}, {{ max_length }})
 {%- endmacro %}
 
 
 {% macro event_time(relation) -%}
-    {#-
-        When the event happened: the collector's clock-corrected `timestamp`, else the client's,
-        else the receipt. A time later than the receipt by more than `max_clock_skew_minutes` is
-        a broken or hostile clock: the receipt stands in (a year-9999 time would overflow every
-        date arithmetic that follows). A row without a receipt (the loader always sets one;
-        staging's nightly tests say so) keeps the client's time, as before this check.
-    -#}
     {%- set claimed = 'coalesce(' ~ relation ~ '."timestamp", ' ~ relation ~ '.original_timestamp)' -%}
     case
         when {{ relation }}.received_at is null

@@ -37,11 +37,6 @@
 
 
 {% macro schema_changes_between(source_relation, target_relation, listing_sql) -%}
-    {#-
-        The dictionary dbt's default__check_for_schema_changes returns. `listing_sql` lists the
-        source's columns as the adapter's get_columns_in_relation does, each row also carrying
-        the number of columns that differ between the two relations.
-    -#}
     {%- set listing = run_query(listing_sql) -%}
     {%- if listing.rows | length > 0 and listing.rows[0][5] == 0 -%}
         {%- set columns = [] -%}
@@ -86,11 +81,6 @@
 
 
 {% macro duckdb_columns_and_differences(source_relation, target_relation) -%}
-    {#-
-        The source's columns as duckdb__get_columns_in_relation lists them (DESCRIBE, in column
-        order), each row also carrying the number of columns whose name or type differs
-        between the two relations.
-    -#}
     with
 
     source_columns as (
@@ -125,11 +115,6 @@
 
 
 {% macro postgres_columns_and_differences(source_relation, target_relation) -%}
-    {#-
-        The source's columns as postgres__get_columns_in_relation lists them, each row also
-        carrying the number of columns whose name, type, length, precision or scale differs
-        between the two relations.
-    -#}
     with
 
     {% for name, relation in [('source_columns', source_relation), ('target_columns', target_relation)] -%}

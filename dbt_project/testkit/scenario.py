@@ -19,6 +19,7 @@ AS_OF = NOW.strftime("%Y-%m-%d %H:%M:%S")
 CART_PRODUCT = product("P0003", price=12.5, brand="Brand3", category="Category3")
 OTHER_PRODUCT = product("P0008", price=40.0, brand="Brand1", category="Category3")
 BROWSED_PRODUCT = product("P0011", price=16.0, brand="Brand4", category="Category1")
+SEARCH_RESULT = product("P0017", price=22.0, brand="Brand2", category="Category2")
 
 
 def received_at(event: dict[str, Any], at: datetime) -> dict[str, Any]:
@@ -147,6 +148,20 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
     for minutes in (0, 10, 20):
         at = now - 5 * h + timedelta(minutes=minutes)
         events.append(f.track("Product Viewed", at, dict(BROWSED_PRODUCT), user_id="s-browse"))
+
+    # s-search: a search, one result opened once, no add: search abandonment
+    events.append(_consenting(f, "s-search", now - 6 * h))
+    events.append(
+        f.track("Products Searched", now - 4 * h, {"query": "Trail Boots"}, user_id="s-search")
+    )
+    events.append(
+        f.track(
+            "Product Viewed",
+            now - 4 * h + timedelta(minutes=2),
+            dict(SEARCH_RESULT),
+            user_id="s-search",
+        )
+    )
 
     # suppressed: no consent trait, consent withdrawn, unsubscribed, hard bounce, complaint
     events.append(f.identify(now - 8 * h, "s-noconsent", {"email": "s-noconsent@example.com"}))

@@ -86,6 +86,18 @@ def test_browse_abandonment_carries_search_term(first_triggers):
     assert payload["view_count"] == 3
 
 
+def test_search_abandonment_repeats_the_search_with_the_results_opened(first_triggers):
+    row = first_triggers[("s-search", "search_abandonment")]
+    payload = json.loads(row["payload"])
+    assert payload["search_term"] == "trail boots"
+    assert [p["product_id"] for p in payload["products"]] == ["P0017"]
+    recommended = [p["product_id"] for p in payload["recommendations"]]
+    assert recommended and "P0017" not in recommended
+    # a search followed by three views of one product is browse abandonment's, not this one's
+    assert ("s-browse", "search_abandonment") not in first_triggers
+    assert ("s-browse", "browse_abandonment") in first_triggers
+
+
 def test_cart_and_browse_emails_recommend_other_products(first_triggers, warehouse):
     """Complements of the cart / items similar to what was viewed, then the category's
     bestsellers: never what is in the cart or the product itself, never more than the cap."""

@@ -4,6 +4,7 @@
     'int_triggers__product_recommendations',
     'int_triggers__re_engagement',
     'int_triggers__post_purchase',
+    'int_triggers__search_abandonment',
 ] -%}
 
 with
