@@ -42,8 +42,9 @@ demo: install
 	$(BIN)/signalmail demo
 
 # The fault harness at scale (tests/reliability/test_fault_harness.py): 600 shoppers, 40 rounds
-# of random SIGKILLs of the watch and the collector under 20% Mandrill faults. About 4
-# minutes; the figures it prints go in docs/bench.md.
+# of SIGKILLs inside each component of the watch, at random moments and of the collector, a full
+# and a read-only spool (root: it mounts a tmpfs), under 20% Mandrill faults. About 6 minutes;
+# the figures it prints go in docs/bench.md.
 faults: install meltano-install
 	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 \
 		$(BIN)/pytest -s tests/reliability/test_fault_harness.py

@@ -18,6 +18,11 @@ logger before the logger's level filters it, so even `--quiet` or a file log at 
 debug-level formatting, a fifth of a tick's Python time. Failures still come back, as DbtFailed
 with each failed node's message. `file_log_level="debug"` writes a tick's statements to
 `logs/dbt.log`.
+
+The test hook `signals:model` (signalmail.watch.steps.KILL_ENV) kills the process when the first
+model of an invocation that names it has finished, through a dbtRunner callback on dbt's
+NodeFinished event: dbt is then mid-build, that model committed, the rest not run. Without the
+hook no callback is registered.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from signalmail.watch.singer import KILL_ENV, kill_point
 
 
 class DbtFailed(RuntimeError):
@@ -61,18 +68,32 @@ class WarmDbt:
         if not parsed.success:
             raise DbtFailed(f"dbt parse failed: {parsed.exception}")
         self.manifest = parsed.result
-        self.runner = dbtRunner(manifest=self.manifest)
+        #: the test hook point of the invocation running now (see `invoke`)
+        self._kill_at: str | None = None
+        callbacks = [self._kill_after_first_model] if os.environ.get(KILL_ENV) else []
+        self.runner = dbtRunner(manifest=self.manifest, callbacks=callbacks)
 
     def _with_vars(self, overrides: dict[str, Any] | None = None) -> list[str]:
         return ["--vars", json.dumps({**self.vars, **(overrides or {})})]
 
-    def invoke(self, *args: str, vars_override: dict[str, Any] | None = None) -> Any:
+    def _kill_after_first_model(self, event: Any) -> None:
+        """Kill at the tick's first finished model if the test hook says so (a dbt callback)."""
+        if self._kill_at is None or event.info.name != "NodeFinished":
+            return
+        if event.data.node_info.resource_type == "model":
+            kill_point(self._kill_at)
+
+    def invoke(
+        self, *args: str, vars_override: dict[str, Any] | None = None, kill_at: str | None = None
+    ) -> Any:
         """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed.
 
         `vars_override` changes vars for this invocation only. The kept manifest is not parsed
         again, so only vars read when SQL compiles may change this way (the tick's
-        `lookback_minutes`), never ones a model's config reads.
+        `lookback_minutes`), never ones a model's config reads. `kill_at` names this
+        invocation's test hook point (see the module docstring).
         """
+        self._kill_at = kill_at
         for node in self.manifest.nodes.values():
             if hasattr(node, "extra_ctes_injected"):
                 node.compiled = False

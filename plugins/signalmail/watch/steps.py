@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +22,23 @@ from signalmail.watch.dbt import WarmDbt
 from signalmail.watch.late import LateEvents
 from signalmail.watch.restart import RESTARTS_ENV
 from signalmail.watch.settings import WatchSettings
-from signalmail.watch.singer import construct, run_tap, run_target
+from signalmail.watch.singer import KILL_ENV as _KILL_ENV
+from signalmail.watch.singer import construct, kill_armed, kill_point, run_tap, run_target
 from signalmail.watch.state import StateFile
 
-#: Test hooks (never set in production), at `<step>:<point>`: `capture:loaded` (rows
-#: committed, bookmark not yet saved), `capture:saved`, `signals:built` or `activate:sent`.
-#: SIGKILL the watch there:
-KILL_ENV = "SIGNALMAIL_WATCH_TEST_KILL_AT"
+#: Test hooks (never set in production; unset, each is one environment lookup), at
+#: `<step>:<point>`. SIGKILL the watch there (a line on standard error names the point first):
+#:
+#: - between steps: `capture:loaded` (rows committed, bookmark not yet saved), `capture:saved`,
+#:   `signals:built` or `activate:sent` (the target finished, bookmark not yet saved);
+#: - inside a plugin, for fault harnesses that must kill each component mid-work:
+#:   `capture:read` (tap-rudderstack has emitted its first BATCH or RECORD, not the rest),
+#:   `capture:loading` (the loader has loaded and committed its first batch, not the rest),
+#:   `signals:model` (dbt: the tick's first model has finished, the other nodes have not),
+#:   `activate:read` (tap-warehouse has emitted its first trigger, the target has not begun),
+#:   `activate:sending` (Mandrill has answered the run's first send call; its outcome is not yet
+#:   in the ledger, other calls may be in flight).
+KILL_ENV = _KILL_ENV
 #: or raise the error DuckDB raises once it has invalidated the database (first process only):
 FATAL_ENV = "SIGNALMAIL_WATCH_TEST_FATAL_AT"
 
@@ -37,8 +46,7 @@ log = logging.getLogger("signalmail.watch")
 
 
 def _fault_point(where: str) -> None:
-    if os.environ.get(KILL_ENV) == where:
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_point(where)
     if os.environ.get(FATAL_ENV) == where and RESTARTS_ENV not in os.environ:
         import duckdb
 
@@ -46,6 +54,28 @@ def _fault_point(where: str) -> None:
             "FATAL Error: Failed: database has been invalidated because of a previous fatal "
             "error (raised by the test hook " + FATAL_ENV + ")"
         )
+
+
+def _kill_after_first_send() -> None:
+    """Arm `activate:sending`: SIGKILL once Mandrill has answered a send call of this process.
+
+    The email target builds its dispatcher inside `listen()`, so the hook wraps the class's one
+    sending method (for this test process only, which dies at the first answer). The kill
+    then falls between Mandrill taking the call and the ledger recording it.
+    """
+    from target_mailchimp_transactional.dispatch import Dispatcher
+
+    post = Dispatcher._post
+    if getattr(post, "kill_hook", False):
+        return
+
+    def answered_then_killed(self: Any, call: Any) -> Any:
+        answer = post(self, call)
+        kill_point("activate:sending")
+        return answer
+
+    answered_then_killed.kill_hook = True  # type: ignore[attr-defined]
+    Dispatcher._post = answered_then_killed  # type: ignore[method-assign]
 
 
 @dataclass
@@ -118,12 +148,12 @@ class Capture:
             state=self.state.get(self.name),
             parse_env_config=False,
         )
-        output = run_tap(tap)
+        output = run_tap(tap, kill_at="capture:read")
         try:
             counts = tap.last_sync_counts
             if not counts.get("files"):
                 return StepResult(self.name, time.perf_counter() - began, ran=False)
-            bookmark = run_target(self._loader(), output)
+            bookmark = run_target(self._loader(), output, kill_at="capture:loading")
         finally:
             output.close()
         _fault_point("capture:loaded")
@@ -165,7 +195,9 @@ class Signals:
         """`dbt build --selector trigger_path`, looking back further when late events came."""
         began = time.perf_counter()
         override = None if lookback_seconds is None else {"lookback_minutes": lookback_seconds / 60}
-        result = self.dbt.invoke("build", "--selector", "trigger_path", vars_override=override)
+        result = self.dbt.invoke(
+            "build", "--selector", "trigger_path", vars_override=override, kill_at="signals:model"
+        )
         _fault_point("signals:built")
         results = getattr(result.result, "results", None) or []
         log.info(
@@ -260,7 +292,7 @@ class Activate:
             state=self.state.get(self.name),
             parse_env_config=False,
         )
-        output = run_tap(tap)
+        output = run_tap(tap, kill_at="activate:read")
         try:
             if not output.record_count and not force:
                 return StepResult(self.name, time.perf_counter() - began, ran=False)
@@ -269,6 +301,8 @@ class Activate:
                 config=self.settings.target_config(),
                 parse_env_config=False,
             )
+            if kill_armed("activate:sending"):
+                _kill_after_first_send()
             bookmark = run_target(target, output)
         finally:
             output.close()
