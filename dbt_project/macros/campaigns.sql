@@ -26,7 +26,7 @@
         ('category', relation ~ '.category'),
         ('url', relation ~ '.product_url'),
         ('image_url', relation ~ '.image_url'),
-        ('price', 'round(cast(' ~ relation ~ '.price as numeric), 2)'),
+        ('price', rounded(relation ~ '.price', 2)),
     ] -%}
     {%- if quantity is not none -%}
         {%- do pairs.append(('quantity', 'cast(' ~ quantity ~ ' as ' ~ dbt.type_int() ~ ')')) -%}

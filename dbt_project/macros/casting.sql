@@ -95,3 +95,8 @@
     arg_max({{ column }}, row({{ keys | join(', ') }})) filter (where {{ column }} is not null)
 {%- endmacro %}
 
+
+
+{% macro rounded(expression, digits) -%}
+    cast(round(cast({{ expression }} as numeric(38, 10)), {{ digits }}) as numeric(38, {{ digits }}))
+{%- endmacro %}

@@ -259,8 +259,8 @@ final as (
         population.user_id,
         population.sessions_7d,
         population.sessions_window,
-        round(cast(population.engaged_minutes_7d as numeric), 2) as engaged_minutes_7d,
-        round(cast(coalesce(reading.read_seconds_7d, 0) as numeric), 1) as read_seconds_7d,
+        {{ rounded('population.engaged_minutes_7d', 2) }} as engaged_minutes_7d,
+        {{ rounded('coalesce(reading.read_seconds_7d, 0)', 1) }} as read_seconds_7d,
         ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('population.last_session_at') }})
             / 86400.0 as days_since_last_session,
         tenure.sessions_before,
@@ -280,10 +280,10 @@ final as (
         coalesce(email_engagement.email_clicks_window, 0) as email_clicks_window,
         coalesce(orders_before.orders_before, 0) as orders_before,
         -- rounded: a float sum's last digits depend on the order rows arrive in
-        round(cast(coalesce(orders_before.revenue_before, 0) as numeric), 2) as revenue_before,
+        {{ rounded('coalesce(orders_before.revenue_before, 0)', 2) }} as revenue_before,
         ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('orders_before.last_order_at') }})
             / 86400.0 as days_since_last_order,
-        round(cast(coalesce(behaviour.intent_score, 0) as numeric), 4) as intent_score,
+        {{ rounded('coalesce(behaviour.intent_score, 0)', 4) }} as intent_score,
         -- the horizon after a snapshot must have passed before its label is known
         population.days_back >= {{ horizon }} as is_label_known,
         case

@@ -171,7 +171,7 @@ final as (
         {{ json_object([
             ('cart_id', "case when latest_abandoned.cart_key like 'user:%' then null else latest_abandoned.cart_key end"),
             ('products', 'item_lists.products'),
-            ('cart_total', 'round(cast(latest_abandoned.cart_value as numeric), 2)'),
+            ('cart_total', rounded('latest_abandoned.cart_value', 2)),
             ('currency', 'latest_abandoned.currency'),
             ('recommendations', 'coalesce(recommendation_lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
         ]) }} as payload

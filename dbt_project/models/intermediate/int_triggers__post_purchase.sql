@@ -119,7 +119,7 @@ final as (
         ) }} as expires_at,
         {{ json_object([
             ('order_id', 'due_orders.order_id'),
-            ('order_total', 'round(cast(due_orders.revenue as numeric), 2)'),
+            ('order_total', rounded('due_orders.revenue', 2)),
             ('currency', 'due_orders.currency'),
             ('products', 'coalesce(item_lists.products, ' ~ json_empty_array() ~ ')'),
             ('recommendations', 'related_lists.recommendation_items'),

@@ -65,6 +65,8 @@ after_search as (
     inner join last_search
         on interactions.user_id = last_search.user_id
     where interactions.interaction_type in ('view', 'add', 'purchase')
+        -- the window as a constant first: the scan skips older events before the join
+        and interactions.event_at >= {{ dbt.dateadd('hour', -1 * var('search_window_hours'), now_utc()) }}
         and interactions.event_at >= last_search.searched_at
         and interactions.event_at <= {{ now_utc() }}
 ),

@@ -73,7 +73,7 @@ final as (
         ranked.user_id,
         ranked.recommendation_rank,
         ranked.product_id,
-        round(cast(ranked.score as numeric), 6) as score,
+        {{ rounded('ranked.score', 6) }} as score,
         products.product_name,
         products.brand,
         products.category,

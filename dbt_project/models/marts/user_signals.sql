@@ -138,7 +138,7 @@ decayed as (
 intent as (
     select
         user_id,
-        round(cast(sum(decayed_weight) as numeric), 4) as intent_score
+        {{ rounded('sum(decayed_weight)', 4) }} as intent_score
     from decayed
     group by user_id
 ),
@@ -248,16 +248,16 @@ final as (
             else 'inactive'
         end as intent_stage,
         category_weights.category as top_category,
-        round(cast(category_weights.category_weight / category_weights.total_weight as numeric), 4)
+        {{ rounded('category_weights.category_weight / category_weights.total_weight', 4) }}
             as category_affinity,
         brand_weights.brand as top_brand,
-        round(cast(brand_weights.brand_weight / brand_weights.total_weight as numeric), 4)
+        {{ rounded('brand_weights.brand_weight / brand_weights.total_weight', 4) }}
             as brand_affinity,
-        round(cast(coalesce(read_totals.engaged_seconds, 0) as numeric), 1) as engaged_seconds,
+        {{ rounded('coalesce(read_totals.engaged_seconds, 0)', 1) }} as engaged_seconds,
         category_reads.category as most_read_category,
-        round(cast(category_reads.engaged_seconds as numeric), 1) as most_read_category_seconds,
+        {{ rounded('category_reads.engaged_seconds', 1) }} as most_read_category_seconds,
         product_reads.product_id as most_read_product_id,
-        round(cast(product_reads.engaged_seconds as numeric), 1) as most_read_product_seconds,
+        {{ rounded('product_reads.engaged_seconds', 1) }} as most_read_product_seconds,
         users.best_send_hour_local,
         users.send_hour_source,
         {{ now_utc() }} as computed_at
