@@ -37,8 +37,6 @@ def train(project_root: Path, engine: str | None, card: Path, seed: int, as_json
     does after its own). Too little history is not an error: the previous scores stay and the
     reason is printed.
     """
-    import sqlalchemy as sa
-
     from signalmail.intent.train import NotEnoughHistory, train_and_score
 
     logging.basicConfig(level=logging.WARNING)
@@ -46,7 +44,7 @@ def train(project_root: Path, engine: str | None, card: Path, seed: int, as_json
         settings = from_environment(project_root.resolve(), engine=engine)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    warehouse = sa.create_engine(settings.warehouse_url(), poolclass=sa.pool.NullPool)
+    warehouse = settings.warehouse_engine()
     try:
         result = train_and_score(
             warehouse, settings.dbt_schema, card_path=settings.path(card), seed=seed

@@ -99,14 +99,22 @@ def forget(
     "--days",
     type=click.FloatRange(min=0, min_open=True),
     envvar="SIGNALMAIL_RETENTION_DAYS",
-    required=True,
-    help="Keep this many days of raw events [env SIGNALMAIL_RETENTION_DAYS].",
+    help="Keep this many days of raw events [env SIGNALMAIL_RETENTION_DAYS; unset: forever].",
 )
 @storage_option
-def retention(project_root: Path, engine: str | None, days: float, storage_options: Any) -> None:
-    """Delete raw events older than --days from the spool and the warehouse's event tables."""
+def retention(
+    project_root: Path, engine: str | None, days: float | None, storage_options: Any
+) -> None:
+    """Delete raw events older than --days from the spool and the warehouse's event tables.
+
+    Without --days (and SIGNALMAIL_RETENTION_DAYS) nothing is deleted, so the nightly Meltano
+    job can always run this task and a deployment turns retention on with one variable.
+    """
     from signalmail.privacy.retention import apply_retention
 
+    if days is None:
+        click.echo("no retention set (--days, SIGNALMAIL_RETENTION_DAYS): nothing deleted")
+        return
     settings = _settings(project_root, engine)
     report = _unless_locked(
         lambda: apply_retention(settings, days, storage_options=storage_options)

@@ -12,8 +12,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
 from signalmail.privacy.erase import delete_received_before
 from signalmail.privacy.spool import SpoolChange, remove_segments_before
 from signalmail.watch.settings import RAW_SCHEMA, WatchSettings
@@ -51,7 +49,7 @@ def apply_retention(
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     before = now - dt.timedelta(days=days)
     report = RetentionReport(before)
-    engine = sa.create_engine(settings.warehouse_url(), poolclass=sa.pool.NullPool)
+    engine = settings.warehouse_engine()
     try:
         with engine.begin() as conn:
             for schema in (RAW_SCHEMA, settings.dbt_schema):

@@ -39,7 +39,7 @@ from signalmail.watch.restart import invalidates_duckdb
 from signalmail.watch.settings import WatchSettings
 from signalmail.watch.state import StateFile
 from signalmail.watch.status import CycleRecord, WatchStatus, utcnow
-from signalmail.watch.steps import Activate, Capture, Intent, Signals, StepResult
+from signalmail.watch.steps import Activate, Capture, Intent, Retention, Signals, StepResult
 from signalmail.watch.view import LineView
 from signalmail.watch.warehouse import open_warehouse
 
@@ -74,6 +74,7 @@ class Watch:
         self.capture = Capture(settings, self.state, self.late)
         self.activate = Activate(settings, self.state)
         self.intent = Intent(settings)
+        self.retention = Retention(settings)
         self.signals: Signals | None = None
         self.warehouse: Any = None
         self._failures = 0
@@ -293,6 +294,8 @@ class Watch:
         result = self._step(cycle, "nightly", self.signals.nightly)
         if result is not None:
             self._step(cycle, "intent", self.intent.run)
+        # whatever the build's tests said: keeping events past the retention is the failure
+        self._step(cycle, "retention", self.retention.run)
         # tried once a day: a failing test is reported, not retried every few seconds
         self.state.save("nightly", {"date": today, "ok": result is not None})
 

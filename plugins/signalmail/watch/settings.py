@@ -81,6 +81,9 @@ class WatchSettings:
     mandrill_timeout: float | None = None
     #: the email target's concurrency: send calls in flight at once (None: its default, 4)
     send_concurrency: int | None = None
+    #: keep raw events this many days (spool and event tables), applied after each nightly
+    #: build; None: forever (signalmail.privacy.retention)
+    retention_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -89,6 +92,8 @@ class WatchSettings:
             )
         if self.send_concurrency is not None and self.send_concurrency < 1:
             raise SettingsError("SIGNALMAIL_SEND_CONCURRENCY must be at least 1")
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise SettingsError("SIGNALMAIL_RETENTION_DAYS must be a positive number of days")
         if self.engine == "postgres" and not self.pg_url:
             raise SettingsError("the postgres engine needs SIGNALMAIL_PG_URL")
         if self.engine == "postgres":
@@ -159,6 +164,29 @@ class WatchSettings:
         if self.engine == "duckdb":
             return f"duckdb:///{self.path(self.duckdb_path)}"
         return sqlalchemy_postgres_url(self.pg_url or "")
+
+    def warehouse_engine(self) -> Any:
+        """Build a SQLAlchemy engine on the warehouse that also works inside the watch.
+
+        DuckDB hands a second `connect()` in one process the database that is already open only
+        when the configuration matches; duckdb-engine's own connect adds a user-agent setting,
+        which DuckDB refuses as "a different configuration than existing connections". So on
+        DuckDB the plain connection is made here and given duckdb-engine's wrapper (as
+        tap-warehouse does); outside a watch it simply opens the file.
+        """
+        import sqlalchemy as sa
+
+        if self.engine != "duckdb":
+            return sa.create_engine(self.warehouse_url(), poolclass=sa.pool.NullPool)
+        path = str(self.path(self.duckdb_path))
+
+        def connect() -> Any:
+            import duckdb
+            from duckdb_engine import ConnectionWrapper
+
+            return ConnectionWrapper(duckdb.connect(path))
+
+        return sa.create_engine("duckdb://", creator=connect, poolclass=sa.pool.NullPool)
 
     def tap_warehouse_config(self) -> dict[str, Any]:
         """tap-warehouse reading email_triggers, sharing the watch's open DuckDB database."""
@@ -259,6 +287,7 @@ def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
         ("SIGNALMAIL_RECONCILE_GRACE_SECONDS", "reconcile_grace_seconds", int, "whole seconds"),
         ("SIGNALMAIL_MANDRILL_TIMEOUT", "mandrill_timeout", float, "seconds"),
         ("SIGNALMAIL_SEND_CONCURRENCY", "send_concurrency", int, "a whole number of calls"),
+        ("SIGNALMAIL_RETENTION_DAYS", "retention_days", float, "a number of days"),
     ):
         text = env.get(name)
         if text:

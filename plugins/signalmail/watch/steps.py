@@ -251,10 +251,9 @@ class Intent:
                 "'signalmail[intent]'); purchase_probability stays null"
             )
             return StepResult(self.name, time.perf_counter() - began, ran=False)
-        import sqlalchemy as sa
 
         # DuckDB: the same process's open database (see signalmail.watch.warehouse)
-        engine = sa.create_engine(self.settings.warehouse_url(), poolclass=sa.pool.NullPool)
+        engine = self.settings.warehouse_engine()
         try:
             card = train_and_score(engine, self.settings.dbt_schema, card_path=self.card_path)
         except NotEnoughHistory as exc:
@@ -264,6 +263,39 @@ class Intent:
             engine.dispose()
         return StepResult(
             self.name, time.perf_counter() - began, counts={"scored": card.scored_users}
+        )
+
+
+class Retention:
+    """After the nightly build: drop raw events older than SIGNALMAIL_RETENTION_DAYS.
+
+    In the watch, which is the warehouse's one writer: on DuckDB a separate `signalmail
+    retention` would have to stop it first.
+    """
+
+    name = "retention"
+
+    def __init__(self, settings: WatchSettings) -> None:
+        self.settings = settings
+
+    def run(self) -> StepResult:
+        """Delete from the spool and the event tables (signalmail.privacy.retention)."""
+        from signalmail.privacy.retention import apply_retention
+
+        began = time.perf_counter()
+        days = self.settings.retention_days
+        if days is None:
+            return StepResult(self.name, 0.0, ran=False)
+        report = apply_retention(self.settings, days)
+        for line in report.lines():
+            log.info("retention: %s", line.strip())
+        return StepResult(
+            self.name,
+            time.perf_counter() - began,
+            counts={
+                "rows": sum(report.warehouse_rows.values()),
+                "segments": report.spool.segments_deleted,
+            },
         )
 
 
