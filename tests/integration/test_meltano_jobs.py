@@ -7,6 +7,7 @@ warehouse.duckdb, data/ledger.duckdb) then land there. The plugin venvs are the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,7 +110,23 @@ def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_
         nightly = run_job(project, env, "nightly")
         assert nightly.returncode == 0, nightly.stderr[-4000:]
         assert "no model trained: " in nightly.stderr, nightly.stderr[-4000:]
+        # retention is off until SIGNALMAIL_RETENTION_DAYS is set: the task says so
+        assert "no retention set" in nightly.stdout + nightly.stderr, nightly.stderr[-4000:]
         assert Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages()) == sent
+
+    # what a scheduler reads: `cycle` every minute and `nightly` at 03:00, each its job
+    listed = subprocess.run(
+        [MELTANO, "--cwd", str(project), "schedule", "list", "--format=json"],
+        env={**os.environ, **isolated_env(project.parent)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    schedules = {s["name"]: s for s in json.loads(listed.stdout)["schedules"]["job"]}
+    assert schedules["cycle"]["interval"] == "* * * * *"
+    assert schedules["cycle"]["job"]["tasks"][-1] == "tap-warehouse target-mailchimp-transactional"
+    assert schedules["nightly"]["interval"] == "0 3 * * *"
+    assert "dbt-duckdb:build" in schedules["nightly"]["job"]["tasks"]
+    assert {"cycle-postgres", "nightly-postgres"} <= set(schedules)
 
 
 @pytest.mark.postgres
