@@ -115,7 +115,7 @@ def test_each_shopper_gets_the_expected_email_once_and_a_second_run_sends_nothin
         rita = content["rita@example.com"]["html"]
         assert "been a while, Rita" in rita
         assert "Trail Shoe" in rita  # recommended: viewed with the socks she looked at
-        assert "89.90" in rita  # with its price
+        assert "€89.90" in rita  # with its price, in the currency the shop sells it in
 
         check_report(tmp_path / "report" / "index.html", len(EXPECTED))
 

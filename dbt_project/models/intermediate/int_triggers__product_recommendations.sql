@@ -33,7 +33,12 @@ lists as (
         recommendations.user_id,
         count(*) as item_count,
         {{ json_array_agg(product_merge_var('recommendations'), 'recommendations.recommendation_rank') }}
-            as recommendation_items
+            as recommendation_items,
+        -- prices are shown in the currency of the products (the top one's), as the shop sells
+        coalesce(
+            max(case when recommendations.recommendation_rank = 1 then recommendations.currency end),
+            '{{ var("default_currency") }}'
+        ) as currency
     from recommendations
     inner join active_users
         on recommendations.user_id = active_users.user_id
@@ -54,7 +59,7 @@ final as (
             as expires_at,
         {{ json_object([
             ('recommendations', 'lists.recommendation_items'),
-            ('currency', "'" ~ var('default_currency') ~ "'"),
+            ('currency', "lists.currency"),
         ]) }} as payload
     from lists
     cross join this_week

@@ -27,7 +27,12 @@ lists as (
     select
         recommendations.user_id,
         {{ json_array_agg(product_merge_var('recommendations'), 'recommendations.recommendation_rank') }}
-            as recommendation_items
+            as recommendation_items,
+        -- prices are shown in the currency of the products (the top one's), as the shop sells
+        coalesce(
+            max(case when recommendations.recommendation_rank = 1 then recommendations.currency end),
+            '{{ var("default_currency") }}'
+        ) as currency
     from recommendations
     inner join lapsed
         on recommendations.user_id = lapsed.user_id
@@ -46,7 +51,7 @@ final as (
         {{ json_object([
             ('recommendations', 'coalesce(lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
             ('last_seen_at', 'cast(lapsed.last_seen_at as ' ~ dbt.type_string() ~ ')'),
-            ('currency', "'" ~ var('default_currency') ~ "'"),
+            ('currency', "coalesce(lists.currency, '" ~ var('default_currency') ~ "')"),
         ]) }} as payload
     from lapsed
     left join lists
