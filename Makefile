@@ -29,9 +29,8 @@ browser:
 	scripts/install-chromium.sh
 	cd tests/browser_sdk && npm ci --no-audit --no-fund --silent
 
-test: install meltano-install postgres browser
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# lint first: it fails in seconds, before the servers and browsers are set up
+test: install lint meltano-install postgres browser
 	$(BIN)/pytest
 
 # Unit tests only: offline, no servers.
@@ -49,9 +48,11 @@ faults: install meltano-install
 	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 \
 		$(BIN)/pytest -s tests/reliability/test_fault_harness.py
 
+# ruff, then mypy over tap/, target/ and plugins/ ([tool.mypy] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

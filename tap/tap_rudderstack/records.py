@@ -198,7 +198,7 @@ class EventBuilder:
         elif stream == "aliases":
             record["previous_id"] = _text(get("previousId"))
         elif stream == "merges":  # parse_event checked the shape: two {type, value} objects
-            first, second = get("mergeProperties")
+            first, second = event["mergeProperties"]
             record["merge_property_1_type"] = _text(first.get("type"))
             record["merge_property_1_value"] = _text(first.get("value"))
             record["merge_property_2_type"] = _text(second.get("type"))

@@ -398,6 +398,7 @@ class WarehouseConnector(SQLConnector):
                     raise WarehouseObjectNotFoundError(msg)
             properties = {}
             for column in columns:
+                prop: dict[str, t.Any]
                 if column.name in json_columns:
                     prop = {"type": ["object", "array", "null"]}
                 else:

@@ -18,8 +18,8 @@ import typing as t
 
 import sqlalchemy as sa
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 from singer_sdk.sql import SQLStream
-from singer_sdk.streams.core import REPLICATION_INCREMENTAL
 
 from tap_warehouse.connector import WarehouseConnector
 
@@ -226,8 +226,8 @@ class WarehouseStream(SQLStream):
                 # duckdb-engine); a page is bounded by page_size.
                 rows = result.fetchall()
             for values in rows:
-                row = dict(zip(names, values, strict=True))
-                yield self._parse_json({name: row[name] for name in selected}, json_columns)
+                by_name = dict(zip(names, values, strict=True))
+                yield self._parse_json({name: by_name[name] for name in selected}, json_columns)
             if len(rows) < page_size:
                 return
             tail = dict(zip(names, rows[-1], strict=True))

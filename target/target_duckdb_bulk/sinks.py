@@ -64,6 +64,8 @@ def column_type(prop: dict[str, t.Any]) -> str:
     if len(kinds) != 1 or None in kinds:
         return "DOUBLE" if kinds == {"integer", "number"} else JSON_TYPE
     kind = kinds.pop()
+    if not isinstance(kind, str):  # a schema's "type" that is not a name: JSON, as any other
+        return JSON_TYPE
     formats = {o.get("format") for o in options}
     if kind == "string":
         if formats == {"date-time"}:

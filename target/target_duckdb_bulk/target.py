@@ -28,8 +28,6 @@ from target_duckdb_bulk.sinks import DuckDBBulkSink
 if t.TYPE_CHECKING:
     from collections.abc import Callable
 
-    from singer_sdk.sinks import Sink
-
 
 class MsgspecBytesReader(GenericSingerReader[bytes]):
     """Reads Singer messages as bytes from stdin with msgspec.
@@ -49,7 +47,7 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
         """Stdin as bytes: msgspec decodes UTF-8 itself, no text layer needed."""
         return sys.stdin.buffer
 
-    def deserialize_json(self, line: bytes | str) -> dict:  # type: ignore[override]
+    def deserialize_json(self, line: bytes | str) -> dict:
         """Decode one Singer message; a clear InvalidInputLine for anything else."""
         # bytes from stdin; str when the SDK's `--input FILE` option opens a file in text mode.
         # A RECORD keeps its record as msgspec.Raw (the target decides whether it must parse it).
@@ -159,7 +157,7 @@ class TargetDuckDBBulk(Target):
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._drain_requested = False
-        self._fast_sinks: dict[str, Sink] = {}
+        self._fast_sinks: dict[str, DuckDBBulkSink] = {}
         # One background loader thread, at most one load in flight (see submit_load).
         self._loader: ThreadPoolExecutor | None = None
         self._pending_load: Future[None] | None = None
@@ -212,18 +210,8 @@ class TargetDuckDBBulk(Target):
         if not isinstance(record, msgspec.Raw):
             super()._process_record_message(message_dict)
             return
-        stream_name = message_dict.get("stream")
-        sink = self._sinks_active.get(stream_name) if isinstance(stream_name, str) else None
+        sink = self._fast_sink(message_dict.get("stream"))
         if sink is None:
-            fast = False
-        elif self._fast_sinks.get(stream_name) is sink:
-            fast = True
-        else:
-            # Decided once per sink (a new SCHEMA makes a new sink and a new decision).
-            fast = self._fast_path(stream_name, sink)
-            if fast:
-                self._fast_sinks[stream_name] = sink
-        if not fast:
             message_dict["record"] = msgspec.json.decode(record)
             super()._process_record_message(message_dict)
             return
@@ -235,11 +223,26 @@ class TargetDuckDBBulk(Target):
             self.drain_one(sink)
         self._handle_max_record_age()
 
-    def _fast_path(self, stream_name: str, sink: Sink) -> bool:
+    def _fast_sink(self, stream_name: object) -> DuckDBBulkSink | None:
+        """Give the stream's active sink if its records take the fast path, else None."""
+        if not isinstance(stream_name, str):
+            return None
+        sink = self._sinks_active.get(stream_name)
+        if sink is None:
+            return None
+        known = self._fast_sinks.get(stream_name)
+        if known is sink:
+            return known
+        # Decided once per sink (a new SCHEMA makes a new sink and a new decision).
+        if not isinstance(sink, DuckDBBulkSink) or not self._fast_path(stream_name, sink):
+            return None
+        self._fast_sinks[stream_name] = sink
+        return sink
+
+    def _fast_path(self, stream_name: str, sink: DuckDBBulkSink) -> bool:
         maps = self.mapper.stream_maps.get(stream_name)
         return (
-            isinstance(sink, DuckDBBulkSink)
-            and maps is not None
+            maps is not None
             and len(maps) == 1
             and type(maps[0]) is SameRecordTransform
             and maps[0].stream_alias == stream_name

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from target_mailchimp_transactional import money, sanitize
 from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
@@ -96,6 +96,17 @@ class Settings:
     default_locale: str = "en_US"
     dry_run: bool = False
     outbox_dir: Path | None = None
+
+
+class _TriggerFields(TypedDict):
+    """The LedgerEntry fields every outcome of `Dispatcher._prepare` shares."""
+
+    trigger_id: str
+    campaign: str | None
+    user_id: str | None
+    email: str | None
+    variant: NotRequired[str]
+    template: NotRequired[str]
 
 
 @dataclass
@@ -441,6 +452,7 @@ class Dispatcher:
                 and row["updated_at"] + grace <= control["sent_at"]
             )
             if absent:
+                assert control is not None  # absent implies a control was asked for
                 entries.append(LedgerEntry(
                     trigger_id=tid, state="failed",
                     error=f"not at Mandrill: the search that found {control['mandrill_id']} "
@@ -613,7 +625,12 @@ class Dispatcher:
         name = record.get("campaign")
         user_id = _opt(record.get("user_id"))
         email = _opt(record.get("email"))
-        base = {"trigger_id": tid, "campaign": name, "user_id": user_id, "email": email}
+        base: _TriggerFields = {
+            "trigger_id": tid,
+            "campaign": name,
+            "user_id": user_id,
+            "email": email,
+        }
         campaign = self.campaigns.get(str(name))
         if campaign is None:
             # Configuration, not data: left `failed` so it goes out once the file exists.
@@ -621,7 +638,8 @@ class Dispatcher:
                 **base, state="failed", error=f"no campaign file {name}.yml in campaigns_dir"
             )
         variant = campaign.variant_for(user_id, tid)
-        base.update(variant=variant.name, template=template_label(variant))
+        base["variant"] = variant.name
+        base["template"] = template_label(variant)
         holdout = record.get("holdout")
         if holdout is None:
             holdout = campaign.holdout_fallback(user_id, tid)

@@ -455,7 +455,7 @@ class Ledger:
             if present
         )
         params: dict[str, Any] = {}
-        binds = []
+        binds: list[sa.BindParameter[Any]] = []
         if users:
             params["users"] = users
             binds.append(sa.bindparam("users", expanding=True))

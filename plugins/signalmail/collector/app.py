@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from signalmail.collector import ingest, webhooks
 from signalmail.collector.cors import RudderCors
+from signalmail.collector.ingest import IngestError
 from signalmail.collector.spool import SpoolBusy, SpoolError, SpoolWriter, encode_events
 
 log = logging.getLogger("signalmail.collector")
@@ -318,7 +319,8 @@ class Collector:
         metrics.accepted_events += count
         return PlainTextResponse("OK")
 
-    def _reject(self, exc: ingest.IngestError | webhooks.WebhookError) -> Response:
+    # IngestError by name: in this class body `ingest` is the method below, not the module
+    def _reject(self, exc: IngestError | webhooks.WebhookError) -> Response:
         self.metrics.rejected[exc.reason] += 1
         headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
         return PlainTextResponse(exc.message, status_code=exc.status, headers=headers)
@@ -364,7 +366,10 @@ class Collector:
     async def health(self, request: Request) -> Response:
         """GET /health: 200 while the spool accepts writes, 503 once it cannot."""
         ok = self.writer.healthy
-        body = {"status": "ok" if ok else "failing", "source_id": self.writer.source_id}
+        body: dict[str, str | None] = {
+            "status": "ok" if ok else "failing",
+            "source_id": self.writer.source_id,
+        }
         if not ok:
             body["error"] = self.writer.stats.last_error
         return JSONResponse(body, status_code=200 if ok else 503)

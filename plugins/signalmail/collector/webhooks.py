@@ -189,7 +189,8 @@ def convert(
 
 
 def _convert_one(item: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    msg = item.get("msg") if isinstance(item.get("msg"), dict) else {}
+    raw_msg = item.get("msg")
+    msg: dict[str, Any] = raw_msg if isinstance(raw_msg, dict) else {}
     mandrill_id = item.get("_id") or msg.get("_id")
     ts = item.get("ts")
     email = msg.get("email") or item.get("email")
@@ -201,7 +202,8 @@ def _convert_one(item: dict[str, Any], kind: str) -> dict[str, Any] | None:
             mandrill_id,
         )
         return None
-    metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
+    raw_metadata = msg.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     properties: dict[str, Any] = {key: metadata.get(key) for key in METADATA_KEYS}
     properties.update(
         {

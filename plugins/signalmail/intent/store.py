@@ -35,6 +35,7 @@ def write_scores(
         conn.execute(sa.text(f"drop table if exists {table}"))
         conn.execute(sa.text(f"create table {table} ({_COLUMNS})"))
         raw = conn.connection.driver_connection
+        assert raw is not None  # None only once the pooled connection is closed
         if engine.dialect.name == "duckdb":
             raw.register(
                 "signalmail_new_scores",

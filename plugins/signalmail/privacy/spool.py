@@ -46,7 +46,8 @@ def _event_mentions(event: dict[str, Any], ids: set[str], emails: set[str]) -> b
     for key in ("userId", "anonymousId", "previousId"):
         if event.get(key) in ids:
             return True
-    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    raw_context = event.get("context")
+    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
     for holder in (event.get("traits"), context.get("traits"), event.get("properties")):
         if isinstance(holder, dict):
             email = holder.get("email")

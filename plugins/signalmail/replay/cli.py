@@ -113,7 +113,7 @@ def iter_events(
         if progress is not None:
             progress.update(source.position(), rows=result.rows, rejects=result.rejects.count)
     yield from converter.finish()
-    result.split_orders = converter.orders.split_orders  # type: ignore[attr-defined]
+    result.split_orders = converter.orders.split_orders
 
 
 def replay_file(

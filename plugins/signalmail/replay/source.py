@@ -108,7 +108,7 @@ class Input:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._raw: IO[bytes] = self.path.open("rb")
+            self._raw: io.BufferedReader = self.path.open("rb")
         except OSError as exc:
             raise ReplayError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
         self.size = self.path.stat().st_size
@@ -117,7 +117,7 @@ class Input:
         if self.compressed:
             import gzip
 
-            binary: IO[bytes] = gzip.GzipFile(fileobj=self._raw, mode="rb")
+            binary: gzip.GzipFile | io.BufferedReader = gzip.GzipFile(fileobj=self._raw, mode="rb")
         else:
             binary = self._raw
         # utf-8-sig drops a BOM; undecodable bytes become U+FFFD and the row is rejected

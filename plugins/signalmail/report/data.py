@@ -263,8 +263,22 @@ class ReportReader:
         )
         results = []
         for campaign, *numbers in rows:
-            ints = [int(v or 0) for v in numbers[:7]]
-            results.append(CampaignResult(campaign, *ints, revenue=float(numbers[7] or 0)))
+            triggered, sent, held_out, opened, clicked, converted, held_out_converted = (
+                int(v or 0) for v in numbers[:7]
+            )
+            results.append(
+                CampaignResult(
+                    campaign=campaign,
+                    triggered=triggered,
+                    sent=sent,
+                    held_out=held_out,
+                    opened=opened,
+                    clicked=clicked,
+                    converted=converted,
+                    held_out_converted=held_out_converted,
+                    revenue=float(numbers[7] or 0),
+                )
+            )
         return results
 
     def _deferred(

@@ -372,7 +372,11 @@ class Sandbox:
         parts: tuple[Any, Any, Any] = (source["html"], source["subject"] or "", source["text"])
         if merge and language == "handlebars":
             try:
-                parts = tuple(handlebars.parse(part) for part in parts)  # type: ignore[assignment]
+                parts = (
+                    handlebars.parse(parts[0]),
+                    handlebars.parse(parts[1]),
+                    handlebars.parse(parts[2]),
+                )
             except handlebars.TemplateError as exc:
                 raise MandrillError("Invalid_Template", f"cannot render: {exc}", 6) from exc
         results: list[dict[str, Any]] = []
@@ -711,13 +715,9 @@ class Sandbox:
             raise MandrillError("ValidationError", str(exc), -2) from exc
         now = self.config.clock()
         ts_from = (
-            _date_ts(body.get("date_from"), "date_from")
-            if body.get("date_from")
-            else now - 7 * 86400
+            _date_ts(body["date_from"], "date_from") if body.get("date_from") else now - 7 * 86400
         )
-        ts_to = (
-            _date_ts(body.get("date_to"), "date_to") + 86400 if body.get("date_to") else now + 86400
-        )
+        ts_to = _date_ts(body["date_to"], "date_to") + 86400 if body.get("date_to") else now + 86400
         indexed = {f["name"] for f in self.store.list_metadata_fields()}
         is_indexed = (lambda key: True) if self.config.index_all_metadata else indexed.__contains__
         tags = set(body.get("tags") or [])

@@ -133,7 +133,37 @@ def _error_rate(value: str) -> tuple[str, float]:
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed for faults and auto events."
 )
-def sandbox(**opts: object) -> None:
+def sandbox(
+    *,
+    host: str,
+    port: int,
+    db_path: Path,
+    api_keys: tuple[str, ...],
+    public_url: str | None,
+    error_style: str,
+    search_calls_per_minute: int,
+    max_metadata_bytes: int,
+    index_all_metadata: bool,
+    subaccounts: tuple[str, ...],
+    webhook_urls: tuple[str, ...],
+    webhook_key: str | None,
+    webhook_attempts: int,
+    webhook_backoff: float,
+    no_webhook_probe: bool,
+    mc_templates_file: Path | None,
+    fault_errors: list[tuple[str, float]],
+    fault_429: float,
+    fault_5xx: float,
+    fault_timeout: float,
+    fault_lost_answer: float,
+    timeout_seconds: float,
+    latency_ms: float,
+    open_rate: float,
+    click_rate: float,
+    bounce_rate: float,
+    unsub_rate: float,
+    seed: int,
+) -> None:
     """Serve a Mandrill-compatible API at http://HOST:PORT/api/1.3 (see docs/sandbox.md)."""
     import uvicorn
 
@@ -141,46 +171,45 @@ def sandbox(**opts: object) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     keys: list[str] = []
-    for value in opts["api_keys"] or ("sandbox-key",):  # type: ignore[union-attr]
-        keys.extend(str(value).split())
-    host, port = str(opts["host"]), int(opts["port"])  # type: ignore[arg-type]
+    for value in api_keys or ("sandbox-key",):
+        keys.extend(value.split())
     plan = FaultPlan(
-        errors=dict(opts["fault_errors"]),  # type: ignore[arg-type]
-        http_429=float(opts["fault_429"]),
-        http_5xx=float(opts["fault_5xx"]),  # type: ignore[arg-type]
-        timeout=float(opts["fault_timeout"]),
-        timeout_s=float(opts["timeout_seconds"]),  # type: ignore[arg-type]
-        lost_answer=float(opts["fault_lost_answer"]),  # type: ignore[arg-type]
-        latency_ms=float(opts["latency_ms"]),
-        seed=int(opts["seed"]),  # type: ignore[arg-type]
+        errors=dict(fault_errors),
+        http_429=fault_429,
+        http_5xx=fault_5xx,
+        timeout=fault_timeout,
+        timeout_s=timeout_seconds,
+        lost_answer=fault_lost_answer,
+        latency_ms=latency_ms,
+        seed=seed,
     )
     try:
         plan.check()
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     config = SandboxConfig(
-        db_path=opts["db_path"],  # type: ignore[arg-type]
+        db_path=db_path,
         api_keys=keys,
-        public_url=str(opts["public_url"] or f"http://{host}:{port}"),
-        error_style=str(opts["error_style"]),
-        search_calls_per_minute=int(opts["search_calls_per_minute"]),  # type: ignore[arg-type]
-        max_metadata_bytes=int(opts["max_metadata_bytes"]),  # type: ignore[arg-type]
-        index_all_metadata=bool(opts["index_all_metadata"]),
-        subaccounts=list(opts["subaccounts"]),  # type: ignore[call-overload]
+        public_url=public_url or f"http://{host}:{port}",
+        error_style=error_style,
+        search_calls_per_minute=search_calls_per_minute,
+        max_metadata_bytes=max_metadata_bytes,
+        index_all_metadata=index_all_metadata,
+        subaccounts=list(subaccounts),
         faults=plan,
-        webhook_urls=[u for value in opts["webhook_urls"] for u in str(value).split()],  # type: ignore[union-attr]
-        webhook_key=opts["webhook_key"],  # type: ignore[arg-type]
-        webhook_max_attempts=int(opts["webhook_attempts"]),  # type: ignore[arg-type]
-        webhook_backoff_s=float(opts["webhook_backoff"]),  # type: ignore[arg-type]
-        probe_webhooks=not opts["no_webhook_probe"],
+        webhook_urls=[u for value in webhook_urls for u in value.split()],
+        webhook_key=webhook_key,
+        webhook_max_attempts=webhook_attempts,
+        webhook_backoff_s=webhook_backoff,
+        probe_webhooks=not no_webhook_probe,
         auto_events=AutoEvents(
-            open=float(opts["open_rate"]),
-            click=float(opts["click_rate"]),  # type: ignore[arg-type]
-            hard_bounce=float(opts["bounce_rate"]),
-            unsub=float(opts["unsub_rate"]),  # type: ignore[arg-type]
+            open=open_rate,
+            click=click_rate,
+            hard_bounce=bounce_rate,
+            unsub=unsub_rate,
         ),
-        seed=int(opts["seed"]),  # type: ignore[arg-type]
-        mc_templates_file=opts["mc_templates_file"],  # type: ignore[arg-type]
+        seed=seed,
+        mc_templates_file=mc_templates_file,
     )
     click.echo(
         f"Mandrill sandbox on http://{host}:{port}/api/1.3 "

@@ -30,7 +30,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "HELPERS",
@@ -106,6 +106,8 @@ class Block:
     body: list[Any]
     inverse: list[Any] = field(default_factory=list)
     line: int = 0
+    #: an `{{else if}}` link: a synthetic block its chain's closing tag also closes
+    chained: bool = field(default=False, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def parse(source: str) -> list[Any]:
                 raise TemplateError(f"line {line}: {{{{/{kind}}}}} closes nothing")
             block, parent = stack.pop()
             # unwind elseif chains: they were pushed as synthetic nested blocks
-            while getattr(block, "_chained", False):
+            while block.chained:
                 block, parent = stack.pop()
             if block.kind != kind:
                 raise TemplateError(
@@ -381,8 +383,7 @@ def parse(source: str) -> list[Any]:
                 params = _parse_args(chain.group(2), line)
                 if len(params) != 1:
                     raise TemplateError(f"line {line}: elseif takes exactly one parameter")
-                nested = Block("if", params, [], [], line)
-                nested._chained = True  # type: ignore[attr-defined]
+                nested = Block("if", params, [], [], line, chained=True)
                 block.inverse.append(nested)
                 stack.append((nested, block.inverse))
                 current = nested.body
@@ -393,7 +394,7 @@ def parse(source: str) -> list[Any]:
         else:
             current.append(_mustache(body, escape=True, line=line))
     if stack:
-        block = next(b for b, _ in reversed(stack) if not getattr(b, "_chained", False))
+        block = next(b for b, _ in reversed(stack) if not b.chained)
         raise TemplateError(f"line {block.line}: #{block.kind} is never closed")
     return root
 
@@ -723,6 +724,9 @@ def _number(value: Any) -> float | None:
     return None
 
 
+_Comparable = TypeVar("_Comparable", float, str)
+
+
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op == "===":
         return type(left) is type(right) and left == right
@@ -730,14 +734,17 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         return not (type(left) is type(right) and left == right)
     lnum, rnum = _number(left), _number(right)
     if lnum is not None and rnum is not None:
-        a, b = lnum, rnum
-    elif op in ("==", "!="):
+        return _ordered(op, lnum, rnum)
+    if op in ("==", "!="):
         equal = left == right or _to_str(left) == _to_str(right)
         return equal if op == "==" else not equal
-    else:
-        if left is None or right is None:
-            return False
-        a, b = _to_str(left), _to_str(right)  # type: ignore[assignment]
+    if left is None or right is None:
+        return False
+    return _ordered(op, _to_str(left), _to_str(right))
+
+
+def _ordered(op: str, a: _Comparable, b: _Comparable) -> bool:
+    """Compare two numbers or two strings with `op` (==, !=, <, >, <=, >=)."""
     if op == "==":
         return a == b
     if op == "!=":

@@ -134,7 +134,7 @@ class WebhookDispatcher:
             if item is None:
                 return
             if item is not _NOTHING:
-                self._pending.append(item)  # type: ignore[arg-type]
+                self._pending.append(item)
             now = self.clock()
             due = [b for b in self._pending if b.not_before <= now]
             self._pending = [b for b in self._pending if b.not_before > now]

@@ -67,7 +67,7 @@ def _sdk_client_class() -> type:
     """
     from rudderstack.analytics.client import Client
 
-    class SignalmailClient(Client):  # type: ignore[misc,valid-type]
+    class SignalmailClient(Client):
         held: dict[str, str] | None = None
 
         def _enqueue(self, msg: dict[str, Any]) -> Any:

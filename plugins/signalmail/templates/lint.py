@@ -256,7 +256,7 @@ class _Checker:
                 array = param.parts[0].lower()
                 if array in PRODUCT_ARRAYS:
                     inner = _Scope("product", PRODUCT_FIELDS, array)
-        tested = frozenset()
+        tested: frozenset[str] = frozenset()
         if node.kind == "if":
             leaves = _leaves(param.tree) if isinstance(param, Expr) else [param]
             tested = frozenset(

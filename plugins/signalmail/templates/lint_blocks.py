@@ -110,10 +110,10 @@ def _printed_field(expr: nodes.Expr, loops: dict[str, str]) -> str | None:
     return None  # a filter (default, utm), a call or a literal decides what shows
 
 
-def _tested(test: nodes.Expr) -> set[str]:
+def _tested(test: nodes.Node) -> set[str]:
     """Every name and `loop_var.attr` a test mentions (`if a and b.c > 1` guards a and b.c)."""
     found: set[str] = set()
-    for node in [test, *test.find_all(nodes.Name | nodes.Getattr)]:
+    for node in [test, *test.find_all((nodes.Name, nodes.Getattr))]:
         if isinstance(node, nodes.Name):
             found.add(node.name)
         elif isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
@@ -121,7 +121,7 @@ def _tested(test: nodes.Expr) -> set[str]:
     return found
 
 
-def _base_name(expr: nodes.Expr) -> str | None:
+def _base_name(expr: nodes.Node) -> str | None:
     """Name the array a loop walks: `products`, `products | default([])`, `items[:4]`."""
     while isinstance(expr, nodes.Filter | nodes.Getitem) and expr.node is not None:
         expr = expr.node

@@ -29,10 +29,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signalmail.watch.singer import KILL_ENV, kill_point
+
+if TYPE_CHECKING:  # dbt is imported when a WarmDbt is made (the dbt extra, a heavy import)
+    from dbt.contracts.graph.manifest import Manifest
+    from dbt_common.events.base_types import EventMsg
 
 
 class DbtFailed(RuntimeError):
@@ -50,6 +55,7 @@ class WarmDbt:
         file_log_level: str = "none",
     ) -> None:
         from dbt.cli.main import dbtRunner
+        from dbt.contracts.graph.manifest import Manifest
 
         # profiles.yml reads these through env_var(); dbt has no other way to be given them
         os.environ.update(env)
@@ -67,10 +73,14 @@ class WarmDbt:
         parsed = dbtRunner().invoke(["parse", "--quiet", *self._with_vars(), *self.common])
         if not parsed.success:
             raise DbtFailed(f"dbt parse failed: {parsed.exception}")
-        self.manifest = parsed.result
+        # dbtRunnerResult.result is a union over every command; `parse` gives the Manifest
+        assert isinstance(parsed.result, Manifest), type(parsed.result)
+        self.manifest: Manifest = parsed.result
         #: the test hook point of the invocation running now (see `invoke`)
         self._kill_at: str | None = None
-        callbacks = [self._kill_after_first_model] if os.environ.get(KILL_ENV) else []
+        callbacks: list[Callable[[EventMsg], None]] = (
+            [self._kill_after_first_model] if os.environ.get(KILL_ENV) else []
+        )
         self.runner = dbtRunner(manifest=self.manifest, callbacks=callbacks)
 
     def _with_vars(self, overrides: dict[str, Any] | None = None) -> list[str]:
@@ -93,14 +103,17 @@ class WarmDbt:
         `lookback_minutes`), never ones a model's config reads. `kill_at` names this
         invocation's test hook point (see the module docstring).
         """
+        from dbt.contracts.graph.nodes import CompiledNode
+
         self._kill_at = kill_at
         for node in self.manifest.nodes.values():
-            if hasattr(node, "extra_ctes_injected"):
+            # every node but a seed is compiled (a SeedNode's extra_ctes* are read-only
+            # properties, always empty): only compiled ones keep compile state
+            if isinstance(node, CompiledNode):
                 node.compiled = False
                 node.extra_ctes_injected = False
                 node.extra_ctes = []
-                if hasattr(node, "_pre_injected_sql"):
-                    node._pre_injected_sql = None
+                node._pre_injected_sql = None
         result = self.runner.invoke(
             [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
         )
@@ -115,10 +128,12 @@ class WarmDbt:
 
     def nodes_tagged(self, tag: str) -> list[str]:
         """Names of the models carrying `tag` (the nightly ones the tick only reads)."""
+        from dbt.artifacts.resources.types import NodeType
+
         return sorted(
             node.name
             for node in self.manifest.nodes.values()
-            if node.resource_type == "model" and tag in node.tags
+            if node.resource_type == NodeType.Model and tag in node.tags
         )
 
     def release(self) -> None:

@@ -151,6 +151,7 @@ def run_tap(tap: Any, kill_at: str | None = None) -> TapOutput:
     buffer: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, mode="w+b")  # noqa: SIM115
     out: IO[bytes] = buffer
     if kill_at is not None and kill_armed(kill_at):
+        # a test hook standing in for the buffer: it writes through and SIGKILLs on cue
         out = _KillAfterData(buffer, kill_at)  # type: ignore[assignment]
     try:
         with _stdout_into(out):

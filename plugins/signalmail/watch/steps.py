@@ -74,6 +74,8 @@ def _kill_after_first_send() -> None:
         kill_point("activate:sending")
         return answer
 
+    # a test hook, installed only when the kill variable names this point: marked so it is
+    # installed once, and patched over the class because the dispatcher is built in listen()
     answered_then_killed.kill_hook = True  # type: ignore[attr-defined]
     Dispatcher._post = answered_then_killed  # type: ignore[method-assign]
 
