@@ -107,6 +107,35 @@ def test_sends_each_trigger_once_with_metadata_tags_and_personalisation(sandbox,
         assert len(sandbox_messages(sandbox)) == 65
 
 
+def test_hostile_links_and_names_arrive_at_mandrill_sanitised(sandbox, tmp_path):
+    """What a client put in an event, as Mandrill receives it: only http(s) links, and a
+    recipient name that cannot open a second header line."""
+    payload = {
+        "products": [
+            {"product_id": "p1", "name": "Shoe", "price": 5, "quantity": 1,
+             "url": "javascript:alert(document.cookie)", "image_url": "data:image/svg+xml,<svg/>"},
+            {"product_id": "p2", "name": "Sock", "price": 3, "quantity": 1,
+             "url": "https://shop.example.com/p/2", "image_url": "https://img.example.com/2.png"},
+        ],
+        "cart_total": 8, "currency": "EUR", "cart_url": " JavaScript:alert(1)",
+        "recommendations": [],
+    }  # fmt: skip
+    row = trigger(1, first_name="Eve\r\nBcc: victim@example.com", payload=json.dumps(payload))
+    run_target(target_config(sandbox, tmp_path), singer_lines([row]))
+
+    (message,) = sandbox_messages(sandbox)
+    content = sandbox.client(API_KEY).messages.content({"id": message["_id"]})
+    html = content["html"].lower()
+    assert "javascript:" not in html
+    assert "data:image" not in html
+    assert "https://shop.example.com/p/2" in html  # the good link of the same email stays
+    name = content["to"].get("name", "")
+    assert "\r" not in name
+    assert "\n" not in name
+    assert not any("bcc" in name.lower() for name in content["headers"])
+    assert content["to"]["email"] == "user1@example.com"
+
+
 def test_unknown_template_fails_that_campaign_and_others_go_on(sandbox, tmp_path):
     sandbox.client(API_KEY).templates.delete({"name": "re-engagement"})
     cfg = target_config(sandbox, tmp_path)
