@@ -18,9 +18,9 @@
         try_cast, and a well-formed number can still overflow double precision ('1e309') or
         underflow it ('1e-400'), which fails its cast. Checked as numeric first, in nested
         CASEs, whose order PostgreSQL keeps (AND does not promise one): beyond +-1e300 reads as
-        +-Infinity and below 1e-300 as 0 (IEEE 754's overflow and underflow, DuckDB's too),
-        'Infinity' and 'NaN' as themselves, so one client value is staged and quarantined alike
-        on both engines. At most 10,000 characters and a three-digit exponent keep the numeric
+        +-Infinity and below 1e-300 as 0 (cuts inside double precision's own, which DuckDB
+        keeps: both lie far beyond every client-value bound), 'Infinity' and 'NaN' as
+        themselves, so one client value is staged and quarantined alike on both engines. At most 10,000 characters and a three-digit exponent keep the numeric
         cast inside numeric's range; a longer exponent needs no cast to be 0 or +-Infinity.
     -#}
     {%- set text = 'trim(' ~ expression ~ ')' -%}
