@@ -37,7 +37,7 @@ DUCKDB_LOCK_MESSAGE = "Could not set lock on file"
 DUCKDB_SAME_PROCESS_MESSAGE = "different configuration than existing connections"
 
 
-def _shared_duckdb_connection(path: str) -> t.Any:
+def shared_duckdb_connection(path: str) -> t.Any:
     """Connect read-write to the DuckDB database this process already has open.
 
     DuckDB hands a second `connect()` to the same file the same in-process database only when
@@ -169,7 +169,7 @@ class WarehouseConnector(SQLConnector):
             connect_args["read_only"] = True
             path = sa.engine.make_url(self.sqlalchemy_url).database
             if not self.config.get("duckdb_read_only", True) and path:
-                creator = functools.partial(_shared_duckdb_connection, path)
+                creator = functools.partial(shared_duckdb_connection, path)
             if path and path != ":memory:" and not Path(path).exists():
                 msg = (
                     f"DuckDB file {path!r} does not exist (setting sqlalchemy_url). The tap opens "

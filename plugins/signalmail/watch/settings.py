@@ -169,23 +169,19 @@ class WatchSettings:
         """Build a SQLAlchemy engine on the warehouse that also works inside the watch.
 
         DuckDB hands a second `connect()` in one process the database that is already open only
-        when the configuration matches; duckdb-engine's own connect adds a user-agent setting,
-        which DuckDB refuses as "a different configuration than existing connections". So on
-        DuckDB the plain connection is made here and given duckdb-engine's wrapper (as
-        tap-warehouse does); outside a watch it simply opens the file.
+        when the configuration matches, and duckdb-engine's own connect differs: tap-warehouse's
+        `shared_duckdb_connection` connects as the watch did. Outside a watch it simply opens
+        the file.
         """
+        import functools
+
         import sqlalchemy as sa
 
         if self.engine != "duckdb":
             return sa.create_engine(self.warehouse_url(), poolclass=sa.pool.NullPool)
-        path = str(self.path(self.duckdb_path))
+        from tap_warehouse import shared_duckdb_connection
 
-        def connect() -> Any:
-            import duckdb
-            from duckdb_engine import ConnectionWrapper
-
-            return ConnectionWrapper(duckdb.connect(path))
-
+        connect = functools.partial(shared_duckdb_connection, str(self.path(self.duckdb_path)))
         return sa.create_engine("duckdb://", creator=connect, poolclass=sa.pool.NullPool)
 
     def tap_warehouse_config(self) -> dict[str, Any]:
