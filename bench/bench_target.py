@@ -31,7 +31,7 @@ from pathlib import Path
 
 from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
-from tests.integration.test_target_support import (
+from tests.helpers.mailchimp_target import (
     API_KEY,
     SCHEMA,
     SLUGS,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import DEFAULT_PG_URL, free_port, port_open, wait_until
+from tests.helpers.servers import DEFAULT_PG_URL, free_port, port_open, wait_until
 
 
 @pytest.fixture(scope="session")

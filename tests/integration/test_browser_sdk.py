@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from signalmail.collector.ingest import rudder_id
 
-from tests.browser import ARGS, CHROMIUM
-from tests.collector_support import WRITE_KEY, serve
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.helpers.browser import ARGS, CHROMIUM
+from tests.helpers.collector import WRITE_KEY, serve
 
 pytestmark = pytest.mark.slow
 

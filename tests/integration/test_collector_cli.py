@@ -17,7 +17,7 @@ from rudderstack.analytics.client import Client
 from signalmail.cli import main
 from signalmail.collector.cli import absorb_replayed_stop_signals
 
-from tests.support import collector_ready, free_port, wait_until
+from tests.helpers.servers import collector_ready, free_port, wait_until
 
 SIGNALMAIL = str(Path(sys.executable).with_name("signalmail"))
 

@@ -21,8 +21,8 @@ from signalmail.collector import spool as spool_module
 from signalmail.collector import webhooks
 from signalmail.collector.app import CollectorSettings
 
-from tests.collector_support import WRITE_KEY, Running, serve
-from tests.support import wait_until
+from tests.helpers.collector import WRITE_KEY, Running, serve
+from tests.helpers.servers import wait_until
 
 HOOK_KEY = "mandrill_hook_key"
 

@@ -16,7 +16,7 @@ import pytest
 from rudderstack.analytics.client import Client
 from signalmail.collector.spool import SEGMENT_RE, SpoolWriter, segment_key
 
-from tests.support import (
+from tests.helpers.servers import (
     S3_KEY_ID,
     S3_REGION,
     S3_SECRET,

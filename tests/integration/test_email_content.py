@@ -21,8 +21,9 @@ import pytest
 from signalmail.services import publish_starter_templates
 from target_mailchimp_transactional.campaigns import load_campaigns
 
-from tests.browser import browser_page
-from tests.integration.test_target_support import (
+from tests.helpers import REPO_ROOT
+from tests.helpers.browser import browser_page
+from tests.helpers.mailchimp_target import (
     API_KEY,
     BLOCKS_DIR,
     CAMPAIGNS_DIR,
@@ -33,7 +34,6 @@ from tests.integration.test_target_support import (
     target_config,
     trigger,
 )
-from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from signalmail.simulate.model import Simulation, SimulationConfig, iso
 from testkit import raw_events
 from testkit.harness import Warehouse, run_dbt
 
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.watch_support import (
+from tests.helpers import REPO_ROOT
+from tests.helpers.meltano import MELTANO, isolated_env
+from tests.helpers.watch import (
     DAYS,
     HOURS,
     daytime_zone,
     services,
 )
-from tests.meltano_runs import MELTANO, isolated_env
-from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

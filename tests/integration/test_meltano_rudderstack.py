@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from tap_rudderstack.sync import CRASH_ENV
 
-from tests.meltano_runs import MELTANO, meltano_run
-from tests.support import REPO_ROOT
-from tests.tap_rudderstack_spool import KINDS, STREAM_OF, event, ts_of, write_segment
+from tests.helpers import REPO_ROOT
+from tests.helpers.meltano import MELTANO, meltano_run
+from tests.helpers.spool import KINDS, STREAM_OF, event, ts_of, write_segment
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from signalmail.demo import print_outcome
 from signalmail.report.data import ReportData
 from signalmail.report.render import render
 
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 duckdb = pytest.importorskip("duckdb")
 

@@ -22,14 +22,15 @@ import sqlalchemy as sa
 from signalmail.collector.readback import read_spool
 from signalmail.collector.webhooks import anonymous_id_for
 
-from tests.integration.watch_support import (
+from tests.helpers import REPO_ROOT
+from tests.helpers.servers import wait_until
+from tests.helpers.watch import (
     EXPECTED,
     run_watch,
     script_first_day,
     services,
     write_late_cart,
 )
-from tests.support import REPO_ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "dbt_project"))
 

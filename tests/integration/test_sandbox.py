@@ -15,7 +15,7 @@ from signalmail.sandbox.testing import run_sandbox
 from signalmail.sandbox.validation import SpecValidator
 from signalmail.sandbox.webhooks import verify_signature
 
-from tests.support import wait_until
+from tests.helpers.servers import wait_until
 
 KEY = "test-key-1"
 SPEC = SpecValidator()

@@ -8,7 +8,7 @@ import sys
 
 import requests
 
-from tests.support import free_port, port_open, wait_until
+from tests.helpers.servers import free_port, port_open, wait_until
 
 SIGNALMAIL = [sys.executable, "-c", "from signalmail.cli import main; main()"]
 

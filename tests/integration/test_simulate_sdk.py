@@ -22,7 +22,7 @@ from signalmail.simulate import iter_events
 from signalmail.simulate.cli import simulate
 from signalmail.simulate.sinks import SdkSink, SinkError
 
-from tests.support import free_port, wait_until
+from tests.helpers.servers import free_port, wait_until
 
 WRITE_KEY = "test-write-key"
 START = "2026-02-01T00:00:00Z"

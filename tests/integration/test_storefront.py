@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 from signalmail.storefront.app import ShopSettings, create_app
 
-from tests.browser import ARGS, CHROMIUM
-from tests.collector_support import WRITE_KEY, serve
-from tests.support import port_open, wait_until
+from tests.helpers.browser import ARGS, CHROMIUM
+from tests.helpers.collector import WRITE_KEY, serve
+from tests.helpers.servers import port_open, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 from tap_rudderstack.spool import SpoolError
 
-from tests.integration.test_meltano_rudderstack import meltano_installed
-from tests.meltano_runs import meltano_run
-from tests.support import S3_KEY_ID, S3_REGION, S3_SECRET, s3_client
-from tests.tap_rudderstack_spool import (
+from tests.helpers.meltano import meltano_run
+from tests.helpers.servers import S3_KEY_ID, S3_REGION, S3_SECRET, s3_client
+from tests.helpers.spool import (
     event,
     ids,
     last_state,
@@ -21,6 +20,7 @@ from tests.tap_rudderstack_spool import (
     ts_of,
     write_segment,
 )
+from tests.integration.test_meltano_rudderstack import meltano_installed
 
 BUCKET = "events-bucket"
 __all__ = ["meltano_installed"]  # a fixture, re-used from the Meltano tests

@@ -16,8 +16,8 @@ from singer_sdk.testing import get_tap_test_class
 from tap_warehouse.connector import WarehouseConnectionError
 from tap_warehouse.tap import TapWarehouse
 
-from tests.support import DEFAULT_PG_URL
-from tests.unit.test_tap_warehouse import EMAIL_TRIGGERS_DDL, T0, run_tap, trigger_row
+from tests.helpers.servers import DEFAULT_PG_URL
+from tests.helpers.warehouse import EMAIL_TRIGGERS_DDL, T0, run_tap, trigger_row
 
 pytestmark = pytest.mark.postgres
 

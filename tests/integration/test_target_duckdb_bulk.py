@@ -1,6 +1,6 @@
 """target-duckdb-bulk as a real process, fed by tap-rudderstack's real output.
 
-The tap runs over a spool written with tests/tap_rudderstack_spool.py (every event kind,
+The tap runs over a spool written with tests/helpers/spool.py (every event kind,
 duplicates inside a file and across files, bad lines); its Singer messages are piped into
 `python -m target_duckdb_bulk`. The warehouse must then hold every message_id exactly once, also
 after a second run over the same data and when the tap sends BATCH files instead of RECORDs.
@@ -23,9 +23,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.meltano_runs import MELTANO, meltano_run
-from tests.support import REPO_ROOT, wait_until
-from tests.tap_rudderstack_spool import (
+from tests.helpers import REPO_ROOT
+from tests.helpers.meltano import MELTANO, meltano_run
+from tests.helpers.servers import wait_until
+from tests.helpers.spool import (
     KINDS,
     STREAM_OF,
     event,

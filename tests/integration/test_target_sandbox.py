@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.test_target_support import (
+from tests.helpers.mailchimp_target import (
     API_KEY,
     data_plane,
     iso,
@@ -22,7 +22,7 @@ from tests.integration.test_target_support import (
     target_config,
     trigger,
 )
-from tests.support import wait_until
+from tests.helpers.servers import wait_until
 
 run_sandbox = pytest.importorskip("signalmail.sandbox.testing").run_sandbox
 

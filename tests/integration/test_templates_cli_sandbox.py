@@ -15,8 +15,8 @@ from signalmail.templates import source as source_module
 from signalmail.templates.source import TemplatesClient
 from signalmail.templates.sync import SyncRecord, code_hash, sync_templates
 
-from tests.unit.test_tap_warehouse import T0, trigger_row, write_duckdb
-from tests.unit.test_templates_cli import BLOCK_J2, BROKEN, CAMPAIGN_YML, CLEAN
+from tests.helpers.templates import BLOCK_J2, BROKEN, CAMPAIGN_YML, CLEAN
+from tests.helpers.warehouse import T0, trigger_row, write_duckdb
 
 KEY = "templates-test-key"
 

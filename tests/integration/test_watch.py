@@ -2,7 +2,7 @@
 
 Real services throughout (rudder-sdk-python -> `signalmail collect` -> the watch process ->
 `signalmail sandbox`, whose webhooks flow back into the collector), on DuckDB and on the real
-PostgreSQL server. Each shopper has one expected outcome (tests/integration/watch_support.py):
+PostgreSQL server. Each shopper has one expected outcome (tests/helpers/watch.py):
 a cart abandoned, a cart bought before the email, a shopper without consent, a browse
 abandoner, an unsubscribe by webhook, a lapsed shopper and one who came back, a post-purchase;
 and here one more cart, whose shopper falls in the campaign's hold-out group.
@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 from signalmail.collector.readback import read_spool
 
-from tests.browser import browser_page
-from tests.integration.watch_support import (
+from tests.helpers.browser import browser_page
+from tests.helpers.watch import (
     EXPECTED,
     HOURS,
     SOURCE_ID,

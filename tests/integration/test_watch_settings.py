@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from signalmail.watch.settings import from_environment
 
-from tests.meltano_runs import MELTANO
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.helpers.meltano import MELTANO
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support import collector_ready, free_port, wait_until
+from tests.helpers.servers import collector_ready, free_port, wait_until
 
 WRITE_KEY = "reliability-key"
 SENDERS = 6

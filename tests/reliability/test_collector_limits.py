@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import collector_ready, free_port, wait_until
+from tests.helpers.servers import collector_ready, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -63,8 +63,9 @@ from signalmail.collector.webhooks import signature as webhook_signature
 from signalmail.services import SandboxProcess, publish_starter_templates, running_sandbox
 from signalmail.watch.steps import KILL_ENV
 
-from tests.integration.watch_support import WATCH_VARS
-from tests.support import REPO_ROOT, collector_ready, free_port, wait_until
+from tests.helpers import REPO_ROOT
+from tests.helpers.servers import collector_ready, free_port, wait_until
+from tests.helpers.watch import WATCH_VARS
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from signalmail.collector.readback import SEGMENT_SUFFIX
 
-from tests.integration.watch_support import SOURCE_ID, Services, run_watch, services, utcnow
-from tests.integration.watch_support import product as shop_item
-from tests.support import wait_until
+from tests.helpers.servers import wait_until
+from tests.helpers.watch import SOURCE_ID, Services, run_watch, services, utcnow
+from tests.helpers.watch import product as shop_item
 
 pytestmark = pytest.mark.slow
 

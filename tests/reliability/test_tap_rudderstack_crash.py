@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from tap_rudderstack.sync import CRASH_ENV
 
-from tests.tap_rudderstack_spool import KINDS, event, ts_of, write_segment
+from tests.helpers.spool import KINDS, event, ts_of, write_segment
 
 TAP = str(Path(sys.executable).parent / "tap-rudderstack")
 

@@ -20,7 +20,7 @@ from target_mailchimp_transactional.dispatch import RunStopped
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
-from tests.integration.test_target_support import (
+from tests.helpers.mailchimp_target import (
     API_KEY,
     data_plane,
     ledger_rows,
@@ -31,7 +31,7 @@ from tests.integration.test_target_support import (
     target_config,
     trigger,
 )
-from tests.support import wait_until
+from tests.helpers.servers import wait_until
 
 run_sandbox = pytest.importorskip("signalmail.sandbox.testing").run_sandbox
 SEND = ["messages/send-template"]
@@ -169,7 +169,7 @@ def test_connection_refused_mid_run_is_retried_then_failed(sandbox, tmp_path):
     from target_mailchimp_transactional.client import MandrillClient
     from target_mailchimp_transactional.dispatch import Dispatcher
 
-    from tests.support import free_port
+    from tests.helpers.servers import free_port
 
     target = TargetMailchimpTransactional(config=target_config(sandbox, tmp_path))
     dispatcher: Dispatcher = target.dispatcher  # key proven, metadata indexed, reconciled

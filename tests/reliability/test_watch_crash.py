@@ -37,7 +37,9 @@ from signalmail.collector.readback import read_spool
 from signalmail.services import publish_starter_templates, running_collector
 from signalmail.watch.steps import FATAL_ENV, KILL_ENV
 
-from tests.integration.watch_support import (
+from tests.helpers import REPO_ROOT
+from tests.helpers.servers import wait_until
+from tests.helpers.watch import (
     EXPECTED,
     SOURCE_ID,
     Services,
@@ -47,7 +49,6 @@ from tests.integration.watch_support import (
     watch_command,
     write_late_cart,
 )
-from tests.support import REPO_ROOT, wait_until
 
 if TYPE_CHECKING:
     from signalmail.sandbox.testing import RunningSandbox

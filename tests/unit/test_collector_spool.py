@@ -22,7 +22,7 @@ from signalmail.collector.spool import (
     segment_key,
 )
 
-from tests.collector_support import WRITE_KEY, serve
+from tests.helpers.collector import WRITE_KEY, serve
 
 
 class FakeClock:

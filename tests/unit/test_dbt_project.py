@@ -13,7 +13,7 @@ import pytest
 import yaml
 from testkit import raw_events
 
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PROJECT = REPO_ROOT / "dbt_project"
 MODELS = sorted((PROJECT / "models").rglob("*.sql"))

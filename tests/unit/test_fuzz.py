@@ -42,7 +42,7 @@ from target_mailchimp_transactional.campaigns import (
     load_campaigns,
 )
 
-from tests.collector_support import WRITE_KEY, Running, serve
+from tests.helpers.collector import WRITE_KEY, Running, serve
 
 REPO = Path(__file__).resolve().parents[2]
 #: the collector fixture is shared by every example on purpose: one writer takes them all

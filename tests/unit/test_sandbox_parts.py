@@ -265,7 +265,7 @@ def test_vendored_spec_is_mailchimps_published_description():
     """The sandbox ships its own copy of the spec; it must not drift from the reference one."""
     from signalmail.sandbox.validation import DEFAULT_SPEC_PATH
 
-    from tests.support import REPO_ROOT
+    from tests.helpers import REPO_ROOT
 
     reference = REPO_ROOT.parent / "shared" / "specs" / DEFAULT_SPEC_PATH.name
     if not reference.exists():

@@ -17,7 +17,7 @@ from singer_sdk.testing import get_tap_test_class
 from tap_rudderstack.records import COMMON_PROPERTIES, EXTRA_PROPERTIES
 from tap_rudderstack.tap import TapRudderStack
 
-from tests.tap_rudderstack_spool import (
+from tests.helpers.spool import (
     KINDS,
     event,
     ids,

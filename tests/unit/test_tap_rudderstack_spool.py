@@ -20,7 +20,7 @@ from tap_rudderstack.spool import (
     rejected_id,
 )
 
-from tests.tap_rudderstack_spool import event, segment_path, ts_of, write_segment
+from tests.helpers.spool import event, segment_path, ts_of, write_segment
 
 LOCAL = fsspec.filesystem("file")
 

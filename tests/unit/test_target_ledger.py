@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry
 from target_mailchimp_transactional.runs import RunLease
 
-from tests.support import wait_until
+from tests.helpers.servers import wait_until
 
 
 @pytest.fixture(params=["duckdb", "postgres"])

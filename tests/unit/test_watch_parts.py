@@ -31,7 +31,7 @@ from signalmail.watch.status import WatchStatus
 from signalmail.watch.steps import StepResult
 from signalmail.watch.view import LineView, render_panel, render_summary
 
-from tests.tap_rudderstack_spool import event, write_segment
+from tests.helpers.spool import event, write_segment
 
 ROOT = Path("/srv/shop")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tap_rudderstack.sync import CRASH_ENV
 
-from tests.support import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 MELTANO = str(Path(sys.executable).parent / "meltano")
 

@@ -1,6 +1,6 @@
-"""Helpers the tests share: paths, free ports, readiness waits, the local S3 API's client.
+"""Helpers the tests share: free ports, readiness waits, the local S3 API's client.
 
-Plain functions and constants, imported by name (`from tests.support import wait_until`);
+Plain functions and constants, imported by name (`from tests.helpers.servers import wait_until`);
 the fixtures that use them live in conftest.py, which pytest loads by itself.
 """
 
@@ -9,11 +9,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PG_URL = "postgresql://signalmail:signalmail@127.0.0.1:5432/signalmail_test"
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from signalmail.collector.app import CollectorSettings, create_app
 from signalmail.collector.spool import SpoolWriter
 
-from tests.support import port_open, wait_until
+from tests.helpers.servers import port_open, wait_until
 
 WRITE_KEY = "wk_test_123"
 

@@ -181,7 +181,7 @@ class CollectorPlane:
         from signalmail.collector.app import CollectorSettings, create_app
         from signalmail.collector.spool import SpoolWriter
 
-        from tests.support import free_port
+        from tests.helpers.servers import free_port
 
         self.root = root
         self.writer = SpoolWriter(str(root), "target-tests")
@@ -204,7 +204,7 @@ class CollectorPlane:
         return out
 
     def __enter__(self) -> CollectorPlane:
-        from tests.support import port_open, wait_until
+        from tests.helpers.servers import port_open, wait_until
 
         self.thread.start()
         port = int(self.url.rsplit(":", 1)[1])

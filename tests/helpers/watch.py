@@ -28,7 +28,8 @@ from signalmail.services import (
     running_sandbox,
 )
 
-from tests.support import REPO_ROOT, wait_until
+from tests.helpers import REPO_ROOT
+from tests.helpers.servers import wait_until
 
 SOURCE_ID = "shop"
 CAMPAIGN_PRIORITY = {
