@@ -13,33 +13,16 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from tap_rudderstack.sync import CRASH_ENV
 
-from tests.helpers import REPO_ROOT
-from tests.helpers.meltano import MELTANO, meltano_run
+from tests.helpers.meltano import meltano_run
 from tests.helpers.spool import KINDS, STREAM_OF, event, ts_of, write_segment
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def meltano_installed() -> None:
-    """The plugin venvs exist (`make test` runs `meltano install`; do it here when run alone)."""
-    wanted = [
-        REPO_ROOT / ".meltano/extractors/tap-rudderstack/venv/bin/tap-rudderstack",
-        REPO_ROOT / ".meltano/loaders/target-duckdb-jwills/venv/bin/target-duckdb",
-        REPO_ROOT / ".meltano/loaders/target-postgres/venv/bin/target-postgres",
-    ]
-    if not all(path.exists() for path in wanted):
-        done = subprocess.run(
-            [MELTANO, "install"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
 
 
 def sync_counts(output: str) -> dict[str, int]:

@@ -20,10 +20,8 @@ from tests.helpers.spool import (
     ts_of,
     write_segment,
 )
-from tests.integration.test_meltano_rudderstack import meltano_installed
 
 BUCKET = "events-bucket"
-__all__ = ["meltano_installed"]  # a fixture, re-used from the Meltano tests
 
 
 @pytest.fixture
