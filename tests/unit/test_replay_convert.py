@@ -168,7 +168,8 @@ def test_bad_rows_are_reported_with_line_numbers_not_fatal(tmp_path):
     assert len(sink.events) == 2
     assert result.rows == 10
     assert result.rejects.count == 8
-    rows = list(csv.DictReader(rejects_file.open()))
+    with rejects_file.open() as handle:
+        rows = list(csv.DictReader(handle))
     assert [int(r["line"]) for r in rows] == [3, 4, 5, 6, 7, 8, 9, 10]
     reasons = [r["reason"] for r in rows]
     assert reasons[0].startswith("bad event_time")

@@ -229,8 +229,11 @@ def test_tap_never_writes_to_duckdb(warehouse):
 
 @pytest.fixture
 def writer(warehouse):
-    """A separate process holding the DuckDB file read-write, as dbt would."""
-    proc = subprocess.Popen(
+    """A separate process holding the DuckDB file read-write, as dbt would.
+
+    Leaving the `with` closes its stdin, which ends it, and waits for it.
+    """
+    with subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -241,12 +244,9 @@ def writer(warehouse):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout.readline().strip() == "locked"
-    yield proc
-    if proc.poll() is None:
-        proc.stdin.close()
-        proc.wait(timeout=10)
+    ) as proc:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
 
 
 def test_locked_file_fails_clearly(warehouse, writer):

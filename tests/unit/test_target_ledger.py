@@ -226,7 +226,7 @@ def test_a_run_is_alive_while_its_lease_is_held(ledger):
 
 def test_a_killed_runs_lease_ends_with_its_process(pg_url, pg_schema):
     url = pg_url.replace("postgresql://", "postgresql+psycopg://")
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", (
             "import sys, sqlalchemy as sa\n"
             "from target_mailchimp_transactional.runs import RunLease\n"
@@ -235,18 +235,18 @@ def test_a_killed_runs_lease_ends_with_its_process(pg_url, pg_schema):
             "sys.stdin.read()\n"
         )],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        run_id = holder.stdout.readline().strip()
-        led = Ledger(url, pg_schema)
-        lease = RunLease(led.engine)
-        assert lease.alive(run_id) is True
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=10)
-        wait_until(lambda: lease.alive(run_id) is False, timeout=10, what="the lease released")
-        lease.close()
-        led.close()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
+    ) as holder:  # fmt: skip
+        try:
+            assert holder.stdout is not None
+            run_id = holder.stdout.readline().strip()
+            led = Ledger(url, pg_schema)
+            lease = RunLease(led.engine)
+            assert lease.alive(run_id) is True
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+            wait_until(lambda: lease.alive(run_id) is False, timeout=10, what="the lease released")
+            lease.close()
+            led.close()
+        finally:
+            if holder.poll() is None:
+                holder.kill()

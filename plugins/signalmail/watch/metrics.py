@@ -86,9 +86,10 @@ class WatchMetrics:
         return int(server.server_address[1])
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving and release the listening socket (shutdown alone keeps it open)."""
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
             self._server = None
 
     def step(self, result: StepResult) -> None:
