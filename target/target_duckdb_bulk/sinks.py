@@ -223,6 +223,17 @@ class DuckDBBulkSink(BatchSink):
         if was_full:
             self.target.request_full_drain()
 
+    def discard_batch(self) -> None:
+        """Close the batch file of a run that ends before loading it (a run that raised).
+
+        The file itself goes with the target's temp folder; left open, its handle would
+        outlive the run in a process that carries on (an embedder such as `signalmail watch`).
+        """
+        pending = self._pending_batch
+        file = pending.get("file") if pending else None
+        if file is not None and not file.closed:
+            file.close()
+
     # --- BATCH messages --------------------------------------------------------------------
 
     def process_batch_files(self, encoding: BaseBatchFileEncoding, files: Sequence[str]) -> None:

@@ -300,6 +300,11 @@ class TargetDuckDBBulk(Target):
 
     def close(self) -> None:
         """Close DuckDB and remove the batch files (also after a failed load, for embedders)."""
+        # A run that raised in the middle of a batch (a record refused by the SDK's checks)
+        # leaves that batch's file open in its sink.
+        for sink in [*self._sinks_active.values(), *self._sinks_to_clear]:
+            if isinstance(sink, DuckDBBulkSink):
+                sink.discard_batch()
         if self._loader is not None:
             self._loader.shutdown(wait=True)
             self._loader = None
