@@ -176,13 +176,20 @@ class LiveTarget:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         code = self.proc.wait(timeout=60)
-        self._thread.join(timeout=10)
+        self._release()
         return code
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self._release()
+
+    def _release(self) -> None:
+        """Join the reader (the pipe is at its end once the process is gone), close the pipes."""
         self._thread.join(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path) -> None:
@@ -243,7 +250,8 @@ def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path)
 def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     # Another process holds the file read-write (DuckDB admits one writer process).
-    blocker = subprocess.Popen(
+    # Leaving the `with` closes its stdin, which ends it, and waits for it.
+    with subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -253,8 +261,7 @@ def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-    )
-    try:
+    ) as blocker:
         assert blocker.stdout is not None
         assert blocker.stdout.readline().strip() == b"up"
         cfg = tmp_path / "target.json"
@@ -267,10 +274,6 @@ def test_locked_database_fails_with_a_clear_error(tmp_path: Path) -> None:
             cwd=REPO_ROOT,
             timeout=60,
         )
-    finally:
-        assert blocker.stdin is not None
-        blocker.stdin.close()
-        blocker.wait(timeout=30)
     assert done.returncode != 0
     assert b"cannot open DuckDB file" in done.stderr
 
