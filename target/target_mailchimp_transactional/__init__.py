@@ -14,6 +14,12 @@ from target_mailchimp_transactional.client import (
     RetryableError,
     TemplateError,
 )
+from target_mailchimp_transactional.content import (
+    ContentSettings,
+    PayloadError,
+    RecipientContent,
+    recipient_content,
+)
 from target_mailchimp_transactional.dispatch import Accepted, Dispatcher
 from target_mailchimp_transactional.ledger import Ledger, tombstone_digest
 from target_mailchimp_transactional.target import TargetMailchimpTransactional
@@ -24,16 +30,20 @@ __all__ = [
     "BlockRenderer",
     "Campaign",
     "CampaignConfigError",
+    "ContentSettings",
     "Dispatcher",
     "InvalidKeyError",
     "Ledger",
     "MandrillClient",
     "MandrillError",
+    "PayloadError",
+    "RecipientContent",
     "RetryableError",
     "TargetMailchimpTransactional",
     "TemplateError",
     "Variant",
     "block_var_name",
     "load_campaigns",
+    "recipient_content",
     "tombstone_digest",
 ]

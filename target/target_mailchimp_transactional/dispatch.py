@@ -42,7 +42,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from target_mailchimp_transactional import money, sanitize
 from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
 from target_mailchimp_transactional.campaigns import Campaign, Variant
 from target_mailchimp_transactional.client import (
@@ -55,6 +54,11 @@ from target_mailchimp_transactional.client import (
     TemplateError,
     ValidationFailed,
     redact,
+)
+from target_mailchimp_transactional.content import (
+    ContentSettings,
+    PayloadError,
+    recipient_content,
 )
 from target_mailchimp_transactional.events import EmailSentEmitter
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, tombstone_digest, utcnow
@@ -251,6 +255,9 @@ class Dispatcher:
         if not settings.dry_run and (client is None or ledger is None):
             raise ValueError("a live run needs a Mandrill client and a ledger")
         self.s = settings
+        self.content_settings = ContentSettings(
+            settings.link_domains, settings.default_currency, settings.default_locale
+        )
         self.campaigns = campaigns
         self.renderer = renderer
         self.client = client
@@ -673,26 +680,11 @@ class Dispatcher:
                 reject_reason="invalid-email",
                 error="missing or malformed email address",
             )
-        payload = record.get("payload")
-        if isinstance(payload, str):
-            try:
-                payload = json.loads(payload) if payload.strip() else {}
-            except json.JSONDecodeError as exc:
-                return LedgerEntry(**base, state="invalid", error=f"payload is not JSON: {exc}")
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            return LedgerEntry(**base, state="invalid", error="payload is not a JSON object")
-        payload = sanitize.payload(payload, self.s.link_domains, self.stats.counts)
-        row = {k: record.get(k) for k in ("first_name", "locale", "timezone", "user_id", "email")}
-        row = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in row.items()}
-        payload = money.add_display_amounts(
-            payload, _opt(row.get("locale")), self.s.default_currency, self.s.default_locale
-        )
-        row["first_name"] = sanitize.header_text(_opt(row.get("first_name")))
         try:
-            merge_vars = campaign.merge_vars_for(payload, row)
-            merge_vars += self.renderer.recipient_vars(campaign, variant, payload, row)
+            content = recipient_content(record, self.content_settings, self.stats.counts)
+            merge_vars = content.merge_vars(campaign, variant, self.renderer)
+        except PayloadError as exc:
+            return LedgerEntry(**base, state="invalid", error=str(exc))
         except KeyError as exc:
             return LedgerEntry(**base, state="invalid", error=str(exc.args[0]))
         except BlockRenderError as exc:
@@ -706,7 +698,7 @@ class Dispatcher:
             )
         return Prepared(
             trigger_id=tid, campaign=campaign, variant=variant, user_id=user_id, email=email,
-            name=row["first_name"], merge_vars=merge_vars, metadata=metadata,
+            name=content.person["first_name"], merge_vars=merge_vars, metadata=metadata,
             retry_of_failed=retry, due_at=due_at,
         )  # fmt: skip
 

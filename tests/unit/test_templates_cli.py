@@ -253,8 +253,56 @@ def test_preview_writes_each_rendered_email_and_an_index(project, warehouse):
     assert "href='003-t0002.html'>Name2, your cart misses you</a>" in index
     assert "t0005" in index
     assert "payload is not a JSON object" in index
-    assert "t0005 (cart_abandonment): payload: payload is not a JSON object" in result.output
+    assert "t0005 (cart_abandonment): payload is not a JSON object" in result.output
     assert "2 of 3 trigger(s) rendered" in result.output
+
+
+PRICED = """\
+<!doctype html>
+<html><body>
+<h1>Hi {{#if first_name}}{{first_name}}{{else}}there{{/if}},</h1>
+<div mc:edit="cart_items"><p>Your cart</p></div>
+{{#each products}}<b>{{name}}</b> <i>{{price_display}}</i>
+{{#if this.url}}<a href="{{this.url}}">see</a>{{/if}}{{/each}}
+<p><a href="{{unsub 'https://shop.example.com/unsubscribe'}}">Unsubscribe</a></p>
+</body></html>
+"""
+
+
+def test_preview_prepares_the_payload_as_the_target_sends_it(project):
+    """Prices in the recipient's locale, unsafe links dropped, a one-line name: as sent."""
+    (project / "templates/mandrill/cart-abandonment.html").write_text(PRICED)
+    payload = {
+        "cart_total": 21.0,
+        "currency": "EUR",
+        "products": [
+            {"product_id": "p1", "name": "Shoe", "price": 10.5, "quantity": 1,
+             "url": "javascript:alert(1)"},
+            {"product_id": "p2", "name": "Sock", "price": 1234.5, "quantity": 1,
+             "url": "https://evil.example.net/p2"},
+        ],
+    }  # fmt: skip
+    row = trigger_row(
+        1, T0, locale="de-DE", first_name="Ann\r\nBcc: x@evil.example", payload=json.dumps(payload)
+    )
+    path = project / "priced.duckdb"
+    write_duckdb(path, [row])
+    out = project / "p"
+    args = ["--sqlalchemy-url", f"duckdb:///{path}", "--schema", "marts", "--out", str(out)]
+    result = run(project, "preview", *args, "--link-domain", "shop.example.com")
+    assert result.exit_code == 0, result.output
+    body = (out / "001-t0001.html").read_text()
+    assert "<b>Shoe</b> <i>10,50\xa0€</i>\n" in body  # de-DE, from the target's money module
+    assert "<b>Sock</b> <i>1.234,50\xa0€</i>\n" in body
+    assert body.count("href=") == 1  # only the unsubscribe link: both product links dropped
+    assert "<h1>Hi Ann Bcc: x@evil.example,</h1>" in body  # the name on one line
+
+    # Without --link-domain, an https link to any host is kept; javascript: never is.
+    result = run(project, "preview", *args)
+    assert result.exit_code == 0, result.output
+    body = (out / "001-t0001.html").read_text()
+    assert '<a href="https://evil.example.net/p2">see</a>' in body
+    assert "javascript:" not in body
 
 
 def test_preview_lists_rows_without_a_campaign_file(project, warehouse):

@@ -251,6 +251,29 @@ def sync(
 @click.option(
     "--from-mandrill", is_flag=True, help="Render Mandrill's published templates instead."
 )
+# The target's content settings, read from the same variables Meltano gives the target, so a
+# preview formats prices and drops links as the send would.
+@click.option(
+    "--default-currency",
+    envvar="TARGET_MAILCHIMP_TRANSACTIONAL_DEFAULT_CURRENCY",
+    show_envvar=True,
+    default=None,
+    help="Currency for payloads without one (the target's default_currency).",
+)
+@click.option(
+    "--default-locale",
+    envvar="TARGET_MAILCHIMP_TRANSACTIONAL_DEFAULT_LOCALE",
+    show_envvar=True,
+    default="en_US",
+    show_default=True,
+    help="Locale for amounts when the recipient has none (the target's default_locale).",
+)
+@click.option(
+    "--link-domain",
+    "link_domains",
+    multiple=True,
+    help="Keep only links to this domain or under it (repeatable; the target's link_domains).",
+)
 @_campaigns_dir
 @_blocks_dir
 @_api_key
@@ -266,6 +289,9 @@ def preview(
     out: Path,
     templates_dir: Path,
     from_mandrill: bool,
+    default_currency: str | None,
+    default_locale: str,
+    link_domains: tuple[str, ...],
     campaigns_dir: Path,
     blocks_dir: Path,
     api_key: str | None,
@@ -279,7 +305,7 @@ def preview(
     """
     from singer_sdk.exceptions import ConfigValidationError
     from tap_warehouse import WarehouseConnectionError, WarehouseLockedError
-    from target_mailchimp_transactional import BlockRenderer
+    from target_mailchimp_transactional import BlockRenderer, ContentSettings
 
     from signalmail.templates.preview import read_rows, write_preview
 
@@ -307,7 +333,10 @@ def preview(
     ) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        items = write_preview(rows, campaigns, BlockRenderer(blocks_dir), source, out)
+        settings = ContentSettings(link_domains, default_currency, default_locale)
+        items = write_preview(
+            rows, campaigns, BlockRenderer(blocks_dir), source, out, settings=settings
+        )
     except TemplateToolError as exc:
         raise click.ClickException(str(exc)) from None
     failed = [item for item in items if item.error]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from tap_warehouse import WarehouseConnector
-from target_mailchimp_transactional import BlockRenderer, BlockRenderError, Campaign
+from target_mailchimp_transactional import (
+    BlockRenderer,
+    BlockRenderError,
+    Campaign,
+    ContentSettings,
+    PayloadError,
+    recipient_content,
+)
 
 from signalmail.sandbox import handlebars
 from signalmail.templates.source import TemplateMissing, TemplateRef, TemplateSource
-
-ROW_KEYS = ("first_name", "locale", "timezone", "user_id", "email")
 
 
 @dataclass
@@ -75,25 +79,19 @@ def read_rows(
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def _payload(row: dict[str, Any]) -> dict[str, Any]:
-    payload = row.get("payload")
-    if isinstance(payload, str):
-        payload = json.loads(payload) if payload.strip() else {}
-    if payload is None:
-        return {}
-    if not isinstance(payload, dict):
-        raise ValueError("payload is not a JSON object")
-    return payload
-
-
 def render_row(
     row: dict[str, Any],
     campaigns: dict[str, Campaign],
     blocks: BlockRenderer,
     source: TemplateSource,
     now: dt.datetime | None = None,
+    settings: ContentSettings | None = None,
 ) -> tuple[PreviewItem, str | None]:
-    """Assemble and render one row as the target and Mandrill would; (item, html or None)."""
+    """Assemble and render one row as the target and Mandrill would; (item, html or None).
+
+    The row's payload goes through the target's own `recipient_content` (links checked, names
+    cleaned, amounts formatted with `settings`), so the preview shows what would be sent.
+    """
     trigger_id = str(row.get("trigger_id"))
     item = PreviewItem(trigger_id, str(row.get("campaign")), str(row.get("email") or ""))
     item.holdout = bool(row.get("holdout"))
@@ -106,14 +104,12 @@ def render_row(
     ref = TemplateRef.of(variant)
     item.variant, item.template = variant.name, ref.label
     try:
-        payload = _payload(row)
-    except (ValueError, json.JSONDecodeError) as exc:
-        item.error = f"payload: {exc}"
+        content = recipient_content(row, settings or ContentSettings())
+    except PayloadError as exc:
+        item.error = str(exc)
         return item, None
-    person = {key: row.get(key) for key in ROW_KEYS}
     try:
-        merge_vars = campaign.merge_vars_for(payload, person)
-        merge_vars += blocks.recipient_vars(campaign, variant, payload, person)
+        merge_vars = content.merge_vars(campaign, variant, blocks)
         contents = {c["name"]: c["content"] for c in blocks.template_content(campaign, variant)}
         fetched = source.fetch(ref)
     except KeyError as exc:
@@ -147,12 +143,13 @@ def write_preview(
     source: TemplateSource,
     out: Path,
     now: dt.datetime | None = None,
+    settings: ContentSettings | None = None,
 ) -> list[PreviewItem]:
     """Render every row into `out` and write `out/index.html`; returns the outcomes."""
     out.mkdir(parents=True, exist_ok=True)
     items = []
     for number, row in enumerate(rows, start=1):
-        item, body = render_row(row, campaigns, blocks, source, now)
+        item, body = render_row(row, campaigns, blocks, source, now, settings)
         if body is not None:
             name = f"{number:03d}-{_safe(item.trigger_id)}.html"
             (out / name).write_text(body, encoding="utf-8")

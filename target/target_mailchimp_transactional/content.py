@@ -1,0 +1,93 @@
+"""What one recipient's email is made of: a trigger row's payload and person fields, as sent.
+
+A row from the `email_triggers` mart carries a JSON payload (products, amounts, links) and the
+recipient's fields (name, locale, time zone). Before anything merges them into a template they
+are made safe (`sanitize`: links checked, control characters gone, the name fit for a header)
+and amounts are formatted for the recipient's locale (`money`: a `<field>_display` string next
+to every amount). The merge variables are then the campaign's own (`Campaign.merge_vars_for`)
+followed by the rendered Jinja blocks (`BlockRenderer.recipient_vars`).
+
+The target's `Dispatcher` does this for every email it sends, and `signalmail templates
+preview` for every preview it renders. One function for both keeps a preview what the
+recipient would get: prices, dropped links and cleaned names included.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from target_mailchimp_transactional import money, sanitize
+from target_mailchimp_transactional.blocks import BlockRenderer
+from target_mailchimp_transactional.campaigns import Campaign, Variant
+
+#: The row's fields about the recipient that templates and blocks may merge.
+PERSON_KEYS = ("first_name", "locale", "timezone", "user_id", "email")
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    """The target settings that shape content (same names as its config)."""
+
+    link_domains: tuple[str, ...] = ()
+    default_currency: str | None = None
+    default_locale: str = "en_US"
+
+
+class PayloadError(ValueError):
+    """A row whose payload cannot be read: not JSON, or JSON that is not an object."""
+
+
+@dataclass(frozen=True)
+class RecipientContent:
+    """A row's payload and person fields, safe and formatted, ready to merge."""
+
+    payload: dict[str, Any]
+    person: dict[str, Any]
+
+    def merge_vars(
+        self, campaign: Campaign, variant: Variant, blocks: BlockRenderer
+    ) -> list[dict[str, Any]]:
+        """Mandrill's merge_vars for this recipient: the campaign's, then the rendered blocks.
+
+        Raises KeyError for a merge var the campaign needs and the payload lacks, and
+        BlockRenderError for a block that fails on this payload.
+        """
+        merge_vars = campaign.merge_vars_for(self.payload, self.person)
+        return merge_vars + blocks.recipient_vars(campaign, variant, self.payload, self.person)
+
+
+def recipient_content(
+    row: dict[str, Any], settings: ContentSettings, counts: dict[str, int] | None = None
+) -> RecipientContent:
+    """Read, clean and format one row's payload and person fields (see the module doc).
+
+    `counts` collects what cleaning dropped (`links_dropped`), for the run's summary.
+    Raises PayloadError when the payload is not a JSON object.
+    """
+    payload = row.get("payload")
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload) if payload.strip() else {}
+        except json.JSONDecodeError as exc:
+            msg = f"payload is not JSON: {exc}"
+            raise PayloadError(msg) from exc
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        msg = "payload is not a JSON object"
+        raise PayloadError(msg)
+    payload = sanitize.payload(payload, settings.link_domains, counts)
+    person = {key: row.get(key) for key in PERSON_KEYS}
+    person = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in person.items()}
+    payload = money.add_display_amounts(
+        payload, _text_or_none(person.get("locale")), settings.default_currency,
+        settings.default_locale,
+    )  # fmt: skip
+    person["first_name"] = sanitize.header_text(_text_or_none(person.get("first_name")))
+    return RecipientContent(payload=payload, person=person)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
