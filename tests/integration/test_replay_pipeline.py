@@ -61,7 +61,8 @@ def test_gzip_rees46_into_the_spool_with_rejects_file(tmp_path):
     assert summary["rows"] == 7
     assert summary["rejected_rows"] == 1
     assert summary["reject_examples"][0]["line"] == 6
-    assert [row["line"] for row in csv.DictReader(rejects.open())] == ["6"]
+    with rejects.open() as handle:
+        assert [row["line"] for row in csv.DictReader(handle)] == ["6"]
     events = spooled_events(spool, "replay")
     assert len(events) == summary["events"] == summary["accepted"] == 5
     names = sorted(e["event"] for e in events)

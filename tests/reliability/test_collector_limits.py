@@ -80,14 +80,17 @@ def published_ids(spool: Path) -> list[str]:
 
 
 def test_idle_and_slow_clients_cannot_exhaust_the_handles(tmp_path):
-    with collector(tmp_path / "spool", "--client-timeout", "1", nofile=256) as (url, _proc):
+    with (
+        collector(tmp_path / "spool", "--client-timeout", "1", nofile=256) as (url, _proc),
+        contextlib.ExitStack() as sockets,
+    ):
         host, port = url.removeprefix("http://").split(":")
         idle = []
         for _ in range(300):  # more than the process may open: connected, saying nothing
-            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock = sockets.enter_context(socket.create_connection((host, int(port)), timeout=5))
             idle.append(sock)
         # a slow body: a head, then nothing more of the promised 1,000 bytes
-        slow = socket.create_connection((host, int(port)), timeout=10)
+        slow = sockets.enter_context(socket.create_connection((host, int(port)), timeout=10))
         slow.sendall(
             f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['Authorization']}\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
@@ -106,7 +109,6 @@ def test_idle_and_slow_clients_cannot_exhaust_the_handles(tmp_path):
                 closed += sock.recv(1) == b""
             except OSError:
                 closed += 1
-            sock.close()
         assert closed == len(idle)
         metrics = requests.get(f"{url}/metrics", timeout=5).json()
         assert metrics["rejected_requests"].get("body_timeout") == 1
