@@ -1,0 +1,379 @@
+"""The PostgreSQL sink: JSON lines buffered per batch, one COPY and one upsert per load.
+
+Per RECORD the only Python work is appending the record's JSON bytes to a buffer (or one
+msgspec encode on the SDK's path); BATCH files (singer-sdk JSONL, plain or gzip) are streamed
+from the file into COPY without being parsed in Python at all. The tables are created as
+MeltanoLabs' target-postgres 0.8.1 creates them, so either loader can write a warehouse the
+other one started and dbt reads both the same (docs/ingest.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import typing as t
+from pathlib import Path
+
+import fsspec
+import msgspec
+from psycopg import sql
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
+from singer_sdk.sinks import BatchSink
+
+from target_postgres_bulk.load import TablePlan, line_chunks, quote_ident
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import psycopg
+
+    from target_postgres_bulk.target import TargetPostgresBulk
+
+JSONB = "jsonb"
+TEXT = "text"
+TIMESTAMP = "timestamp without time zone"
+
+
+def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    """List the alternatives of a property schema, `null` removed (type lists and anyOf)."""
+    if "anyOf" in prop or "oneOf" in prop:
+        options = [o for o in prop.get("anyOf", prop.get("oneOf", [])) if isinstance(o, dict)]
+        return [o for sub in options for o in _non_null_types(sub)]
+    kinds = prop.get("type")
+    if kinds is None:
+        return [prop]  # no type at all: anything goes
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    return [{**prop, "type": k} for k in kinds if k != "null"]
+
+
+def _integer_type(prop: dict[str, t.Any]) -> str:
+    """smallint, integer or bigint from the schema's bounds, as target-postgres picks them."""
+    low = prop.get("minimum", float("-inf"))
+    high = prop.get("maximum", float("inf"))
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return "bigint"
+    if low >= -(2**15) and high < 2**15:
+        return "smallint"
+    if low >= -(2**31) and high < 2**31:
+        return "integer"
+    return "bigint"
+
+
+def column_type(prop: dict[str, t.Any]) -> str:
+    """Map one Singer property schema to the PostgreSQL type target-postgres 0.8.1 gives it.
+
+    string -> text (date-time -> timestamp without time zone holding UTC, date, time, uuid),
+    integer -> smallint/integer/bigint by its minimum and maximum, number -> numeric,
+    boolean, object -> jsonb. Several types pick the widest as target-postgres does (jsonb,
+    then text, then numeric, then bigint); no type at all is text. One difference: arrays are
+    jsonb here, where target-postgres makes typed arrays (text[], jsonb[]) of typed items.
+    """
+    options = _non_null_types(prop)
+    kinds = {o.get("type") for o in options}
+    if not options or None in kinds or not all(isinstance(k, str) for k in kinds):
+        return TEXT
+    if len(kinds) > 1:
+        if kinds & {"object", "array"}:
+            return JSONB
+        if "string" in kinds:
+            return TEXT
+        if "number" in kinds:
+            return "numeric"
+        if "integer" in kinds:
+            return "bigint"
+        return TEXT
+    kind = kinds.pop()
+    if kind == "string":
+        formats = {str(o.get("format")) for o in options}
+        return {
+            "date-time": TIMESTAMP,
+            "date": "date",
+            "time": "time without time zone",
+            "uuid": "uuid",
+        }.get(formats.pop() if len(formats) == 1 else "", TEXT)
+    if kind == "integer":
+        return _integer_type(options[0])
+    return {"number": "numeric", "boolean": "boolean", "object": JSONB, "array": JSONB}.get(
+        str(kind), TEXT
+    )
+
+
+def table_name(stream_name: str) -> str:
+    """Name the table a stream lands in: the stream name, other characters made `_`."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in stream_name).lower()
+
+
+class PostgresBulkSink(BatchSink):
+    """One stream -> one PostgreSQL table; each drained batch is one COPY and one upsert."""
+
+    target: TargetPostgresBulk  # set by Sink.__init__ via the target argument
+
+    def __init__(self, target: TargetPostgresBulk, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self.target = target
+        self._encoder = msgspec.json.Encoder(decimal_format="number")
+        # Read once: is_full asks for it after every record.
+        self._max_size = int(self.config.get("batch_size_rows") or 100_000)
+        self._plan: TablePlan | None = None
+        missing = [k for k in self.key_properties if k not in self.schema["properties"]]
+        if missing:
+            msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
+            raise ValueError(msg)
+
+    @property
+    def max_size(self) -> int:
+        """Records per batch: the `batch_size_rows` setting (the SDK's own default is 10,000)."""
+        return self._max_size
+
+    @property
+    def target_schema(self) -> str:
+        """The `default_target_schema` setting."""
+        return self.config.get("default_target_schema") or "rudderstack_raw"
+
+    @property
+    def table(self) -> str:
+        """The table this stream lands in."""
+        return table_name(self.stream_name)
+
+    @property
+    def plan(self) -> TablePlan:
+        """How this sink's batches are loaded (set up by setup())."""
+        if self._plan is None:
+            msg = f"stream {self.stream_name!r}: the sink was not set up"
+            raise RuntimeError(msg)
+        return self._plan
+
+    # --- table management ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the schema and table from the Singer schema, or add the columns it lacks.
+
+        Runs on the main thread while no load is in flight. A replaced sink's buffered
+        records (a SCHEMA message changed the stream mid-run) are loaded first, so batches
+        reach the table in the order they were read.
+        """
+        self.target.drain_replaced_sinks()
+        self.target.wait_for_loads()
+        conn = self.target.connection
+        with conn.transaction():
+            self._plan = self._prepare(conn)
+
+    def _prepare(self, conn: psycopg.Connection[t.Any]) -> TablePlan:
+        schema, table = self.target_schema, self.table
+        relation = sql.SQL("{}.{}").format(quote_ident(schema), quote_ident(table))
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if exists.fetchone() is None:
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the database.
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(quote_ident(schema)))
+        wanted = {n: column_type(p) for n, p in self.schema["properties"].items()}
+        existing = self._columns(conn, schema, table)
+        if not existing:
+            cols = [
+                sql.SQL("{} {}").format(quote_ident(n), sql.SQL(ty)) for n, ty in wanted.items()
+            ]
+            if self.key_properties:
+                cols.append(
+                    sql.SQL("PRIMARY KEY ({})").format(
+                        sql.SQL(", ").join(quote_ident(k) for k in self.key_properties)
+                    )
+                )
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                    relation, sql.SQL(", ").join(cols)
+                )
+            )
+            self.logger.info("Created table %s.%s", schema, table)
+            existing = self._columns(conn, schema, table)
+        else:
+            for name, ty in wanted.items():
+                if name not in existing:
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            relation, quote_ident(name), sql.SQL(ty)
+                        )
+                    )
+                    self.logger.info("Added column %s %s to %s.%s", name, ty, schema, table)
+                elif existing[name] != ty:
+                    # The load casts each value to the table's type; one that does not fit is
+                    # quarantined with PostgreSQL's reason.
+                    self.logger.warning(
+                        "Column %s of %s.%s is %s but the stream now declares %s; keeping %s",
+                        name,
+                        schema,
+                        table,
+                        existing[name],
+                        ty,
+                        existing[name],
+                    )
+            existing = self._columns(conn, schema, table)
+        if self.key_properties and not self._has_unique_key(conn, schema, table):
+            msg = (
+                f"table {schema}.{table} has no primary key or unique index on"
+                f" {list(self.key_properties)}: the upsert needs one"
+            )
+            raise RuntimeError(msg)
+        return TablePlan(
+            stream=self.stream_name,
+            schema=schema,
+            table=table,
+            columns=tuple((n, existing[n]) for n in wanted),
+            keys=tuple(self.key_properties),
+            reject_table=self.target.reject_table,
+        )
+
+    @staticmethod
+    def _columns(conn: psycopg.Connection[t.Any], schema: str, table: str) -> dict[str, str]:
+        rows = conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (schema, table),
+        ).fetchall()
+        return {str(name): str(ty) for name, ty in rows}
+
+    def _has_unique_key(self, conn: psycopg.Connection[t.Any], schema: str, table: str) -> bool:
+        """Tell whether a primary key or unique index covers exactly the key (for ON CONFLICT)."""
+        rows = conn.execute(
+            "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE n.nspname = %s AND c.relname = %s AND i.indisunique AND i.indpred IS NULL"
+            " AND i.indexprs IS NULL GROUP BY i.indexrelid",
+            (schema, table),
+        ).fetchall()
+        wanted = sorted(self.key_properties)
+        return any(list(row[0]) == wanted for row in rows)
+
+    # --- RECORD messages -------------------------------------------------------------------
+
+    def _validate_and_parse(self, record: dict) -> dict:
+        """Skip the SDK's per-record date-time parsing: PostgreSQL parses them in bulk.
+
+        With validate_records on, the SDK's jsonschema validation still runs first.
+        """
+        if self._validator is not None:
+            return super()._validate_and_parse(record)
+        return record
+
+    def start_batch(self, context: dict) -> None:
+        """Start this batch's buffer of JSON lines."""
+        context["buffer"] = bytearray()
+
+    def process_record(self, record: dict, context: dict) -> None:
+        """Append the record as one JSON line (the SDK's path: maps, metadata, validation)."""
+        buffer: bytearray = context["buffer"]
+        buffer += self._encoder.encode(record)
+        buffer += b"\n"
+
+    def process_raw_record(self, raw: msgspec.Raw, context: dict) -> None:
+        """Append a record given as its raw JSON bytes (the target's fast path)."""
+        body = bytes(raw).strip()
+        if not body.startswith(b"{") or not body.endswith(b"}"):
+            msg = f"stream {self.stream_name!r}: a RECORD's record is not an object: {body[:200]!r}"
+            raise ValueError(msg)
+        buffer: bytearray = context["buffer"]
+        buffer += body
+        buffer += b"\n"
+
+    def process_batch(self, context: dict) -> None:
+        """Hand the batch's lines to the loader thread (one transaction); STATE waits for it."""
+        data: bytearray | None = context.pop("buffer", None)
+        context["buffer"] = bytearray()
+        if not data:
+            return
+        # Full (not drained by a drain_all): ask for a full drain so that STATE follows. Only
+        # then: a drain_all that asked again for every sink it drains would never stop.
+        was_full = self.current_size >= self.max_size
+
+        def chunks() -> Iterator[bytes]:
+            return line_chunks(_reader(data))
+
+        self.target.submit_load(self.plan, [chunks])
+        if was_full:
+            self.target.request_full_drain()
+
+    # --- BATCH messages --------------------------------------------------------------------
+
+    def process_batch_files(self, encoding: BaseBatchFileEncoding, files: Sequence[str]) -> None:
+        """Load singer-sdk batch files (JSON lines, gzip or plain) with COPY, one transaction.
+
+        Every file of the manifest is streamed into the same staging table, in manifest order
+        (a later line wins a key), and upserted in one transaction. `file://` files are read in
+        place, other storages through fsspec. Files are deleted (delete_batch_files) only after
+        the commit.
+        """
+        if encoding.format != BatchFileFormat.JSONL:
+            msg = (
+                f"stream {self.stream_name!r}: BATCH encoding {encoding.format!r} is not"
+                " supported (use jsonl)"
+            )
+            raise NotImplementedError(msg)
+        gz = encoding.compression == "gzip"
+        storage = self.batch_config.storage if self.batch_config else None
+        sources: list[Callable[[], Iterator[bytes]]] = []
+        for url in files:
+            head, tail = StorageTarget.split_url(url)
+            if url.startswith("file://"):
+                local = Path(head.removeprefix("file://")) / tail
+                if not local.is_file():
+                    msg = f"stream {self.stream_name!r}: BATCH file {url} does not exist"
+                    raise FileNotFoundError(msg)
+                sources.append(_local_chunks(local, gz=gz))
+            else:
+                sources.append(
+                    _storage_chunks(storage or StorageTarget.from_url(head), tail, gz=gz)
+                )
+        after: Callable[[], None] | None = None
+        if self.config.get("delete_batch_files"):
+
+            def after() -> None:
+                # Only after its rows are committed: a crash before this point leaves the file
+                # for the tap's re-run to supersede, never a hole.
+                for url in files:
+                    fs, path = fsspec.core.url_to_fs(url)
+                    fs.rm(path)
+
+        # The STATE message that follows this batch is written once it is committed
+        # (TargetPostgresBulk._process_state_message).
+        self.target.submit_load(self.plan, sources, after=after)
+
+
+def _reader(data: bytearray) -> Callable[[int], bytes]:
+    """Give a read(n) over a buffer, without copying it whole (a batch may be 100 MB)."""
+    view = memoryview(data)
+    position = 0
+
+    def read(size: int) -> bytes:
+        nonlocal position
+        block = bytes(view[position : position + size])
+        position += len(block)
+        return block
+
+    return read
+
+
+def _local_chunks(path: Path, *, gz: bool) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as raw:
+            if gz:
+                with gzip.GzipFile(fileobj=raw) as unzipped:
+                    yield from line_chunks(unzipped.read)
+            else:
+                yield from line_chunks(raw.read)
+
+    return chunks
+
+
+def _storage_chunks(
+    storage: StorageTarget, tail: str, *, gz: bool
+) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        with storage.open(tail, mode="rb") as raw:
+            if gz:
+                with gzip.GzipFile(fileobj=raw) as unzipped:
+                    yield from line_chunks(unzipped.read)
+            else:
+                yield from line_chunks(raw.read)
+
+    return chunks
