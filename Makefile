@@ -29,7 +29,7 @@ browser:
 	scripts/install-chromium.sh
 	cd tests/browser_sdk && npm ci --no-audit --no-fund --silent
 
-# lint first: it fails in seconds, before the servers and browsers are set up
+# lint first (about half a minute): it fails before the servers and browsers are set up
 test: install lint meltano-install postgres browser
 	$(BIN)/pytest
 
@@ -48,11 +48,11 @@ faults: install meltano-install
 	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 \
 		$(BIN)/pytest -s tests/reliability/test_fault_harness.py
 
-# ruff, then mypy over tap/, target/ and plugins/ ([tool.mypy] in pyproject.toml)
+# The hooks of .pre-commit-config.yaml over every file: ruff, ruff format, mypy over tap/,
+# target/ and plugins/ ([tool.mypy] in pyproject.toml), SQLFluff over the dbt project
+# (dbt_project/.sqlfluff). `$(BIN)/pre-commit install` runs the same hooks on each commit.
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 format: install
 	$(BIN)/ruff check --fix .

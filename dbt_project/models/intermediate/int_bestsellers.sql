@@ -22,7 +22,9 @@ orders_per_product as (
         product_id,
         count(distinct order_id) as order_count
     from order_items
-    where ordered_at >= {{ dbt.dateadd('day', -1 * var('recommendation_lookback_days'), now_utc()) }}
+    where ordered_at >= {{ dbt.dateadd(
+        'day', -1 * var('recommendation_lookback_days'), now_utc()
+    ) }}
     group by product_id
 ),
 
@@ -32,7 +34,9 @@ viewers_per_product as (
         count(distinct coalesce(user_id, 'anonymous:' || anonymous_id)) as viewer_count
     from interactions
     where interaction_type = 'view'
-        and event_at >= {{ dbt.dateadd('day', -1 * var('recommendation_lookback_days'), now_utc()) }}
+        and event_at >= {{ dbt.dateadd(
+            'day', -1 * var('recommendation_lookback_days'), now_utc()
+        ) }}
     group by product_id
 ),
 
@@ -60,9 +64,9 @@ ranked as (
     select
         scored.*,
         row_number() over (
-            partition by category order by popularity desc, product_id
+            partition by category order by popularity desc, product_id asc
         ) as category_rank,
-        row_number() over (order by popularity desc, product_id) as overall_rank
+        row_number() over (order by popularity desc, product_id asc) as overall_rank
     from scored
     where popularity > 0
 )

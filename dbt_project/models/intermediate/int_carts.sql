@@ -110,7 +110,8 @@ carried as (
 ),
 {% endif %}
 
-{%- set activity_filter = "interaction_type in ('add', 'remove', 'cart_view', 'checkout') and user_id is not null" %}
+{%- set activity_filter =
+    "interaction_type in ('add', 'remove', 'cart_view', 'checkout') and user_id is not null" %}
 activity_events as (
     -- viewing the cart or starting checkout is activity on it too
     {% if is_incremental() -%}
@@ -220,10 +221,10 @@ conversions as (
         ) as order_rank
     from carts
     inner join orders
-        on orders.user_id = carts.user_id
+        on carts.user_id = orders.user_id
         and (
-            orders.cart_id = carts.cart_id
-            or orders.ordered_at >= carts.last_activity_at
+            carts.cart_id = orders.cart_id
+            or carts.last_activity_at <= orders.ordered_at
         )
 ),
 

@@ -44,10 +44,11 @@ activity as {{ cte_hint('not materialized') }} (
         received_at,
         context_timezone
     from tracks
-    where event_name not in (
-        'Email Sent', 'Email Delivered', 'Email Opened', 'Email Link Clicked', 'Email Bounced',
-        'Email Rejected', 'Marked as Spam', 'Unsubscribed'
-    )
+    where
+        event_name not in (
+            'Email Sent', 'Email Delivered', 'Email Opened', 'Email Link Clicked', 'Email Bounced',
+            'Email Rejected', 'Marked as Spam', 'Unsubscribed'
+        )
     union all
     select
         message_id,

@@ -27,19 +27,35 @@ aliases as (
 
 links as (
     -- every event that carries both ids links them; alias links previous_id explicitly
-    select anonymous_id, user_id, event_at, received_at
+    select
+        anonymous_id,
+        user_id,
+        event_at,
+        received_at
     from identifies
     where anonymous_id is not null and user_id is not null
     union all
-    select anonymous_id, user_id, event_at, received_at
+    select
+        anonymous_id,
+        user_id,
+        event_at,
+        received_at
     from tracks
     where anonymous_id is not null and user_id is not null
     union all
-    select anonymous_id, user_id, event_at, received_at
+    select
+        anonymous_id,
+        user_id,
+        event_at,
+        received_at
     from pages
     where anonymous_id is not null and user_id is not null
     union all
-    select previous_id as anonymous_id, user_id, event_at, received_at
+    select
+        previous_id as anonymous_id,
+        user_id,
+        event_at,
+        received_at
     from aliases
 ),
 

@@ -17,7 +17,9 @@ viewed as (
         product_id
     from interactions
     where interaction_type in ('view', 'add', 'cart_view', 'checkout')
-        and event_at >= {{ dbt.dateadd('day', -1 * var('recommendation_lookback_days'), now_utc()) }}
+        and event_at >= {{ dbt.dateadd(
+            'day', -1 * var('recommendation_lookback_days'), now_utc()
+        ) }}
 ),
 
 purchased as (
@@ -25,17 +27,23 @@ purchased as (
         order_id,
         product_id
     from order_items
-    where ordered_at >= {{ dbt.dateadd('day', -1 * var('recommendation_lookback_days'), now_utc()) }}
+    where ordered_at >= {{ dbt.dateadd(
+        'day', -1 * var('recommendation_lookback_days'), now_utc()
+    ) }}
 ),
 
 view_counts as (
-    select product_id, count(*) as viewers
+    select
+        product_id,
+        count(*) as viewers
     from viewed
     group by product_id
 ),
 
 purchase_counts as (
-    select product_id, count(*) as orders
+    select
+        product_id,
+        count(*) as orders
     from purchased
     group by product_id
 ),
@@ -87,8 +95,14 @@ scored as (
         pairs.co_purchase_count,
         (pairs.co_view_count + {{ var('co_purchase_weight') }} * pairs.co_purchase_count)
         / sqrt(
-            (coalesce(left_views.viewers, 0) + {{ var('co_purchase_weight') }} * coalesce(left_orders.orders, 0))
-            * (coalesce(right_views.viewers, 0) + {{ var('co_purchase_weight') }} * coalesce(right_orders.orders, 0))
+            (
+                coalesce(left_views.viewers, 0)
+                + {{ var('co_purchase_weight') }} * coalesce(left_orders.orders, 0)
+            )
+            * (
+                coalesce(right_views.viewers, 0)
+                + {{ var('co_purchase_weight') }} * coalesce(right_orders.orders, 0)
+            )
         ) as similarity
     from pairs
     left join view_counts as left_views
@@ -99,7 +113,8 @@ scored as (
         on pairs.related_product_id = right_views.product_id
     left join purchase_counts as right_orders
         on pairs.related_product_id = right_orders.product_id
-    where pairs.co_view_count + pairs.co_purchase_count >= {{ var('recommendation_min_pair_count') }}
+    where pairs.co_view_count + pairs.co_purchase_count
+        >= {{ var('recommendation_min_pair_count') }}
 ),
 
 final as (
@@ -115,7 +130,7 @@ final as (
         select
             scored.*,
             row_number() over (
-                partition by product_id order by similarity desc, related_product_id
+                partition by product_id order by similarity desc, related_product_id asc
             ) as neighbour_rank
         from scored
     ) as ranked

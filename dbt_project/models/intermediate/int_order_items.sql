@@ -48,11 +48,11 @@ items as (
     inner join orders
         on interactions.message_id = orders.message_id
     where interactions.interaction_type = 'purchase'
-        {% if is_incremental() %}
+    {% if is_incremental() %}
         -- a report's items share its message, so its received_at
         and interactions.received_at >= {{ cutoff }}
         and orders.received_at >= {{ cutoff }}
-        {% endif %}
+    {% endif %}
 ),
 
 deduplicated as (

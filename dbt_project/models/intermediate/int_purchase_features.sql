@@ -82,14 +82,17 @@ population as (
         -- a session still running at as_of counts up to as_of only
         sum(case
             when sessions.started_at >= {{ dbt.dateadd('day', -7, 'snapshots.as_of') }}
-                then {{ epoch_seconds('case when sessions.ended_at < snapshots.as_of then sessions.ended_at else snapshots.as_of end') }}
+                then {{ epoch_seconds(
+                    'case when sessions.ended_at < snapshots.as_of'
+                    ~ ' then sessions.ended_at else snapshots.as_of end'
+                ) }}
                     - {{ epoch_seconds('sessions.started_at') }}
             else 0
         end) / 60.0 as engaged_minutes_7d,
         max(sessions.started_at) as last_session_at
     from snapshots
     inner join sessions
-        on sessions.started_at < snapshots.as_of
+        on snapshots.as_of > sessions.started_at
         and sessions.started_at >= {{ dbt.dateadd('day', -1 * window, 'snapshots.as_of') }}
     left join known_since
         on sessions.user_id = known_since.user_id
@@ -107,8 +110,8 @@ tenure as (
         min(sessions.started_at) as first_session_at
     from population
     inner join sessions
-        on sessions.user_id = population.user_id
-        and sessions.started_at < population.as_of
+        on population.user_id = sessions.user_id
+        and population.as_of > sessions.started_at
     group by population.days_back, population.user_id
 ),
 
@@ -121,8 +124,8 @@ orders_before as (
         max(orders.ordered_at) as last_order_at
     from population
     inner join orders
-        on orders.user_id = population.user_id
-        and orders.ordered_at < population.as_of
+        on population.user_id = orders.user_id
+        and population.as_of > orders.ordered_at
     group by population.days_back, population.user_id
 ),
 
@@ -161,8 +164,10 @@ behaviour as (
         end) as adds_7d,
         sum(case
             when signals.signal_type = 'add'
-                and (orders_before.last_order_at is null
-                    or signals.event_at > orders_before.last_order_at) then 1
+                and (
+                    orders_before.last_order_at is null
+                    or signals.event_at > orders_before.last_order_at
+                ) then 1
             else 0
         end) as adds_since_last_order,
         max(case when signals.signal_type = 'add' then signals.event_at end) as last_add_at,
@@ -183,9 +188,12 @@ behaviour as (
         end) as searches_7d,
         -- the baseline: user_signals.intent_score as it read at as_of
         sum(case
-            when signals.event_at >= {{ dbt.dateadd('day', -1 * signal_window, 'population.as_of') }}
-                and (orders_before.last_order_at is null
-                    or signals.event_at > orders_before.last_order_at)
+            when signals.event_at
+                >= {{ dbt.dateadd('day', -1 * signal_window, 'population.as_of') }}
+                and (
+                    orders_before.last_order_at is null
+                    or signals.event_at > orders_before.last_order_at
+                )
                 then
                     case signals.signal_type
                         {%- for kind, weight in weights.items() %}
@@ -195,15 +203,18 @@ behaviour as (
                     end
                     * exp(
                         -0.693147180559945
-                        * ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('signals.event_at') }})
+                        * (
+                            {{ epoch_seconds('population.as_of') }}
+                            - {{ epoch_seconds('signals.event_at') }}
+                        )
                         / 3600.0 / {{ var('intent_half_life_hours') }}
                     )
             else 0
         end) as intent_score
     from population
     inner join signals
-        on signals.user_id = population.user_id
-        and signals.event_at < population.as_of
+        on population.user_id = signals.user_id
+        and population.as_of > signals.event_at
         and signals.event_at >= {{ dbt.dateadd('day', -1 * reach, 'population.as_of') }}
     left join orders_before
         on population.days_back = orders_before.days_back
@@ -215,13 +226,14 @@ email_engagement as (
     select
         population.days_back,
         population.user_id,
-        sum(case when email_events.email_event_type = 'opened' then 1 else 0 end) as email_opens_window,
+        sum(case when email_events.email_event_type = 'opened' then 1 else 0 end)
+            as email_opens_window,
         sum(case when email_events.email_event_type = 'clicked' then 1 else 0 end)
             as email_clicks_window
     from population
     inner join email_events
-        on email_events.user_id = population.user_id
-        and email_events.event_at < population.as_of
+        on population.user_id = email_events.user_id
+        and population.as_of > email_events.event_at
         and email_events.event_at >= {{ dbt.dateadd('day', -1 * window, 'population.as_of') }}
     group by population.days_back, population.user_id
 ),
@@ -234,8 +246,8 @@ reading as (
         sum(engagement.engaged_seconds) as read_seconds_7d
     from population
     inner join engagement
-        on engagement.user_id = population.user_id
-        and engagement.event_at < population.as_of
+        on population.user_id = engagement.user_id
+        and population.as_of > engagement.event_at
         and engagement.event_at >= {{ dbt.dateadd('day', -7, 'population.as_of') }}
     group by population.days_back, population.user_id
 ),
@@ -247,8 +259,8 @@ labels as (
         population.user_id
     from population
     inner join orders
-        on orders.user_id = population.user_id
-        and orders.ordered_at >= population.as_of
+        on population.user_id = orders.user_id
+        and population.as_of <= orders.ordered_at
         and orders.ordered_at < {{ dbt.dateadd('day', horizon, 'population.as_of') }}
 ),
 
@@ -261,18 +273,24 @@ final as (
         population.sessions_window,
         {{ rounded('population.engaged_minutes_7d', 2) }} as engaged_minutes_7d,
         {{ rounded('coalesce(reading.read_seconds_7d, 0)', 1) }} as read_seconds_7d,
-        ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('population.last_session_at') }})
-            / 86400.0 as days_since_last_session,
+        (
+            {{ epoch_seconds('population.as_of') }}
+            - {{ epoch_seconds('population.last_session_at') }}
+        ) / 86400.0 as days_since_last_session,
         tenure.sessions_before,
-        ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('tenure.first_session_at') }})
-            / 86400.0 as days_since_first_session,
+        (
+            {{ epoch_seconds('population.as_of') }}
+            - {{ epoch_seconds('tenure.first_session_at') }}
+        ) / 86400.0 as days_since_first_session,
         coalesce(behaviour.views_7d, 0) as views_7d,
         coalesce(behaviour.views_window, 0) as views_window,
         coalesce(behaviour.adds_7d, 0) as adds_7d,
         coalesce(behaviour.adds_window, 0) as adds_window,
         coalesce(behaviour.adds_since_last_order, 0) as adds_since_last_order,
-        ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('behaviour.last_add_at') }})
-            / 86400.0 as days_since_last_add,
+        (
+            {{ epoch_seconds('population.as_of') }}
+            - {{ epoch_seconds('behaviour.last_add_at') }}
+        ) / 86400.0 as days_since_last_add,
         coalesce(behaviour.cart_views_7d, 0) as cart_views_7d,
         coalesce(behaviour.checkouts_7d, 0) as checkouts_7d,
         coalesce(behaviour.searches_7d, 0) as searches_7d,
@@ -281,8 +299,10 @@ final as (
         coalesce(orders_before.orders_before, 0) as orders_before,
         -- rounded: a float sum's last digits depend on the order rows arrive in
         {{ rounded('coalesce(orders_before.revenue_before, 0)', 2) }} as revenue_before,
-        ({{ epoch_seconds('population.as_of') }} - {{ epoch_seconds('orders_before.last_order_at') }})
-            / 86400.0 as days_since_last_order,
+        (
+            {{ epoch_seconds('population.as_of') }}
+            - {{ epoch_seconds('orders_before.last_order_at') }}
+        ) / 86400.0 as days_since_last_order,
         {{ rounded('coalesce(behaviour.intent_score, 0)', 4) }} as intent_score,
         -- the horizon after a snapshot must have passed before its label is known
         population.days_back >= {{ horizon }} as is_label_known,

@@ -112,7 +112,8 @@ flagged as (
         *,
         case
             when previous_event_at is null then 1
-            when event_at > {{ dbt.dateadd('minute', var('session_timeout_minutes'), 'previous_event_at') }}
+            when event_at
+                > {{ dbt.dateadd('minute', var('session_timeout_minutes'), 'previous_event_at') }}
                 then 1
             else 0
         end as starts_session
@@ -138,7 +139,8 @@ sessions as (
         max(event_at) as ended_at,
         count(*) as event_count,
         sum(case when event_type = 'page' then 1 else 0 end) as page_view_count,
-        {{ latest_value('context_timezone', 'event_at desc, message_id desc') }} as context_timezone,
+        {{ latest_value('context_timezone', 'event_at desc, message_id desc') }}
+            as context_timezone,
         max(case when context_timezone is not null then event_at end) as context_timezone_at,
         max(received_at) as last_received_at
     from numbered
@@ -147,8 +149,9 @@ sessions as (
 
 final as (
     select
-        {{ dbt.hash(dbt.concat(['user_id', "'|'", dbt.cast('session_number', dbt.type_string())])) }}
-            as session_id,
+        {{ dbt.hash(dbt.concat([
+            'user_id', "'|'", dbt.cast('session_number', dbt.type_string())
+        ])) }} as session_id,
         user_id,
         session_number,
         started_at,

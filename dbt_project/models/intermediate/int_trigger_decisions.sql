@@ -97,7 +97,9 @@ reachable as {{ cte_hint('materialized') }} (
             when suppressions.complained_at is not null then 'complained'
             -- an unsubscribe counts until the user opts in again after it
             when suppressions.unsubscribed_at >= profiles.consent_updated_at
-                or (suppressions.unsubscribed_at is not null and profiles.consent_updated_at is null)
+                or (
+                    suppressions.unsubscribed_at is not null and profiles.consent_updated_at is null
+                )
                 then 'unsubscribed'
         end as unreachable_reason
     from due
@@ -122,28 +124,33 @@ purchased_since as (
     -- an order after the situation began makes the email moot
     select reachable_only.trigger_id
     from reachable_only
-    where exists (
-        select 1
-        from orders
-        where orders.user_id = reachable_only.user_id
-            and reachable_only.situation_at is not null
-            and orders.ordered_at > reachable_only.situation_at
-            and orders.ordered_at <= {{ now_utc() }}
-    )
+    where
+        exists (
+            select 1
+            from orders
+            where orders.user_id = reachable_only.user_id
+                and reachable_only.situation_at is not null
+                and orders.ordered_at > reachable_only.situation_at
+                and orders.ordered_at <= {{ now_utc() }}
+        )
 ),
 
 in_cooldown as (
     -- the same campaign reaches the same user at most once per its cooldown
     select reachable_only.trigger_id
     from reachable_only
-    where exists (
-        select 1
-        from sends
-        where sends.user_id = reachable_only.user_id
-            and sends.campaign = reachable_only.campaign
-            and sends.triggered_at
-                > {{ dbt.dateadd('hour', '-1 * ' ~ campaign_setting('reachable_only.campaign', 'cooldown_hours'), now_utc()) }}
-    )
+    where
+        exists (
+            select 1
+            from sends
+            where sends.user_id = reachable_only.user_id
+                and sends.campaign = reachable_only.campaign
+                and sends.triggered_at > {{ dbt.dateadd(
+                    'hour',
+                    '-1 * ' ~ campaign_setting('reachable_only.campaign', 'cooldown_hours'),
+                    now_utc(),
+                ) }}
+        )
 ),
 
 checked as {{ cte_hint('materialized') }} (
@@ -154,9 +161,9 @@ checked as {{ cte_hint('materialized') }} (
             when purchased_since.trigger_id is not null then 'purchased_since'
             when in_cooldown.trigger_id is not null then 'cooldown'
             -- predicted intent: a scored user below the campaign's minimum (unscored users pass)
-            when reachable.purchase_probability < cast(
-                {{ campaign_setting('reachable.campaign', 'min_purchase_probability', optional=true) }}
-                as {{ dbt.type_float() }}) then 'below_min_probability'
+            when reachable.purchase_probability < cast({{ campaign_setting(
+                'reachable.campaign', 'min_purchase_probability', optional=true
+            ) }} as {{ dbt.type_float() }}) then 'below_min_probability'
         end as excluded_reason
     from reachable
     left join purchased_since
@@ -180,7 +187,7 @@ ranked as {{ cte_hint('materialized') }} (
     select
         *,
         row_number() over (
-            partition by user_id, campaign order by eligible_at desc, trigger_id
+            partition by user_id, campaign order by eligible_at desc, trigger_id asc
         ) as campaign_rank
     from checked
     where excluded_reason is null
@@ -192,7 +199,10 @@ capped as (
         ranked.*,
         row_number() over (
             partition by ranked.user_id
-            order by {{ campaign_setting('ranked.campaign', 'priority') }}, ranked.eligible_at, ranked.trigger_id
+            order by
+                {{ campaign_setting('ranked.campaign', 'priority') }},
+                ranked.eligible_at,
+                ranked.trigger_id
         ) as user_rank,
         coalesce(recent_send_counts.recent_sends, 0) as recent_sends
     from ranked
@@ -214,10 +224,15 @@ best_hour as (
     select
         localized.*,
         case
-            when {{ dbt.dateadd('hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')) }}
-                >= eligible_local
-                then {{ dbt.dateadd('hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')) }}
-            else {{ dbt.dateadd('hour', 'best_send_hour_local + 24', dbt.date_trunc('day', 'eligible_local')) }}
+            when {{ dbt.dateadd(
+                'hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')
+            ) }} >= eligible_local
+                then {{ dbt.dateadd(
+                    'hour', 'best_send_hour_local', dbt.date_trunc('day', 'eligible_local')
+                ) }}
+            else {{ dbt.dateadd(
+                'hour', 'best_send_hour_local + 24', dbt.date_trunc('day', 'eligible_local')
+            ) }}
         end as best_hour_local
     from localized
 ),
@@ -227,7 +242,9 @@ preferred as (
         best_hour.*,
         case
             when send_window_hours > 0
-                and best_hour_local <= {{ dbt.dateadd('hour', 'send_window_hours', 'eligible_local') }}
+                and best_hour_local <= {{ dbt.dateadd(
+                    'hour', 'send_window_hours', 'eligible_local'
+                ) }}
                 then best_hour_local
             else eligible_local
         end as preferred_local
@@ -243,16 +260,18 @@ polite as (
         preferred_local as send_local
         {%- else %}
         case
-        {%- if quiet_start > quiet_end %}
+            {%- if quiet_start > quiet_end %}
             when extract(hour from preferred_local) >= {{ quiet_start }}
-                then {{ dbt.dateadd('hour', quiet_end + 24, dbt.date_trunc('day', 'preferred_local')) }}
+                then {{ dbt.dateadd(
+                    'hour', quiet_end + 24, dbt.date_trunc('day', 'preferred_local')
+                ) }}
             when extract(hour from preferred_local) < {{ quiet_end }}
                 then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
-        {%- else %}
+            {%- else %}
             when extract(hour from preferred_local) >= {{ quiet_start }}
                 and extract(hour from preferred_local) < {{ quiet_end }}
                 then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
-        {%- endif %}
+            {%- endif %}
             else preferred_local
         end as send_local
         {%- endif %}
@@ -285,17 +304,20 @@ limited as (
             partition by
                 scheduled.campaign,
                 (
-                    scheduled.user_rank + scheduled.recent_sends > {{ var('max_emails_per_user_per_day') }}
+                    scheduled.user_rank + scheduled.recent_sends
+                    > {{ var('max_emails_per_user_per_day') }}
                     or scheduled.send_after >= scheduled.expires_at
                 )
             order by
                 coalesce(scheduled.purchase_probability, -1) desc,
-                scheduled.eligible_at,
-                scheduled.trigger_id
+                scheduled.eligible_at asc,
+                scheduled.trigger_id asc
         ) as daily_limit_rank,
         coalesce(campaign_send_counts.campaign_recent_sends, 0) as campaign_recent_sends,
-        cast({{ campaign_setting('scheduled.campaign', 'daily_limit', optional=true) }}
-            as {{ dbt.type_int() }}) as daily_limit
+        cast(
+            {{ campaign_setting('scheduled.campaign', 'daily_limit', optional=true) }}
+            as {{ dbt.type_int() }}
+        ) as daily_limit
     from scheduled
     left join campaign_send_counts
         on scheduled.campaign = campaign_send_counts.campaign
@@ -386,8 +408,9 @@ final as (
             end as {{ dbt.type_timestamp() }}
         ) as due_at,
         cast(expires_at as {{ dbt.type_timestamp() }}) as expires_at,
-        {{ hash_fraction("user_id || '|' || campaign") }}
-            < {{ campaign_setting('campaign', 'holdout_share') }} as holdout,
+        {{ hash_fraction("user_id || '|' || campaign") }} < {{ campaign_setting(
+            'campaign', 'holdout_share'
+        ) }} as holdout,
         {{ json_to_text(json_merge('payload', json_object([
             ('trigger_id', 'trigger_id'),
             ('campaign', 'campaign'),

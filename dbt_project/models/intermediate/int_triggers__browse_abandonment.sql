@@ -87,19 +87,24 @@ abandoned as (
                 coalesce(product_reads.engaged_seconds, 0) desc,
                 window_interactions.view_count desc,
                 window_interactions.last_viewed_at desc,
-                window_interactions.product_id
+                window_interactions.product_id asc
         ) as product_rank
     from window_interactions
     left join product_reads
         on window_interactions.user_id = product_reads.user_id
         and window_interactions.product_id = product_reads.product_id
-    where (
+    where
+        (
             window_interactions.view_count >= {{ var('browse_min_views') }}
             or coalesce(product_reads.engaged_seconds, 0) >= {{ var('browse_read_seconds') }}
         )
-        and last_viewed_at
-            <= {{ dbt.dateadd('minute', -1 * var('browse_abandon_minutes'), now_utc()) }}
-        and (last_added_at is null or last_added_at < first_viewed_at)
+        and window_interactions.last_viewed_at <= {{ dbt.dateadd(
+            'minute', -1 * var('browse_abandon_minutes'), now_utc()
+        ) }}
+        and (
+            window_interactions.last_added_at is null
+            or window_interactions.last_added_at < window_interactions.first_viewed_at
+        )
 ),
 
 top_product as (
@@ -112,12 +117,14 @@ last_search as (
         searches.user_id,
         searches.search_term,
         row_number() over (
-            partition by searches.user_id order by searches.searched_at desc, searches.message_id desc
+            partition by searches.user_id
+            order by searches.searched_at desc, searches.message_id desc
         ) as search_rank
     from searches
     inner join top_product
         on searches.user_id = top_product.user_id
-    where searches.searched_at >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
+    where searches.searched_at
+        >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
         and searches.searched_at <= top_product.last_viewed_at
 ),
 
@@ -152,7 +159,7 @@ candidates as (
         end as score
     from top_product
     inner join bestsellers
-        on bestsellers.category = top_product.category
+        on top_product.category = bestsellers.category
         or bestsellers.overall_rank <= {{ var('recommendations_per_user') }}
 ),
 
@@ -162,10 +169,13 @@ ranked_recommendations as (
         best.score,
         products.*,
         row_number() over (
-            partition by best.user_id order by best.score desc, best.product_id
+            partition by best.user_id order by best.score desc, best.product_id asc
         ) as recommendation_rank
     from (
-        select user_id, product_id, max(score) as score
+        select
+            user_id,
+            product_id,
+            max(score) as score
         from candidates
         group by user_id, product_id
     ) as best
@@ -190,8 +200,12 @@ recommendation_lists as (
 
 final as (
     select
-        {{ trigger_id(["'browse_abandonment'", 'top_product.user_id', 'top_product.product_id', 'top_product.last_viewed_at']) }}
-            as trigger_id,
+        {{ trigger_id([
+            "'browse_abandonment'",
+            'top_product.user_id',
+            'top_product.product_id',
+            'top_product.last_viewed_at',
+        ]) }} as trigger_id,
         'browse_abandonment' as campaign,
         top_product.user_id,
         top_product.first_viewed_at as situation_at,

@@ -33,13 +33,14 @@ abandoned as (
         cart_value,
         coalesce(currency, '{{ var("default_currency") }}') as currency,
         row_number() over (
-            partition by user_id order by last_activity_at desc, cart_key
+            partition by user_id order by last_activity_at desc, cart_key asc
         ) as cart_rank
     from carts
     where item_count > 0
         and not is_converted
-        and last_activity_at
-            <= {{ dbt.dateadd('minute', -1 * var('cart_abandon_minutes'), now_utc()) }}
+        and last_activity_at <= {{ dbt.dateadd(
+            'minute', -1 * var('cart_abandon_minutes'), now_utc()
+        ) }}
         and last_activity_at > {{ dbt.dateadd(
             'hour',
             -1 * var('cart_abandon_expire_hours'),
@@ -111,7 +112,7 @@ candidates as (
         ) as score
     from in_cart
     inner join bestsellers
-        on bestsellers.category = in_cart.category
+        on in_cart.category = bestsellers.category
         or bestsellers.overall_rank <= {{ var('recommendations_per_user') }}
     group by in_cart.cart_key, in_cart.user_id, bestsellers.product_id
 ),
@@ -123,10 +124,14 @@ ranked_recommendations as (
         best.score,
         products.*,
         row_number() over (
-            partition by best.cart_key, best.user_id order by best.score desc, best.product_id
+            partition by best.cart_key, best.user_id order by best.score desc, best.product_id asc
         ) as recommendation_rank
     from (
-        select cart_key, user_id, product_id, max(score) as score
+        select
+            cart_key,
+            user_id,
+            product_id,
+            max(score) as score
         from candidates
         group by cart_key, user_id, product_id
     ) as best
@@ -154,15 +159,19 @@ recommendation_lists as (
 
 final as (
     select
-        {{ trigger_id(["'cart_abandonment'", 'latest_abandoned.cart_key', 'latest_abandoned.last_activity_at']) }}
-            as trigger_id,
+        {{ trigger_id([
+            "'cart_abandonment'",
+            'latest_abandoned.cart_key',
+            'latest_abandoned.last_activity_at',
+        ]) }} as trigger_id,
         'cart_abandonment' as campaign,
         latest_abandoned.user_id,
         latest_abandoned.last_activity_at as situation_at,
         -- the cart's newest event reached the warehouse then: the email cannot be due earlier
         latest_abandoned.last_received_at as received_at,
-        {{ dbt.dateadd('minute', var('cart_abandon_minutes'), 'latest_abandoned.last_activity_at') }}
-            as eligible_at,
+        {{ dbt.dateadd(
+            'minute', var('cart_abandon_minutes'), 'latest_abandoned.last_activity_at'
+        ) }} as eligible_at,
         {{ dbt.dateadd(
             'hour',
             var('cart_abandon_expire_hours'),

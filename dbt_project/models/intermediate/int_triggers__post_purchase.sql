@@ -57,7 +57,7 @@ ranked_related as (
         related.score,
         products.*,
         row_number() over (
-            partition by related.order_id order by related.score desc, related.product_id
+            partition by related.order_id order by related.score desc, related.product_id asc
         ) as related_rank
     from related
     inner join products

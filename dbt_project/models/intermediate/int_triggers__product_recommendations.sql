@@ -20,11 +20,12 @@ active_users as (
         activity.last_seen_at
     from activity
     where activity.last_seen_at
-            >= {{ dbt.dateadd('day', -1 * var('recommendation_active_days'), now_utc()) }}
+        >= {{ dbt.dateadd('day', -1 * var('recommendation_active_days'), now_utc()) }}
         and (
             activity.last_order_at is null
-            or activity.last_order_at
-                < {{ dbt.dateadd('day', -1 * var('recommendation_active_days'), now_utc()) }}
+            or activity.last_order_at < {{ dbt.dateadd(
+                'day', -1 * var('recommendation_active_days'), now_utc()
+            ) }}
         )
 ),
 
@@ -32,11 +33,15 @@ lists as (
     select
         recommendations.user_id,
         count(*) as item_count,
-        {{ json_array_agg(product_merge_var('recommendations'), 'recommendations.recommendation_rank') }}
-            as recommendation_items,
+        {{ json_array_agg(
+            product_merge_var('recommendations'),
+            'recommendations.recommendation_rank'
+        ) }} as recommendation_items,
         -- prices are shown in the currency of the products (the top one's), as the shop sells
         coalesce(
-            max(case when recommendations.recommendation_rank = 1 then recommendations.currency end),
+            max(
+                case when recommendations.recommendation_rank = 1 then recommendations.currency end
+            ),
             '{{ var("default_currency") }}'
         ) as currency
     from recommendations
@@ -55,8 +60,11 @@ final as (
         -- a weekly email rests on no single event: it is due when its week starts
         cast(null as {{ dbt.type_timestamp() }}) as received_at,
         cast(this_week.week_start as {{ dbt.type_timestamp() }}) as eligible_at,
-        {{ dbt.dateadd('hour', var('recommendation_expire_hours'), 'cast(this_week.week_start as ' ~ dbt.type_timestamp() ~ ')') }}
-            as expires_at,
+        {{ dbt.dateadd(
+            'hour',
+            var('recommendation_expire_hours'),
+            'cast(this_week.week_start as ' ~ dbt.type_timestamp() ~ ')',
+        ) }} as expires_at,
         {{ json_object([
             ('recommendations', 'lists.recommendation_items'),
             ('currency', "lists.currency"),

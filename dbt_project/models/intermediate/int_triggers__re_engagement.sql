@@ -20,17 +20,23 @@ lapsed as (
     from activity
     where session_count >= {{ var('re_engagement_min_sessions') }}
         and last_seen_at <= {{ dbt.dateadd('day', -1 * var('re_engagement_days'), now_utc()) }}
-        and last_seen_at > {{ dbt.dateadd('day', -1 * var('re_engagement_horizon_days'), now_utc()) }}
+        and last_seen_at > {{ dbt.dateadd(
+            'day', -1 * var('re_engagement_horizon_days'), now_utc()
+        ) }}
 ),
 
 lists as (
     select
         recommendations.user_id,
-        {{ json_array_agg(product_merge_var('recommendations'), 'recommendations.recommendation_rank') }}
-            as recommendation_items,
+        {{ json_array_agg(
+            product_merge_var('recommendations'),
+            'recommendations.recommendation_rank'
+        ) }} as recommendation_items,
         -- prices are shown in the currency of the products (the top one's), as the shop sells
         coalesce(
-            max(case when recommendations.recommendation_rank = 1 then recommendations.currency end),
+            max(
+                case when recommendations.recommendation_rank = 1 then recommendations.currency end
+            ),
             '{{ var("default_currency") }}'
         ) as currency
     from recommendations
@@ -41,13 +47,15 @@ lists as (
 
 final as (
     select
-        {{ trigger_id(["'re_engagement'", 'lapsed.user_id', 'lapsed.last_seen_at']) }} as trigger_id,
+        {{ trigger_id(["'re_engagement'", 'lapsed.user_id', 'lapsed.last_seen_at']) }}
+            as trigger_id,
         're_engagement' as campaign,
         lapsed.user_id,
         lapsed.last_seen_at as situation_at,
         lapsed.last_received_at as received_at,
         {{ dbt.dateadd('day', var('re_engagement_days'), 'lapsed.last_seen_at') }} as eligible_at,
-        {{ dbt.dateadd('day', var('re_engagement_horizon_days'), 'lapsed.last_seen_at') }} as expires_at,
+        {{ dbt.dateadd('day', var('re_engagement_horizon_days'), 'lapsed.last_seen_at') }}
+            as expires_at,
         {{ json_object([
             ('recommendations', 'coalesce(lists.recommendation_items, ' ~ json_empty_array() ~ ')'),
             ('last_seen_at', 'cast(lapsed.last_seen_at as ' ~ dbt.type_string() ~ ')'),

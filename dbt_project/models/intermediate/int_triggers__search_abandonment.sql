@@ -28,7 +28,8 @@ products as (
 
 last_search as (
     -- each user's latest search in the window
-    select * from (
+    select *
+    from (
         select
             user_id,
             search_term,
@@ -39,7 +40,9 @@ last_search as (
             ) as search_rank
         from searches
         where user_id is not null
-            and searched_at >= {{ dbt.dateadd('hour', -1 * var('search_window_hours'), now_utc()) }}
+            and searched_at >= {{ dbt.dateadd(
+                'hour', -1 * var('search_window_hours'), now_utc()
+            ) }}
             and searched_at <= {{ now_utc() }}
     ) as ranked
     where search_rank = 1
@@ -66,17 +69,22 @@ after_search as (
         on interactions.user_id = last_search.user_id
     where interactions.interaction_type in ('view', 'add', 'purchase')
         -- the window as a constant first: the scan skips older events before the join
-        and interactions.event_at >= {{ dbt.dateadd('hour', -1 * var('search_window_hours'), now_utc()) }}
+        and interactions.event_at >= {{ dbt.dateadd(
+            'hour', -1 * var('search_window_hours'), now_utc()
+        ) }}
         and interactions.event_at >= last_search.searched_at
         and interactions.event_at <= {{ now_utc() }}
 ),
 
 window_views as (
     -- views per product in the browse window: a product viewed often is browse abandonment's
-    select user_id, product_id, count(*) as view_count
+    select
+        user_id,
+        product_id,
+        count(*) as view_count
     from interactions
     where interaction_type = 'view'
-        and user_id in (select user_id from last_search)
+        and user_id in (select last_search.user_id from last_search)
         and event_at >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
         and event_at <= {{ now_utc() }}
     group by user_id, product_id
@@ -85,7 +93,10 @@ window_views as (
 product_reads as (
     -- engaged seconds per product in the browse window, each page view counted up to
     -- `max_engaged_seconds_per_view` (as browse abandonment counts them)
-    select user_id, product_id, sum(view_seconds) as engaged_seconds
+    select
+        user_id,
+        product_id,
+        sum(view_seconds) as engaged_seconds
     from (
         select
             user_id,
@@ -93,7 +104,7 @@ product_reads as (
             page_view_id,
             least(sum(engaged_seconds), {{ var('max_engaged_seconds_per_view') }}) as view_seconds
         from engagement
-        where user_id in (select user_id from last_search)
+        where user_id in (select last_search.user_id from last_search)
             and product_id is not null
             and event_at >= {{ dbt.dateadd('hour', -1 * var('browse_window_hours'), now_utc()) }}
             and event_at <= {{ now_utc() }}
@@ -125,16 +136,22 @@ abandoned as (
     from last_search
     inner join after_search
         on last_search.user_id = after_search.user_id
-    where not exists (select 1 from dwelt where dwelt.user_id = last_search.user_id)
+    where
+        not exists (
+            select 1 from dwelt
+            where dwelt.user_id = last_search.user_id
+        )
     group by last_search.user_id, last_search.search_term, last_search.searched_at
     having sum(case when after_search.interaction_type in ('add', 'purchase') then 1 else 0 end) = 0
-        and max(after_search.event_at)
-            <= {{ dbt.dateadd('minute', -1 * var('search_abandon_minutes'), now_utc()) }}
+        and max(after_search.event_at) <= {{ dbt.dateadd(
+            'minute', -1 * var('search_abandon_minutes'), now_utc()
+        ) }}
 ),
 
 opened_results as (
     -- the results they opened, the latest look of each, most recent first
-    select * from (
+    select *
+    from (
         select
             after_search.*,
             row_number() over (
@@ -153,7 +170,7 @@ ranked_results as (
     select
         opened_results.*,
         row_number() over (
-            partition by user_id order by event_at desc, product_id
+            partition by user_id order by event_at desc, product_id asc
         ) as result_rank
     from opened_results
 ),
@@ -191,15 +208,16 @@ ranked_recommendations as (
         ) as recommendation_rank
     from result_lists
     inner join bestsellers
-        on bestsellers.category = result_lists.category
+        on result_lists.category = bestsellers.category
         or bestsellers.overall_rank <= {{ var('recommendations_per_user') }}
     inner join products
         on bestsellers.product_id = products.product_id
-    where not exists (
-        select 1 from opened_results
-        where opened_results.user_id = result_lists.user_id
-            and opened_results.product_id = bestsellers.product_id
-    )
+    where
+        not exists (
+            select 1 from opened_results
+            where opened_results.user_id = result_lists.user_id
+                and opened_results.product_id = bestsellers.product_id
+        )
 ),
 
 recommendation_lists as (
@@ -216,8 +234,12 @@ recommendation_lists as (
 
 final as (
     select
-        {{ trigger_id(["'search_abandonment'", 'abandoned.user_id', 'abandoned.search_term', 'abandoned.searched_at']) }}
-            as trigger_id,
+        {{ trigger_id([
+            "'search_abandonment'",
+            'abandoned.user_id',
+            'abandoned.search_term',
+            'abandoned.searched_at',
+        ]) }} as trigger_id,
         'search_abandonment' as campaign,
         abandoned.user_id,
         abandoned.searched_at as situation_at,

@@ -53,9 +53,9 @@ order_totals as (
         max(ordered_at) as last_order_at
     from orders
     where user_id is not null
-        {% if is_incremental() %}
+    {% if is_incremental() %}
         and user_id in (select user_id from touched)
-        {% endif %}
+    {% endif %}
     group by user_id
 ),
 

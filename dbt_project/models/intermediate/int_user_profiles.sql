@@ -74,6 +74,8 @@ resolved_identifies as (
 
 read_traits as (
     -- per trait, the latest non-null value among the identifies read, and its ordering key
+    -- (sqlfluff cannot place the lines of a loop that renders several times:)
+    -- noqa: disable=LT02
     select
         resolved_user_id as user_id,
         {%- for trait in traits %}
@@ -84,6 +86,7 @@ read_traits as (
             'event_at desc, message_id desc',
         ) }} as {{ trait.name }}_message_id{{ ',' if not loop.last }}
         {%- endfor %}
+    -- noqa: enable=LT02
     from resolved_identifies
     where resolved_user_id is not null
     group by resolved_user_id

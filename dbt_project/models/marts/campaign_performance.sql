@@ -40,9 +40,10 @@ attributed_orders as (
     from triggered
     inner join orders
         on triggered.user_id = orders.user_id
-        and orders.ordered_at > triggered.triggered_at
-        and orders.ordered_at
-            <= {{ dbt.dateadd('day', var('attribution_days'), 'triggered.triggered_at') }}
+        and triggered.triggered_at < orders.ordered_at
+        and orders.ordered_at <= {{ dbt.dateadd(
+            'day', var('attribution_days'), 'triggered.triggered_at'
+        ) }}
     group by triggered.trigger_id
 ),
 

@@ -34,12 +34,16 @@ seeds as (
         end) as seed_weight
     from interactions
     where user_id is not null
-        and event_at >= {{ dbt.dateadd('day', -1 * var('recommendation_lookback_days'), now_utc()) }}
+        and event_at >= {{ dbt.dateadd(
+            'day', -1 * var('recommendation_lookback_days'), now_utc()
+        ) }}
     group by user_id, product_id
 ),
 
 bought as (
-    select distinct user_id, product_id
+    select distinct
+        user_id,
+        product_id
     from order_items
     where user_id is not null
 ),
@@ -64,7 +68,9 @@ ranked as (
         user_id,
         product_id,
         score,
-        row_number() over (partition by user_id order by score desc, product_id) as recommendation_rank
+        row_number() over (
+            partition by user_id order by score desc, product_id asc
+        ) as recommendation_rank
     from candidates
 ),
 

@@ -90,7 +90,8 @@ weighted_signals as (
     from interactions
     inner join users
         on interactions.user_id = users.user_id
-    where interactions.event_at >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
+    where interactions.event_at
+        >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
         and interactions.event_at <= {{ now_utc() }}
         and (users.last_order_at is null or interactions.event_at > users.last_order_at)
     union all
@@ -103,7 +104,8 @@ weighted_signals as (
     from searches
     inner join users
         on searches.user_id = users.user_id
-    where searches.searched_at >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
+    where searches.searched_at
+        >= {{ dbt.dateadd('day', -1 * var('signal_window_days'), now_utc()) }}
         and searches.searched_at <= {{ now_utc() }}
         and (users.last_order_at is null or searches.searched_at > users.last_order_at)
     union all

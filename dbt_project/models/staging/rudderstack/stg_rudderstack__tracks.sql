@@ -18,7 +18,8 @@ renamed as (
         context_timezone,
         context_locale,
         context_page_url as page_url,
-        nullif(trim({{ client_text(json_text('properties', ['query']), 300) }}), '') as search_query,
+        nullif(trim({{ client_text(json_text('properties', ['query']), 300) }}), '')
+            as search_query,
         {{ json_text('properties', ['cart_id']) }} as cart_id,
         {{ json_text('properties', ['order_id']) }} as order_id,
         coalesce(
@@ -39,7 +40,8 @@ renamed as (
             {{ json_text('properties', ['total']) }},
             {{ json_text('properties', ['value']) }}
         ), 100) as revenue_text,
-        {{ client_text(json_text('properties', ['engaged_seconds']), 100) }} as engaged_seconds_text,
+        {{ client_text(json_text('properties', ['engaged_seconds']), 100) }}
+            as engaged_seconds_text,
         properties
     from source
 )

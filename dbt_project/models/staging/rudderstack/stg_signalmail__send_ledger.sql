@@ -12,13 +12,14 @@
 {%- set found = none -%}
 {%- set has_due_at = false -%}
 {%- if execute -%}
-    {%- set found = adapter.get_relation(
-        database=ledger.database, schema=ledger.schema, identifier=ledger.identifier
-    ) -%}
-    {%- if found is not none -%}
-        {%- set columns = adapter.get_columns_in_relation(found) | map(attribute='name') | map('lower') | list -%}
-        {%- set has_due_at = 'due_at' in columns -%}
-    {%- endif -%}
+{%- set found = adapter.get_relation(
+    database=ledger.database, schema=ledger.schema, identifier=ledger.identifier
+) -%}
+{%- if found is not none -%}
+{%- set columns = adapter.get_columns_in_relation(found)
+    | map(attribute='name') | map('lower') | list -%}
+{%- set has_due_at = 'due_at' in columns -%}
+{%- endif -%}
 {%- endif -%}
 
 with
