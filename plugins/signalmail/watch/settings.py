@@ -139,7 +139,7 @@ class WatchSettings:
         return config
 
     def loader_config(self) -> dict[str, Any]:
-        """target-duckdb-bulk (dev) or MeltanoLabs' target-postgres (prod)."""
+        """target-duckdb-bulk (dev) or target-postgres-bulk (prod), as the Meltano jobs load."""
         if self.engine == "duckdb":
             return {
                 "filepath": str(self.path(self.duckdb_path)),
@@ -151,12 +151,10 @@ class WatchSettings:
         return {
             "sqlalchemy_url": sqlalchemy_postgres_url(self.pg_url or ""),
             "default_target_schema": RAW_SCHEMA,
-            "load_method": "upsert",
-            "use_copy": True,
+            "delete_batch_files": True,
             "sanitize_null_text_characters": True,
             "validate_records": False,
             "add_record_metadata": False,
-            "activate_version": False,
         }
 
     def warehouse_url(self) -> str:

@@ -124,15 +124,10 @@ class Capture:
             return construct(
                 TargetDuckDBBulk, config=self.settings.loader_config(), parse_env_config=False
             )
-        try:
-            from target_postgres.target import TargetPostgres
-        except ImportError:
-            raise RuntimeError(
-                "the postgres engine loads through MeltanoLabs' target-postgres, which is not "
-                "installed here: pip install 'signalmail[postgres]'"
-            ) from None
+        from target_postgres_bulk import TargetPostgresBulk
+
         return construct(
-            TargetPostgres, config=self.settings.loader_config(), parse_env_config=False
+            TargetPostgresBulk, config=self.settings.loader_config(), parse_env_config=False
         )
 
     def run(self) -> StepResult:
