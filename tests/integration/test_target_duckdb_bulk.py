@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import pytest
 from tests.helpers import REPO_ROOT
 from tests.helpers.meltano import MELTANO, meltano_run
 from tests.helpers.servers import wait_until
+from tests.helpers.singer import LiveTarget
 from tests.helpers.spool import (
     KINDS,
     STREAM_OF,
@@ -145,53 +143,6 @@ def test_tap_batch_messages_land_exactly_once(tmp_path: Path) -> None:
     assert max(ids.values()) == 1
 
 
-class LiveTarget:
-    """The target CLI with stdin held open, its stdout lines collected by a reader thread."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [*TARGET, "--config", str(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[dict] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def send(self, *messages: dict) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-        self.proc.stdin.flush()
-
-    def finish(self) -> int:
-        """Close stdin (end of the stream) and wait for a clean exit."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        code = self.proc.wait(timeout=60)
-        self._release()
-        return code
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._release()
-
-    def _release(self) -> None:
-        """Join the reader (the pipe is at its end once the process is gone), close the pipes."""
-        self._thread.join(timeout=10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
-
-
 def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     cfg = tmp_path / "target.json"
@@ -212,7 +163,7 @@ def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path)
     def state(n: int) -> dict:
         return {"type": "STATE", "value": {"bookmarks": {"tracks": {"line": n}}}}
 
-    live = LiveTarget(cfg)
+    live = LiveTarget(TARGET, cfg)
     try:
         # m1..m3 fill a batch: it loads, then the state seen so far (line 2) is written.
         live.send(schema, rec(1), rec(2), state(2), rec(3))
@@ -231,7 +182,7 @@ def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(tmp_path: Path)
     assert loaded == [("m1",), ("m2",), ("m3",)]
 
     # Resume from the saved bookmark (line 2): m3 comes again, m4 arrives; all exactly once.
-    live = LiveTarget(cfg)
+    live = LiveTarget(TARGET, cfg)
     try:
         live.send(schema, rec(3), rec(4), state(4))
         assert live.finish() == 0

@@ -14,11 +14,8 @@ for it, and a resume from the last STATE must converge. The `slow` tests run the
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +28,7 @@ from tap_rudderstack.sync import CRASH_ENV
 from tests.helpers import REPO_ROOT
 from tests.helpers.meltano import MELTANO, meltano_run
 from tests.helpers.servers import wait_until
+from tests.helpers.singer import LiveTarget
 from tests.helpers.spool import KINDS, STREAM_OF, event, run_tap, ts_of, write_segment
 
 pytestmark = pytest.mark.postgres
@@ -227,53 +225,6 @@ def test_tap_batch_messages_land_exactly_once_and_files_go(
     assert list(batches.iterdir()) == []  # each file deleted once its rows were committed
 
 
-class LiveTarget:
-    """The loader CLI with stdin held open, its stdout lines collected by a reader thread."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [*TARGET, "--config", str(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[dict] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def send(self, *messages: dict) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-        self.proc.stdin.flush()
-
-    def finish(self) -> int:
-        """Close stdin (end of the stream) and wait for a clean exit."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        code = self.proc.wait(timeout=120)
-        self._release()
-        return code
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._release()
-
-    def _release(self) -> None:
-        """Join the reader (the pipe is at its end once the process is gone), close the pipes."""
-        self._thread.join(timeout=10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
-
-
 def count_rows(pg_url: str, schema: str, table: str) -> int:
     with psycopg.connect(pg_url) as conn:
         return conn.execute(f'select count(*) from "{schema}".{table}').fetchone()[0]
@@ -302,7 +253,7 @@ def test_sigkill_mid_load_leaves_nothing_of_the_batch_and_a_resume_converges(
     first, rest = messages[:cut], messages[cut:]
     assert any(m["type"] == "BATCH" and m["stream"] == "tracks" for m in rest)
 
-    live = LiveTarget(bulk_config(tmp_path, pg_url, pg_schema))
+    live = LiveTarget(TARGET, bulk_config(tmp_path, pg_url, pg_schema), finish_timeout=120)
     locker = psycopg.connect(pg_url)
     try:
         live.send(*first)
@@ -374,7 +325,7 @@ def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(
                 f'select message_id, n from "{pg_schema}".tracks order by 1'
             ).fetchall()
 
-    live = LiveTarget(cfg)
+    live = LiveTarget(TARGET, cfg, finish_timeout=120)
     try:
         # m1..m3 fill a batch: it loads, then the state seen so far (line 2) is written.
         live.send(schema, rec(1), rec(2), state(2), rec(3))
@@ -387,7 +338,7 @@ def test_sigkill_mid_stream_leaves_no_state_for_uncommitted_rows(
     assert rows() == [("m1", 1), ("m2", 2), ("m3", 3)]
 
     # Resume from the saved bookmark (line 2): m3 comes again, m4 arrives; all exactly once.
-    live = LiveTarget(cfg)
+    live = LiveTarget(TARGET, cfg, finish_timeout=120)
     try:
         live.send(schema, rec(3), rec(4), state(4))
         assert live.finish() == 0
