@@ -12,10 +12,12 @@
 -- depends_on: {{ ref('int_identity_map') }}
 
 {#
-    Incremental on cart_key: a tick recomputes the carts that gained an add or a remove (new
-    rows, or anonymous rows newly stitched to a user) from all their events, read from the
-    first receipt the cart ever had. A cart lives for days, so that is a recent slice of
-    history, however long the shopper's history is.
+    Incremental on cart_key. The block at the top sets what a run reads; the SQL below it is
+    the same for a full build and a tick. A full build reads every cart's events. A tick
+    recomputes the carts that gained an add or a remove (new rows, or anonymous rows newly
+    stitched to a user) from all their events, read from the first receipt the cart ever had.
+    A cart lives for days, so that is a recent slice of history, however long the shopper's
+    history is.
 #}
 
 with
@@ -30,45 +32,58 @@ interactions as (
 touched as {{ cte_hint('materialized') }} (
     {{ touched_sql | indent(4) }}
 ),
-{% endif %}
 
-{%- set cart_event_filter = "interaction_type in ('add', 'remove') and user_id is not null" %}
 cart_events as (
-    {% if is_incremental() -%}
-    {{ rows_since('interactions', 'received_at', read_from, cart_event_filter) }}
-    {%- else -%}
-    select * from interactions
-    where {{ cart_event_filter }}
-    {%- endif %}
+    -- each touched cart's adds and removes from its own first receipt (the literal only
+    -- prunes the scan)
+    select interactions_read.*
+    from (
+        {{ rows_since(
+            'interactions',
+            'received_at',
+            read_from,
+            "interaction_type in ('add', 'remove') and user_id is not null",
+        ) | indent(8) }}
+    ) as interactions_read
+    inner join touched
+        on interactions_read.cart_key = touched.cart_key
+        and (
+            interactions_read.received_at >= touched.read_from
+            or interactions_read.received_at is null
+        )
 ),
+
+{% else %}
+
+cart_events as (
+    -- a full build: every cart's adds and removes
+    select * from interactions
+    where interaction_type in ('add', 'remove')
+        and user_id is not null
+),
+{% endif %}
 
 cart_changes as (
     select
-        cart_events.cart_key,
-        cart_events.user_id,
-        cart_events.product_id,
-        cart_events.interaction_type,
+        cart_key,
+        user_id,
+        product_id,
+        interaction_type,
         case
-            when cart_events.interaction_type = 'add' then cart_events.quantity
-            else -1 * cart_events.quantity
+            when interaction_type = 'add' then quantity
+            else -1 * quantity
         end as quantity_change,
-        cart_events.message_id,
-        cart_events.event_at,
-        cart_events.received_at,
-        cart_events.product_name,
-        cart_events.brand,
-        cart_events.category,
-        cart_events.price,
-        cart_events.currency,
-        cart_events.product_url,
-        cart_events.image_url
+        message_id,
+        event_at,
+        received_at,
+        product_name,
+        brand,
+        category,
+        price,
+        currency,
+        product_url,
+        image_url
     from cart_events
-    {% if is_incremental() %}
-    -- each touched cart from its own first receipt (the literal above only prunes the scan)
-    inner join touched
-        on cart_events.cart_key = touched.cart_key
-        and (cart_events.received_at >= touched.read_from or cart_events.received_at is null)
-    {% endif %}
 ),
 
 items as (

@@ -12,10 +12,11 @@
 -- depends_on: {{ ref('int_identity_map') }}
 
 {#
-    Incremental on cart_key: a tick recomputes the carts with new activity from their own
-    events (read from the cart's first receipt, see int_cart_items), and re-decides the
-    conversion of the stored carts of shoppers with a new order, whose activity and contents
-    did not change.
+    Incremental on cart_key. The block at the top sets what a run reads; the SQL below it is
+    the same for a full build and a tick. A full build reads every cart's activity and items.
+    A tick recomputes the carts with new activity from their own events (read from the cart's
+    first receipt, see int_cart_items), and carries the stored carts of shoppers with a new
+    order, whose activity and contents did not change, so that their conversion is re-decided.
 #}
 
 with
@@ -99,7 +100,7 @@ shared_carts as (
         )
 ),
 
-carried as (
+stored_carts as (
     select * from buyer_carts
     union all
     select stored.*
@@ -108,39 +109,46 @@ carried as (
         on stored.cart_key = shared_carts.cart_key
         and stored.user_id = shared_carts.user_id
 ),
-{% endif %}
 
-{%- set activity_filter =
-    "interaction_type in ('add', 'remove', 'cart_view', 'checkout') and user_id is not null" %}
-activity_events as (
-    -- viewing the cart or starting checkout is activity on it too
-    {% if is_incremental() -%}
-    {{ rows_since('interactions', 'received_at', read_from, activity_filter) }}
-    {%- else -%}
-    select * from interactions
-    where {{ activity_filter }}
-    {%- endif %}
-),
-
-cart_activity as (
+carried as (
+    -- a new order may convert a buyer's older carts: carried as stored, conversion re-decided
     select
-        activity_events.cart_key,
-        activity_events.user_id,
-        max(activity_events.event_at) as last_activity_at,
-        min(activity_events.received_at) as first_received_at,
-        max(activity_events.received_at) as last_received_at
-    from activity_events
-    {% if is_incremental() %}
-    -- each touched cart from its own first receipt (the literal above only prunes the scan)
-    inner join touched
-        on activity_events.cart_key = touched.cart_key
-        and (activity_events.received_at >= touched.read_from or activity_events.received_at is null)
-    {% endif %}
-    group by activity_events.cart_key, activity_events.user_id
+        cart_key,
+        user_id,
+        cart_id,
+        created_at,
+        last_activity_at,
+        item_count,
+        quantity,
+        cart_value,
+        currency,
+        first_received_at,
+        last_received_at
+    from stored_carts
+    where cart_key not in (select cart_key from touched)
 ),
 
-{% if is_incremental() %}
-touched_items as (
+activity_events as (
+    -- each touched cart's activity from its own first receipt (the literal only prunes the scan)
+    select interactions_read.*
+    from (
+        {{ rows_since(
+            'interactions',
+            'received_at',
+            read_from,
+            "interaction_type in ('add', 'remove', 'cart_view', 'checkout')
+            and user_id is not null",
+        ) | indent(8) }}
+    ) as interactions_read
+    inner join touched
+        on interactions_read.cart_key = touched.cart_key
+        and (
+            interactions_read.received_at >= touched.read_from
+            or interactions_read.received_at is null
+        )
+),
+
+items as (
     -- the items of the touched carts. Each item was received at or after its cart's first
     -- receipt, so none before `read_from`: a constant the scan applies before it reads the
     -- other columns, where the join on cart_key alone would read them for every stored item
@@ -151,7 +159,49 @@ touched_items as (
         'cart_key in (select cart_key from touched)',
     ) }}
 ),
+
+{% else %}
+
+activity_events as (
+    -- a full build: every cart's activity; viewing the cart or starting checkout counts too
+    select * from interactions
+    where interaction_type in ('add', 'remove', 'cart_view', 'checkout')
+        and user_id is not null
+),
+
+items as (
+    select * from cart_items
+),
+
+carried as (
+    -- a full build recomputes every cart and carries none. The null columns take the types of
+    -- the recomputed ones in the union below (the lowest type of each kind is cast).
+    select
+        cast(null as {{ dbt.type_string() }}) as cart_key,
+        cast(null as {{ dbt.type_string() }}) as user_id,
+        cast(null as {{ dbt.type_string() }}) as cart_id,
+        cast(null as {{ dbt.type_timestamp() }}) as created_at,
+        cast(null as {{ dbt.type_timestamp() }}) as last_activity_at,
+        cast(null as {{ dbt.type_int() }}) as item_count,
+        cast(null as {{ dbt.type_int() }}) as quantity,
+        cast(null as {{ dbt.type_int() }}) as cart_value,
+        cast(null as {{ dbt.type_string() }}) as currency,
+        cast(null as {{ dbt.type_timestamp() }}) as first_received_at,
+        cast(null as {{ dbt.type_timestamp() }}) as last_received_at
+    where 1 = 0
+),
 {% endif %}
+
+cart_activity as (
+    select
+        cart_key,
+        user_id,
+        max(event_at) as last_activity_at,
+        min(received_at) as first_received_at,
+        max(received_at) as last_received_at
+    from activity_events
+    group by cart_key, user_id
+),
 
 cart_contents as (
     select
@@ -162,7 +212,7 @@ cart_contents as (
         sum(quantity * coalesce(price, 0)) as cart_value,
         max(currency) as currency,
         min(first_added_at) as created_at
-    from {% if is_incremental() %}touched_items{% else %}cart_items{% endif %}
+    from items
     group by cart_key, user_id
 ),
 
@@ -188,24 +238,8 @@ recomputed as (
 
 carts as (
     select * from recomputed
-    {% if is_incremental() %}
     union all
-    -- a new order may convert a buyer's older carts: carried as stored, conversion re-decided
-    select
-        cart_key,
-        user_id,
-        cart_id,
-        created_at,
-        last_activity_at,
-        item_count,
-        quantity,
-        cart_value,
-        currency,
-        first_received_at,
-        last_received_at
-    from carried
-    where cart_key not in (select cart_key from touched)
-    {% endif %}
+    select * from carried
 ),
 
 conversions as (

@@ -11,9 +11,11 @@
 -- depends_on: {{ ref('int_identity_map') }}
 
 {#
-    Incremental on order_id: the items of orders whose kept report was received since the mark
-    (read from the newest interactions), and the stored items of older orders whose buyer
-    changed because their anonymous id was stitched (only user_id changes for those).
+    Incremental on order_id. The block at the top sets what a run reads; the SQL below it is
+    the same for a full build and a tick. A tick reads the items of orders whose kept report
+    was received since the mark (read from the newest interactions), and carries the stored
+    items of older orders whose buyer changed because their anonymous id was stitched (only
+    user_id changes for those).
 -#}
 
 with
@@ -28,31 +30,86 @@ orders as (
 
 {% if is_incremental() %}
 {%- set cutoff = incremental_cutoff() %}
+purchases as (
+    -- a report's items share its message, so its received_at
+    select * from interactions
+    where interaction_type = 'purchase'
+        and received_at >= {{ cutoff }}
+),
+
+reports as (
+    select * from orders
+    where received_at >= {{ cutoff }}
+),
+
+restitched as (
+    -- the stored items of older orders whose anonymous id was stitched since: a new buyer
+    select
+        stored.order_id,
+        orders.user_id,
+        stored.ordered_at,
+        stored.received_at,
+        stored.product_id,
+        stored.product_name,
+        stored.brand,
+        stored.category,
+        stored.price,
+        stored.quantity
+    from {{ this }} as stored
+    inner join orders
+        on stored.order_id = orders.order_id
+    where orders.received_at < {{ cutoff }}
+        and orders.anonymous_id in (
+            {{ restitched_anonymous_ids(cutoff) }}
+        )
+),
+
+{% else %}
+
+purchases as (
+    select * from interactions
+    where interaction_type = 'purchase'
+),
+
+reports as (
+    select * from orders
+),
+
+restitched as (
+    -- a full build reads every order's items and carries none: the columns, with no row
+    select
+        order_id,
+        user_id,
+        event_at as ordered_at,
+        received_at,
+        product_id,
+        product_name,
+        brand,
+        category,
+        price,
+        quantity
+    from interactions
+    where 1 = 0
+),
 {% endif %}
 
 items as (
     -- only the items of the order report that int_orders kept
     select
-        orders.order_id,
-        orders.user_id,
-        orders.ordered_at,
-        orders.received_at,
-        interactions.product_index,
-        interactions.product_id,
-        interactions.product_name,
-        interactions.brand,
-        interactions.category,
-        interactions.price,
-        interactions.quantity
-    from interactions
-    inner join orders
-        on interactions.message_id = orders.message_id
-    where interactions.interaction_type = 'purchase'
-    {% if is_incremental() %}
-        -- a report's items share its message, so its received_at
-        and interactions.received_at >= {{ cutoff }}
-        and orders.received_at >= {{ cutoff }}
-    {% endif %}
+        reports.order_id,
+        reports.user_id,
+        reports.ordered_at,
+        reports.received_at,
+        purchases.product_index,
+        purchases.product_id,
+        purchases.product_name,
+        purchases.brand,
+        purchases.category,
+        purchases.price,
+        purchases.quantity
+    from purchases
+    inner join reports
+        on purchases.message_id = reports.message_id
 ),
 
 deduplicated as (
@@ -73,27 +130,8 @@ deduplicated as (
 
 changed as (
     select * from deduplicated
-    {% if is_incremental() %}
     union all
-    select
-        stored.order_id,
-        orders.user_id,
-        stored.ordered_at,
-        stored.received_at,
-        stored.product_id,
-        stored.product_name,
-        stored.brand,
-        stored.category,
-        stored.price,
-        stored.quantity
-    from {{ this }} as stored
-    inner join orders
-        on stored.order_id = orders.order_id
-    where orders.received_at < {{ cutoff }}
-        and orders.anonymous_id in (
-            {{ restitched_anonymous_ids(cutoff) }}
-        )
-    {% endif %}
+    select * from restitched
 )
 
 select * from changed

@@ -17,6 +17,8 @@
     it, or any later one); the sessions before it cannot change and keep their numbers. So a
     tick reads the touched users' recent events, not their whole history, and a late event
     costs what its lateness costs. The `tail_replace` strategy swaps exactly those sessions.
+    The block at the top sets what a run reads (a full build: every event, numbered from each
+    user's first session); the SQL below it is the same for both.
 -#}
 
 with
@@ -28,6 +30,7 @@ events as (
 {% if is_incremental() %}
 {%- set cutoff = incremental_cutoff('last_received_at') -%}
 {%- set timeout = var('session_timeout_minutes') -%}
+{%- set session_edge = dbt.dateadd('minute', -1 * timeout, 'earliest_changes.changed_from') -%}
 {%- set restarts_sql -%}
     with
 
@@ -48,7 +51,7 @@ events as (
         coalesce(
             min(
                 case
-                    when stored.ended_at >= {{ dbt.dateadd('minute', -1 * timeout, 'earliest_changes.changed_from') }}
+                    when stored.ended_at >= {{ session_edge }}
                         and stored.started_at < earliest_changes.changed_from
                         then stored.started_at
                 end
@@ -57,7 +60,7 @@ events as (
         ) as restart_at,
         count(
             case
-                when stored.ended_at < {{ dbt.dateadd('minute', -1 * timeout, 'earliest_changes.changed_from') }}
+                when stored.ended_at < {{ session_edge }}
                     then 1
             end
         ) as kept_sessions
@@ -72,37 +75,48 @@ events as (
 restarts as {{ cte_hint('materialized') }} (
     {{ restarts_sql | indent(4) }}
 ),
-{% endif %}
 
 user_events as (
+    -- the touched users' events from their restart on
     select
-        events.message_id,
-        events.event_type,
-        events.user_id,
-        events.event_at,
-        events.received_at,
-        events.context_timezone,
-        {% if is_incremental() %}
-        restarts.kept_sessions,
-        {% else %}
-        0 as kept_sessions,
-        {% endif %}
-        lag(events.event_at) over (
-            partition by events.user_id order by events.event_at, events.message_id
-        ) as previous_event_at
+        events.*,
+        restarts.kept_sessions
     from events
-    {% if is_incremental() %}
     inner join restarts
         on events.user_id = restarts.user_id
         and events.event_at >= restarts.restart_at
-    {% if restart_floor is none %}
+    {%- if restart_floor is none %}
     where 1 = 0
-    {% else %}
+    {%- else %}
     where events.event_at >= {{ restart_floor }}
-    {% endif %}
-    {% else %}
+    {%- endif %}
+),
+
+{% else %}
+
+user_events as (
+    -- a full build numbers every user's sessions from the first
+    select
+        events.*,
+        0 as kept_sessions
+    from events
     where events.user_id is not null
-    {% endif %}
+),
+{% endif %}
+
+ordered_events as (
+    select
+        message_id,
+        event_type,
+        user_id,
+        event_at,
+        received_at,
+        context_timezone,
+        kept_sessions,
+        lag(event_at) over (
+            partition by user_id order by event_at, message_id
+        ) as previous_event_at
+    from user_events
 ),
 
 flagged as (
@@ -117,7 +131,7 @@ flagged as (
                 then 1
             else 0
         end as starts_session
-    from user_events
+    from ordered_events
 ),
 
 numbered as (

@@ -21,9 +21,31 @@ orders as (
     select * from {{ ref('int_orders') }}
 ),
 
+-- what a run reads: a tick, the touched users' sessions and orders; a full build, all of them
 {% if is_incremental() %}
 touched as {{ cte_hint('materialized') }} (
     {{ touched_users(incremental_cutoff('last_received_at')) }}
+),
+
+sessions_read as (
+    select * from sessions
+    where user_id in (select user_id from touched)
+),
+
+orders_read as (
+    select * from orders
+    where user_id in (select user_id from touched)
+),
+
+{% else %}
+
+sessions_read as (
+    select * from sessions
+),
+
+orders_read as (
+    select * from orders
+    where user_id is not null
 ),
 {% endif %}
 
@@ -37,10 +59,7 @@ session_totals as (
         sum(event_count) as event_count,
         count(*) as session_count,
         max(last_received_at) as last_received_at
-    from sessions
-    {% if is_incremental() %}
-    where user_id in (select user_id from touched)
-    {% endif %}
+    from sessions_read
     group by user_id
 ),
 
@@ -51,11 +70,7 @@ order_totals as (
         sum(revenue) as lifetime_revenue,
         min(ordered_at) as first_order_at,
         max(ordered_at) as last_order_at
-    from orders
-    where user_id is not null
-    {% if is_incremental() %}
-        and user_id in (select user_id from touched)
-    {% endif %}
+    from orders_read
     group by user_id
 ),
 

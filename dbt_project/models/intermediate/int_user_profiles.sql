@@ -35,15 +35,10 @@ known_timezones as (
     since) into the stored profile: per trait, whichever of the stored winner and the new one
     is later. The winner's event time and message id are stored beside the value for that
     comparison, so a tick never re-reads a user's identify history, and reading the lookback
-    window again changes nothing (the later of the same two is the same).
+    window again changes nothing (the later of the same two is the same). A full build folds
+    every identify into no stored profile. The block at the top sets what a run reads; the SQL
+    below it is the same for both.
 -#}
-{%- set traits = [
-    {'column': 'email', 'name': 'email', 'at': 'email_at'},
-    {'column': 'first_name', 'name': 'first_name', 'at': 'first_name_at'},
-    {'column': 'locale', 'name': 'locale', 'at': 'locale_at'},
-    {'column': 'timezone', 'name': 'declared_timezone', 'at': 'declared_timezone_at'},
-    {'column': 'email_opt_in', 'name': 'email_opt_in', 'at': 'consent_updated_at'},
-] %}
 
 {% if is_incremental() %}
 {%- set cutoff = incremental_cutoff('last_received_at') %}
@@ -51,26 +46,72 @@ touched as {{ cte_hint('materialized') }} (
     {{ touched_users(cutoff) }}
 ),
 
+identifies_read as (
+    {{ received_or_restitched(
+        ref('stg_rudderstack__identifies'), cutoff, unresolved_only=true
+    ) | indent(4) }}
+),
+
+sessions_read as (
+    select * from sessions
+    where user_id in (select user_id from touched)
+),
+
 stored as (
     select * from {{ this }}
     where user_id in (select user_id from touched)
 ),
 
-new_identifies as (
-    {{ received_or_restitched(
-        ref('stg_rudderstack__identifies'), cutoff, unresolved_only=true
-    ) | indent(4) }}
+{% else %}
+
+identifies_read as (
+    select * from identifies
+),
+
+sessions_read as (
+    select * from sessions
+),
+
+stored as (
+    -- no stored profile: the winners' columns from the identifies, with no row
+    select
+        user_id,
+        email,
+        event_at as email_at,
+        message_id as email_message_id,
+        first_name,
+        event_at as first_name_at,
+        message_id as first_name_message_id,
+        locale,
+        event_at as locale_at,
+        message_id as locale_message_id,
+        timezone as declared_timezone,
+        event_at as declared_timezone_at,
+        message_id as declared_timezone_message_id,
+        email_opt_in,
+        event_at as consent_updated_at,
+        message_id as email_opt_in_message_id
+    from identifies
+    where 1 = 0
 ),
 {% endif %}
 
 resolved_identifies as (
     select
-        identifies.*,
-        coalesce(identifies.user_id, identity_map.user_id) as resolved_user_id
-    from {% if is_incremental() %}new_identifies{% else %}identifies{% endif %} as identifies
+        identifies_read.*,
+        coalesce(identifies_read.user_id, identity_map.user_id) as resolved_user_id
+    from identifies_read
     left join identity_map
-        on identifies.anonymous_id = identity_map.anonymous_id
+        on identifies_read.anonymous_id = identity_map.anonymous_id
 ),
+
+{%- set traits = [
+    {'column': 'email', 'name': 'email', 'at': 'email_at'},
+    {'column': 'first_name', 'name': 'first_name', 'at': 'first_name_at'},
+    {'column': 'locale', 'name': 'locale', 'at': 'locale_at'},
+    {'column': 'timezone', 'name': 'declared_timezone', 'at': 'declared_timezone_at'},
+    {'column': 'email_opt_in', 'name': 'email_opt_in', 'at': 'consent_updated_at'},
+] %}
 
 read_traits as (
     -- per trait, the latest non-null value among the identifies read, and its ordering key
@@ -93,8 +134,8 @@ read_traits as (
 ),
 
 traits as (
-    {%- if is_incremental() %}
     -- the later of the stored and the newly read winner, trait by trait
+    -- noqa: disable=LT02
     select
         coalesce(read_traits.user_id, stored.user_id) as user_id,
         {%- for trait in traits %}
@@ -115,12 +156,10 @@ traits as (
             as {{ column }}{{ ',' if not (loop.last and last_trait) }}
         {%- endfor %}
         {%- endfor %}
+    -- noqa: enable=LT02
     from read_traits
     full outer join stored
         on read_traits.user_id = stored.user_id
-    {%- else %}
-    select * from read_traits
-    {%- endif %}
 ),
 
 activity as (
@@ -130,10 +169,7 @@ activity as (
         user_id,
         {{ latest_value('context_timezone', 'context_timezone_at desc') }} as context_timezone,
         max(last_received_at) as last_received_at
-    from sessions
-    {% if is_incremental() %}
-    where user_id in (select user_id from touched)
-    {% endif %}
+    from sessions_read
     group by user_id
 ),
 
