@@ -105,58 +105,57 @@ resolved_identifies as (
         on identifies_read.anonymous_id = identity_map.anonymous_id
 ),
 
-{%- set traits = [
-    {'column': 'email', 'name': 'email', 'at': 'email_at'},
-    {'column': 'first_name', 'name': 'first_name', 'at': 'first_name_at'},
-    {'column': 'locale', 'name': 'locale', 'at': 'locale_at'},
-    {'column': 'timezone', 'name': 'declared_timezone', 'at': 'declared_timezone_at'},
-    {'column': 'email_opt_in', 'name': 'email_opt_in', 'at': 'consent_updated_at'},
-] %}
-
 read_traits as (
     -- per trait, the latest non-null value among the identifies read, and its ordering key
-    -- (sqlfluff cannot place the lines of a loop that renders several times:)
-    -- noqa: disable=LT02
     select
         resolved_user_id as user_id,
-        {%- for trait in traits %}
-        {{ latest_value(trait.column, 'event_at desc, message_id desc') }} as {{ trait.name }},
-        max(case when {{ trait.column }} is not null then event_at end) as {{ trait.at }},
+        {{ latest_value('email', 'event_at desc, message_id desc') }} as email,
+        max(case when email is not null then event_at end) as email_at,
         {{ latest_value(
-            'case when ' ~ trait.column ~ ' is not null then message_id end',
+            'case when email is not null then message_id end',
             'event_at desc, message_id desc',
-        ) }} as {{ trait.name }}_message_id{{ ',' if not loop.last }}
-        {%- endfor %}
-    -- noqa: enable=LT02
+        ) }} as email_message_id,
+        {{ latest_value('first_name', 'event_at desc, message_id desc') }} as first_name,
+        max(case when first_name is not null then event_at end) as first_name_at,
+        {{ latest_value(
+            'case when first_name is not null then message_id end',
+            'event_at desc, message_id desc',
+        ) }} as first_name_message_id,
+        {{ latest_value('locale', 'event_at desc, message_id desc') }} as locale,
+        max(case when locale is not null then event_at end) as locale_at,
+        {{ latest_value(
+            'case when locale is not null then message_id end',
+            'event_at desc, message_id desc',
+        ) }} as locale_message_id,
+        {{ latest_value('timezone', 'event_at desc, message_id desc') }} as declared_timezone,
+        max(case when timezone is not null then event_at end) as declared_timezone_at,
+        {{ latest_value(
+            'case when timezone is not null then message_id end',
+            'event_at desc, message_id desc',
+        ) }} as declared_timezone_message_id,
+        {{ latest_value('email_opt_in', 'event_at desc, message_id desc') }} as email_opt_in,
+        max(case when email_opt_in is not null then event_at end) as consent_updated_at,
+        {{ latest_value(
+            'case when email_opt_in is not null then message_id end',
+            'event_at desc, message_id desc',
+        ) }} as email_opt_in_message_id
     from resolved_identifies
     where resolved_user_id is not null
     group by resolved_user_id
 ),
 
 traits as (
-    -- the later of the stored and the newly read winner, trait by trait
-    -- noqa: disable=LT02
+    -- per trait, the later winner of the stored and the newly read (by event time, then
+    -- message id): value, time and message id all from that side
     select
         coalesce(read_traits.user_id, stored.user_id) as user_id,
-        {%- for trait in traits %}
-        {%- set last_trait = loop.last %}
-        {%- set read_is_later -%}
-            read_traits.{{ trait.at }} is not null
-            and (
-                stored.{{ trait.at }} is null
-                or read_traits.{{ trait.at }} > stored.{{ trait.at }}
-                or (
-                    read_traits.{{ trait.at }} = stored.{{ trait.at }}
-                    and read_traits.{{ trait.name }}_message_id > stored.{{ trait.name }}_message_id
-                )
-            )
-        {%- endset %}
-        {%- for column in [trait.name, trait.at, trait.name ~ '_message_id'] %}
-        case when {{ read_is_later }} then read_traits.{{ column }} else stored.{{ column }} end
-            as {{ column }}{{ ',' if not (loop.last and last_trait) }}
-        {%- endfor %}
-        {%- endfor %}
-    -- noqa: enable=LT02
+        {{ later_winner('email', 'email_at', 'email_message_id') }},
+        {{ later_winner('first_name', 'first_name_at', 'first_name_message_id') }},
+        {{ later_winner('locale', 'locale_at', 'locale_message_id') }},
+        {{ later_winner(
+            'declared_timezone', 'declared_timezone_at', 'declared_timezone_message_id'
+        ) }},
+        {{ later_winner('email_opt_in', 'consent_updated_at', 'email_opt_in_message_id') }}
     from read_traits
     full outer join stored
         on read_traits.user_id = stored.user_id
