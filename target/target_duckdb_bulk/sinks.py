@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import fsspec
 import msgspec
+from singer_bulk import RawRecordSink, non_null_types, table_name
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
-from singer_sdk.sinks import BatchSink
 
 if t.TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,26 +40,13 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
-    """List the alternatives of a property schema, `null` removed (type lists and anyOf)."""
-    if "anyOf" in prop or "oneOf" in prop:
-        options = [o for o in prop.get("anyOf", prop.get("oneOf", [])) if isinstance(o, dict)]
-        return [o for sub in options for o in _non_null_types(sub)]
-    kinds = prop.get("type")
-    if kinds is None:
-        return [prop]  # no type at all: anything goes
-    if isinstance(kinds, str):
-        kinds = [kinds]
-    return [{**prop, "type": k} for k in kinds if k != "null"]
-
-
 def column_type(prop: dict[str, t.Any]) -> str:
     """Map one Singer property schema to its DuckDB column type.
 
     object/array (and untyped or mixed-type properties) become JSON so that every nested field
     stays reachable with json_extract; date-time becomes a naive UTC TIMESTAMP.
     """
-    options = _non_null_types(prop)
+    options = non_null_types(prop)
     kinds = {o.get("type") for o in options}
     if len(kinds) != 1 or None in kinds:
         return "DOUBLE" if kinds == {"integer", "number"} else JSON_TYPE
@@ -84,12 +71,7 @@ def column_type(prop: dict[str, t.Any]) -> str:
     }.get(kind, JSON_TYPE)
 
 
-def table_name(stream_name: str) -> str:
-    """Name the table a stream lands in: the stream name, other characters made `_`."""
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in stream_name).lower()
-
-
-class DuckDBBulkSink(BatchSink):
+class DuckDBBulkSink(RawRecordSink):
     """One stream -> one DuckDB table; each drained batch is a single INSERT OR REPLACE."""
 
     target: TargetDuckDBBulk  # set by Sink.__init__ via the target argument
@@ -98,8 +80,6 @@ class DuckDBBulkSink(BatchSink):
         super().__init__(target, *args, **kwargs)
         self.target = target
         self._encoder = msgspec.json.Encoder()
-        # Read once: is_full asks for it after every record.
-        self._max_size = int(self.config.get("batch_size_rows") or 100_000)
         self._seq = 0
         if SEQ in self.schema.get("properties", {}):
             msg = (
@@ -113,11 +93,6 @@ class DuckDBBulkSink(BatchSink):
         if missing:
             msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
             raise ValueError(msg)
-
-    @property
-    def max_size(self) -> int:
-        """Records per batch: the `batch_size_rows` setting (the SDK's own default is 10,000)."""
-        return self._max_size
 
     @property
     def full_table(self) -> str:
@@ -167,15 +142,6 @@ class DuckDBBulkSink(BatchSink):
 
     # --- RECORD messages -------------------------------------------------------------------
 
-    def _validate_and_parse(self, record: dict) -> dict:
-        """Skip the SDK's per-record date-time parsing: DuckDB parses them in bulk.
-
-        With validate_records on, the SDK's jsonschema validation still runs first.
-        """
-        if self._validator is not None:
-            return super()._validate_and_parse(record)
-        return record
-
     def start_batch(self, context: dict) -> None:
         """Open this batch's JSON-lines file (one per batch, deleted once loaded)."""
         path = self.target.temp_dir / f"{table_name(self.stream_name)}-{context['batch_id']}.jsonl"
@@ -192,10 +158,7 @@ class DuckDBBulkSink(BatchSink):
     def process_raw_record(self, raw: msgspec.Raw, context: dict) -> None:
         """Append a record given as raw JSON bytes (the target's fast path), numbered likewise."""
         self._seq += 1
-        body = bytes(raw).strip()
-        if not body.startswith(b"{") or not body.endswith(b"}"):
-            msg = f"stream {self.stream_name!r}: a RECORD's record is not an object: {body[:200]!r}"
-            raise ValueError(msg)
+        body = self.raw_object(raw)
         inner = body[1:-1].strip()
         prefix = b'{"' + SEQ.encode() + b'":' + str(self._seq).encode()
         context["file"].write(prefix + (b"," + inner if inner else b"") + b"}\n")

@@ -16,8 +16,8 @@ from pathlib import Path
 import fsspec
 import msgspec
 from psycopg import sql
+from singer_bulk import RawRecordSink, non_null_types, table_name
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
-from singer_sdk.sinks import BatchSink
 
 from target_postgres_bulk.load import TablePlan, line_chunks, quote_ident
 
@@ -31,19 +31,6 @@ if t.TYPE_CHECKING:
 JSONB = "jsonb"
 TEXT = "text"
 TIMESTAMP = "timestamp without time zone"
-
-
-def _non_null_types(prop: dict[str, t.Any]) -> list[dict[str, t.Any]]:
-    """List the alternatives of a property schema, `null` removed (type lists and anyOf)."""
-    if "anyOf" in prop or "oneOf" in prop:
-        options = [o for o in prop.get("anyOf", prop.get("oneOf", [])) if isinstance(o, dict)]
-        return [o for sub in options for o in _non_null_types(sub)]
-    kinds = prop.get("type")
-    if kinds is None:
-        return [prop]  # no type at all: anything goes
-    if isinstance(kinds, str):
-        kinds = [kinds]
-    return [{**prop, "type": k} for k in kinds if k != "null"]
 
 
 def _integer_type(prop: dict[str, t.Any]) -> str:
@@ -68,7 +55,7 @@ def column_type(prop: dict[str, t.Any]) -> str:
     then text, then numeric, then bigint); no type at all is text. One difference: arrays are
     jsonb here, where target-postgres makes typed arrays (text[], jsonb[]) of typed items.
     """
-    options = _non_null_types(prop)
+    options = non_null_types(prop)
     kinds = {o.get("type") for o in options}
     if not options or None in kinds or not all(isinstance(k, str) for k in kinds):
         return TEXT
@@ -98,12 +85,7 @@ def column_type(prop: dict[str, t.Any]) -> str:
     )
 
 
-def table_name(stream_name: str) -> str:
-    """Name the table a stream lands in: the stream name, other characters made `_`."""
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in stream_name).lower()
-
-
-class PostgresBulkSink(BatchSink):
+class PostgresBulkSink(RawRecordSink):
     """One stream -> one PostgreSQL table; each drained batch is one COPY and one upsert."""
 
     target: TargetPostgresBulk  # set by Sink.__init__ via the target argument
@@ -112,18 +94,11 @@ class PostgresBulkSink(BatchSink):
         super().__init__(target, *args, **kwargs)
         self.target = target
         self._encoder = msgspec.json.Encoder(decimal_format="number")
-        # Read once: is_full asks for it after every record.
-        self._max_size = int(self.config.get("batch_size_rows") or 100_000)
         self._plan: TablePlan | None = None
         missing = [k for k in self.key_properties if k not in self.schema["properties"]]
         if missing:
             msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
             raise ValueError(msg)
-
-    @property
-    def max_size(self) -> int:
-        """Records per batch: the `batch_size_rows` setting (the SDK's own default is 10,000)."""
-        return self._max_size
 
     @property
     def target_schema(self) -> str:
@@ -247,15 +222,6 @@ class PostgresBulkSink(BatchSink):
 
     # --- RECORD messages -------------------------------------------------------------------
 
-    def _validate_and_parse(self, record: dict) -> dict:
-        """Skip the SDK's per-record date-time parsing: PostgreSQL parses them in bulk.
-
-        With validate_records on, the SDK's jsonschema validation still runs first.
-        """
-        if self._validator is not None:
-            return super()._validate_and_parse(record)
-        return record
-
     def start_batch(self, context: dict) -> None:
         """Start this batch's buffer of JSON lines."""
         context["buffer"] = bytearray()
@@ -268,10 +234,7 @@ class PostgresBulkSink(BatchSink):
 
     def process_raw_record(self, raw: msgspec.Raw, context: dict) -> None:
         """Append a record given as its raw JSON bytes (the target's fast path)."""
-        body = bytes(raw).strip()
-        if not body.startswith(b"{") or not body.endswith(b"}"):
-            msg = f"stream {self.stream_name!r}: a RECORD's record is not an object: {body[:200]!r}"
-            raise ValueError(msg)
+        body = self.raw_object(raw)
         buffer: bytearray = context["buffer"]
         buffer += body
         buffer += b"\n"

@@ -16,19 +16,13 @@ the last STATE written before it; the tap re-sends from there and the upsert abs
 from __future__ import annotations
 
 import copy
-import sys
-import threading
+import functools
 import typing as t
-from concurrent.futures import Future, ThreadPoolExecutor
 
-import msgspec
 import psycopg
 from psycopg.conninfo import make_conninfo
-from singer_sdk import Target
+from singer_bulk import FullDrainTarget, MsgspecBytesReader, OrderedLoader, RawRecordTarget
 from singer_sdk import typing as th
-from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.singerlib.encoding.base import GenericSingerReader
-from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_postgres_bulk.load import STAGE_DDL, BatchLoad, LineScreen, quarantine
 from target_postgres_bulk.sinks import PostgresBulkSink
@@ -46,46 +40,6 @@ SESSION_SETTINGS = {
     "temp_buffers": "256MB",
     "work_mem": "64MB",  # the sort that deduplicates a batch with a key twice in it
 }
-
-
-class MsgspecBytesReader(GenericSingerReader[bytes]):
-    """Reads Singer messages as bytes from stdin with msgspec.
-
-    The same reader as target-duckdb-bulk's (the loaders never import each other): a RECORD's
-    record stays raw bytes (msgspec.Raw) so the fast path never parses it, and JSON numbers
-    stay int/float (singer-sdk's contrib MsgSpecReader makes every float a Decimal).
-    """
-
-    _decoder = msgspec.json.Decoder()
-    # Top level only: nested values stay as raw bytes, so a RECORD's record is never parsed here.
-    _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-    @property
-    def default_input(self) -> t.IO[bytes]:
-        """Stdin as bytes: msgspec decodes UTF-8 itself, no text layer needed."""
-        return sys.stdin.buffer
-
-    def deserialize_json(self, line: bytes | str) -> dict:
-        """Decode one Singer message; a clear InvalidInputLine for anything else."""
-        try:
-            envelope = self._envelope.decode(line)
-            kind = envelope.get("type")
-            if kind is not None and bytes(kind) == b'"RECORD"':
-                message: t.Any = {
-                    k: (v if k == "record" else self._decoder.decode(v))
-                    for k, v in envelope.items()
-                }
-                return message
-            message = self._decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            head = line[:500]
-            shown = head if isinstance(head, str) else head.decode("utf-8", "replace")
-            msg = f"Unable to parse line as JSON ({exc}): {shown}"
-            raise InvalidInputLine(msg) from exc
-        if not isinstance(message, dict):
-            msg = f"Singer message is not a JSON object: {str(line)[:200]}"
-            raise InvalidInputLine(msg)
-        return message
 
 
 def conninfo(config: t.Mapping[str, t.Any]) -> str:
@@ -114,8 +68,12 @@ def conninfo(config: t.Mapping[str, t.Any]) -> str:
     return make_conninfo(**{k: str(v) for k, v in parts.items() if v not in (None, "")})
 
 
-class TargetPostgresBulk(Target):
-    """Singer target: RECORD and BATCH messages -> PostgreSQL tables, upserted on the key."""
+class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):
+    """Singer target: RECORD and BATCH messages -> PostgreSQL tables, upserted on the key.
+
+    On the raw-record fast path (singer_bulk.records) the key check moves to PostgreSQL: a
+    record without its key is quarantined with the NOT NULL violation.
+    """
 
     name = "target-postgres-bulk"
     default_sink_class = PostgresBulkSink
@@ -202,14 +160,11 @@ class TargetPostgresBulk(Target):
         # or by the main thread for DDL while no load is in flight.
         self.max_parallelism = 1
         self._connection: psycopg.Connection[t.Any] | None = None
-        self._drain_requested = False
-        self._fast_sinks: dict[str, PostgresBulkSink] = {}
-        self._loader: ThreadPoolExecutor | None = None
-        self._pending_load: Future[None] | None = None
-        # STATE messages waiting for the load submitted before them to commit, in order.
-        self._states: list[dict] = []
-        self._last_state_written: dict | None = None
-        self._state_lock = threading.Lock()
+        # One loader thread; a STATE message is held until the load submitted before it has
+        # committed, then written by the loader thread (singer_bulk.ordered_loader).
+        self._loader = OrderedLoader(
+            super()._write_state_message, thread_name_prefix="postgres-load", hold_states=True
+        )
         self.screen = LineScreen(
             sanitize_nul=bool(self.config.get("sanitize_null_text_characters", True))
         )
@@ -231,62 +186,6 @@ class TargetPostgresBulk(Target):
             self._connection = conn
         return self._connection
 
-    # --- RECORD fast path --------------------------------------------------------------------
-
-    def _process_record_message(self, message_dict: dict) -> None:
-        """RECORD: on the fast path the record's raw JSON goes straight to the batch buffer.
-
-        The fast path applies when the stream has no stream map, flattening, metadata columns or
-        validation, which is how tap-rudderstack's output is loaded. It skips the SDK's
-        per-record decode, copy, map and re-encode; the key check moves to PostgreSQL (a record
-        without its key is quarantined with the NOT NULL violation). Anything else is decoded
-        and goes through the SDK's own path.
-        """
-        record = message_dict.get("record")
-        if not isinstance(record, msgspec.Raw):
-            super()._process_record_message(message_dict)
-            return
-        sink = self._fast_sink(message_dict.get("stream"))
-        if sink is None:
-            message_dict["record"] = msgspec.json.decode(record)
-            super()._process_record_message(message_dict)
-            return
-        context = sink._get_context({})
-        sink.tally_record_read()
-        sink.process_raw_record(record, context)
-        sink.record_counter_metric.increment()
-        if sink.is_full:
-            self.drain_one(sink)
-        self._handle_max_record_age()
-
-    def _fast_sink(self, stream_name: object) -> PostgresBulkSink | None:
-        """Give the stream's active sink if its records take the fast path, else None."""
-        if not isinstance(stream_name, str):
-            return None
-        sink = self._sinks_active.get(stream_name)
-        if sink is None:
-            return None
-        known = self._fast_sinks.get(stream_name)
-        if known is sink:
-            return known
-        # Decided once per sink (a new SCHEMA makes a new sink and a new decision).
-        if not isinstance(sink, PostgresBulkSink) or not self._fast_path(stream_name, sink):
-            return None
-        self._fast_sinks[stream_name] = sink
-        return sink
-
-    def _fast_path(self, stream_name: str, sink: PostgresBulkSink) -> bool:
-        maps = self.mapper.stream_maps.get(stream_name)
-        return (
-            maps is not None
-            and len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and maps[0].stream_alias == stream_name
-            and not maps[0].flattening_enabled
-            and not sink.include_sdc_metadata_properties
-            and sink._validator is None
-        )
-
     # --- loads -------------------------------------------------------------------------------
 
     def submit_load(
@@ -303,14 +202,9 @@ class TargetPostgresBulk(Target):
         """
         self.wait_for_loads()
         conn = self.connection  # opened here, on the main thread, before the thread uses it
-        if self._loader is None:
-            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-load")
-        with self._state_lock:
-            pending = self._loader.submit(self._load, conn, plan, sources, after)
-            self._pending_load = pending
         # The STATE messages held for this load are written the moment it commits, from the
         # loader thread: a tap that pauses (or a live stream) gets its bookmark saved at once.
-        pending.add_done_callback(self._load_done)
+        self._loader.submit(functools.partial(self._load, conn, plan, sources, after))
 
     def _load(
         self,
@@ -348,14 +242,11 @@ class TargetPostgresBulk(Target):
             after()
 
     def wait_for_loads(self) -> None:
-        """Block until the pending load has committed; re-raise its error here."""
-        pending = self._pending_load
-        if pending is not None:
-            pending.result()  # raises the load's error: its STATE messages stay held forever
-            with self._state_lock:
-                if self._pending_load is pending:
-                    self._pending_load = None
-                self._emit_states()
+        """Block until the pending load has committed; re-raise its error here.
+
+        A failed load raises at every wait: its STATE messages, and every later one, stay held.
+        """
+        self._loader.wait()
 
     def drain_replaced_sinks(self) -> None:
         """Load the buffered records of sinks a new SCHEMA replaced, before the new sink's DDL."""
@@ -365,29 +256,10 @@ class TargetPostgresBulk(Target):
     # --- STATE -------------------------------------------------------------------------------
 
     def _write_state_message(self, state: dict) -> None:
-        # Held until every load submitted before it has committed: written here when none is
-        # pending, else by _load_done when the pending one (the latest) commits.
-        with self._state_lock:
-            self._states.append(state)
-            pending = self._pending_load
-            if pending is None or (pending.done() and pending.exception() is None):
-                self._emit_states()
-
-    def _load_done(self, load: Future[None]) -> None:
-        """Write the STATE messages held for `load` once it has committed (loader thread)."""
-        if load.cancelled() or load.exception() is not None:
-            return  # a failed load: the main thread raises its error, no later STATE is written
-        with self._state_lock:
-            if load is self._pending_load:
-                self._emit_states()
-
-    def _emit_states(self) -> None:
-        """Write the held STATE messages in order (caller holds the state lock)."""
-        states, self._states = self._states, []
-        for state in states:
-            if state != self._last_state_written:
-                super()._write_state_message(state)
-                self._last_state_written = state
+        # Held until every load submitted before it has committed: written now when none is
+        # pending, else from the loader thread when the pending one (the latest) commits. A
+        # STATE equal to the last one written is not written again.
+        self._loader.write_state(state)
 
     def _process_state_message(self, message_dict: dict) -> None:
         """STATE: written as soon as every record before it is committed.
@@ -403,22 +275,6 @@ class TargetPostgresBulk(Target):
         if self._latest_state and not buffered:
             self._write_state_message(copy.deepcopy(self._latest_state))
 
-    def request_full_drain(self) -> None:
-        """Ask for a full drain (others loaded, then STATE) after a sink drained for being full.
-
-        The SDK only emits STATE from drain_all (end of input, schema change, record age), so a
-        long run would otherwise resume from its very first bookmark after a crash.
-        """
-        self._drain_requested = True
-
-    def _handle_max_record_age(self) -> None:
-        # Runs after every RECORD/BATCH message: the cheapest place to honour a drain request
-        # outside the sink's own drain (drain_all from inside drain_one would recurse).
-        if self._drain_requested:
-            self._drain_requested = False
-            self.drain_all()
-        super()._handle_max_record_age()
-
     def process_endofpipe(self) -> None:
         """Load what is left, write the final STATE once it is committed, close."""
         super().process_endofpipe()
@@ -427,9 +283,7 @@ class TargetPostgresBulk(Target):
 
     def close(self) -> None:
         """Stop the loader thread and close the connection (also after a failed load)."""
-        if self._loader is not None:
-            self._loader.shutdown(wait=True)
-            self._loader = None
+        self._loader.shutdown()
         if self._connection is not None:
             self._connection.close()  # an open transaction (a failed load) is rolled back
             self._connection = None

@@ -10,7 +10,7 @@ TargetRecordMissingRequiredProperty found a run that raised mid-batch leaving it
 open after `close()`; fixed in the loader). The suite runs on both paths through the loader:
 
 - `fast`: the default settings. A record's raw JSON bytes go straight to the batch file and the
-  key check moves to DuckDB (target.py, `_process_record_message`).
+  key check moves to DuckDB (singer_bulk/records.py, `RawRecordTarget`).
 - `sdk`: `validate_records: true`. singer-sdk decodes, jsonschema-validates and key-checks every
   record before the sink buffers it.
 
