@@ -82,12 +82,13 @@ def recipient_content(
     person = {key: row.get(key) for key in PERSON_KEYS}
     person = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in person.items()}
     payload = money.add_display_amounts(
-        payload, _text_or_none(person.get("locale")), settings.default_currency,
+        payload, text_or_none(person.get("locale")), settings.default_currency,
         settings.default_locale,
     )  # fmt: skip
-    person["first_name"] = sanitize.header_text(_text_or_none(person.get("first_name")))
+    person["first_name"] = sanitize.header_text(text_or_none(person.get("first_name")))
     return RecipientContent(payload=payload, person=person)
 
 
-def _text_or_none(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
+    """Read a warehouse value as text; null and the empty string both mean absent."""
     return None if value is None or value == "" else str(value)

@@ -59,6 +59,7 @@ from target_mailchimp_transactional.content import (
     ContentSettings,
     PayloadError,
     recipient_content,
+    text_or_none,
 )
 from target_mailchimp_transactional.events import EmailSentEmitter
 from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, tombstone_digest, utcnow
@@ -630,8 +631,8 @@ class Dispatcher:
     ) -> Prepared | LedgerEntry | None:
         """Return a Prepared send, a final LedgerEntry (never sent), or None (deferred)."""
         name = record.get("campaign")
-        user_id = _opt(record.get("user_id"))
-        email = _opt(record.get("email"))
+        user_id = text_or_none(record.get("user_id"))
+        email = text_or_none(record.get("email"))
         base: _TriggerFields = {
             "trigger_id": tid,
             "campaign": name,
@@ -1063,10 +1064,6 @@ def _message_time(msg: dict[str, Any]) -> dt.datetime | None:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150]
-
-
-def _opt(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
 def _lucene_escape(value: str) -> str:
