@@ -1,13 +1,25 @@
-"""The DuckDB sink: JSON lines in a temp file per batch, one read_json upsert per load.
+"""The DuckDB sink: JSON lines in a temp file per batch, one read_json load per batch.
 
 Per record the only Python work is one msgspec encode and a file write; DuckDB parses, casts,
-deduplicates and upserts. The explicit `columns={...}` of read_json means no sniffing at all, so
+deduplicates and loads. The explicit `columns={...}` of read_json means no sniffing at all, so
 nothing like target-duckdb 0.8.0's lost header row can happen. BATCH messages (singer-sdk JSONL
 batch files) are loaded with read_json directly from the file, never through Python records.
+
+How a keyed stream's batch replaces earlier copies of its keys (docs/ingest.md, "Deduplication"):
+
+- a table with a PRIMARY KEY (created by earlier versions, or for a stream without a date-time
+  window column): one `INSERT OR REPLACE`, whose key index covers the whole table;
+- any other keyed table (new tables of streams with the window column, `received_at`): one
+  transaction that stages the deduplicated batch in a temporary table, deletes the stored copies
+  of its keys whose window column lies within `dedup_window_hours` of the batch's own range (a
+  literal range, so DuckDB skips the row groups outside it by their min/max), then inserts the
+  batch. No index over the table's history is built or kept in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import shutil
 import typing as t
 from pathlib import Path
@@ -29,6 +41,16 @@ SEQ = "__target_duckdb_bulk_seq"
 
 JSON_TYPE = "JSON"
 
+# The window of the deduplication of tables without a primary key (the settings' defaults).
+DEFAULT_WINDOW_HOURS = 72.0
+DEFAULT_WINDOW_COLUMN = "received_at"
+# The column type a window column must have (what a date-time property becomes).
+WINDOW_TYPE = "TIMESTAMP"
+# The temporary table (of the loader's connection) holding one deduplicated batch while it
+# replaces the earlier copies of its keys; created and dropped inside the load's transaction.
+BATCH_TABLE = "__target_duckdb_bulk_batch"
+BATCH_TABLE_SQL = f'temp.main."{BATCH_TABLE}"'
+
 
 def quote(identifier: str) -> str:
     """Double-quote a DuckDB identifier so any stream or property name is safe."""
@@ -38,6 +60,40 @@ def quote(identifier: str) -> str:
 def literal(text: str) -> str:
     """Quote text as a DuckDB string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+class NullKeyError(ValueError):
+    """A record of the batch has no value for a key property (the batch is not loaded)."""
+
+
+def delete_copies_sql(
+    table: str,
+    batch: str,
+    keys: Sequence[str],
+    *,
+    window: tuple[str, str, str] | None = None,
+    undated: str | None = None,
+) -> str:
+    """Build the DELETE of the stored copies of `batch`'s keys from `table`.
+
+    `window` = (column, low, high): only stored rows whose column lies in [low, high], given as
+    timestamp text and inlined as literals: a constant range is a filter of the table scan, and
+    DuckDB skips every row group whose min/max misses it (a bound given as a subquery is left
+    to the optimizer's dynamic join filters; the literal does not depend on them). Without
+    `window`, any stored row of the key
+    matches: when `undated` names the window column, only for the batch's rows whose value in it
+    is NULL (they have no time to bound the search); when it is None, for every row of the batch.
+    """
+    match = " AND ".join(f"t.{quote(k)} = b.{quote(k)}" for k in keys)
+    if window is not None:
+        column, low, high = window
+        match = (
+            f"t.{quote(column)} BETWEEN CAST({literal(low)} AS {WINDOW_TYPE})"
+            f" AND CAST({literal(high)} AS {WINDOW_TYPE}) AND {match}"
+        )
+    elif undated is not None:
+        match = f"b.{quote(undated)} IS NULL AND {match}"
+    return f"DELETE FROM {table} AS t USING {batch} AS b WHERE {match}"  # noqa: S608
 
 
 def column_type(prop: dict[str, t.Any]) -> str:
@@ -72,7 +128,7 @@ def column_type(prop: dict[str, t.Any]) -> str:
 
 
 class DuckDBBulkSink(RawRecordSink):
-    """One stream -> one DuckDB table; each drained batch is a single INSERT OR REPLACE."""
+    """One stream -> one DuckDB table; each drained batch is loaded in one transaction."""
 
     target: TargetDuckDBBulk  # set by Sink.__init__ via the target argument
 
@@ -93,6 +149,17 @@ class DuckDBBulkSink(RawRecordSink):
         if missing:
             msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
             raise ValueError(msg)
+        hours = self.config.get("dedup_window_hours")
+        self.window_hours = DEFAULT_WINDOW_HOURS if hours is None else float(hours)
+        if not math.isfinite(self.window_hours) or self.window_hours < 0:
+            msg = f"dedup_window_hours must be a number >= 0, not {hours!r}"
+            raise ValueError(msg)
+        column = self.config.get("dedup_window_column")
+        # "" turns the window off: new keyed tables get a primary key, as before.
+        self.window_setting: str = DEFAULT_WINDOW_COLUMN if column is None else str(column)
+        # Set by setup() from the table itself: the load path of a keyed stream.
+        self.primary_key = False
+        self.window_column: str | None = None
 
     @property
     def full_table(self) -> str:
@@ -107,7 +174,10 @@ class DuckDBBulkSink(RawRecordSink):
     # --- table management ------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the schema and table from the Singer schema, or add the columns it lacks."""
+        """Create the schema and table from the Singer schema, or add the columns it lacks.
+
+        Then pick the load path of a keyed stream from the table (_choose_load_path).
+        """
         self.target.wait_for_loads()  # no DDL while a load of the old schema is running
         con = self.target.connection
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.target_schema)}")
@@ -119,12 +189,25 @@ class DuckDBBulkSink(RawRecordSink):
             ).fetchall()
         )
         if not existing:
-            cols = [f"{quote(n)} {ty}" for n, ty in self.columns.items()]
-            if self.key_properties:
+            # A keyed stream with a date-time window column gets no primary key (whose index
+            # would grow with the table): its key columns are NOT NULL, and each load replaces
+            # the earlier copies within the window (_replace_in_window).
+            windowed = bool(self.key_properties) and self._usable_window(self.columns) is not None
+            cols = [
+                f"{quote(n)} {ty}" + (" NOT NULL" if windowed and n in self.key_properties else "")
+                for n, ty in self.columns.items()
+            ]
+            if self.key_properties and not windowed:
                 cols.append(f"PRIMARY KEY ({', '.join(quote(k) for k in self.key_properties)})")
             con.execute(f"CREATE TABLE IF NOT EXISTS {self.full_table} ({', '.join(cols)})")
             self.logger.info("Created table %s", self.full_table)
-            return
+        else:
+            self._add_columns(existing)
+        self._choose_load_path({**self.columns, **existing})
+
+    def _add_columns(self, existing: dict[str, str]) -> None:
+        """Add the stream's new properties to the table; keep the types it already has."""
+        con = self.target.connection
         for name, ty in self.columns.items():
             if name not in existing:
                 con.execute(f"ALTER TABLE {self.full_table} ADD COLUMN {quote(name)} {ty}")
@@ -139,6 +222,53 @@ class DuckDBBulkSink(RawRecordSink):
                     ty,
                     existing[name],
                 )
+
+    def _usable_window(self, types: dict[str, str]) -> str | None:
+        """Name the `dedup_window_column` if the table (column -> type) has it as a TIMESTAMP."""
+        name = self.window_setting
+        return name if name and types.get(name) == WINDOW_TYPE else None
+
+    def _choose_load_path(self, types: dict[str, str]) -> None:
+        """Pick how a keyed stream's batches replace earlier copies, from the table as it is.
+
+        A table with a PRIMARY KEY keeps INSERT OR REPLACE, so no existing warehouse changes
+        behaviour silently; any other keyed table is deduplicated within the window.
+        """
+        if not self.key_properties:
+            return
+        row = self.target.connection.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE database_name = current_database()"
+            " AND schema_name = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [self.target_schema, table_name(self.stream_name)],
+        ).fetchone()
+        self.primary_key = bool(row and row[0])
+        self.window_column = self._usable_window(types)
+        keys = ", ".join(self.key_properties)
+        if self.primary_key:
+            if self.window_column is not None:
+                self.logger.info(
+                    "%s has a PRIMARY KEY: loading with INSERT OR REPLACE, whose key index grows"
+                    " with the table (docs/ingest.md, 'Deduplication', moves it to the window)",
+                    self.full_table,
+                )
+        elif self.window_column is not None:
+            self.logger.info(
+                "%s: a batch replaces the stored copies of its keys (%s) whose %s lies within"
+                " %s hours of the batch's own %s range",
+                self.full_table,
+                keys,
+                self.window_column,
+                f"{self.window_hours:g}",
+                self.window_column,
+            )
+        else:
+            self.logger.warning(
+                "%s has neither a PRIMARY KEY nor a TIMESTAMP column %r: each batch scans the"
+                " key column of the whole table to replace earlier copies of its keys (%s)",
+                self.full_table,
+                self.window_setting,
+                keys,
+            )
 
     # --- RECORD messages -------------------------------------------------------------------
 
@@ -241,7 +371,11 @@ class DuckDBBulkSink(RawRecordSink):
     # --- the load --------------------------------------------------------------------------
 
     def _load(self, path: str, *, compression: str, sequenced: bool) -> None:
-        """INSERT OR REPLACE the file's rows, deduplicated on the key (the last line wins)."""
+        """Load the file's rows: appended, or deduplicated on the key (the last line wins).
+
+        A keyed stream's rows replace the stored copies of their keys: INSERT OR REPLACE into a
+        table with a primary key, else _replace_in_window (docs/ingest.md, "Deduplication").
+        """
         read_columns = dict(self.columns)
         if self.include_sdc_metadata_properties:
             # The SDK adds _sdc_* to self.schema after __init__ when metadata is on.
@@ -265,23 +399,120 @@ class DuckDBBulkSink(RawRecordSink):
             f" maximum_object_size={int(self.config.get('maximum_object_size') or 16_777_216)})"
         )
         col_list = ", ".join(quote(c) for c in insert_cols)
-        if self.key_properties:
-            keys = ", ".join(quote(k) for k in self.key_properties)
-            # Without a line number (BATCH files) the scan order stands in for it.
-            order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
-            line = "" if sequenced else ", row_number() OVER () AS __line"
-            # Every identifier goes through quote() and every literal through literal(). A NULL
-            # key is not filtered out: the primary key's NOT NULL fails the load, loudly.
-            sql = (
-                f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"  # noqa: S608
-                f" SELECT {select_sql} FROM (SELECT *{line} FROM {scan})"
-                f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-            )
-        else:
-            sql = f"INSERT INTO {self.full_table} ({col_list}) SELECT {select_sql} FROM {scan}"  # noqa: S608
+        replaced: int | None = None
         try:
-            count = self.target.connection.execute(sql).fetchone()
-        except duckdb.Error as exc:
+            if not self.key_properties:
+                sql = f"INSERT INTO {self.full_table} ({col_list}) SELECT {select_sql} FROM {scan}"  # noqa: S608
+                count = self.target.connection.execute(sql).fetchone()
+                loaded = count[0] if count else "?"
+            else:
+                keys = ", ".join(quote(k) for k in self.key_properties)
+                # Without a line number (BATCH files) the scan order stands in for it.
+                order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
+                line = "" if sequenced else ", row_number() OVER () AS __line"
+                last_copy = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+                # Every identifier goes through quote() and every literal through literal().
+                if self.primary_key:
+                    # A NULL key is not filtered out: the primary key's NOT NULL fails the load.
+                    sql = (
+                        f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"  # noqa: S608
+                        f" SELECT {select_sql} FROM (SELECT *{line} FROM {scan}){last_copy}"
+                    )
+                    count = self.target.connection.execute(sql).fetchone()
+                    loaded = count[0] if count else "?"
+                else:
+                    named = ", ".join(
+                        f"{quote(n)}::TIMESTAMP AS {quote(n)}" if ty == "TIMESTAMP" else quote(n)
+                        for n, ty in read_columns.items()
+                    )
+                    deduplicated = f"SELECT {named} FROM (SELECT *{line} FROM {scan}){last_copy}"  # noqa: S608
+                    loaded, replaced = self._replace_in_window(deduplicated, insert_cols)
+        except (duckdb.Error, NullKeyError) as exc:
             msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
             raise RuntimeError(msg) from exc
-        self.logger.info("Loaded %s rows into %s", count[0] if count else "?", self.full_table)
+        if replaced is None:
+            self.logger.info("Loaded %s rows into %s", loaded, self.full_table)
+        else:
+            self.logger.info(
+                "Loaded %s rows into %s, replacing %s stored copies of their keys",
+                loaded,
+                self.full_table,
+                replaced,
+            )
+
+    def _replace_in_window(self, deduplicated: str, columns: list[str]) -> tuple[int, int]:
+        """Stage the deduplicated batch, delete the stored copies of its keys, insert it.
+
+        One transaction: a failure anywhere (a NULL key, a value the table refuses, a crash)
+        leaves the table as it was. The stored copies searched are those whose window column
+        lies within `dedup_window_hours` of the batch's [min, max] in it, a range inlined as
+        literals so that DuckDB reads only the row groups whose min/max meet it (delete_copies_sql).
+        A batch row whose window column is NULL has no time to bound the search: its key's
+        copies are searched in the whole table, in a second DELETE run only when the batch holds
+        such rows. Memory: the batch (staged, and the hash table of its keys that each DELETE
+        joins against); the table's rows are streamed through the join, never indexed.
+
+        Returns (rows inserted, stored copies deleted).
+        """
+        con = self.target.connection
+        window = self.window_column if self.window_column in columns else None
+        null_key = " OR ".join(f"{quote(k)} IS NULL" for k in self.key_properties)
+        if window is not None:
+            span = f"to_microseconds({round(self.window_hours * 3_600_000_000)})"
+            w = quote(window)
+            stats = (
+                f"SELECT count(*) FILTER (WHERE {null_key}),"  # noqa: S608
+                f" CAST(min({w}) - {span} AS VARCHAR), CAST(max({w}) + {span} AS VARCHAR),"
+                f" count(*) - count({w}) FROM {BATCH_TABLE_SQL}"
+            )
+        else:  # the batch does not carry the column (an older SCHEMA): no time to bound it by
+            stats = (
+                f"SELECT count(*) FILTER (WHERE {null_key}), NULL, NULL, count(*)"  # noqa: S608
+                f" FROM {BATCH_TABLE_SQL}"
+            )
+        col_list = ", ".join(quote(c) for c in columns)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {quote(BATCH_TABLE)} AS {deduplicated}")
+            row = con.execute(stats).fetchone()
+            null_keys, low, high, undated = row if row else (0, None, None, 0)
+            if null_keys:
+                keys = ", ".join(self.key_properties)
+                msg = (
+                    f"NOT NULL constraint failed: a record has no value for the key ({keys});"
+                    " nothing of this batch was loaded"
+                )
+                raise NullKeyError(msg)
+            deleted = 0
+            statements = []
+            if window is not None and low is not None and high is not None:
+                statements.append(
+                    delete_copies_sql(
+                        self.full_table,
+                        BATCH_TABLE_SQL,
+                        self.key_properties,
+                        window=(window, low, high),
+                    )
+                )
+            if undated:
+                statements.append(
+                    delete_copies_sql(
+                        self.full_table, BATCH_TABLE_SQL, self.key_properties, undated=window
+                    )
+                )
+            for sql in statements:
+                count = con.execute(sql).fetchone()
+                deleted += count[0] if count else 0
+            count = con.execute(
+                f"INSERT INTO {self.full_table} ({col_list})"  # noqa: S608
+                f" SELECT {col_list} FROM {BATCH_TABLE_SQL}"
+            ).fetchone()
+            con.execute(f"DROP TABLE {BATCH_TABLE_SQL}")
+            con.execute("COMMIT")
+        except BaseException:
+            # The DELETE is undone with the rest; a connection DuckDB has invalidated cannot
+            # roll back, and its error must not hide the one that caused it.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+        return (count[0] if count else 0), deleted

@@ -3,7 +3,7 @@
 Why it exists: target-duckdb 0.8.0 spends its time in per-record Python (validation, flattening,
 CSV writing) and drops a row per batch on duckdb >= 1.3. This loader does the least Python per
 record (the record's raw JSON bytes go to a temp file: singer_bulk.records) and lets
-DuckDB parse, type, deduplicate and upsert each batch in a single statement (sinks.py), in a
+DuckDB parse, type, deduplicate and upsert each batch in one transaction (sinks.py), in a
 loader thread that overlaps with reading the next batch.
 """
 
@@ -24,10 +24,12 @@ if t.TYPE_CHECKING:
 
 
 class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
-    """Singer target: RECORD and BATCH messages -> DuckDB tables, upserted on the primary key.
+    """Singer target: RECORD and BATCH messages -> DuckDB tables, one row per key.
 
-    On the raw-record fast path (singer_bulk.records) the key check moves to DuckDB: a missing
-    or null key fails the load on the primary key's NOT NULL.
+    A keyed stream's batch replaces the stored copies of its keys: within `dedup_window_hours`
+    of `dedup_window_column` (no index over the table's history), or with INSERT OR REPLACE
+    into a table with a primary key (sinks.py). On the raw-record fast path
+    (singer_bulk.records) the key check moves to DuckDB: a missing or null key fails the load.
     """
 
     name = "target-duckdb-bulk"
@@ -101,6 +103,30 @@ class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
             th.IntegerType,
             default=16_777_216,
             description="Largest single record, in bytes, that DuckDB's read_json accepts.",
+        ),
+        th.Property(
+            "dedup_window_hours",
+            th.NumberType,
+            default=72,
+            description=(
+                "Deduplication window of keyed tables without a primary key (new tables of"
+                " streams that have dedup_window_column): a batch replaces the stored copies of"
+                " its keys whose dedup_window_column lies within this many hours of the batch's"
+                " own range. Copies further apart both stay in the raw table (dbt staging keeps"
+                " the first); a longer window reads more row groups per batch. Tables with a"
+                " PRIMARY KEY keep INSERT OR REPLACE. See docs/ingest.md, 'Deduplication'."
+            ),
+        ),
+        th.Property(
+            "dedup_window_column",
+            th.StringType,
+            default="received_at",
+            description=(
+                "The date-time column (a TIMESTAMP in the table) that bounds the deduplication"
+                " window. A new table of a keyed stream that has it gets no PRIMARY KEY (whose"
+                " index grows with the table) but NOT NULL key columns. An empty string turns"
+                " the window off: new keyed tables get a PRIMARY KEY and INSERT OR REPLACE."
+            ),
         ),
     ).to_dict()
 

@@ -3,7 +3,9 @@
 Each test builds the exact messages it needs, runs the target's real reader and sinks against a
 fresh DuckDB file, then opens the file and checks the rows: duplicates collapse to the last one,
 the first row of every batch survives (target-duckdb 0.8.0's bug), schemas evolve, BATCH files
-load, date-times land as naive UTC, and STATE only follows loaded data.
+load, date-times land as naive UTC, and STATE only follows loaded data. The last section covers
+the deduplication within a window of received_at of tables without a primary key (the default
+for new event tables) and the INSERT OR REPLACE kept for tables with one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import duckdb
 import pytest
 from singer_sdk.exceptions import RecordsWithoutSchemaException
-from target_duckdb_bulk.sinks import column_type, table_name
+from target_duckdb_bulk.sinks import column_type, delete_copies_sql, table_name
 from target_duckdb_bulk.target import TargetDuckDBBulk
 
 SCHEMA = {
@@ -425,3 +427,308 @@ def test_about_lists_settings_with_descriptions() -> None:
     for name in ("filepath", "default_target_schema", "batch_size_rows", "add_record_metadata"):
         assert props[name].get("description"), name
     assert TargetDuckDBBulk.config_jsonschema["required"] == ["filepath"]
+
+
+# --- deduplication within a window (tables without a primary key) ------------------------------
+#
+# A new keyed table whose stream has `received_at` gets no primary key (its index would grow with
+# the table, docs/ingest.md "Deduplication"): each batch replaces the stored copies of its keys
+# whose received_at lies within `dedup_window_hours` (72) of the batch's own received_at range.
+
+T0 = dt.datetime(2026, 11, 20, 12, 0)
+
+
+def at(hours: float) -> str:
+    """received_at `hours` after T0, as the tap writes it (UTC text)."""
+    return (T0 + dt.timedelta(hours=hours)).isoformat() + "Z"
+
+
+def when(hours: float) -> dt.datetime:
+    return T0 + dt.timedelta(hours=hours)
+
+
+def tracks(db: Path) -> list[tuple]:
+    return query(db, "select message_id, n, received_at from rudderstack_raw.tracks order by 1, 3")
+
+
+def primary_keys(db: Path) -> list[tuple]:
+    return query(
+        db,
+        "select table_name, constraint_column_names from duckdb_constraints()"
+        " where constraint_type = 'PRIMARY KEY' order by 1",
+    )
+
+
+def test_new_keyed_table_with_received_at_has_no_primary_key_but_not_null_keys(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "w.duckdb"
+    no_window = {"type": "object", "properties": {"rejected_id": {"type": "string"}}}
+    run_target(
+        db,
+        [
+            schema_msg(),
+            schema_msg("rejected_events", no_window, keys=("rejected_id",)),
+            rec("a", received_at=at(0)),
+        ],
+    )
+    # A stream without the window column keeps the primary key (INSERT OR REPLACE).
+    assert primary_keys(db) == [("rejected_events", ["rejected_id"])]
+    nullable = dict(
+        query(
+            db,
+            "select column_name, is_nullable from information_schema.columns"
+            " where table_name = 'tracks'",
+        )
+    )
+    assert nullable["message_id"] == "NO"
+    assert nullable["n"] == "YES"
+
+
+def test_duplicates_within_one_batch_last_copy_wins(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    run_target(
+        db,
+        [
+            schema_msg(),
+            rec("a", n=1, received_at=at(0)),
+            rec("b", n=1, received_at=at(0)),
+            rec("a", n=2, received_at=at(0.01)),  # an SDK retry in the same batch
+            rec("a", n=3, received_at=at(0)),  # a replayed line: the last line wins
+        ],
+    )
+    assert tracks(db) == [("a", 3, when(0)), ("b", 1, when(0))]
+
+
+def test_replay_in_a_later_batch_leaves_one_row_with_the_latest_copy(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    first = [rec(m, n=1, received_at=at(0)) for m in ("a", "b", "c")]
+    run_target(db, [schema_msg(), *first])
+    # The same spool file read again (same received_at), in batches of 2 and in a later run.
+    replay = [rec(m, n=2, received_at=at(0)) for m in ("c", "a", "b")]
+    run_target(db, [schema_msg(), *replay, rec("d", n=2, received_at=at(1))], batch_size_rows=2)
+    assert tracks(db) == [
+        ("a", 2, when(0)),
+        ("b", 2, when(0)),
+        ("c", 2, when(0)),
+        ("d", 2, when(1)),
+    ]
+
+
+def test_sdk_retry_received_an_hour_later_leaves_one_row(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0)), rec("b", received_at=at(0))])
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(1))])
+    assert tracks(db) == [("a", 2, when(1)), ("b", None, when(0))]
+    # A copy that was received earlier but is loaded later (a late file) is found as well:
+    # the window reaches both ways from the batch's received_at range. It is the latest loaded.
+    run_target(db, [schema_msg(), rec("a", n=3, received_at=at(-2))])
+    assert tracks(db) == [("a", 3, when(-2)), ("b", None, when(0))]
+
+
+def test_copy_received_later_than_the_window_stays_twice_in_raw(tmp_path: Path) -> None:
+    """Copies further apart than the window are not matched: both stay in the raw table.
+
+    That is the documented cost of the window; dbt staging (deduplicated_source in
+    dbt_project/macros/incremental/deduplication.sql) keeps one row per message_id whatever the
+    raw table holds (the first copy by received_at), so the signals see the event once.
+    """
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0))])
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(73))])  # default window: 72 h
+    run_target(db, [schema_msg(), rec("a", n=3, received_at=at(-80))])  # and the other way
+    assert tracks(db) == [("a", 3, when(-80)), ("a", 1, when(0)), ("a", 2, when(73))]
+    # Within the window of a copy, that copy is replaced, and only that one.
+    run_target(db, [schema_msg(), rec("a", n=4, received_at=at(100))])
+    assert tracks(db) == [("a", 3, when(-80)), ("a", 1, when(0)), ("a", 4, when(100))]
+
+
+def test_dedup_window_hours_setting(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0))], dedup_window_hours=0.5)
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(0.25))], dedup_window_hours=0.5)
+    assert tracks(db) == [("a", 2, when(0.25))]
+    run_target(db, [schema_msg(), rec("a", n=3, received_at=at(1))], dedup_window_hours=0.5)
+    assert tracks(db) == [("a", 2, when(0.25)), ("a", 3, when(1))]
+    with pytest.raises(ValueError, match="dedup_window_hours"):
+        run_target(db, [schema_msg()], dedup_window_hours=-1)
+
+
+def test_rows_without_received_at_replace_their_keys_copies_anywhere(tmp_path: Path) -> None:
+    """A batch row whose received_at is NULL has no time to bound the search: no bound."""
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(-1000)), rec("b", n=1)])
+    run_target(
+        db,
+        [
+            schema_msg(),
+            rec("a", n=2),  # its dated copy is far outside any window: found all the same
+            rec("b", n=2, received_at=at(0)),  # the undated stored copy is not in the range
+            rec("c", n=2, received_at=at(0)),
+        ],
+    )
+    assert tracks(db) == [("a", 2, None), ("b", 2, when(0)), ("b", 1, None), ("c", 2, when(0))]
+
+
+def test_composite_key_in_the_window(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    keys = ("message_id", "user_id")
+    run_target(
+        db,
+        [
+            schema_msg(keys=keys),
+            rec("a", user_id="u1", n=1, received_at=at(0)),
+            rec("a", user_id="u2", n=1, received_at=at(0)),
+        ],
+    )
+    run_target(db, [schema_msg(keys=keys), rec("a", user_id="u1", n=2, received_at=at(1))])
+    assert query(db, "select message_id, user_id, n from rudderstack_raw.tracks order by 2") == [
+        ("a", "u1", 2),
+        ("a", "u2", 1),
+    ]
+    with pytest.raises(RuntimeError, match=r"NOT NULL.*message_id, user_id"):
+        run_target(db, [schema_msg(keys=keys), rec("b", n=1, received_at=at(0))])
+
+
+def test_null_key_in_the_window_fails_loudly_and_loads_nothing_of_the_batch(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0))])
+    batch = [rec("a", n=2, received_at=at(0)), rec("c", received_at=at(0))]
+    with pytest.raises(RuntimeError, match=r"stream 'tracks'.*NOT NULL.*message_id"):
+        run_target(db, [schema_msg(), *batch, rec(None, received_at=at(0))])  # type: ignore[arg-type]
+    assert tracks(db) == [("a", 1, when(0))]  # the stored copy of "a" was not deleted either
+
+
+def test_failure_after_the_delete_loses_no_row(tmp_path: Path) -> None:
+    """Staging, DELETE and INSERT are one transaction: a failing INSERT undoes the DELETE.
+
+    The table's `n` is narrower than the stream declares (TINYINT, kept with a warning): 1000
+    is staged fine as BIGINT and the stored copy of "a" is deleted, then the INSERT's cast of
+    "c" fails. A crash at that point (SIGKILL) commits nothing either, for the same reason.
+    """
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create schema rudderstack_raw")
+    con.execute(
+        "create table rudderstack_raw.tracks"
+        " (message_id varchar not null, n tinyint, received_at timestamp)"
+    )
+    con.close()
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0)), rec("b", received_at=at(0))])
+    with pytest.raises(RuntimeError, match=r"(?s)stream 'tracks'.*1000"):
+        run_target(
+            db,
+            [schema_msg(), rec("a", n=2, received_at=at(0)), rec("c", n=1000, received_at=at(0))],
+        )
+    assert tracks(db) == [("a", 1, when(0)), ("b", None, when(0))]
+    # Nothing was left behind on the loader's side either: the next batch loads as usual.
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(0))])
+    assert tracks(db) == [("a", 2, when(0)), ("b", None, when(0))]
+
+
+def test_existing_table_with_a_primary_key_keeps_insert_or_replace(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    # dedup_window_column "" turns the window off: a primary key, as earlier versions made.
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0))], dedup_window_column="")
+    assert primary_keys(db) == [("tracks", ["message_id"])]
+    # Default settings now; a copy 500 h later is still replaced: the key index covers it all.
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(500)), rec("b", received_at=at(0))])
+    assert tracks(db) == [("a", 2, when(500)), ("b", None, when(0))]
+    assert primary_keys(db) == [("tracks", ["message_id"])]
+
+
+def test_migration_from_a_primary_key_table(tmp_path: Path) -> None:
+    """The one-off migration of docs/ingest.md ("Deduplication"), then the window applies."""
+    db = tmp_path / "w.duckdb"
+    run_target(
+        db,
+        [schema_msg(), rec("b", n=1, received_at=at(1)), rec("a", n=1, received_at=at(0))],
+        dedup_window_column="",
+    )
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(
+            """
+            begin;
+            create table rudderstack_raw.tracks_by_window as
+                select * from rudderstack_raw.tracks order by received_at;
+            alter table rudderstack_raw.tracks_by_window alter column message_id set not null;
+            drop table rudderstack_raw.tracks;
+            alter table rudderstack_raw.tracks_by_window rename to tracks;
+            commit;
+            checkpoint;
+            """
+        )
+    finally:
+        con.close()
+    assert primary_keys(db) == []
+    run_target(db, [schema_msg(), rec("a", n=2, received_at=at(1))])
+    run_target(db, [schema_msg(), rec("b", received_at=at(100))])  # beyond the window of b's copy
+    assert tracks(db) == [("a", 2, when(1)), ("b", 1, when(1)), ("b", None, when(100))]
+    with pytest.raises(RuntimeError, match="NOT NULL"):
+        run_target(db, [schema_msg(), rec(None, received_at=at(0))])  # type: ignore[arg-type]
+
+
+def test_delete_reads_only_the_row_groups_of_the_window(tmp_path: Path) -> None:
+    """The DELETE's range is a literal that DuckDB pushes into the table scan as a filter:
+    row groups whose min/max of received_at miss it are skipped, read by neither bound.
+
+    DuckDB's profile counts the row groups each scan read; no timing is involved. The keys are
+    random-looking, as messageIds are, so that their own min/max prune nothing.
+    """
+    group = 122_880  # rows per DuckDB row group
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    try:
+        con.execute("set threads = 1")  # row groups filled one after the other
+        con.execute("create table t (message_id varchar not null, received_at timestamp)")
+        for day in range(4):  # one row group per day received, 10 days apart, in receive order
+            con.execute(
+                "insert into t select md5((? + i)::varchar), timestamp '2026-11-01' + to_days(?)"
+                " from range(?) r(i)",
+                [day * group, day * 10, group],
+            )
+        con.execute("checkpoint")
+        # A batch holding copies of 1,000 events stored on day 10 (2026-11-11).
+        con.execute(
+            "create temp table batch as select md5((? + i)::varchar) as message_id"
+            " from range(1000) r(i)",
+            [group],
+        )
+
+        def scan_of_t(sql: str) -> dict[str, Any]:
+            con.execute("begin")
+            try:
+                ((_, profile),) = con.execute(f"explain (analyze, format json) {sql}").fetchall()
+            finally:
+                con.execute("rollback")
+            found = []
+
+            def walk(node: dict[str, Any]) -> None:
+                if node.get("type") == "TABLE_SCAN" and node["extra_info"]["Table"].endswith(".t"):
+                    found.append(node)
+                for child in node.get("children", []):
+                    walk(child)
+
+            for node in json.loads(profile)["operator"]:
+                walk(node)
+            (scan,) = found
+            return scan
+
+        windowed = delete_copies_sql(
+            "t",
+            "temp.main.batch",
+            ["message_id"],
+            window=("received_at", "2026-11-08", "2026-11-14"),
+        )
+        scan = scan_of_t(windowed)
+        assert (scan["row_groups_scanned"], scan["total_row_groups_to_scan"]) == (1, 4)
+        assert "received_at >=" in scan["extra_info"]["Filters"]  # a static filter of the scan
+        assert "received_at <=" in scan["extra_info"]["Filters"]
+        # Without the range every row group is read (the keys' min/max span them all).
+        unbounded = scan_of_t(delete_copies_sql("t", "temp.main.batch", ["message_id"]))
+        assert (unbounded["row_groups_scanned"], unbounded["total_row_groups_to_scan"]) == (4, 4)
+        assert con.execute(windowed).fetchone() == (1000,)
+    finally:
+        con.close()
