@@ -10,6 +10,11 @@ the previous run's state, so every run loads into a table that already holds the
 That is the question: does a batch cost the same when the table holds 18M rows as when it is
 empty (the loader deduplicates on messageId without an index over all history, docs/ingest.md)?
 
+Receive times are spread over `--days` (100: 200,000 events a day at 20M, the 10x shop of
+docs/scaling.md), as a real history's are: the loader's deduplication window (72 hours of
+received_at) then covers a slice of the table, not all of it. With the history packed into a
+day or two, every batch's window holds the whole table (the loader's documented worst case).
+
 Each delivery carries `--retry-share` SDK retries: a second copy of an event (same messageId,
 a receive time 1-120 s later) written into the next spool file, so copies straddle batches and
 runs, as RudderStack's retries do.
@@ -53,20 +58,19 @@ from bench_ingest import REPO, Measured, make_event, run_measured
 
 BIN = Path(sys.executable).parent
 START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-SEGMENT_SECONDS = 300
 
 
 def stamp(at: dt.datetime) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def generate_delivery(job: tuple[Path, int, int, int, float, int]) -> tuple[int, int]:
+def generate_delivery(job: tuple[Path, int, int, int, float, int, float]) -> tuple[int, int]:
     """Write one delivery's spool files: `count` events numbered from `first`, plus retries.
 
     Returns (events, retry copies). Segment numbers continue across deliveries, so receive
     times only grow, as a real spool's do.
     """
-    root, first, count, per_file, retry_share, seed = job
+    root, first, count, per_file, retry_share, seed, file_seconds = job
     rng = random.Random(seed)
     encode = msgspec.json.encode
     segment = first // per_file
@@ -75,14 +79,14 @@ def generate_delivery(job: tuple[Path, int, int, int, float, int]) -> tuple[int,
     n = first
     while n < first + count:
         chunk = min(per_file, first + count - n)
-        ts = int(START.timestamp()) + segment * SEGMENT_SECONDS
+        ts = int(START.timestamp() + segment * file_seconds)
         at0 = dt.datetime.fromtimestamp(ts, dt.UTC)
         folder = root / "rudder-logs" / "bench" / at0.strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
         lines = carried
         carried = []
         for i in range(chunk):
-            at = at0 + dt.timedelta(seconds=i * SEGMENT_SECONDS / chunk)
+            at = at0 + dt.timedelta(seconds=i * file_seconds / chunk)
             event = make_event(rng, n + i, at)
             lines.append(encode(event))
             if rng.random() < retry_share:
@@ -96,7 +100,7 @@ def generate_delivery(job: tuple[Path, int, int, int, float, int]) -> tuple[int,
         n += chunk
         segment += 1
     if carried:  # the last file's retries go into a file of their own, a second after it
-        ts = int(START.timestamp()) + (segment - 1) * SEGMENT_SECONDS + 1
+        ts = int(START.timestamp() + (segment - 1) * file_seconds) + 1
         folder = (
             root
             / "rudder-logs"
@@ -227,6 +231,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10, help="deliveries, one meltano run each")
     parser.add_argument("--per-file", type=int, default=50_000, help="events per spool file")
     parser.add_argument("--retry-share", type=float, default=0.005, help="events sent twice")
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=100,
+        help="receive times spread over this many days (20M over 100: 200,000 events a day,"
+        " the 10x shop of docs/scaling.md); the loader's window covers 72 hours of them",
+    )
     parser.add_argument("--extrapolate", type=int, default=300_000_000)
     parser.add_argument("--skip-build", action="store_true", help="no nightly build")
     parser.add_argument("--workdir", default="", help="default: a temporary folder")
@@ -240,6 +251,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     spool, db = work / "spool", work / "warehouse.duckdb"
     per_delivery = -(-args.events // args.chunks) // args.per_file * args.per_file or args.per_file
+    # each spool file covers an equal share of the days (RudderStack writes a file per interval)
+    file_seconds = args.days * 86400 / max(1, -(-args.events // args.per_file))
     jobs = []
     first = 0
     for number in range(args.chunks):
@@ -247,7 +260,15 @@ def main() -> None:
         if count <= 0:
             break
         jobs.append(
-            (work / f"delivery-{number}", first, count, args.per_file, args.retry_share, number + 1)
+            (
+                work / f"delivery-{number}",
+                first,
+                count,
+                args.per_file,
+                args.retry_share,
+                number + 1,
+                file_seconds,
+            )
         )
         first += count
     results: dict = {"events": first, "deliveries": []}
