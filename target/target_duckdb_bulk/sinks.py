@@ -421,8 +421,14 @@ class DuckDBBulkSink(RawRecordSink):
                     count = self.target.connection.execute(sql).fetchone()
                     loaded = count[0] if count else "?"
                 else:
+                    # The window column is TIMESTAMP in the table even if the stream now declares
+                    # it otherwise (setup keeps the table's type): staged as TIMESTAMP too, so
+                    # that the window arithmetic works; text that is no time fails the load, as
+                    # the insert's own cast would.
                     named = ", ".join(
-                        f"{quote(n)}::TIMESTAMP AS {quote(n)}" if ty == "TIMESTAMP" else quote(n)
+                        f"{quote(n)}::TIMESTAMP AS {quote(n)}"
+                        if ty == "TIMESTAMP" or n == self.window_column
+                        else quote(n)
                         for n, ty in read_columns.items()
                     )
                     deduplicated = f"SELECT {named} FROM (SELECT *{line} FROM {scan}){last_copy}"  # noqa: S608

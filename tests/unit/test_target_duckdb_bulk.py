@@ -11,6 +11,7 @@ for new event tables) and the INSERT OR REPLACE kept for tables with one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import gzip
 import io
@@ -524,6 +525,19 @@ def test_sdk_retry_received_an_hour_later_leaves_one_row(tmp_path: Path) -> None
     # the window reaches both ways from the batch's received_at range. It is the latest loaded.
     run_target(db, [schema_msg(), rec("a", n=3, received_at=at(-2))])
     assert tracks(db) == [("a", 3, when(-2)), ("b", None, when(0))]
+
+
+def test_window_holds_when_the_stream_stops_declaring_received_at_a_date_time(
+    tmp_path: Path,
+) -> None:
+    """The table keeps its TIMESTAMP column (setup keeps existing types); the batch is staged
+    with it as TIMESTAMP too, so the window still bounds the search and the copy is replaced."""
+    db = tmp_path / "w.duckdb"
+    run_target(db, [schema_msg(), rec("a", n=1, received_at=at(0))])
+    drifted = copy.deepcopy(SCHEMA)
+    drifted["properties"]["received_at"] = {"type": ["string", "null"]}
+    run_target(db, [schema_msg(schema=drifted), rec("a", n=2, received_at=at(1))])
+    assert tracks(db) == [("a", 2, when(1))]
 
 
 def test_copy_received_later_than_the_window_stays_twice_in_raw(tmp_path: Path) -> None:
