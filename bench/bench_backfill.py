@@ -54,7 +54,7 @@ import uuid
 from pathlib import Path
 
 import msgspec
-from bench_ingest import REPO, Measured, make_event, run_measured
+from bench_ingest import REPO, Measured, make_event, private_meltano_sys_dir, run_measured
 
 BIN = Path(sys.executable).parent
 START = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -122,12 +122,7 @@ def move_into(spool: Path, delivery: Path) -> None:
 
 
 def meltano_env(work: Path, spool: Path, db: Path) -> dict[str, str]:
-    sys_dir = work / "meltano-sys"
-    sys_dir.mkdir(exist_ok=True)
-    for kind in ("extractors", "loaders"):
-        link = sys_dir / kind
-        if not link.exists():
-            link.symlink_to(REPO / ".meltano" / kind)
+    sys_dir = private_meltano_sys_dir(work)
     batches = work / "batches"
     batches.mkdir(exist_ok=True)
     return {

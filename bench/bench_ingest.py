@@ -264,15 +264,23 @@ def tap_pipe_bulk(spool: Path, work: Path, env: dict, db: Path) -> Measured:
     return run_measured(["bash", "-c", pipeline], env)
 
 
-def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) -> Measured:
-    # A private Meltano system dir sharing the installed plugin venvs: other `meltano run`s in
-    # this checkout (tests) rewrite .meltano/run/<plugin>/ files and would break this one.
+def private_meltano_sys_dir(work: Path) -> Path:
+    """A Meltano system dir under `work` that shares the installed plugin venvs.
+
+    Other `meltano run`s in this checkout (tests) rewrite .meltano/run/<plugin>/ files and
+    would break a bench's run that used the checkout's own system dir.
+    """
     sys_dir = work / "meltano-sys"
     sys_dir.mkdir(exist_ok=True)
     for kind in ("extractors", "loaders"):
         link = sys_dir / kind
         if not link.exists():
             link.symlink_to(REPO / ".meltano" / kind)
+    return sys_dir
+
+
+def meltano_run(target: str, spool: Path, work: Path, env: dict, extra: dict) -> Measured:
+    sys_dir = private_meltano_sys_dir(work)
     env = {
         **env,
         **extra,
