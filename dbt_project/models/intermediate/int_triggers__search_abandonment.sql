@@ -10,7 +10,9 @@ searches as (
     select * from {{ ref('int_searches') }}
 ),
 
-interactions as (
+-- read twice below, so Postgres would materialize it whole: inlined, each reader finds the
+-- searchers' rows by the user_id index (materialized, a 1M-event tick took 143 s, not 1 s)
+interactions as {{ cte_hint('not materialized') }} (
     select * from {{ ref('int_product_interactions') }}
 ),
 
