@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -82,11 +83,26 @@ def duckdb_warehouse(tmp_path) -> Warehouse:
     )
 
 
+@pytest.fixture(scope="module")
+def built_duckdb_shop(tmp_path_factory) -> Warehouse:
+    """The DuckDB shop, simulated and built once for the module (half a minute): tests copy it."""
+    return build_shop(duckdb_warehouse(tmp_path_factory.mktemp("intent-shop")))
+
+
+def copied_duckdb_shop(built: Warehouse, tmp_path) -> Warehouse:
+    """A test's own copy of the built shop's files, so that what it writes stays its own."""
+    assert built.duckdb_path is not None
+    for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "ledger.duckdb", "ledger.duckdb.wal"):
+        if (built.duckdb_path.parent / name).exists():
+            shutil.copyfile(built.duckdb_path.parent / name, tmp_path / name)
+    return duckdb_warehouse(tmp_path)
+
+
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def shop(request, tmp_path):
     """The shop on each engine: the scores are written differently (registered arrays, COPY)."""
     if request.param == "duckdb":
-        return build_shop(duckdb_warehouse(tmp_path))
+        return copied_duckdb_shop(request.getfixturevalue("built_duckdb_shop"), tmp_path)
     return build_shop(
         Warehouse(
             dialect="postgres",
@@ -98,9 +114,9 @@ def shop(request, tmp_path):
 
 
 @pytest.fixture
-def duckdb_shop(tmp_path):
+def duckdb_shop(built_duckdb_shop, tmp_path):
     """The shop on DuckDB alone: the features' SQL is the same on both engines."""
-    return build_shop(duckdb_warehouse(tmp_path))
+    return copied_duckdb_shop(built_duckdb_shop, tmp_path)
 
 
 def test_scores_reach_user_signals_and_the_decisions(shop, tmp_path):

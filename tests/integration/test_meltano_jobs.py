@@ -58,7 +58,7 @@ def run_job(project: Path, env: dict[str, str], job: str) -> subprocess.Complete
     )
 
 
-def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_path):
+def test_cycle_then_the_watch_as_a_meltano_utility_then_nightly_send_nothing_twice(tmp_path):
     if not (REPO_ROOT / ".meltano" / "utilities" / "dbt-duckdb").exists():
         pytest.skip("plugins not installed: run `meltano install` (make test does)")
     project = project_copy(tmp_path)
@@ -81,13 +81,9 @@ def test_cycle_twice_then_the_watch_as_a_meltano_utility_send_nothing_twice(tmp_
         sent = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
         assert sent == Counter({("ann@example.com", "cart_abandonment"): 1}), first.stderr[-3000:]
 
-        second = run_job(project, env, "cycle")
-        assert second.returncode == 0, second.stderr[-4000:]
-        again = Counter((m["email"], m["metadata"]["campaign"]) for m in svc.messages())
-        assert again == sent  # the ledger held: no trigger reached Mandrill twice
-
         # the watch, as Meltano's utility, on the same project: the same plugins, the same
-        # ledger; it loads the Email Sent events and sends nothing the jobs sent
+        # ledger; it loads the Email Sent events and sends nothing the job sent (the nightly
+        # job below captures, builds and sends again through the job's own plugins)
         watch = subprocess.run(
             [
                 MELTANO, "--cwd", str(project), "invoke", "signalmail:watch",

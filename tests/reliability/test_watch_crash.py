@@ -126,9 +126,10 @@ def spool_message_ids(svc: Services) -> set[str]:
 @pytest.mark.parametrize(
     ("engine", "point"),
     [
+        # each point on one engine in `make test`, the other two in `make faults` (soak)
         ("duckdb", "capture:loaded"),
-        ("duckdb", "activate:sent"),
-        pytest.param("postgres", "capture:loaded", marks=pytest.mark.postgres),
+        pytest.param("duckdb", "activate:sent", marks=pytest.mark.soak),
+        pytest.param("postgres", "capture:loaded", marks=[pytest.mark.postgres, pytest.mark.soak]),
         pytest.param("postgres", "activate:sent", marks=pytest.mark.postgres),
     ],
 )
