@@ -11,8 +11,8 @@ for: the tap alone to /dev/null; `meltano run tap-rudderstack target-duckdb-jwil
 (what `target-duckdb` runs), through Meltano with
 RECORD messages, with BATCH files (the dev environment's default) and as a bare `tap | target`
 pipe; into PostgreSQL through `meltano --environment prod run` with MeltanoLabs' target-postgres
-(RECORD messages, the baseline) and with this project's target-postgres-bulk (RECORD messages, as
-prod sends them, and BATCH files); and DuckDB's own `read_json` over the same files as the
+(RECORD messages, the baseline) and with this project's target-postgres-bulk (RECORD messages,
+and BATCH files as prod sends them); and DuckDB's own `read_json` over the same files as the
 ceiling. Every figure is printed with its ratio to that ceiling, and the PostgreSQL loaders with
 their ratio to target-postgres, all measured in the same run. Meltano's plugins must be installed
 (`meltano install`); PostgreSQL is skipped when not reachable (SIGNALMAIL_PG_URL).
@@ -457,11 +457,15 @@ def postgres_rows(
     # The prod environment, as `meltano --environment prod run cycle-postgres` runs it: the
     # spool and the warehouse come from SIGNALMAIL_SPOOL and SIGNALMAIL_PG_URL.
     prod = {"_env": "prod", "SIGNALMAIL_SPOOL": str(spool), "SIGNALMAIL_PG_URL": url}
+    # prod's tap writes BATCH files; an empty batch_config gives RECORD messages
+    records = {"TAP_RUDDERSTACK_BATCH_CONFIG": "{}"}
     runs = []
     if "pgbaseline" not in skip:
-        runs.append(("tap -> target-postgres, RECORD (meltano)", "target-postgres", {}))
+        runs.append(("tap -> target-postgres, RECORD (meltano)", "target-postgres", records))
     if "pgbulk" not in skip:
-        runs.append(("tap -> target-postgres-bulk, RECORD (meltano)", "target-postgres-bulk", {}))
+        runs.append(
+            ("tap -> target-postgres-bulk, RECORD (meltano)", "target-postgres-bulk", records)
+        )
         batches = work / "pg-batches"
         runs.append(
             (
