@@ -1,6 +1,6 @@
 {% macro unsupported_adapter(macro_name) -%}
     {{ return(
-        "signalmail's dbt project runs on DuckDB and PostgreSQL: " ~ macro_name
+        "signalmail's dbt project runs on DuckDB, PostgreSQL and Spark: " ~ macro_name
         ~ " has no variant for " ~ target.type ~ ". Add a macro " ~ target.type ~ "__"
         ~ macro_name ~ " (docs/signals.md, \"Other warehouses\")."
     ) }}

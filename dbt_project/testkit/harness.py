@@ -108,8 +108,11 @@ def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = 
 def _run_dbt_in_process(
     warehouse: Warehouse, args: list[str], dbt_vars: dict[str, Any] | None
 ) -> str:
-    """dbt on Spark: in this process, so that one Spark session (one JVM, the only one the
-    embedded metastore admits) serves every call and the test's own queries (testkit.spark)."""
+    """Run dbt on Spark in this process.
+
+    One Spark session (one JVM, the only one the embedded metastore admits) then serves every
+    call and the test's own queries (testkit.spark).
+    """
     from dbt.cli.main import dbtRunner
 
     # profiles.yml reads these through env_var(); dbt has no other way to be given them

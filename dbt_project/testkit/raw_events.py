@@ -447,9 +447,7 @@ def _spark_insert(
     frame.createOrReplaceTempView("signalmail_raw_rows")
     types = dict(columns(stream))
     selected = ", ".join(f"cast(`{n}` as {_sql_type(types[n], 'spark')})" for n in names)
-    conn.execute(
-        f'insert into "{schema}"."{stream}" select {selected} from signalmail_raw_rows'
-    )
+    conn.execute(f'insert into "{schema}"."{stream}" select {selected} from signalmail_raw_rows')
 
 
 # -- synthetic traffic -------------------------------------------------------------------------

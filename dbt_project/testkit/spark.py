@@ -20,7 +20,7 @@ ICEBERG_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
 
 
 def iceberg_jar() -> Path:
-    """The Iceberg runtime jar shipped by the PyPI package snowpark-connect-deps-iceberg."""
+    """Return the Iceberg runtime jar that the PyPI package snowpark-connect-deps-iceberg ships."""
     import snowpark_connect_deps_iceberg
 
     path = Path(snowpark_connect_deps_iceberg.__file__).parent / "jars" / ICEBERG_JAR
@@ -43,7 +43,7 @@ def backtick_identifiers(sql: str) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A Spark Row (struct) as a dict, recursively: hashable results for snapshot()."""
+    """Turn a Spark Row (struct) into a dict, recursively, and times into ISO text."""
     from pyspark.sql import Row
 
     if isinstance(value, Row):
@@ -87,11 +87,11 @@ class SparkConnection:
         return self
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        """All rows of the last statement."""
+        """Return all rows of the last statement."""
         return self._rows
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        """The first row of the last statement."""
+        """Return the first row of the last statement."""
         return self._rows[0] if self._rows else None
 
 

@@ -14,12 +14,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from testkit.harness import Warehouse, run_dbt
+from testkit.harness import Warehouse
 from testkit.spark import SparkConnection, start_spark
 
-from tests.integration.test_dbt_incremental import AS_OF, check_equivalence
+from tests.integration.test_dbt_incremental import check_equivalence
 
-pytestmark = pytest.mark.spark
+pytestmark = [
+    pytest.mark.spark,
+    # py4j's sockets to the JVM and dbt's log files, both owned by code outside the project,
+    # stay open across in-process calls until the process ends
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 # The nightly build (selectors.yml) from scratch, data tests included. Unit tests are left
 # out: their fixtures are written in DuckDB's and Postgres' SQL (docs/spark.md).
@@ -60,4 +66,3 @@ def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
         assert document["campaign"] == campaign
         assert "trigger_id" in document
         assert "first_name" in document  # null members kept (ignoreNullFields off)
-

@@ -42,8 +42,12 @@
         dropped; `main` only refreshes the target's cached metadata.
     -#}
     {%- set stage = target.incorporate(path={'identifier': target.identifier ~ '__dbt_stage'}) -%}
-    {%- do run_query('drop table if exists ' ~ stage) -%}
-    {%- do run_query('create table ' ~ stage ~ ' using parquet as select * from ' ~ source) -%}
+    {#- in the model's format, an Iceberg stage dropped with purge: a dropped parquet table
+        left its folder behind, and the next tick's stage failed with LOCATION_ALREADY_EXISTS -#}
+    {%- set file_format = config.get('file_format') -%}
+    {%- set drop_stage = 'drop table if exists ' ~ stage ~ (' purge' if file_format == 'iceberg' else '') -%}
+    {%- do run_query(drop_stage) -%}
+    {%- do run_query('create table ' ~ stage ~ ' using ' ~ file_format ~ ' as select * from ' ~ source) -%}
     {%- set sql = row_level_strategies()[strategy]({
         'target_relation': target,
         'temp_relation': stage,
@@ -54,6 +58,6 @@
     {%- for statement in sql.split(';') if statement.strip() -%}
         {%- do run_query(statement) -%}
     {%- endfor -%}
-    {%- do run_query('drop table ' ~ stage) -%}
+    {%- do run_query(drop_stage) -%}
     refresh table {{ target }}
 {%- endmacro %}
