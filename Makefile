@@ -50,7 +50,7 @@ faults: install meltano-install
 
 # The dbt project on Apache Spark in local mode (docs/spark.md): the spark extra (dbt-spark,
 # pyspark 3.5, the Iceberg runtime jar) into the same venv, Java 17 from Debian when `java` is
-# missing (run as root), then the tests marked spark. Outside `make test`: about 10 minutes on
+# missing (run as root), then the tests marked spark. Outside `make test`: 10-15 minutes on
 # two cores; its figures go in docs/bench.md.
 SPARK_STAMP := $(VENV)/.signalmail-spark-installed
 

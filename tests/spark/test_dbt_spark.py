@@ -1,7 +1,7 @@
 """The dbt project on Apache Spark in local mode: Iceberg tables, the project's incremental
 strategies, the email_triggers contract (docs/spark.md).
 
-One test, folded so that the JVM starts once and the run stays near 10 minutes: the scenario
+One test, folded so that the JVM starts once and the run stays within 10-15 minutes: the scenario
 of tests/integration/test_dbt_incremental.py (an initial full refresh, two near-real-time
 ticks of the trigger path, a nightly run, each after a messy batch) must give the same rows
 in every persisted model as the nightly build from scratch into a second schema, which also
