@@ -16,8 +16,10 @@
 {%- endmacro %}
 
 {% macro spark__column_type(data_type) -%}
-    {#- Spark knows `varchar` only with a length, and reads `varchar(n)` as string -#}
-    {{ return('string' if data_type | lower in ('varchar', 'text') else data_type) }}
+    {#- Spark knows `varchar` only with a length (reading `varchar(n)` as string), and
+        `double precision` not at all -#}
+    {%- set spark_types = {'varchar': 'string', 'text': 'string', 'double precision': 'double'} -%}
+    {{ return(spark_types.get(data_type | lower | trim, data_type)) }}
 {%- endmacro %}
 
 
