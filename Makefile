@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.signalmail-installed
 
-.PHONY: install meltano-install postgres browser test test-fast demo lint format bench faults clean
+.PHONY: install meltano-install postgres browser test test-fast demo lint format bench faults spark clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ demo: install
 faults: install meltano-install postgres
 	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 SIGNALMAIL_HOSTILE_BATCHES=12 \
 		$(BIN)/pytest -s -m "not spark" tests/reliability
+
+# The dbt project on Apache Spark in local mode (docs/spark.md): the spark extra (dbt-spark,
+# pyspark 3.5, the Iceberg runtime jar) into the same venv, Java 17 from Debian when `java` is
+# missing (run as root), then the tests marked spark. Outside `make test`: 10-15 minutes on
+# two cores; its figures go in docs/bench.md.
+SPARK_STAMP := $(VENV)/.signalmail-spark-installed
+
+$(SPARK_STAMP): $(STAMP)
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
+
+spark: $(SPARK_STAMP)
+	$(BIN)/pytest -m spark tests/spark
 
 # The hooks of .pre-commit-config.yaml over every file: ruff, ruff format, mypy over tap/,
 # target/ and plugins/ ([tool.mypy] in pyproject.toml), SQLFluff over the dbt project

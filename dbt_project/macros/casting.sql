@@ -12,6 +12,11 @@
     try_cast({{ expression }} as double)
 {%- endmacro %}
 
+{% macro spark__safe_to_double(expression) -%}
+    {#- Spark's try_cast, like DuckDB's, reads 'inf', 'NaN' and '1e309' (Infinity) too -#}
+    try_cast(trim({{ expression }}) as double)
+{%- endmacro %}
+
 {% macro postgres__safe_to_double(expression) -%}
     {#-
         What DuckDB's try_cast(... as double) reads, without ever failing: PostgreSQL has no
@@ -66,6 +71,10 @@
     cast(('0x' || substr(md5({{ expression }}), 1, 8)) as bigint)
 {%- endmacro %}
 
+{% macro spark__md5_prefix_int(expression) -%}
+    cast(conv(substr(md5({{ expression }}), 1, 8), 16, 10) as bigint)
+{%- endmacro %}
+
 {% macro postgres__md5_prefix_int(expression) -%}
     (('x' || substr(md5({{ expression }}), 1, 8))::bit(32)::bigint)
 {%- endmacro %}
@@ -95,6 +104,23 @@
     arg_max({{ column }}, row({{ keys | join(', ') }})) filter (where {{ column }} is not null)
 {%- endmacro %}
 
+{% macro spark__latest_value(column, order_by) -%}
+    {#-
+        max_by over a struct of the sort keys (Spark has no ordered array_agg): a null key
+        sorts lowest, so it is DuckDB's `desc nulls last`. Only for all-descending orders.
+    -#}
+    {%- set keys = [] -%}
+    {%- for part in order_by.split(',') -%}
+        {%- set words = part.strip().split() -%}
+        {%- if words | length != 2 or words[1] | lower != 'desc' -%}
+            {{ exceptions.raise_compiler_error(
+                "latest_value on Spark needs an all-descending order, got: " ~ order_by
+            ) }}
+        {%- endif -%}
+        {%- do keys.append(words[0]) -%}
+    {%- endfor -%}
+    max_by({{ column }}, struct({{ keys | join(', ') }})) filter (where {{ column }} is not null)
+{%- endmacro %}
 
 
 {% macro rounded(expression, digits) -%}

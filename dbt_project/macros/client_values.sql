@@ -32,7 +32,7 @@
 
 
 {% macro event_time(relation) -%}
-    {%- set claimed = 'coalesce(' ~ relation ~ '."timestamp", ' ~ relation ~ '.original_timestamp)' -%}
+    {%- set claimed = 'coalesce(' ~ relation ~ '.' ~ adapter.quote('timestamp') ~ ', ' ~ relation ~ '.original_timestamp)' -%}
     case
         when {{ relation }}.received_at is null
             or {{ claimed }} <= {{ dbt.dateadd('minute', var('max_clock_skew_minutes'), relation ~ '.received_at') }}

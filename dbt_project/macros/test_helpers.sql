@@ -14,3 +14,12 @@ where {{ column_name }} is not null
         or jsonb_typeof(cast({{ column_name }} as jsonb)) <> 'object'
     )
 {% endmacro %}
+
+{% macro spark__test_is_valid_json_object(model, column_name) %}
+select * from {{ model }}
+where {{ column_name }} is not null
+    and (
+        left(ltrim({{ column_name }}), 1) <> '{'
+        or from_json({{ column_name }}, 'map<string,string>') is null
+    )
+{% endmacro %}

@@ -8,6 +8,10 @@
     (({{ utc_timestamp }} at time zone 'UTC') at time zone {{ timezone }})
 {%- endmacro %}
 
+{% macro spark__utc_to_local(utc_timestamp, timezone) -%}
+    from_utc_timestamp({{ utc_timestamp }}, {{ timezone }})
+{%- endmacro %}
+
 
 {% macro local_to_utc(local_timestamp, timezone) -%}
     {{ return(adapter.dispatch('local_to_utc', 'signalmail')(local_timestamp, timezone)) }}
@@ -15,6 +19,10 @@
 
 {% macro default__local_to_utc(local_timestamp, timezone) -%}
     (({{ local_timestamp }} at time zone {{ timezone }}) at time zone 'UTC')
+{%- endmacro %}
+
+{% macro spark__local_to_utc(local_timestamp, timezone) -%}
+    to_utc_timestamp({{ local_timestamp }}, {{ timezone }})
 {%- endmacro %}
 
 
@@ -34,6 +42,20 @@
     (select name as timezone_name from pg_timezone_names()) as known_timezones
 {%- endmacro %}
 
+{% macro spark__known_timezones() -%}
+    {#-
+        Spark has no catalogue of zone names: the IANA names pytz (in dbt's context) lists as
+        common, every one of which Java's time-zone database knows.
+    -#}
+    (
+        select explode(array(
+            {%- for name in modules.pytz.common_timezones %}
+            '{{ name }}'{{ ',' if not loop.last }}
+            {%- endfor %}
+        )) as timezone_name
+    ) as known_timezones
+{%- endmacro %}
+
 
 {% macro epoch_seconds(timestamp) -%}
     {{ return(adapter.dispatch('epoch_seconds', 'signalmail')(timestamp)) }}
@@ -51,3 +73,16 @@
     epoch({{ timestamp }})
 {%- endmacro %}
 
+{% macro spark__epoch_seconds(timestamp) -%}
+    (unix_micros({{ timestamp }}) / 1000000.0)
+{%- endmacro %}
+
+
+{% macro spark__dateadd(datepart, interval, from_date_or_timestamp) -%}
+    {#-
+        Overrides dbt-spark's dateadd (the root project's wins), which adds seconds to
+        to_unix_timestamp() and so drops the fraction of a second: a cart idle "60 minutes
+        after 10:00:00.250" became due at 11:00:00.000. timestampadd keeps microseconds.
+    -#}
+    timestampadd({{ datepart }}, {{ interval }}, {{ from_date_or_timestamp }})
+{%- endmacro %}

@@ -31,8 +31,10 @@ DBT = Path(sys.executable).with_name("dbt")
 class Warehouse:
     """Where one dbt run reads raw events and writes models.
 
-    dialect: "duckdb" or "postgres". For DuckDB `duckdb_path` and `ledger_path` are files; for
-    Postgres the connection is `pg_url` (postgresql://user:password@host:port/database).
+    dialect: "duckdb", "postgres" or "spark". For DuckDB `duckdb_path` and `ledger_path` are
+    files; for Postgres the connection is `pg_url` (postgresql://user:password@host:port/database);
+    for Spark `spark_dir` holds the Iceberg warehouse and the Derby metastore, and every dbt call
+    runs inside this process (testkit.spark).
     """
 
     dialect: str
@@ -42,6 +44,7 @@ class Warehouse:
     duckdb_path: Path | None = None
     ledger_path: Path | None = None
     pg_url: str | None = None
+    spark_dir: Path | None = None
     target_dir: Path | None = None
 
     def env(self) -> dict[str, str]:
@@ -53,6 +56,11 @@ class Warehouse:
         if self.dialect == "duckdb":
             env["SIGNALMAIL_DUCKDB_PATH"] = str(self.duckdb_path)
             env["SIGNALMAIL_LEDGER_PATH"] = str(self.ledger_path)
+        elif self.dialect == "spark":
+            from testkit.spark import iceberg_jar
+
+            env["SIGNALMAIL_SPARK_DIR"] = str(self.spark_dir)
+            env["SIGNALMAIL_SPARK_JARS"] = str(iceberg_jar())
         elif self.pg_url:
             env["SIGNALMAIL_PG_URL"] = self.pg_url
         if self.target_dir is not None:
@@ -80,6 +88,8 @@ def project_args(warehouse: Warehouse, dbt_vars: dict[str, Any] | None = None) -
 
 def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = None) -> str:
     """Run `dbt <args>` for the warehouse; return its output or raise DbtFailed with it."""
+    if warehouse.dialect == "spark":
+        return _run_dbt_in_process(warehouse, list(args), dbt_vars)
     command = [str(DBT), *args, *project_args(warehouse, dbt_vars)]
     completed = subprocess.run(  # noqa: S603 - fixed executable, arguments built here
         command,
@@ -93,6 +103,29 @@ def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = 
         tail = "\n".join(completed.stdout.splitlines()[-60:])
         raise DbtFailed(f"dbt {' '.join(args)} exited {completed.returncode}:\n{tail}")
     return completed.stdout
+
+
+def _run_dbt_in_process(
+    warehouse: Warehouse, args: list[str], dbt_vars: dict[str, Any] | None
+) -> str:
+    """Run dbt on Spark in this process.
+
+    One Spark session (one JVM, the only one the embedded metastore admits) then serves every
+    call and the test's own queries (testkit.spark).
+    """
+    from dbt.cli.main import dbtRunner
+
+    # profiles.yml reads these through env_var(); dbt has no other way to be given them
+    os.environ.update(warehouse.env())
+    result = dbtRunner().invoke([*args, *project_args(warehouse, dbt_vars)])
+    if not result.success:
+        failed = [
+            f"{item.node.unique_id}: {item.message}"
+            for item in getattr(result.result, "results", None) or []
+            if str(item.status) in ("error", "fail")
+        ]
+        raise DbtFailed(f"dbt {' '.join(args)} failed: {failed or result.exception}")
+    return str(result.result)
 
 
 class TickRunner(WarmDbt):

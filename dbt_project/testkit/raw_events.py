@@ -90,6 +90,9 @@ def columns(stream: str) -> list[tuple[str, str]]:
 
 
 def _sql_type(sql_type: str, dialect: str) -> str:
+    if dialect == "spark":
+        # JSON is text on Spark, as its loaders write it
+        return {"varchar": "string", "json": "string", "integer": "int"}.get(sql_type, sql_type)
     if sql_type == "json":
         return "jsonb" if dialect == "postgres" else "json"
     return sql_type
@@ -99,12 +102,14 @@ def create_raw_tables(conn: Any, dialect: str, schema: str = "rudderstack_raw") 
     """Create every raw stream table, as the loader would, without a primary key.
 
     No key on purpose: append-mode loaders duplicate messages and staging must cope.
-    `conn` is a duckdb connection or a psycopg connection (autocommit).
+    `conn` is a duckdb connection, a psycopg connection (autocommit) or a
+    testkit.spark.SparkConnection (Iceberg tables).
     """
     conn.execute(f'create schema if not exists "{schema}"')
+    using = " using iceberg" if dialect == "spark" else ""
     for stream in STREAMS:
         ddl = ", ".join(f'"{name}" {_sql_type(kind, dialect)}' for name, kind in columns(stream))
-        conn.execute(f'create table if not exists "{schema}"."{stream}" ({ddl})')
+        conn.execute(f'create table if not exists "{schema}"."{stream}" ({ddl}){using}')
 
 
 def create_ledger(conn: Any, schema: str = "signalmail_ledger") -> None:
@@ -361,7 +366,8 @@ def load_events(
 ) -> int:
     """Append events to the raw tables in bulk (COPY); returns the number of rows written.
 
-    DuckDB reads a CSV file written here; Postgres streams rows through COPY FROM STDIN.
+    DuckDB reads a CSV file written here; Postgres streams rows through COPY FROM STDIN;
+    Spark inserts them from a DataFrame of text, cast in SQL.
     """
     by_stream: dict[str, list[dict[str, Any]]] = {}
     count = 0
@@ -379,6 +385,8 @@ def load_events(
             ):
                 for row in rows:
                     copy.write_row([_copy_value(name, row.get(name)) for name in names])
+        elif dialect == "spark":
+            _spark_insert(conn, schema, stream, names, rows)
         else:
             _duckdb_copy(conn, schema, stream, names, rows)
     return count
@@ -416,6 +424,30 @@ def _duckdb_copy(
             f"columns = {{{', '.join(repr(n) + ': ' + repr('VARCHAR') for n in names)}}})",
             [str(path)],
         )
+
+
+def _spark_insert(
+    conn: Any, schema: str, stream: str, names: list[str], rows: list[dict[str, Any]]
+) -> None:
+    # every value as text, cast by Spark: a naive datetime handed to createDataFrame would be
+    # read in the process's time zone
+    text_rows = []
+    for row in rows:
+        out: list[str | None] = []
+        for name in names:
+            value = _copy_value(name, row.get(name))
+            if value is None:
+                out.append(None)
+            elif isinstance(value, datetime):
+                out.append(value.isoformat(sep=" "))
+            else:
+                out.append(str(value))
+        text_rows.append(out)
+    frame = conn.session.createDataFrame(text_rows, ", ".join(f"`{n}` string" for n in names))
+    frame.createOrReplaceTempView("signalmail_raw_rows")
+    types = dict(columns(stream))
+    selected = ", ".join(f"cast(`{n}` as {_sql_type(types[n], 'spark')})" for n in names)
+    conn.execute(f'insert into "{schema}"."{stream}" select {selected} from signalmail_raw_rows')
 
 
 # -- synthetic traffic -------------------------------------------------------------------------

@@ -270,7 +270,13 @@ def batches() -> list[list[dict]]:
     return [one, two, three]
 
 
-def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Warehouse) -> None:
+def check_equivalence(
+    connect,
+    dialect: str,
+    incremental: Warehouse,
+    full: Warehouse,
+    full_refresh: tuple[str, ...] = ("run", "--full-refresh"),
+) -> None:
     with connect() as conn:
         raw_events.create_raw_tables(conn, dialect, incremental.raw_schema)
         raw_events.load_events(conn, dialect, scenario.background(), incremental.raw_schema)
@@ -294,7 +300,7 @@ def check_equivalence(connect, dialect: str, incremental: Warehouse, full: Wareh
             # the nightly build brings the nightly models (recommendations) up to date too
             run_dbt(incremental, "run", dbt_vars=INCREMENTAL)
 
-    run_dbt(full, "run", "--full-refresh", dbt_vars=AS_OF)
+    run_dbt(full, *full_refresh, dbt_vars=AS_OF)
 
     with connect() as conn:
         got = snapshot(conn, incremental.schema, COMPARED)

@@ -45,6 +45,17 @@
     where {% if replaced_from is not none -%}
         stored.{{ column }} >= {{ replaced_from }}
         and {% endif -%}
+    {{ adapter.dispatch('tail_replaced', 'signalmail')(key, column, source) }};
+
+    insert into {{ target }} ({{ dest_cols_csv }})
+    (
+        select {{ dest_cols_csv }}
+        from {{ source }}
+    )
+{%- endmacro %}
+
+
+{% macro default__tail_replaced(key, column, source) -%}
     exists (
         select 1
         from (
@@ -54,11 +65,21 @@
         ) as replaced
         where replaced.{{ key }} = stored.{{ key }}
             and stored.{{ column }} >= replaced.replaced_from
-    );
+    )
+{%- endmacro %}
 
-    insert into {{ target }} ({{ dest_cols_csv }})
-    (
-        select {{ dest_cols_csv }}
-        from {{ source }}
+
+{% macro spark__tail_replaced(key, column, source) -%}
+    {#-
+        The same rows without the aggregate: a stored row lies at or after its key's smallest
+        new value exactly when it lies at or after some new value of its key. Spark 3.5's
+        row-level delete fails on the aggregated form with "IllegalStateException: Couldn't
+        find replaced_from#... in [...]" (a correlated subquery under an aggregate).
+    -#}
+    exists (
+        select 1
+        from {{ source }} as replaced
+        where replaced.{{ key }} = stored.{{ key }}
+            and stored.{{ column }} >= replaced.{{ column }}
     )
 {%- endmacro %}

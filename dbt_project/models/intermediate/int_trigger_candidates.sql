@@ -25,7 +25,7 @@ unioned as (
         received_at,
         eligible_at,
         expires_at,
-        payload
+        {{ json_stored('payload') }} as payload
     from {{ rule.replace('int_triggers__', '') }}
     {%- if not loop.last %}
     union all
