@@ -41,10 +41,11 @@ demo: install
 	$(BIN)/signalmail demo
 
 # Every reliability test at its long size: the fault harness
-# (tests/reliability/test_fault_harness.py) with 600 shoppers and 40 rounds of SIGKILLs inside each component of the watch, at random
-# moments and of the collector, a full and a read-only spool (root: it mounts a tmpfs), under 20%
-# Mandrill faults; twelve Hypothesis batches of hostile values; and the `soak` variants CI leaves
-# out (each watch kill point on both engines). About 15 minutes; figures go in docs/bench.md.
+# (tests/reliability/test_fault_harness.py) with 600 shoppers and 40 rounds of SIGKILLs inside
+# each component of the watch, at random moments and of the collector, a full and a read-only
+# spool (root: it mounts a tmpfs), under 20% Mandrill faults (about 6 minutes alone); twelve
+# Hypothesis batches of hostile values; and the `soak` variants CI leaves out (each watch kill
+# point on both engines). Figures go in docs/bench.md.
 faults: install meltano-install postgres
 	SIGNALMAIL_FAULT_SHOPPERS=600 SIGNALMAIL_FAULT_ROUNDS=40 SIGNALMAIL_HOSTILE_BATCHES=12 \
 		$(BIN)/pytest -s -m "not spark" tests/reliability

@@ -5,12 +5,13 @@
 {% macro default__analyze_relation() -%}
 {%- endmacro %}
 
-{#- A table a build has just created has no statistics, and the next query plans against it,
-    so it is analysed at once; autovacuum would come a minute later. A tick's few new rows
-    barely move the statistics of an incremental table (and the planner reads the true min and
-    max of its indexed columns, so new times past the histogram are still estimated), so an
-    incremental table is analysed again only when rows changed since its last analyse pass a
-    tenth of it: autovacuum's own rule (autovacuum_analyze_scale_factor 0.1, threshold 50). -#}
+{#- A table a build has just created has no statistics and the next query plans against it,
+    so it is analysed at once (autovacuum would come a minute later). An incremental table is
+    analysed when it never was (its first build, a full refresh) or when the rows changed since
+    its last analyse, this run's own included (pg_stat_xact_user_tables: the post-hook runs in
+    the model's transaction), pass autovacuum's own threshold. A tick's few rows barely move the
+    statistics of a big table, and the planner reads the true min and max of an indexed column
+    past the histogram's end. -#}
 {% macro postgres__analyze_relation() -%}
     {%- if config.get('materialized') == 'table' -%}
         analyze {{ this }}
@@ -18,11 +19,16 @@
         do $analyze$ begin
             if exists (
                 select 1
-                from pg_stat_user_tables
-                where relid = '{{ this }}'::regclass
+                from pg_stat_user_tables as stats
+                left join pg_stat_xact_user_tables as this_run on stats.relid = this_run.relid
+                where stats.relid = '{{ this }}'::regclass
                     and (
-                        coalesce(last_analyze, last_autoanalyze) is null
-                        or n_mod_since_analyze > 50 + 0.1 * n_live_tup
+                        coalesce(stats.last_analyze, stats.last_autoanalyze) is null
+                        or stats.n_mod_since_analyze
+                        + coalesce(this_run.n_tup_ins + this_run.n_tup_upd + this_run.n_tup_del, 0)
+                        > current_setting('autovacuum_analyze_threshold')::float8
+                        + current_setting('autovacuum_analyze_scale_factor')::float8
+                        * stats.n_live_tup
                     )
             ) then
                 analyze {{ this }};

@@ -115,9 +115,15 @@ def _run_dbt_in_process(
     """
     from dbt.cli.main import dbtRunner
 
-    # profiles.yml reads these through env_var(); dbt has no other way to be given them
+    # profiles.yml reads these through env_var(); dbt has no other way to be given them. They
+    # are put back afterwards, so that later calls and tests in this process see their own.
+    saved = dict(os.environ)
     os.environ.update(warehouse.env())
-    result = dbtRunner().invoke([*args, *project_args(warehouse, dbt_vars)])
+    try:
+        result = dbtRunner().invoke([*args, *project_args(warehouse, dbt_vars)])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     if not result.success:
         failed = [
             f"{item.node.unique_id}: {item.message}"

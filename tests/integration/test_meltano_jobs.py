@@ -1,4 +1,4 @@
-"""The Meltano jobs a scheduler runs: `meltano run cycle` twice sends nothing twice.
+"""The Meltano jobs a scheduler runs send nothing twice: `cycle`, the watch, then `nightly`.
 
 The real `meltano run` of the project's own meltano.yml, in a copy of the project whose
 MELTANO_PROJECT_ROOT is the test's folder: the `dev` environment's paths (data/spool, data/

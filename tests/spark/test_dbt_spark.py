@@ -21,6 +21,7 @@ from tests.integration.test_dbt_incremental import check_equivalence
 
 pytestmark = [
     pytest.mark.spark,
+    pytest.mark.slow,
     # py4j's sockets to the JVM and dbt's log files, both owned by code outside the project,
     # stay open across in-process calls until the process ends
     pytest.mark.filterwarnings("ignore::ResourceWarning"),

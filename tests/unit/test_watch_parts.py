@@ -68,7 +68,9 @@ def test_postgres_settings_need_a_url_and_share_it_everywhere():
     assert settings.tap_warehouse_config()["sqlalchemy_url"] == psycopg
     assert settings.target_config()["ledger_url"] == psycopg
     assert "tap_rudderstack" not in json.dumps(settings.tap_rudderstack_config())
-    assert "batch_config" not in settings.tap_rudderstack_config()  # target-postgres: RECORDs
+    # BATCH files, as prod's tap writes them for target-postgres-bulk, which deletes them
+    assert settings.tap_rudderstack_config()["batch_config"]["encoding"]["format"] == "jsonl"
+    assert settings.loader_config()["delete_batch_files"] is True
     assert settings.dbt_env()["SIGNALMAIL_PG_URL"] == url
     assert "s3cr" not in settings.describe()
     assert "s3cr" not in repr(settings)

@@ -124,19 +124,21 @@ class WatchSettings:
     # -- plugin configurations -------------------------------------------------------------
 
     def tap_rudderstack_config(self) -> dict[str, Any]:
-        """tap-rudderstack as meltano.yml configures it in `dev` (BATCH files) and `prod`."""
-        config: dict[str, Any] = {
+        """tap-rudderstack as meltano.yml configures it in `dev` and `prod`.
+
+        BATCH files, which both bulk loaders read without parsing a Singer message per row,
+        then delete.
+        """
+        batches = self.path(self.state_dir) / "batches"
+        return {
             "source": self.spool_location,
             "late_file_window_minutes": self.late_file_minutes,
-        }
-        if self.engine == "duckdb":
-            batches = self.path(self.state_dir) / "batches"
-            config["batch_config"] = {
+            "batch_config": {
                 "encoding": {"format": "jsonl", "compression": "none"},
                 "storage": {"root": batches.as_uri()},
                 "batch_size": 100000,
-            }
-        return config
+            },
+        }
 
     def loader_config(self) -> dict[str, Any]:
         """target-duckdb-bulk (dev) or target-postgres-bulk (prod), as the Meltano jobs load."""
