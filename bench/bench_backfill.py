@@ -29,7 +29,8 @@ Printed, all measured in this run:
 - the nightly build (`dbt build --selector nightly --full-refresh`: every model and test) over
   the loaded history: seconds, peak RSS;
 - the extrapolation to `--extrapolate` events (300M by default): load hours from the measured
-  seconds per event against rows already loaded (a straight line through the deliveries), disk
+  seconds per event against rows already loaded (a straight line through the deliveries; the
+  flat rate when that line falls, which measures no growth), disk
   from bytes per event, the nightly build at the measured seconds per event (assumed linear).
 
 Needs Meltano's plugins installed (`meltano install`). Takes about an hour at 20M events on the
@@ -348,10 +349,15 @@ def main() -> None:
         ys = [d["secs"] / d["lines"] for d in deliveries]
         a, b = fit(xs, ys)
         n = args.extrapolate
-        hours = (a * n + b * n * n / 2) / 3600
+        flat_hours = n / mean_rate / 3600
+        # a negative slope (later deliveries faster, warm-up or noise) measures no growth: the
+        # line through it would promise a load that gets cheaper forever, so the flat rate stands
+        hours = (a * n + b * n * n / 2) / 3600 if b > 0 else flat_hours
         print(
-            f"\nextrapolated to {n:,} events: load {hours:.1f} h ({a * 1e6:.1f} us per event,"
-            f" {b * 1e15:+.2f} us more per billion rows already loaded),"
+            f"\nextrapolated to {n:,} events: load {hours:.1f} h"
+            f" (flat at the measured rate: {flat_hours:.1f} h; fitted line: {a * 1e6:.1f} us per"
+            f" event, {b * 1e15:+.2f} us more per billion rows already loaded"
+            f"{', negative: not used' if b <= 0 else ''}),"
             f" disk {disk / first * n / 2**30:,.0f} GiB"
         )
         results.update(
