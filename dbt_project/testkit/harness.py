@@ -124,13 +124,7 @@ def _run_dbt_in_process(
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    if not result.success:
-        failed = [
-            f"{item.node.unique_id}: {item.message}"
-            for item in getattr(result.result, "results", None) or []
-            if str(item.status) in ("error", "fail")
-        ]
-        raise DbtFailed(f"dbt {' '.join(args)} failed: {failed or result.exception}")
+    DbtFailed.raise_for(result, args)
     return str(result.result)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,18 @@ if TYPE_CHECKING:  # dbt is imported when a WarmDbt is made (the dbt extra, a he
 
 class DbtFailed(RuntimeError):
     """A dbt invocation failed; the message names each failed node and why."""
+
+    @classmethod
+    def raise_for(cls, result: Any, args: Sequence[str]) -> None:
+        """Raise for a dbtRunner result that did not succeed, naming each failed node."""
+        if result.success:
+            return
+        failed = [
+            f"{item.node.unique_id}: {item.message}"
+            for item in getattr(result.result, "results", None) or []
+            if str(item.status) in ("error", "fail")
+        ]
+        raise cls(f"dbt {' '.join(args)} failed: {failed or result.exception}")
 
 
 class WarmDbt:
@@ -117,13 +129,7 @@ class WarmDbt:
         result = self.runner.invoke(
             [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
         )
-        if not result.success:
-            failed = [
-                f"{item.node.unique_id}: {item.message}"
-                for item in getattr(result.result, "results", None) or []
-                if str(item.status) in ("error", "fail")
-            ]
-            raise DbtFailed(f"dbt {' '.join(args)} failed: {failed or result.exception}")
+        DbtFailed.raise_for(result, args)
         return result
 
     def nodes_tagged(self, tag: str) -> list[str]:
