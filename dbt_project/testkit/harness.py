@@ -21,7 +21,17 @@ from typing import Any
 
 from signalmail.watch import DbtFailed, WarmDbt
 
-__all__ = ["DbtFailed", "TickRunner", "Warehouse", "relation_rows", "run_dbt", "snapshot"]
+from testkit.spark import iceberg_jar
+
+__all__ = [
+    "DbtFailed",
+    "TickRunner",
+    "Warehouse",
+    "relation_rows",
+    "run_dbt",
+    "snapshot",
+    "start_spark",
+]
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DBT = Path(sys.executable).with_name("dbt")
@@ -57,8 +67,6 @@ class Warehouse:
             env["SIGNALMAIL_DUCKDB_PATH"] = str(self.duckdb_path)
             env["SIGNALMAIL_LEDGER_PATH"] = str(self.ledger_path)
         elif self.dialect == "spark":
-            from testkit.spark import iceberg_jar
-
             env["SIGNALMAIL_SPARK_DIR"] = str(self.spark_dir)
             env["SIGNALMAIL_SPARK_JARS"] = str(iceberg_jar())
         elif self.pg_url:
@@ -103,6 +111,15 @@ def run_dbt(warehouse: Warehouse, *args: str, dbt_vars: dict[str, Any] | None = 
         tail = "\n".join(completed.stdout.splitlines()[-60:])
         raise DbtFailed(f"dbt {' '.join(args)} exited {completed.returncode}:\n{tail}")
     return completed.stdout
+
+
+def start_spark(warehouse: Warehouse) -> None:
+    """Start this process's Spark session as dbt's profile configures it (Iceberg, metastore).
+
+    The first dbt call creates it; a Spark session started any other way would lack the
+    profile's settings, which only apply when the JVM starts.
+    """
+    run_dbt(warehouse, "show", "--inline", "select 1 as ready")
 
 
 def _run_dbt_in_process(

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SparkConnection", "iceberg_jar", "start_spark"]
+__all__ = ["SparkConnection", "iceberg_jar"]
 
 # Spark's Scala build of pyspark 3.5 is 2.12; the package ships 2.13 builds too
 ICEBERG_JAR = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
@@ -93,14 +93,3 @@ class SparkConnection:
     def fetchone(self) -> tuple[Any, ...] | None:
         """Return the first row of the last statement."""
         return self._rows[0] if self._rows else None
-
-
-def start_spark(warehouse: Any) -> None:
-    """Start this process's Spark session as dbt's profile configures it (Iceberg, metastore).
-
-    The first dbt call creates it; a Spark session started any other way would lack the
-    profile's settings, which only apply when the JVM starts.
-    """
-    from testkit.harness import run_dbt
-
-    run_dbt(warehouse, "show", "--inline", "select 1 as ready")

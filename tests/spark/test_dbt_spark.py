@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from testkit.harness import Warehouse
-from testkit.spark import SparkConnection, start_spark
+from testkit.harness import Warehouse, start_spark
+from testkit.spark import SparkConnection
 
 from tests.integration.test_dbt_incremental import check_equivalence
 
@@ -28,15 +28,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
-# The nightly build (selectors.yml: every node) from scratch, data tests included, but for one:
-# the scenario loads an event without a receipt time on purpose (the models must keep it; the
-# loader never writes one), which staging's not_null test on received_at reports. Unit tests
-# are left out: their fixtures are written in DuckDB's and Postgres' SQL (docs/spark.md).
+# The nightly build (selectors.yml: every node) from scratch, data and unit tests included, but
+# for one: the scenario loads an event without a receipt time on purpose (the models must keep
+# it; the loader never writes one), which staging's not_null test on received_at reports.
 NIGHTLY_BUILD = (
     "build",
     "--full-refresh",
-    "--exclude-resource-type",
-    "unit_test",
     "--exclude",
     "not_null_stg_rudderstack__tracks_received_at",
 )
@@ -69,3 +66,16 @@ def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
         assert document["campaign"] == campaign
         assert "trigger_id" in document
         assert "first_name" in document  # null members kept (ignoreNullFields off)
+
+    # every unit test ran in the nightly build, and passed: their SQL fixtures name their types
+    # through the project's fixture_* vars, which read Spark's names on Spark
+    target = tmp_path / "full" / "target"
+    declared = json.loads((target / "manifest.json").read_text())["unit_tests"]
+    ran = {
+        result["unique_id"]: result["status"]
+        for result in json.loads((target / "run_results.json").read_text())["results"]
+        if result["unique_id"].startswith("unit_test.")
+    }
+    assert declared
+    assert set(ran) == set(declared), set(declared) ^ set(ran)
+    assert set(ran.values()) == {"pass"}, ran

@@ -45,7 +45,7 @@
     where {% if replaced_from is not none -%}
         stored.{{ column }} >= {{ replaced_from }}
         and {% endif -%}
-    {{ adapter.dispatch('tail_replaced', 'signalmail')(key, column, source) }};
+    {{ tail_replaced(key, column, source) }};
 
     insert into {{ target }} ({{ dest_cols_csv }})
     (
@@ -54,6 +54,10 @@
     )
 {%- endmacro %}
 
+
+{% macro tail_replaced(key, column, source) -%}
+    {{ return(adapter.dispatch('tail_replaced', 'signalmail')(key, column, source)) }}
+{%- endmacro %}
 
 {% macro default__tail_replaced(key, column, source) -%}
     exists (
