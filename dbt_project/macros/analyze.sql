@@ -48,3 +48,18 @@
 {% macro postgres__planner_settings() -%}
     set jit = off
 {%- endmacro %}
+
+
+{% macro postgres_planner(settings) -%}
+    {{ return(adapter.dispatch('postgres_planner', 'signalmail')(settings)) }}
+{%- endmacro %}
+
+{% macro default__postgres_planner(settings) -%}
+{%- endmacro %}
+
+{% macro postgres__postgres_planner(settings) -%}
+    {#- `set local`: the model's transaction only, not the next model on this connection -#}
+    {%- for name, value in settings.items() %}
+    set local {{ name }} = {{ value }};
+    {%- endfor %}
+{%- endmacro %}

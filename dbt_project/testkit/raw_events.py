@@ -101,7 +101,9 @@ def _sql_type(sql_type: str, dialect: str) -> str:
 def create_raw_tables(conn: Any, dialect: str, schema: str = "rudderstack_raw") -> None:
     """Create every raw stream table, as the loader would, without a primary key.
 
-    No key on purpose: append-mode loaders duplicate messages and staging must cope.
+    No key on purpose: append-mode loaders duplicate messages and staging must cope. On
+    PostgreSQL each table gets the index on `received_at` that target-postgres-bulk makes
+    (its `indexed_columns`), which the staging models' incremental reads use.
     `conn` is a duckdb connection, a psycopg connection (autocommit) or a
     testkit.spark.SparkConnection (Iceberg tables).
     """
@@ -110,6 +112,11 @@ def create_raw_tables(conn: Any, dialect: str, schema: str = "rudderstack_raw") 
     for stream in STREAMS:
         ddl = ", ".join(f'"{name}" {_sql_type(kind, dialect)}' for name, kind in columns(stream))
         conn.execute(f'create table if not exists "{schema}"."{stream}" ({ddl}){using}')
+        if dialect == "postgres":
+            conn.execute(
+                f'create index if not exists "{stream}__received_at"'
+                f' on "{schema}"."{stream}" (received_at)'
+            )
 
 
 def create_ledger(conn: Any, schema: str = "signalmail_ledger") -> None:

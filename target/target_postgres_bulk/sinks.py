@@ -10,6 +10,7 @@ other one started and dbt reads both the same (docs/ingest.md).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import typing as t
 from pathlib import Path
 
@@ -181,6 +182,9 @@ class PostgresBulkSink(RawRecordSink):
                         existing[name],
                     )
             existing = self._columns(conn, schema, table)
+        for column in self.target.indexed_columns:
+            if column in existing:
+                self._ensure_index(conn, schema, table, column)
         if self.key_properties and not self._has_unique_key(conn, schema, table):
             msg = (
                 f"table {schema}.{table} has no primary key or unique index on"
@@ -206,6 +210,35 @@ class PostgresBulkSink(RawRecordSink):
             (schema, table),
         ).fetchall()
         return {str(name): str(ty) for name, ty in rows}
+
+    def _ensure_index(
+        self, conn: psycopg.Connection[t.Any], schema: str, table: str, column: str
+    ) -> None:
+        """Give the table a btree index led by `column` unless one exists (any name).
+
+        Checked in the catalogue first: CREATE INDEX IF NOT EXISTS would take the table's
+        share lock, and wait for any writer, even when the index is there.
+        """
+        found = conn.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s",
+            (schema, table, column),
+        )
+        if found.fetchone() is not None:
+            return
+        # PostgreSQL cuts a name to 63 bytes; a cut name could clash, so a hash keeps it unique
+        name = f"{table}__{column}"
+        if len(name.encode()) > 63:
+            digest = hashlib.blake2s(name.encode(), digest_size=4).hexdigest()
+            name = f"{name.encode()[:54].decode(errors='ignore')}_{digest}"
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})").format(
+                quote_ident(name), quote_ident(schema), quote_ident(table), quote_ident(column)
+            )
+        )
+        self.logger.info("Indexed %s.%s on %s", schema, table, column)
 
     def _has_unique_key(self, conn: psycopg.Connection[t.Any], schema: str, table: str) -> bool:
         """Tell whether a primary key or unique index covers exactly the key (for ON CONFLICT)."""

@@ -152,6 +152,17 @@ class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):
             default=False,
             description="Delete each BATCH file once its rows are committed.",
         ),
+        th.Property(
+            "indexed_columns",
+            th.ArrayType(th.StringType),
+            default=["received_at"],
+            description=(
+                "Columns that get a btree index in every table that has them, made when the"
+                " loader creates the table or first finds it without one. dbt's incremental"
+                " models read each raw table by receipt time: without the index every tick"
+                " scans the whole history. [] makes none."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -168,6 +179,11 @@ class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):
         self.screen = LineScreen(
             sanitize_nul=bool(self.config.get("sanitize_null_text_characters", True))
         )
+
+    @property
+    def indexed_columns(self) -> tuple[str, ...]:
+        """Columns each table gets a btree index on, when it has them."""
+        return tuple(self.config.get("indexed_columns", ["received_at"]) or ())
 
     @property
     def reject_table(self) -> str:

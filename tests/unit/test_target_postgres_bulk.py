@@ -415,6 +415,55 @@ def test_a_table_target_postgres_made_is_loaded_in_place(run, query, pg_url, pg_
     ]
 
 
+INDEXES = (
+    "select i.relname, a.attname from pg_index x join pg_class c on c.oid = x.indrelid"
+    " join pg_class i on i.oid = x.indexrelid join pg_namespace n on n.oid = c.relnamespace"
+    " join pg_attribute a on a.attrelid = c.oid and a.attnum = x.indkey[0]"
+    " where n.nspname = %s and c.relname = %s and not x.indisprimary order by 1"
+)
+
+
+@pytest.mark.postgres
+def test_tables_get_an_index_on_received_at_once(run, query, pg_url, pg_schema) -> None:
+    # a table the loader creates, and one made before the setting existed (no index yet)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            f'create table "{pg_schema}".pages (message_id text primary key, received_at timestamp)'
+        )
+    run([schema_msg(), rec("a", received_at="2026-03-01T00:00:00Z")])
+    run([schema_msg("pages"), rec("p", "pages", received_at="2026-03-01T00:00:00Z")])
+    assert query(INDEXES, (pg_schema, "tracks")) == [("tracks__received_at", "received_at")]
+    assert query(INDEXES, (pg_schema, "pages")) == [("pages__received_at", "received_at")]
+    # the next runs find it, under any name, and add no second one
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'alter index "{pg_schema}".pages__received_at rename to pages_by_receipt')
+    run([schema_msg(), rec("b")])
+    run([schema_msg("pages"), rec("q", "pages")])
+    assert query(INDEXES, (pg_schema, "tracks")) == [("tracks__received_at", "received_at")]
+    assert query(INDEXES, (pg_schema, "pages")) == [("pages_by_receipt", "received_at")]
+
+
+@pytest.mark.postgres
+def test_indexed_columns_empty_or_absent_makes_no_index(run, query, pg_schema) -> None:
+    run([schema_msg(), rec("a")], indexed_columns=[])
+    plain = {**SCHEMA, "properties": {"message_id": {"type": "string"}}}
+    run([schema_msg("log", plain), rec("a", "log")])  # no received_at column: nothing to index
+    assert query(INDEXES, (pg_schema, "tracks")) == []
+    assert query(INDEXES, (pg_schema, "log")) == []
+
+
+@pytest.mark.postgres
+def test_an_index_name_past_postgres_limit_is_shortened_uniquely(run, query, pg_schema) -> None:
+    long_a, long_b = "a" * 58 + "_1", "a" * 58 + "_2"  # their index names share 63 bytes
+    for stream in (long_a, long_b):
+        run([schema_msg(stream), rec("m", stream, received_at="2026-03-01T00:00:00Z")])
+    ((name_a, column_a),) = query(INDEXES, (pg_schema, long_a))
+    ((name_b, column_b),) = query(INDEXES, (pg_schema, long_b))
+    assert column_a == column_b == "received_at"
+    assert name_a != name_b
+    assert max(len(name_a), len(name_b)) <= 63
+
+
 @pytest.mark.postgres
 def test_a_table_without_a_unique_key_is_refused_clearly(run, pg_url, pg_schema) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
