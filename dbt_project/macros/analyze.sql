@@ -58,8 +58,11 @@
 {%- endmacro %}
 
 {% macro postgres__postgres_planner(settings) -%}
-    {#- `set local`: the model's transaction only, not the next model on this connection -#}
+    {#- set_config(..., true) is `set local`: the model's transaction only, not the next model
+        on this connection; the value goes as a quoted literal, so '64MB' works as well -#}
+    select
     {%- for name, value in settings.items() %}
-    set local {{ name }} = {{ value }};
+        set_config({{ dbt.string_literal(name) }}, {{ dbt.string_literal(value) }}, true)
+        {%- if not loop.last %},{% endif %}
     {%- endfor %}
 {%- endmacro %}

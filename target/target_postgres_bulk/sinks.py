@@ -216,17 +216,14 @@ class PostgresBulkSink(RawRecordSink):
     ) -> None:
         """Give the table a btree index led by `column` unless one exists (any name).
 
-        Checked in the catalogue first: CREATE INDEX IF NOT EXISTS would take the table's
-        share lock, and wait for any writer, even when the index is there.
+        Checked in the catalogue first: CREATE INDEX would take the table's share lock, and
+        wait for any writer, even when the index is there. Only a valid, whole-table btree
+        counts (not one a failed CREATE INDEX CONCURRENTLY left invalid, nor a partial one).
+        Two loaders starting on the same table at once (one per tap shard) take turns on a
+        transaction-scoped advisory lock, so the second finds the first one's index.
         """
-        found = conn.execute(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
-            " WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s",
-            (schema, table, column),
-        )
-        if found.fetchone() is not None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{table}",))
+        if self._has_index(conn, schema, table, column):
             return
         # PostgreSQL cuts a name to 63 bytes; a cut name could clash, so a hash keeps it unique
         name = f"{table}__{column}"
@@ -238,7 +235,25 @@ class PostgresBulkSink(RawRecordSink):
                 quote_ident(name), quote_ident(schema), quote_ident(table), quote_ident(column)
             )
         )
-        self.logger.info("Indexed %s.%s on %s", schema, table, column)
+        if self._has_index(conn, schema, table, column):
+            self.logger.info("Indexed %s.%s on %s", schema, table, column)
+        else:  # IF NOT EXISTS skipped it: another relation of the schema has that name
+            self.logger.warning(
+                "Could not index %s.%s on %s: the name %s is taken", schema, table, column, name
+            )
+
+    @staticmethod
+    def _has_index(conn: psycopg.Connection[t.Any], schema: str, table: str, column: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s"
+            " AND am.amname = 'btree' AND i.indisvalid AND i.indpred IS NULL",
+            (schema, table, column),
+        )
+        return found.fetchone() is not None
 
     def _has_unique_key(self, conn: psycopg.Connection[t.Any], schema: str, table: str) -> bool:
         """Tell whether a primary key or unique index covers exactly the key (for ON CONFLICT)."""

@@ -5,7 +5,7 @@ One test, folded so that the JVM starts once and the run stays within 10-15 minu
 of tests/integration/test_dbt_incremental.py (an initial full refresh, two near-real-time
 ticks of the trigger path, a nightly run, each after a messy batch) must give the same rows
 in every persisted model as the nightly build from scratch into a second schema, which also
-runs the data tests on Spark. Every dbt call runs in this process (testkit.spark), whose
+runs the data and unit tests on Spark. Every dbt call runs in this process (testkit.spark), whose
 Spark session is configured once, at its start: so one test per process and Spark directory.
 """
 
