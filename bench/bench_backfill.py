@@ -138,7 +138,7 @@ def meltano_env(work: Path, spool: Path, db: Path) -> dict[str, str]:
             {
                 "encoding": {"format": "jsonl", "compression": "none"},
                 "storage": {"root": batches.as_uri()},
-                "batch_size": 100_000,
+                "batch_size": 200_000,
             }
         ),
         "TARGET_DUCKDB_BULK_FILEPATH": str(db),

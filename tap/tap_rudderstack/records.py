@@ -10,6 +10,7 @@ records; both import them from here.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any
 
 from tap_rudderstack.spool import parse_timestamp, rejected_id
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from tap_rudderstack.spool import Rejection, SpoolFile
 
 _fromisoformat = dt.datetime.fromisoformat
+
+#: RudderStack's UTC text, `YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`: the form every loader parses as is.
+#: fromisoformat also takes `,123` or ` Z`, which DuckDB's TIMESTAMPTZ refuses; those go
+#: through the full parse instead of being passed on as text.
+_utc_text = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z", re.ASCII).fullmatch
 
 # Integers carry a `maximum`: target-duckdb maps an unbounded integer to hugeint.
 _INT32 = {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}
@@ -99,15 +105,6 @@ def _object(value: Any) -> dict[str, Any] | None:
     return {"_value": value}
 
 
-def _utc_fraction(text: str) -> bool:
-    """Tell whether `text` is empty or `.` and 1-6 digits: what every loader parses.
-
-    fromisoformat also takes `,123` or ` Z` that DuckDB's TIMESTAMPTZ refuses; those go
-    through the full parse instead of being passed on as text.
-    """
-    return not text or (text[0] == "." and 1 < len(text) <= 7 and text[1:].isdigit())
-
-
 class EventBuilder:
     """Turns a parsed RudderStack event into a raw-table record of its stream.
 
@@ -128,17 +125,7 @@ class EventBuilder:
         """
         if value is None:
             return None
-        if (
-            type(value) is str
-            and value.isascii()
-            and value[-1:] == "Z"
-            and _utc_fraction(value[19:-1])
-            and value[4:5] == "-"
-            and value[7:8] == "-"
-            and value[10:11] == "T"
-            and value[13:14] == ":"
-            and value[16:17] == ":"
-        ):
+        if type(value) is str and _utc_text(value):
             try:
                 _fromisoformat(value)
             except ValueError:

@@ -319,9 +319,11 @@ def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
     """
     try:
         event = _decoder.decode(line)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         # RecursionError: nesting deeper than this interpreter's stack takes (a hand-written
-        # spool file; the collector never writes a line it could not encode)
+        # spool file; the collector never writes a line it could not encode).
+        # UnicodeDecodeError: bytes that are not UTF-8 inside a string; msgspec raises it as
+        # is, not as a DecodeError, so without it here one such line stopped the whole run.
         return "invalid_json"
     if not isinstance(event, dict):
         return "not_an_object"

@@ -11,7 +11,8 @@ Progress (``SpoolProgress``), kept per stream under ``bookmarks.<stream>.spool``
   emitted. A resumed run skips those lines. A run killed between two STATE messages re-emits the
   lines after the last cursor (at least once); the loaders upsert on the primary key, so the
   warehouse ends with each event once. STATE goes out every ``state_every_records`` records
-  (at a file's end or inside a file) and at the end of the run.
+  (at a file's end or inside a file; with BATCH messages, every ``batch_config.batch_size``
+  records, once per batch) and at the end of the run.
 - ``done``: positions of the files finished (or quarantined) whose segment opened within
   ``late_file_window_minutes`` of ``high_ts``, the newest finished segment. A file inside that
   window that is not in ``done`` is read whatever its place in the order: that is how a late
@@ -25,7 +26,9 @@ passes, one per distinct progress, so each stream gets every event exactly from 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import gzip
 import os
 import signal
@@ -331,8 +334,9 @@ class SpoolSync:
         self._records = 0
         for stream in self.streams:
             stream._write_schema_message()
-        for group in groups.values():
-            self._run_group(group)
+        with collector_paused():
+            for group in groups.values():
+                self._run_group(group)
         writer.flush()
         self._log_counts()
 
@@ -341,6 +345,10 @@ class SpoolSync:
         by_name = {stream.name: stream for stream in group}
         batch = _Batches(self.tap, by_name) if self.tap.config.get("batch_config") else None
         emitters = {name: self._emitter(stream) for name, stream in by_name.items()}
+        # A checkpoint closes a batch file per stream, so with BATCH messages it comes once per
+        # batch (what singer-sdk's own batch sync does, Stream._sync_batches): checkpointing
+        # every state_every_records would cut each batch into files of that size.
+        state_every = max(1, batch.config.batch_size) if batch is not None else self.state_every
         crash = self.crash_after is not None
         since_state = 0
         for spool_file, skip, late in self.plan(progress):
@@ -367,7 +375,7 @@ class SpoolSync:
                 if received is not None:
                     self.received.add(received)
                 since_state += 1
-                if since_state >= self.state_every:
+                if since_state >= state_every:
                     progress.cursor = (spool_file.position, line)
                     self._checkpoint(group, progress, batch)
                     since_state = 0
@@ -375,7 +383,7 @@ class SpoolSync:
             # a finished file moves the bookmark at the next checkpoint; checkpointing after
             # every file would cost a STATE (and in BATCH mode a batch file per stream) per
             # segment, and a collector publishing one-second segments makes many small files
-            if since_state >= self.state_every:
+            if since_state >= state_every:
                 self._checkpoint(group, progress, batch)
                 since_state = 0
         self._checkpoint(group, progress, batch)
@@ -419,6 +427,10 @@ class SpoolSync:
     ) -> None:
         if batch:
             batch.flush()
+        if not gc.isenabled():
+            # Between records little is alive, so a young-generation pass is cheap here, and any
+            # cycle made since the last checkpoint goes now rather than at the end of a backfill.
+            gc.collect(0)
         state = progress.to_state()
         for stream in group:
             stream.stream_state["spool"] = state
@@ -435,10 +447,12 @@ class SpoolSync:
 
 
 class _Batches:
-    """BATCH mode: records buffered per stream and written as batch files at checkpoints.
+    """BATCH mode: records written to a batch file per stream as they come, closed at checkpoints.
 
-    A STATE message is only written after every buffered record is in a batch file and its
-    BATCH message is out, so a resumed run never skips records that were only buffered.
+    A STATE message is only written after every record before it is in a closed batch file and
+    its BATCH message is out, so a resumed run never skips records that were only buffered.
+    Records go out in encoded chunks of ``CHUNK`` as they arrive, so the tap holds a chunk per
+    stream, not a whole batch: at 200,000 records a batch, buffering them took 850 MB.
 
     Files are written here rather than by the SDK's JSONLinesBatcher, which encodes each record
     with the standard json module and always gzips at level 9: that tripled the tap's cost per
@@ -464,7 +478,8 @@ class _Batches:
             raise ValueError(msg)
         # The SDK's config schema already limits compression to gzip or none.
         self.gzip = self.config.encoding.compression == "gzip"
-        self.buffers: dict[str, list[dict[str, Any]]] = {}
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+        self.files: dict[str, _BatchFile] = {}
         self.streams = streams
         # Streams without a stream map skip the SDK's per-record map step (as RECORD mode does).
         self.dropped = {
@@ -473,57 +488,105 @@ class _Batches:
         self.size = 0
         self._encoder = msgspec.json.Encoder(decimal_format="number")
         # A local folder that does not exist yet is created (object stores need nothing).
-        fs, root = fsspec.core.url_to_fs(self.config.storage.root)
-        fs.makedirs(root, exist_ok=True)
+        self.fs, self.root = fsspec.core.url_to_fs(self.config.storage.root)
+        self.fs.makedirs(self.root, exist_ok=True)
 
     def add(self, stream: Stream, record: dict[str, Any]) -> None:
-        """Buffer the (mapped) record; write the batches when the batch size is reached."""
+        """Take the (mapped) record; close the batch when the batch size is reached."""
         dropped = self.dropped.get(stream.name)
         if dropped is not None:
             for prop in dropped:
                 record.pop(prop, None)
-            self.buffers.setdefault(stream.name, []).append(record)
-            self.size += 1
+            self._append(stream.name, record)
         else:
             for message in stream._generate_record_messages(record):
-                self.buffers.setdefault(message.stream, []).append(message.record)
-                self.size += 1
+                self._append(message.stream, message.record)
         if self.size >= self.config.batch_size:
             self.flush()
 
+    def _append(self, alias: str, record: dict[str, Any]) -> None:
+        pending = self.pending.get(alias)
+        if pending is None:
+            pending = self.pending[alias] = []
+        pending.append(record)
+        self.size += 1
+        if len(pending) >= self.CHUNK:
+            self._write(alias, pending)
+
+    def _write(self, alias: str, records: list[dict[str, Any]]) -> None:
+        """Encode the stream's pending records into its batch file, then forget them."""
+        file = self.files.get(alias)
+        if file is None:
+            file = self.files[alias] = _BatchFile(self, alias)
+        file.write(self._encoder.encode_lines(records))
+        records.clear()
+
     def flush(self) -> None:
-        """Write each stream alias's buffered records as batch files and one BATCH message."""
+        """Close each stream alias's batch files and write one BATCH message for them."""
         from singer_sdk.helpers._batch import SDKBatchMessage
 
-        for alias, records in self.buffers.items():
-            if not records:
-                continue
-            manifest = self._write_files(alias, records)
+        for alias, pending in self.pending.items():
+            if pending:
+                self._write(alias, pending)
+        for alias, file in self.files.items():
+            file.close()
             self.tap.write_message(
-                SDKBatchMessage(stream=alias, encoding=self.config.encoding, manifest=manifest)
+                SDKBatchMessage(stream=alias, encoding=self.config.encoding, manifest=[file.url])
             )
-            records.clear()
+        self.files.clear()
         self.size = 0
 
-    def _write_files(self, alias: str, records: list[dict[str, Any]]) -> list[str]:
-        storage = self.config.storage
-        stem = f"{storage.prefix or ''}{self.tap.name}--{alias}-{uuid.uuid4()}"
-        suffix = ".json.gz" if self.gzip else ".jsonl"
-        size = max(1, self.config.batch_size)
-        manifest = []
-        for number, start in enumerate(range(0, len(records), size), start=1):
-            filename = f"{stem}-{number}{suffix}"
-            with storage.open(filename, "wb") as raw:
-                out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if self.gzip else raw
-                try:
-                    for at in range(start, min(start + size, len(records)), self.CHUNK):
-                        chunk = records[at : min(at + self.CHUNK, start + size)]
-                        out.write(self._encoder.encode_lines(chunk))
-                finally:
-                    if out is not raw:
-                        out.close()
-            manifest.append(storage.get_url(filename))
-        return manifest
+
+class _BatchFile:
+    """One stream's file of the batch being written, opened at its first chunk.
+
+    It holds at most ``batch_size`` records: the batch closes when the records of all its
+    streams reach that number, and one record adds at most one to each stream alias.
+    """
+
+    def __init__(self, batches: _Batches, alias: str) -> None:
+        storage = batches.config.storage
+        suffix = ".json.gz" if batches.gzip else ".jsonl"
+        name = f"{storage.prefix or ''}{batches.tap.name}--{alias}-{uuid.uuid4()}-1{suffix}"
+        self.url = storage.get_url(name)
+        self._open = contextlib.ExitStack()  # the file and its gzip layer
+        # fsspec itself, not StorageTarget.open: that opens each file inside a transaction of
+        # the shared filesystem object, which the first file to close ends for all of them.
+        raw = self._open.enter_context(batches.fs.open(f"{batches.root}/{name}", "wb"))
+        self._out = (
+            self._open.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1))
+            if batches.gzip
+            else raw
+        )
+
+    def write(self, data: bytes) -> None:
+        """Append encoded lines."""
+        self._out.write(data)
+
+    def close(self) -> None:
+        """Close the file (and its gzip layer), making it complete for the loader."""
+        self._open.close()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off for a sync, then restore it.
+
+    Decoding an event allocates a dozen dicts and lists, so the collector's young generation
+    fills every few dozen events, and its passes cost about 40% of the tap's CPU
+    (docs/bench.md, backfill). Records and events form no reference
+    cycles (reference counting frees them), so nothing is lost by pausing it; `_checkpoint`
+    runs a young-generation pass once the buffers are released, which catches any cycle a
+    library makes along the way. Restored afterwards because `signalmail watch` runs the tap
+    inside its own long-lived process.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _is_identity(stream: Stream) -> bool:

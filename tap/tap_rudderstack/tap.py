@@ -84,7 +84,11 @@ class TapRudderStack(Tap):
             "state_every_records",
             th.IntegerType(minimum=1, maximum=100_000_000),
             default=10000,
-            description="Emit a STATE bookmark at least every N records (resume granularity).",
+            description=(
+                "Emit a STATE bookmark at least every N records (resume granularity). With"
+                " batch_config a STATE follows each batch instead (batch_config.batch_size"
+                " records), since every STATE closes a batch file per stream."
+            ),
         ),
         th.Property(
             "max_raw_text_chars",

@@ -431,8 +431,15 @@ class DuckDBBulkSink(RawRecordSink):
                         else quote(n)
                         for n, ty in read_columns.items()
                     )
-                    deduplicated = f"SELECT {named} FROM (SELECT *{line} FROM {scan}){last_copy}"  # noqa: S608
-                    loaded, replaced = self._replace_in_window(deduplicated, insert_cols)
+                    if sequenced:
+                        staged = f"SELECT {named} FROM {scan}{last_copy}"  # noqa: S608
+                    else:
+                        # Staged in file order, deduplicated afterwards by rowid: numbering the
+                        # scan and a window over the numbers took a fifth longer to stage.
+                        staged = f"SELECT {named} FROM {scan}"  # noqa: S608
+                    loaded, replaced = self._replace_in_window(
+                        staged, insert_cols, keep_last_by_rowid=not sequenced
+                    )
         except (duckdb.Error, NullKeyError) as exc:
             msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
             raise RuntimeError(msg) from exc
@@ -446,8 +453,14 @@ class DuckDBBulkSink(RawRecordSink):
                 replaced,
             )
 
-    def _replace_in_window(self, deduplicated: str, columns: list[str]) -> tuple[int, int]:
-        """Stage the deduplicated batch, delete the stored copies of its keys, insert it.
+    def _replace_in_window(
+        self, staged: str, columns: list[str], *, keep_last_by_rowid: bool = False
+    ) -> tuple[int, int]:
+        """Stage the batch, delete the stored copies of its keys, insert it.
+
+        `staged` selects the batch's rows, already one per key unless `keep_last_by_rowid`:
+        then the batch is staged in file order (DuckDB preserves insertion order, so rowid
+        follows the lines) and every row but a key's last is deleted from the stage.
 
         One transaction: a failure anywhere (a NULL key, a value the table refuses, a crash)
         leaves the table as it was. The stored copies searched are those whose window column
@@ -479,7 +492,13 @@ class DuckDBBulkSink(RawRecordSink):
         col_list = ", ".join(quote(c) for c in columns)
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {quote(BATCH_TABLE)} AS {deduplicated}")
+            con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {quote(BATCH_TABLE)} AS {staged}")
+            if keep_last_by_rowid:
+                keys = ", ".join(quote(k) for k in self.key_properties)
+                con.execute(
+                    f"DELETE FROM {BATCH_TABLE_SQL} WHERE rowid NOT IN"  # noqa: S608
+                    f" (SELECT max(rowid) FROM {BATCH_TABLE_SQL} GROUP BY {keys})"
+                )
             row = con.execute(stats).fetchone()
             null_keys, low, high, undated = row if row else (0, None, None, 0)
             if null_keys:

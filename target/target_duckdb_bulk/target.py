@@ -17,7 +17,7 @@ import duckdb
 from singer_bulk import FullDrainTarget, MsgspecBytesReader, OrderedLoader, RawRecordTarget
 from singer_sdk import typing as th
 
-from target_duckdb_bulk.sinks import DuckDBBulkSink
+from target_duckdb_bulk.sinks import DuckDBBulkSink, literal
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,6 +105,17 @@ class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
             description="Largest single record, in bytes, that DuckDB's read_json accepts.",
         ),
         th.Property(
+            "memory_limit",
+            th.StringType,
+            description=(
+                "DuckDB's memory_limit for the database this loader opens (e.g. '2GB'). Unset:"
+                " DuckDB's default, 80% of RAM. DuckDB keeps the blocks a run writes in memory"
+                " until it needs the room, so a long load grows to the limit; a limit makes it"
+                " evict them instead (they are on disk already). A database shared with dbt in"
+                " one process (`signalmail watch`) shares the limit too."
+            ),
+        ),
+        th.Property(
             "dedup_window_hours",
             th.NumberType,
             default=72,
@@ -161,6 +172,14 @@ class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
             # cast between them uses the session time zone, so pin it.
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET enable_progress_bar = false")
+            limit = self.config.get("memory_limit")
+            if limit:
+                try:
+                    con.execute(f"SET memory_limit = {literal(str(limit))}")
+                except duckdb.Error as exc:
+                    con.close()
+                    msg = f"memory_limit {limit!r} is not a size DuckDB takes (e.g. '2GB'): {exc}"
+                    raise ValueError(msg) from exc
             # No automatic checkpoint in the middle of a run: at DuckDB's default (16 MB of
             # WAL) every few batches stalled on rewriting the table, a third of the load time.
             # process_endofpipe checkpoints once; a crash leaves a WAL that DuckDB replays.

@@ -34,6 +34,7 @@ def spool(tmp_path) -> Path:
     root = tmp_path / "spool"
     good = [event(kind, n) for n in range(3) for kind in KINDS]
     bad = [
+        b'{"type": "track", "messageId": "x0", "userId": "u", "event": "caf\xe9"}',  # Latin-1
         "{oops",
         "[1, 2]",
         '{"type": "purchase", "messageId": "x1", "userId": "u"}',
@@ -83,16 +84,18 @@ def test_every_unusable_line_is_a_rejected_event_with_reason_and_truncated_text(
     rejected = {r["line_number"]: r for r in records(messages, "rejected_events")}
     assert {n: r["reason"] for n, r in rejected.items()} == {
         10: "invalid_json",
-        11: "not_an_object",
-        12: "unknown_type",
-        13: "missing_message_id",
-        14: "missing_ids",
-        16: "invalid_json",
+        11: "invalid_json",
+        12: "not_an_object",
+        13: "unknown_type",
+        14: "missing_message_id",
+        15: "missing_ids",
+        17: "invalid_json",
     }
-    assert rejected[10]["raw_text"] == "{oops"
-    assert rejected[16]["raw_text"] == "Z" * 100
+    assert rejected[10]["raw_text"].endswith('"event": "caf\ufffd"}')  # kept, made readable
+    assert rejected[11]["raw_text"] == "{oops"
+    assert rejected[17]["raw_text"] == "Z" * 100
     assert all(r["source_file"].endswith(".json.gz") for r in rejected.values())
-    assert len({r["rejected_id"] for r in rejected.values()}) == 6
+    assert len({r["rejected_id"] for r in rejected.values()}) == 7
 
 
 def test_corrupt_gzip_is_quarantined_after_its_good_lines_and_the_run_goes_on(tmp_path):
@@ -299,12 +302,38 @@ def test_batch_mode_writes_batch_files_holding_every_record(spool, tmp_path):
                         key = row.get("message_id") or row["rejected_id"]
                         got.setdefault(message["stream"], []).append(key)
     assert sorted(got["tracks"]) == [f"m-track-{n}" for n in range(3)]
-    assert len(got["rejected_events"]) == 6
-    assert sum(len(v) for v in got.values()) == 3 * len(KINDS) + 6
+    assert len(got["rejected_events"]) == 7
+    assert sum(len(v) for v in got.values()) == 3 * len(KINDS) + 7
     # The final STATE follows the last BATCH message.
     kinds = [m["type"] for m in messages]
     last_batch = max(i for i, kind in enumerate(kinds) if kind == "BATCH")
     assert "STATE" in kinds[last_batch + 1 :]
+
+
+def test_batch_mode_checkpoints_once_per_batch_not_every_state_every_records(tmp_path):
+    """Each STATE closes a batch file per stream: were it every state_every_records, files of
+    60 tracks would come out as files of 7 (and the loader would pay a commit for each)."""
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(150)])
+    config = {
+        "source": str(root),
+        "state_every_records": 7,
+        "batch_config": {
+            "encoding": {"format": "jsonl", "compression": "none"},
+            "storage": {"root": f"file://{tmp_path / 'batches'}"},
+            "batch_size": 60,
+        },
+    }
+    messages = run_tap(config)
+    sizes = [len(_batch_rows([m], open)["tracks"]) for m in messages if m["type"] == "BATCH"]
+    assert sizes == [60, 60, 30]
+    # a STATE after each batch, its cursor at the batch's last line, and one at the end
+    cursors = [
+        m["value"]["bookmarks"]["tracks"]["spool"].get("cursor", {}).get("line")
+        for m in messages
+        if m["type"] == "STATE"
+    ]
+    assert cursors[-3:] == [60, 120, None]
 
 
 def _batch_rows(messages: list[dict], opener) -> dict[str, list[dict]]:
@@ -428,8 +457,14 @@ def test_a_segment_named_in_the_future_does_not_push_real_files_out_of_the_windo
 
 def test_utc_text_timestamps_pass_through_and_others_are_normalised():
     from tap_rudderstack.records import EventBuilder
+    from tap_rudderstack.spool import parse_event
 
     builder = EventBuilder()
+
+    def build(event: dict, line: int) -> dict:
+        stream, parsed = parse_event(json.dumps(event).encode())
+        return builder.build(stream, parsed, "key", line)
+
     event = {
         "type": "track",
         "messageId": "m1",
@@ -439,7 +474,7 @@ def test_utc_text_timestamps_pass_through_and_others_are_normalised():
         "receivedAt": "2026-02-30T10:00:00.000Z",  # the right shape, not a real day: null
         "timestamp": "2026-11-28 10:00:00",  # no zone: taken as UTC
     }
-    record = builder.build("tracks", event, "key", 1)
+    record = build(event, 1)
     assert record["original_timestamp"] == "2026-11-28T10:00:00.123Z"
     assert record["sent_at"] == dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
     assert record["received_at"] is None
@@ -451,16 +486,11 @@ def test_utc_text_timestamps_pass_through_and_others_are_normalised():
         "2026-11-28T10:00:00 Z",
         "2026-11-28T10:00:00.1234567Z",
     ):
-        value = builder.build("tracks", {**event, "originalTimestamp": odd}, "key", 2)[
-            "original_timestamp"
-        ]
+        value = build({**event, "originalTimestamp": odd}, 2)["original_timestamp"]
         assert isinstance(value, dt.datetime), odd
-    assert (
-        builder.build("tracks", {**event, "originalTimestamp": "2026-11-28T10:00:00Z"}, "k", 3)[
-            "original_timestamp"
-        ]
-        == "2026-11-28T10:00:00Z"
-    )
+    assert build({**event, "originalTimestamp": "2026-11-28T10:00:00Z"}, 3)[
+        "original_timestamp"
+    ] == ("2026-11-28T10:00:00Z")
 
 
 def test_a_merge_loads_as_rudder_server_takes_it_and_a_broken_one_is_rejected(tmp_path):

@@ -109,6 +109,12 @@ def test_a_file_that_is_not_gzip_at_all_is_corrupt_at_line_one(tmp_path):
     [
         (b"{not json", "invalid_json"),
         (b"\xff\xfe{}", "invalid_json"),
+        # not UTF-8 inside a string, a value's and a key's: msgspec raises UnicodeDecodeError
+        (
+            b'{"type":"track","messageId":"m","userId":"u","properties":{"x":"\xff"}}',
+            "invalid_json",
+        ),
+        (b'{"type":"track","messageId":"m","userId":"u","\xc3\x28":1}', "invalid_json"),
         (b"[1,2]", "not_an_object"),
         (b'"track"', "not_an_object"),
         (b'{"messageId":"m","userId":"u"}', "missing_type"),

@@ -294,6 +294,30 @@ def test_batch_messages_are_loaded(tmp_path: Path) -> None:
     assert rows == [("a", 2, None, None), ("b", 1, None, "v")]
 
 
+def test_a_big_batch_file_read_in_parallel_keeps_each_keys_last_line(tmp_path: Path) -> None:
+    """A BATCH file is staged as read and deduplicated by rowid, which follows the file's
+    lines because DuckDB preserves insertion order. The reader's buffer follows
+    maximum_object_size: at 64 KiB the copies of a key lie many buffers apart."""
+    keys = 60_000
+    rows = [
+        {"message_id": f"m{k}", "n": copy, "received_at": "2026-11-20T00:00:00Z"}
+        for copy in (1, 2, 3)
+        for k in range(keys)
+    ]
+    rows.append({"message_id": "m7", "n": 4, "received_at": "2026-11-20T00:00:00Z"})
+    url = _batch_file(tmp_path, "big.jsonl", rows, gz=False)
+    run_target(
+        tmp_path / "w.duckdb",
+        [schema_msg(), batch_msg([url], gz=False)],
+        maximum_object_size=1 << 16,
+    )
+    assert query(
+        tmp_path / "w.duckdb",
+        "select count(*), count(distinct message_id), min(n), max(n),"
+        " max(n) filter (where message_id = 'm7') from rudderstack_raw.tracks",
+    ) == [(keys, keys, 3, 4, 4)]
+
+
 def test_batch_file_first_row_and_timestamp(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     url = _batch_file(
@@ -746,3 +770,26 @@ def test_delete_reads_only_the_row_groups_of_the_window(tmp_path: Path) -> None:
         assert con.execute(windowed).fetchone() == (1000,)
     finally:
         con.close()
+
+
+def test_memory_limit_applies_to_the_loaders_database_and_a_bad_one_is_named(
+    tmp_path: Path,
+) -> None:
+    target = TargetDuckDBBulk(
+        config={"filepath": str(tmp_path / "w.duckdb"), "memory_limit": "512MB"},
+        parse_env_config=False,
+        validate_config=True,
+    )
+    try:
+        (limit,) = target.connection.execute("SELECT current_setting('memory_limit')").fetchone()
+    finally:
+        target.close()
+    assert limit == "488.2 MiB"  # 512 MB as DuckDB prints it; its default is 80% of RAM
+    bad = TargetDuckDBBulk(
+        config={"filepath": str(tmp_path / "w.duckdb"), "memory_limit": "lots"},
+        parse_env_config=False,
+        validate_config=True,
+    )
+    with pytest.raises(ValueError, match="memory_limit 'lots' is not a size DuckDB takes"):
+        bad.connection  # noqa: B018 (the property opens the database)
+    bad.close()

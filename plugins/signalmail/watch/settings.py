@@ -136,7 +136,7 @@ class WatchSettings:
             "batch_config": {
                 "encoding": {"format": "jsonl", "compression": "none"},
                 "storage": {"root": batches.as_uri()},
-                "batch_size": 100000,
+                "batch_size": 200_000,
             },
         }
 
