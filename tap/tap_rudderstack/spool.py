@@ -323,7 +323,7 @@ def parse_event(line: bytes) -> tuple[str, dict[str, Any]] | str:
         # RecursionError: nesting deeper than this interpreter's stack takes (a hand-written
         # spool file; the collector never writes a line it could not encode).
         # UnicodeDecodeError: bytes that are not UTF-8 inside a string; msgspec raises it as
-        # is, not as a DecodeError, so without it here one such line stopped the whole run.
+        # is, not as a DecodeError, and one such line must not stop the run.
         return "invalid_json"
     if not isinstance(event, dict):
         return "not_an_object"

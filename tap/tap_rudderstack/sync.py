@@ -236,6 +236,7 @@ class SpoolSync:
         self.received = ReceivedRange()
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
+        self._gc_paused = False
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -334,7 +335,7 @@ class SpoolSync:
         self._records = 0
         for stream in self.streams:
             stream._write_schema_message()
-        with collector_paused():
+        with _cyclic_gc_paused() as self._gc_paused:
             for group in groups.values():
                 self._run_group(group)
         writer.flush()
@@ -344,11 +345,18 @@ class SpoolSync:
         progress = SpoolProgress.from_state(group[0].stream_state)
         by_name = {stream.name: stream for stream in group}
         batch = _Batches(self.tap, by_name) if self.tap.config.get("batch_config") else None
+        try:
+            self._read_group(group, progress, batch)
+        except BaseException:
+            if batch is not None:
+                batch.discard()  # no BATCH message names them: nothing would ever load them
+            raise
+
+    def _read_group(
+        self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None
+    ) -> None:
+        by_name = {stream.name: stream for stream in group}
         emitters = {name: self._emitter(stream) for name, stream in by_name.items()}
-        # A checkpoint closes a batch file per stream, so with BATCH messages it comes once per
-        # batch (what singer-sdk's own batch sync does, Stream._sync_batches): checkpointing
-        # every state_every_records would cut each batch into files of that size.
-        state_every = max(1, batch.config.batch_size) if batch is not None else self.state_every
         crash = self.crash_after is not None
         since_state = 0
         for spool_file, skip, late in self.plan(progress):
@@ -375,7 +383,7 @@ class SpoolSync:
                 if received is not None:
                     self.received.add(received)
                 since_state += 1
-                if since_state >= state_every:
+                if self._state_due(since_state, batch):
                     progress.cursor = (spool_file.position, line)
                     self._checkpoint(group, progress, batch)
                     since_state = 0
@@ -383,10 +391,19 @@ class SpoolSync:
             # a finished file moves the bookmark at the next checkpoint; checkpointing after
             # every file would cost a STATE (and in BATCH mode a batch file per stream) per
             # segment, and a collector publishing one-second segments makes many small files
-            if since_state >= state_every:
+            if self._state_due(since_state, batch):
                 self._checkpoint(group, progress, batch)
                 since_state = 0
         self._checkpoint(group, progress, batch)
+
+    def _state_due(self, since_state: int, batch: _Batches | None) -> bool:
+        """Whether the next STATE is due.
+
+        With BATCH messages a STATE closes a batch file per stream, so it comes when the batch
+        is full, as in singer-sdk's own batch sync (Stream._sync_batches): every
+        state_every_records it would cut each batch into files of that size.
+        """
+        return batch.full() if batch is not None else since_state >= self.state_every
 
     def _emitter(self, stream: Stream) -> Callable[[dict[str, Any], str], None]:
         """How one stream's records are written, decided once per run.
@@ -425,9 +442,9 @@ class SpoolSync:
     def _checkpoint(
         self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None
     ) -> None:
-        if batch:
+        if batch is not None:
             batch.flush()
-        if not gc.isenabled():
+        if self._gc_paused:
             # Between records little is alive, so a young-generation pass is cheap here, and any
             # cycle made since the last checkpoint goes now rather than at the end of a backfill.
             gc.collect(0)
@@ -452,7 +469,7 @@ class _Batches:
     A STATE message is only written after every record before it is in a closed batch file and
     its BATCH message is out, so a resumed run never skips records that were only buffered.
     Records go out in encoded chunks of ``CHUNK`` as they arrive, so the tap holds a chunk per
-    stream, not a whole batch: at 200,000 records a batch, buffering them took 850 MB.
+    stream rather than the batch: buffering 200,000 records would take about 850 MB.
 
     Files are written here rather than by the SDK's JSONLinesBatcher, which encodes each record
     with the standard json module and always gzips at level 9: that tripled the tap's cost per
@@ -487,12 +504,13 @@ class _Batches:
         }
         self.size = 0
         self._encoder = msgspec.json.Encoder(decimal_format="number")
+        storage = self.config.storage
+        self.fs, self.root = fsspec.core.url_to_fs(storage.root, **(storage.params or {}))
         # A local folder that does not exist yet is created (object stores need nothing).
-        self.fs, self.root = fsspec.core.url_to_fs(self.config.storage.root)
         self.fs.makedirs(self.root, exist_ok=True)
 
     def add(self, stream: Stream, record: dict[str, Any]) -> None:
-        """Take the (mapped) record; close the batch when the batch size is reached."""
+        """Take the (mapped) record; the caller closes the batch once it is ``full()``."""
         dropped = self.dropped.get(stream.name)
         if dropped is not None:
             for prop in dropped:
@@ -501,8 +519,14 @@ class _Batches:
         else:
             for message in stream._generate_record_messages(record):
                 self._append(message.stream, message.record)
-        if self.size >= self.config.batch_size:
-            self.flush()
+
+    def full(self) -> bool:
+        """Whether the batch holds ``batch_size`` records (over every stream alias).
+
+        One record adds at most one to each alias, so no file passes ``batch_size`` when the
+        batch is closed as soon as this is true.
+        """
+        return self.size >= self.config.batch_size
 
     def _append(self, alias: str, record: dict[str, Any]) -> None:
         pending = self.pending.get(alias)
@@ -522,7 +546,7 @@ class _Batches:
         records.clear()
 
     def flush(self) -> None:
-        """Close each stream alias's batch files and write one BATCH message for them."""
+        """Close each stream alias's batch file and write one BATCH message for it."""
         from singer_sdk.helpers._batch import SDKBatchMessage
 
         for alias, pending in self.pending.items():
@@ -536,27 +560,37 @@ class _Batches:
         self.files.clear()
         self.size = 0
 
+    def discard(self) -> None:
+        """Remove the files of a batch that will not be closed (the sync failed)."""
+        for file in self.files.values():
+            file.discard()
+        self.files.clear()
+        self.pending.clear()
+        self.size = 0
+
 
 class _BatchFile:
     """One stream's file of the batch being written, opened at its first chunk.
 
-    It holds at most ``batch_size`` records: the batch closes when the records of all its
-    streams reach that number, and one record adds at most one to each stream alias.
+    Written with fsspec's ``autocommit=False``, as singer-sdk's StorageTarget.open writes: the
+    file appears under its name only when ``close()`` commits it (a local file is moved into
+    place, an object store's upload completes), so a failed or killed run leaves no partial
+    file for anything to take for a batch. Not through StorageTarget.open itself: that wraps
+    each file in a transaction of the shared filesystem object, which the first file to close
+    would end for all of them.
     """
 
     def __init__(self, batches: _Batches, alias: str) -> None:
         storage = batches.config.storage
         suffix = ".json.gz" if batches.gzip else ".jsonl"
+        # named as singer-sdk's batcher names its files: <prefix><tap>--<stream>-<uuid>-<part>
         name = f"{storage.prefix or ''}{batches.tap.name}--{alias}-{uuid.uuid4()}-1{suffix}"
         self.url = storage.get_url(name)
-        self._open = contextlib.ExitStack()  # the file and its gzip layer
-        # fsspec itself, not StorageTarget.open: that opens each file inside a transaction of
-        # the shared filesystem object, which the first file to close ends for all of them.
-        raw = self._open.enter_context(batches.fs.open(f"{batches.root}/{name}", "wb"))
+        self._file = batches.fs.open(f"{batches.root}/{name}", "wb", autocommit=False)
         self._out = (
-            self._open.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1))
+            gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=1)
             if batches.gzip
-            else raw
+            else self._file
         )
 
     def write(self, data: bytes) -> None:
@@ -564,26 +598,36 @@ class _BatchFile:
         self._out.write(data)
 
     def close(self) -> None:
-        """Close the file (and its gzip layer), making it complete for the loader."""
-        self._open.close()
+        """Finish the file and publish it under its name."""
+        if self._out is not self._file:
+            self._out.close()  # the gzip trailer; GzipFile leaves the file it was given open
+        self._file.close()
+        self._file.commit()
+
+    def discard(self) -> None:
+        """Drop the unfinished file."""
+        with contextlib.suppress(Exception):
+            self._file.close()
+        self._file.discard()
 
 
 @contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+def _cyclic_gc_paused() -> Iterator[bool]:
     """Keep Python's cyclic garbage collector off for a sync, then restore it.
 
+    Yields whether it paused the collector (not when its caller had it off already).
     Decoding an event allocates a dozen dicts and lists, so the collector's young generation
-    fills every few dozen events, and its passes cost about 40% of the tap's CPU
-    (docs/bench.md, backfill). Records and events form no reference
-    cycles (reference counting frees them), so nothing is lost by pausing it; `_checkpoint`
-    runs a young-generation pass once the buffers are released, which catches any cycle a
-    library makes along the way. Restored afterwards because `signalmail watch` runs the tap
-    inside its own long-lived process.
+    fills every few dozen events; its passes took about 30% of the time to parse and build an
+    event (docs/bench.md, backfill). Records and events form no reference cycles (reference
+    counting frees them), so nothing is lost by pausing it; `_checkpoint` runs a
+    young-generation pass between batches, which catches any cycle a library makes along the
+    way. Restored afterwards, also when the sync raises, because `signalmail watch` runs the
+    tap inside its own long-lived process.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield was_enabled
     finally:
         if was_enabled:
             gc.enable()

@@ -111,8 +111,9 @@ class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
                 "DuckDB's memory_limit for the database this loader opens (e.g. '2GB'). Unset:"
                 " DuckDB's default, 80% of RAM. DuckDB keeps the blocks a run writes in memory"
                 " until it needs the room, so a long load grows to the limit; a limit makes it"
-                " evict them instead (they are on disk already). A database shared with dbt in"
-                " one process (`signalmail watch`) shares the limit too."
+                " evict them instead (they are on disk already). The limit is the database's,"
+                " not the connection's: where dbt shares the database in one process"
+                " (`signalmail watch`), the last one set holds for both."
             ),
         ),
         th.Property(
@@ -172,6 +173,10 @@ class TargetDuckDBBulk(RawRecordTarget, FullDrainTarget):
             # cast between them uses the session time zone, so pin it.
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET enable_progress_bar = false")
+            # A batch's duplicate keys are resolved by the order its lines were read in, which
+            # a table keeps only with this on (DuckDB's default, which a shared database's other
+            # user may have turned off: dbt's profile in `signalmail watch`).
+            con.execute("SET preserve_insertion_order = true")
             limit = self.config.get("memory_limit")
             if limit:
                 try:

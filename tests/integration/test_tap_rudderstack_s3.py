@@ -123,3 +123,63 @@ def test_meltano_run_reads_s3_into_duckdb(s3, s3_endpoint, tmp_path, meltano_ins
         con.close()
     assert sorted(row[0] for row in loaded) == sorted(f"m-track-{n}" for n in range(20))
     assert rejected == [("invalid_json",)]
+
+
+def test_batch_files_go_to_an_s3_root_with_the_storage_params_and_only_whole(
+    s3, s3_endpoint, monkeypatch
+):
+    """BATCH files on an object store: the tap writes them with batch_config.storage.params
+    (the credentials and endpoint, as the SDK passes them to fsspec), and an object appears
+    only once its file is complete: a sync that fails mid-batch publishes nothing."""
+    import gzip
+
+    from tap_rudderstack.records import EventBuilder
+
+    client, upload = s3
+    upload(ts_of(0), [event("track", n) for n in range(7)])
+    # no credentials in the environment: only the params can reach the bucket
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("tap_rudderstack.sync._Batches.CHUNK", 2)
+    config = s3_config(
+        s3_endpoint,
+        batch_config={
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {
+                "root": f"s3://{BUCKET}/batches",
+                "params": {
+                    "key": S3_KEY_ID,
+                    "secret": S3_SECRET,
+                    "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": S3_REGION},
+                },
+            },
+            "batch_size": 5,
+        },
+    )
+    messages = run_tap(config)
+    urls = [url for m in messages if m["type"] == "BATCH" for url in m["manifest"]]
+    got = []
+    for url in urls:
+        key = url.removeprefix(f"s3://{BUCKET}/")
+        body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        got += [line for line in gzip.decompress(body).splitlines() if line]
+    assert len(got) == 7
+
+    def batch_keys() -> set[str]:
+        listed = client.list_objects_v2(Bucket=BUCKET, Prefix="batches/").get("Contents", [])
+        return {item["Key"] for item in listed}
+
+    before = batch_keys()
+    build = EventBuilder.build
+    calls = {"n": 0}
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:  # two chunks written into the open file, none closed
+            raise RuntimeError("the builder broke")
+        return build(self, *args)
+
+    monkeypatch.setattr(EventBuilder, "build", failing)
+    with pytest.raises(RuntimeError, match="the builder broke"):
+        run_tap(config)
+    assert batch_keys() == before

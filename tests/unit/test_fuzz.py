@@ -537,7 +537,7 @@ def _reference_text(value: Any) -> str | None:
     return msgspec.json.encode(value).decode()
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(LINES)
 def test_the_taps_line_parser_gives_a_reason_or_a_record_of_the_events_values(line):
     """Any line: a rejection with its reason (never an exception, whatever the bytes or the

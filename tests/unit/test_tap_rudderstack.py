@@ -318,11 +318,7 @@ def test_batch_mode_checkpoints_once_per_batch_not_every_state_every_records(tmp
     config = {
         "source": str(root),
         "state_every_records": 7,
-        "batch_config": {
-            "encoding": {"format": "jsonl", "compression": "none"},
-            "storage": {"root": f"file://{tmp_path / 'batches'}"},
-            "batch_size": 60,
-        },
+        "batch_config": _batches_at(tmp_path / "batches", 60),
     }
     messages = run_tap(config)
     sizes = [len(_batch_rows([m], open)["tracks"]) for m in messages if m["type"] == "BATCH"]
@@ -336,6 +332,15 @@ def test_batch_mode_checkpoints_once_per_batch_not_every_state_every_records(tmp
     assert cursors[-3:] == [60, 120, None]
 
 
+def _batches_at(folder: Path, batch_size: int, compression: str = "none") -> dict:
+    """A batch_config writing JSON-lines files into `folder`."""
+    return {
+        "encoding": {"format": "jsonl", "compression": compression},
+        "storage": {"root": f"file://{folder}"},
+        "batch_size": batch_size,
+    }
+
+
 def _batch_rows(messages: list[dict], opener) -> dict[str, list[dict]]:
     got: dict[str, list[dict]] = {}
     for message in messages:
@@ -346,21 +351,32 @@ def _batch_rows(messages: list[dict], opener) -> dict[str, list[dict]]:
     return got
 
 
-def test_batch_mode_plain_files_equal_record_mode(spool, tmp_path):
+@pytest.mark.parametrize(("compression", "opener"), [("none", open), ("gzip", gzip.open)])
+def test_batch_mode_files_equal_record_mode_when_written_in_many_chunks(
+    spool, tmp_path, monkeypatch, compression, opener
+):
+    """Files are written a chunk at a time as records come: 3 records a chunk here, so each
+    file of up to 5 records takes two writes into the open file (and its gzip layer)."""
+    monkeypatch.setattr("tap_rudderstack.sync._Batches.CHUNK", 3)
     batches = tmp_path / "batches" / "not-yet-there"
     config = {
         "source": str(spool),
         "batch_config": {
-            "encoding": {"format": "jsonl", "compression": "none"},
+            "encoding": {"format": "jsonl", "compression": compression},
             "storage": {"root": f"file://{batches}"},
             "batch_size": 5,
         },
     }
     messages = run_tap(config)
+    suffix = ".jsonl" if compression == "none" else ".json.gz"
     assert all(
-        url.endswith(".jsonl") for m in messages if m["type"] == "BATCH" for url in m["manifest"]
+        url.endswith(suffix) for m in messages if m["type"] == "BATCH" for url in m["manifest"]
     )
-    got = _batch_rows(messages, open)
+    got = _batch_rows(messages, opener)
+    assert (
+        max(len(_batch_rows([m], opener)[m["stream"]]) for m in messages if m["type"] == "BATCH")
+        == 5
+    )
     in_records = run_tap({"source": str(spool)})
     for stream in ("tracks", "pages", "identifies"):
         assert sorted(got[stream], key=lambda r: r["message_id"]) == sorted(
@@ -374,16 +390,95 @@ def test_batch_mode_applies_stream_maps(spool, tmp_path):
     config = {
         "source": str(spool),
         "stream_maps": {"tracks": {"__alias__": "track_events", "context": "__NULL__"}},
-        "batch_config": {
-            "encoding": {"format": "jsonl", "compression": "gzip"},
-            "storage": {"root": f"file://{batches}"},
-            "batch_size": 100,
-        },
+        "batch_config": _batches_at(batches, 100, "gzip"),
     }
     got = _batch_rows(run_tap(config), gzip.open)
     assert "tracks" not in got
     assert len(got["track_events"]) == 3
     assert all("context" not in row for row in got["track_events"])
+
+
+def test_batch_mode_with_a_stream_map_that_copies_a_stream_closes_each_batch_once(tmp_path):
+    """A copied stream makes two records of each event. The batch counts records, as its files
+    do: it closes once it holds batch_size of them, one file per stream and then one STATE.
+    Counting events for the STATE as well would close each batch twice between two STATEs,
+    in files of half the size."""
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(24)])
+    config = {
+        "source": str(root),
+        "stream_maps": {"tracks_copy": {"__source__": "tracks"}},
+        "batch_config": _batches_at(tmp_path / "batches", 8),
+    }
+    messages = run_tap(config)
+    kinds = [(m["type"], m.get("stream")) for m in messages if m["type"] in ("BATCH", "STATE")]
+    one_batch = [("BATCH", "tracks"), ("BATCH", "tracks_copy"), ("STATE", None)]
+    assert kinds[: 3 * 6] == one_batch * 6  # 24 events, 4 a batch
+    sizes = [len(_batch_rows([m], open)[m["stream"]]) for m in messages if m["type"] == "BATCH"]
+    assert sizes == [4] * 12
+
+
+def test_every_state_in_batch_mode_follows_the_batch_messages_of_the_records_it_covers(
+    tmp_path,
+):
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(23)])
+    config = {
+        "source": str(root),
+        "batch_config": _batches_at(tmp_path / "batches", 5),
+    }
+    messages = run_tap(config)
+    loaded = 0
+    for message in messages:
+        if message["type"] == "BATCH":
+            loaded += len(_batch_rows([message], open)["tracks"])
+        elif message["type"] == "STATE":
+            cursor = message["value"]["bookmarks"]["tracks"]["spool"].get("cursor")
+            covered = cursor["line"] if cursor else 23  # no cursor: the file is done
+            assert loaded >= covered, message
+    assert loaded == 23
+
+
+def test_a_sync_that_fails_mid_batch_leaves_no_batch_file_and_the_collector_on(
+    spool, tmp_path, monkeypatch
+):
+    """Nothing would ever load or delete a file no BATCH message names: a failed sync discards
+    its open batch files (written, like the SDK's, to a temporary file that is moved into
+    place when complete). Python's cyclic garbage collector, paused for the sync, is on again
+    after it, whether it ended well or not."""
+    import gc
+
+    from tap_rudderstack.records import EventBuilder
+
+    unfinished = tmp_path / "tmp"  # where fsspec writes a local file until it is committed
+    unfinished.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(unfinished))
+    monkeypatch.setattr("tap_rudderstack.sync._Batches.CHUNK", 3)  # files open after 3 records
+    batches = tmp_path / "batches"
+    config = {
+        "source": str(spool),
+        "batch_config": _batches_at(batches, 1000, "gzip"),
+    }
+    assert gc.isenabled()
+    run_tap(config)
+    assert gc.isenabled()
+    made = sorted(batches.iterdir())
+    assert made  # the good run's files, named by its BATCH messages
+    build = EventBuilder.build
+    calls = {"n": 0}
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise RuntimeError("the builder broke")
+        return build(self, *args)
+
+    monkeypatch.setattr(EventBuilder, "build", failing)
+    with pytest.raises(RuntimeError, match="the builder broke"):
+        run_tap(config)
+    assert sorted(batches.iterdir()) == made
+    assert list(unfinished.iterdir()) == []
+    assert gc.isenabled()
 
 
 def test_batch_mode_refuses_parquet(spool, tmp_path):

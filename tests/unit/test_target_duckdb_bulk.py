@@ -294,10 +294,17 @@ def test_batch_messages_are_loaded(tmp_path: Path) -> None:
     assert rows == [("a", 2, None, None), ("b", 1, None, "v")]
 
 
-def test_a_big_batch_file_read_in_parallel_keeps_each_keys_last_line(tmp_path: Path) -> None:
-    """A BATCH file is staged as read and deduplicated by rowid, which follows the file's
-    lines because DuckDB preserves insertion order. The reader's buffer follows
-    maximum_object_size: at 64 KiB the copies of a key lie many buffers apart."""
+def test_a_batch_files_duplicates_keep_the_last_line_even_where_insertion_order_was_off(
+    tmp_path: Path,
+) -> None:
+    """A BATCH file is staged as read and deduplicated by rowid, which follows the file's lines
+    only while DuckDB preserves insertion order. Another user of the same database in this
+    process (dbt, in `signalmail watch`) turns it off here: the loader must turn it back on.
+    The reader's buffer follows maximum_object_size: at 64 KiB the copies of a key lie many
+    buffers apart."""
+    db = tmp_path / "w.duckdb"
+    other = duckdb.connect(str(db))  # the same database instance as the target's connection
+    other.execute("SET preserve_insertion_order = false")
     keys = 60_000
     rows = [
         {"message_id": f"m{k}", "n": copy, "received_at": "2026-11-20T00:00:00Z"}
@@ -306,16 +313,27 @@ def test_a_big_batch_file_read_in_parallel_keeps_each_keys_last_line(tmp_path: P
     ]
     rows.append({"message_id": "m7", "n": 4, "received_at": "2026-11-20T00:00:00Z"})
     url = _batch_file(tmp_path, "big.jsonl", rows, gz=False)
-    run_target(
-        tmp_path / "w.duckdb",
-        [schema_msg(), batch_msg([url], gz=False)],
-        maximum_object_size=1 << 16,
+    target = TargetDuckDBBulk(
+        config={"filepath": str(db), "maximum_object_size": 1 << 16},
+        parse_env_config=False,
+        validate_config=True,
     )
-    assert query(
-        tmp_path / "w.duckdb",
-        "select count(*), count(distinct message_id), min(n), max(n),"
-        " max(n) filter (where message_id = 'm7') from rudderstack_raw.tracks",
-    ) == [(keys, keys, 3, 4, 4)]
+    data = b"".join(
+        json.dumps(m).encode() + b"\n" for m in [schema_msg(), batch_msg([url], gz=False)]
+    )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            target.listen(io.BytesIO(data))
+        (pinned,) = other.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
+        counts = other.execute(
+            "select count(*), count(distinct message_id), min(n), max(n),"
+            " max(n) filter (where message_id = 'm7') from rudderstack_raw.tracks"
+        ).fetchall()
+    finally:
+        target.close()
+        other.close()
+    assert pinned is True
+    assert counts == [(keys, keys, 3, 4, 4)]
 
 
 def test_batch_file_first_row_and_timestamp(tmp_path: Path) -> None:
