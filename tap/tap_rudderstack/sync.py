@@ -346,16 +346,19 @@ class SpoolSync:
         by_name = {stream.name: stream for stream in group}
         batch = _Batches(self.tap, by_name) if self.tap.config.get("batch_config") else None
         try:
-            self._read_group(group, progress, batch)
+            self._read_group(group, by_name, progress, batch)
         except BaseException:
             if batch is not None:
                 batch.discard()  # no BATCH message names them: nothing would ever load them
             raise
 
     def _read_group(
-        self, group: list[Stream], progress: SpoolProgress, batch: _Batches | None
+        self,
+        group: list[Stream],
+        by_name: dict[str, Stream],
+        progress: SpoolProgress,
+        batch: _Batches | None,
     ) -> None:
-        by_name = {stream.name: stream for stream in group}
         emitters = {name: self._emitter(stream) for name, stream in by_name.items()}
         crash = self.crash_after is not None
         since_state = 0

@@ -406,13 +406,15 @@ class DuckDBBulkSink(RawRecordSink):
                 count = self.target.connection.execute(sql).fetchone()
                 loaded = count[0] if count else "?"
             else:
-                keys = ", ".join(quote(k) for k in self.key_properties)
-                # Without a line number (BATCH files) the scan order stands in for it.
-                order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
-                line = "" if sequenced else ", row_number() OVER () AS __line"
-                last_copy = f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
                 # Every identifier goes through quote() and every literal through literal().
                 if self.primary_key:
+                    keys = ", ".join(quote(k) for k in self.key_properties)
+                    # Without a line number (BATCH files) the scan order stands in for it.
+                    order = f"{quote(SEQ)} DESC" if sequenced else "__line DESC"
+                    line = "" if sequenced else ", row_number() OVER () AS __line"
+                    last_copy = (
+                        f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+                    )
                     # A NULL key is not filtered out: the primary key's NOT NULL fails the load.
                     sql = (
                         f"INSERT OR REPLACE INTO {self.full_table} ({col_list})"  # noqa: S608
@@ -431,15 +433,8 @@ class DuckDBBulkSink(RawRecordSink):
                         else quote(n)
                         for n, ty in read_columns.items()
                     )
-                    if sequenced:
-                        staged = f"SELECT {named} FROM {scan}{last_copy}"  # noqa: S608
-                    else:
-                        # Staged in file order, deduplicated afterwards by rowid: numbering the
-                        # scan and a window over the numbers took a fifth longer to stage.
-                        staged = f"SELECT {named} FROM {scan}"  # noqa: S608
-                    loaded, replaced = self._replace_in_window(
-                        staged, insert_cols, keep_last_by_rowid=not sequenced
-                    )
+                    staged = f"SELECT {named} FROM {scan}"  # noqa: S608
+                    loaded, replaced = self._replace_in_window(staged, insert_cols)
         except (duckdb.Error, NullKeyError) as exc:
             msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
             raise RuntimeError(msg) from exc
@@ -453,14 +448,14 @@ class DuckDBBulkSink(RawRecordSink):
                 replaced,
             )
 
-    def _replace_in_window(
-        self, staged: str, columns: list[str], *, keep_last_by_rowid: bool = False
-    ) -> tuple[int, int]:
+    def _replace_in_window(self, staged: str, columns: list[str]) -> tuple[int, int]:
         """Stage the batch, delete the stored copies of its keys, insert it.
 
-        `staged` selects the batch's rows, already one per key unless `keep_last_by_rowid`:
-        then the batch is staged in file order (DuckDB preserves insertion order, so rowid
-        follows the lines) and every row but a key's last is deleted from the stage.
+        `staged` selects the batch file's rows in line order. DuckDB keeps that order (the
+        target pins preserve_insertion_order), so the stage's rowid follows the lines, and every
+        row but each key's last is deleted from the stage: the last line wins, in a BATCH file
+        and in the numbered file of RECORD messages alike. Numbering the scan and a window over
+        the numbers took a fifth longer to stage.
 
         One transaction: a failure anywhere (a NULL key, a value the table refuses, a crash)
         leaves the table as it was. The stored copies searched are those whose window column
@@ -493,12 +488,11 @@ class DuckDBBulkSink(RawRecordSink):
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {quote(BATCH_TABLE)} AS {staged}")
-            if keep_last_by_rowid:
-                keys = ", ".join(quote(k) for k in self.key_properties)
-                con.execute(
-                    f"DELETE FROM {BATCH_TABLE_SQL} WHERE rowid NOT IN"  # noqa: S608
-                    f" (SELECT max(rowid) FROM {BATCH_TABLE_SQL} GROUP BY {keys})"
-                )
+            keys = ", ".join(quote(k) for k in self.key_properties)
+            con.execute(
+                f"DELETE FROM {BATCH_TABLE_SQL} WHERE rowid NOT IN"  # noqa: S608
+                f" (SELECT max(rowid) FROM {BATCH_TABLE_SQL} GROUP BY {keys})"
+            )
             row = con.execute(stats).fetchone()
             null_keys, low, high, undated = row if row else (0, None, None, 0)
             if null_keys:
