@@ -24,6 +24,7 @@ from signalmail.watch import DbtFailed, WarmDbt
 from testkit.spark import iceberg_jar
 
 __all__ = [
+    "PROJECT_DIR",
     "DbtFailed",
     "TickRunner",
     "Warehouse",

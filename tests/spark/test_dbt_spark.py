@@ -1,5 +1,5 @@
 """The dbt project on Apache Spark in local mode: Iceberg tables, the project's incremental
-strategies, the email_triggers contract (docs/spark.md).
+strategies, the email_triggers contract with its not_null constraints (docs/spark.md).
 
 One test, folded so that the JVM starts once and the run stays within 10-15 minutes: the scenario
 of tests/integration/test_dbt_incremental.py (an initial full refresh, two near-real-time
@@ -17,7 +17,8 @@ import pytest
 from testkit.harness import Warehouse, start_spark
 from testkit.spark import SparkConnection
 
-from tests.integration.test_dbt_incremental import check_equivalence
+from tests.integration.test_dbt_contract import check_null_stops_build, check_required_columns
+from tests.integration.test_dbt_incremental import INCREMENTAL, check_equivalence
 
 pytestmark = [
     pytest.mark.spark,
@@ -79,3 +80,10 @@ def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
     assert declared
     assert set(ran) == set(declared), set(declared) ^ set(ran)
     assert set(ran.values()) == {"pass"}, ran
+
+    # email_triggers' not_null constraints hold on Iceberg: required columns, built from
+    # scratch and by the ticks, and a null stops the build without touching the table
+    with SparkConnection() as conn:
+        check_required_columns(conn, "spark", full.schema)
+        check_required_columns(conn, "spark", incremental.schema)
+    check_null_stops_build(SparkConnection, "spark", incremental, INCREMENTAL)
