@@ -12,6 +12,7 @@ Spark session is configured once, at its start: so one test per process and Spar
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from testkit.harness import Warehouse, start_spark
@@ -38,6 +39,18 @@ NIGHTLY_BUILD = (
     "--exclude",
     "not_null_stg_rudderstack__tracks_received_at",
 )
+
+
+def log_size(wh: Warehouse) -> int:
+    return (Path(wh.target_dir) / "logs" / "dbt.log").stat().st_size
+
+
+def staged_builds(wh: Warehouse, since: int) -> int:
+    """Builds of email_triggers that went through the stage since byte `since` of dbt's log."""
+    with open(Path(wh.target_dir) / "logs" / "dbt.log", "rb") as log:
+        log.seek(since)
+        text = log.read().decode("utf-8", "replace")
+    return text.count(f"create table {wh.schema}.email_triggers__dbt_contract ")
 
 
 def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
@@ -86,4 +99,29 @@ def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
     with SparkConnection() as conn:
         check_required_columns(conn, "spark", full.schema)
         check_required_columns(conn, "spark", incremental.schema)
+    start = log_size(incremental)
     check_null_stops_build(SparkConnection, "spark", incremental, INCREMENTAL)
+    # the table is as its definition makes it: each build was the one-commit overwrite
+    assert staged_builds(incremental, start) == 0
+
+    # A table replaced another way (as dbt-spark's own path would, with the contract off for
+    # a hotfix) keeps the contract's property, since Iceberg keeps a replaced table's
+    # properties, but not its required columns: the next build must see that, check the rows
+    # in a stage before it replaces the table (so a null still leaves the table as it was),
+    # and give the required columns back
+    with SparkConnection() as conn:
+        conn.execute(
+            "create or replace table signals.email_triggers using iceberg"
+            " as select * from signals_full.email_triggers"
+        )
+        kept = dict(conn.execute("show tblproperties signals.email_triggers").fetchall())
+        loose = conn.session.table("signals.email_triggers").schema.fields
+    assert "signalmail.contract" in kept, kept
+    assert all(field.nullable for field in loose)
+    start = log_size(incremental)
+    check_null_stops_build(SparkConnection, "spark", incremental, INCREMENTAL)
+    assert staged_builds(incremental, start) == 2  # the spoiled build and the mended one
+    with SparkConnection() as conn:
+        check_required_columns(conn, "spark", incremental.schema)
+        stages = conn.execute("show tables in signals like '*__dbt_contract'").fetchall()
+    assert stages == []
