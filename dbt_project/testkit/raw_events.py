@@ -102,8 +102,9 @@ def create_raw_tables(conn: Any, dialect: str, schema: str = "rudderstack_raw") 
     """Create every raw stream table, as the loader would, without a primary key.
 
     No key on purpose: append-mode loaders duplicate messages and staging must cope. On
-    PostgreSQL each table gets the index on `received_at` that target-postgres-bulk makes
-    (its `indexed_columns`), which the staging models' incremental reads use.
+    PostgreSQL each table gets the indexes target-postgres-bulk makes (its `indexed_columns`:
+    `received_at`, and `event` where there is one), which the staging models' incremental
+    reads use.
     `conn` is a duckdb connection, a psycopg connection (autocommit) or a
     testkit.spark.SparkConnection (Iceberg tables).
     """
@@ -113,10 +114,13 @@ def create_raw_tables(conn: Any, dialect: str, schema: str = "rudderstack_raw") 
         ddl = ", ".join(f'"{name}" {_sql_type(kind, dialect)}' for name, kind in columns(stream))
         conn.execute(f'create table if not exists "{schema}"."{stream}" ({ddl}){using}')
         if dialect == "postgres":
-            conn.execute(
-                f'create index if not exists "{stream}__received_at"'
-                f' on "{schema}"."{stream}" (received_at)'
-            )
+            names = {name for name, _ in columns(stream)}
+            for column in ("received_at", "event"):
+                if column in names:
+                    conn.execute(
+                        f'create index if not exists "{stream}__{column}"'
+                        f' on "{schema}"."{stream}" ({column})'
+                    )
 
 
 def create_ledger(conn: Any, schema: str = "signalmail_ledger") -> None:

@@ -181,7 +181,7 @@ def test_settings_mark_secrets_and_describe_themselves() -> None:
         assert props[name].get("description"), name
     assert props["default_target_schema"]["default"] == "rudderstack_raw"
     assert props["sanitize_null_text_characters"]["default"] is True
-    assert props["indexed_columns"]["default"] == ["received_at"]
+    assert props["indexed_columns"]["default"] == ["received_at", "event"]
 
 
 @pytest.mark.parametrize(
@@ -443,6 +443,17 @@ def test_tables_get_an_index_on_received_at_once(run, query, pg_url, pg_schema) 
     run([schema_msg("pages"), rec("q", "pages")])
     assert query(INDEXES, (pg_schema, "tracks")) == [("tracks__received_at", "received_at")]
     assert query(INDEXES, (pg_schema, "pages")) == [("pages_by_receipt", "received_at")]
+
+
+@pytest.mark.postgres
+def test_tracks_get_an_index_on_event_by_default(run, query, pg_schema) -> None:
+    # the email-events staging model reads tracks by event name (docs/ingest.md)
+    named = {**SCHEMA, "properties": {**SCHEMA["properties"], "event": {"type": "string"}}}
+    run([schema_msg("tracks", named), rec("a", event="Email Opened")])
+    assert query(INDEXES, (pg_schema, "tracks")) == [
+        ("tracks__event", "event"),
+        ("tracks__received_at", "received_at"),
+    ]
 
 
 @pytest.mark.postgres
