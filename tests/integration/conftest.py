@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
+from collections.abc import Iterator
 
 import pytest
+from testkit.harness import Warehouse
 
 from tests.helpers import REPO_ROOT
 from tests.helpers.meltano import MELTANO
@@ -38,3 +41,26 @@ def meltano_installed() -> None:
             [MELTANO, "install"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture
+def pg_warehouse(tmp_path, pg_url: str, pg_schema: str) -> Iterator[Warehouse]:
+    """A PostgreSQL warehouse in the test's schema, with raw and ledger schemas of its own.
+
+    The models go to `pg_schema` (dropped by its fixture); the raw tables and the send ledger
+    to two more schemas, dropped here afterwards.
+    """
+    import psycopg
+
+    wh = Warehouse(
+        dialect="postgres",
+        schema=pg_schema,
+        raw_schema=f"{pg_schema}_raw",
+        ledger_schema=f"{pg_schema}_ledger_{uuid.uuid4().hex[:8]}",
+        pg_url=pg_url,
+        target_dir=tmp_path,
+    )
+    yield wh
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for schema in (wh.raw_schema, wh.ledger_schema):
+            conn.execute(f'drop schema if exists "{schema}" cascade')

@@ -11,7 +11,6 @@ the last good build. The Spark test (tests/spark) runs the same checks.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -118,29 +117,13 @@ def test_null_stops_build_duckdb(tmp_path):
 
 
 @pytest.mark.postgres
-def test_null_stops_build_postgres(tmp_path, pg_url, pg_schema):
+def test_null_stops_build_postgres(pg_warehouse):
     import psycopg
 
-    raw_schema = f"{pg_schema}_raw"
-    ledger_schema = f"{pg_schema}_ledger_{uuid.uuid4().hex[:8]}"
-    wh = Warehouse(
-        dialect="postgres",
-        schema=pg_schema,
-        raw_schema=raw_schema,
-        ledger_schema=ledger_schema,
-        pg_url=pg_url,
-        target_dir=tmp_path,
-    )
-
     def connect():
-        return psycopg.connect(pg_url, autocommit=True)
+        return psycopg.connect(pg_warehouse.pg_url, autocommit=True)
 
-    try:
-        build(connect, "postgres", wh)
-        with connect() as conn:
-            check_required_columns(conn, "postgres", wh.schema)
-        check_null_stops_build(connect, "postgres", wh, AS_OF)
-    finally:
-        with connect() as conn:
-            for schema in (raw_schema, ledger_schema):
-                conn.execute(f'drop schema if exists "{schema}" cascade')
+    build(connect, "postgres", pg_warehouse)
+    with connect() as conn:
+        check_required_columns(conn, "postgres", pg_warehouse.schema)
+    check_null_stops_build(connect, "postgres", pg_warehouse, AS_OF)

@@ -10,15 +10,15 @@ instead of silently ignoring it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 from testkit import raw_events, scenario
 from testkit.harness import DbtFailed, Warehouse, run_dbt
+
+from tests.helpers.dbt_log import log_lines, log_size
 
 pytestmark = pytest.mark.slow
 
@@ -33,18 +33,6 @@ def _columns(conn: Any, schema: str, table: str) -> list[str]:
     return [name for (name,) in rows]
 
 
-def _log_lines(wh: Warehouse, since: int) -> list[str]:
-    """The lines of dbt's log file from byte `since` on."""
-    with open(Path(wh.target_dir) / "logs" / "dbt.log", "rb") as log:
-        log.seek(since)
-        return log.read().decode("utf-8", "replace").splitlines()
-
-
-def _log_size(wh: Warehouse) -> int:
-    path = Path(wh.target_dir) / "logs" / "dbt.log"
-    return path.stat().st_size if path.exists() else 0
-
-
 def check_schema_changes(connect: Callable[[], Any], dialect: str, wh: Warehouse) -> None:
     with connect() as conn:
         raw_events.create_raw_tables(conn, dialect, wh.raw_schema)
@@ -52,9 +40,9 @@ def check_schema_changes(connect: Callable[[], Any], dialect: str, wh: Warehouse
     run_dbt(wh, "run", "--select", "+int_orders", dbt_vars=AS_OF)
 
     # nothing changed: the check is the one query, and says so in its short form
-    start = _log_size(wh)
+    start = log_size(wh)
     run_dbt(wh, "run", "--select", "int_orders", dbt_vars=AS_OF)
-    checks = [line for line in _log_lines(wh, start) if "schema changed:" in line]
+    checks = [line for line in log_lines(wh, start) if "schema changed:" in line]
     assert any(line.endswith('int_orders": schema changed: False') for line in checks), checks
 
     with connect() as conn:
@@ -64,7 +52,7 @@ def check_schema_changes(connect: Callable[[], Any], dialect: str, wh: Warehouse
         conn.execute(f'alter table "{wh.schema}".int_orders add column retired_column integer')
 
     # staging: append_new_columns puts the missing column back, at the end
-    start = _log_size(wh)
+    start = log_size(wh)
     run_dbt(wh, "run", "--select", "stg_rudderstack__identifies", dbt_vars=AS_OF)
     with connect() as conn:
         appended = _columns(conn, wh.schema, "stg_rudderstack__identifies")
@@ -72,7 +60,7 @@ def check_schema_changes(connect: Callable[[], Any], dialect: str, wh: Warehouse
     assert appended[-1] == "locale"
     # and it was this project's check that saw it, through dbt's comparison (dbt's own check
     # logs "Schema changed: True")
-    checks = [line for line in _log_lines(wh, start) if "schema changed:" in line]
+    checks = [line for line in log_lines(wh, start) if "schema changed:" in line]
     assert any(
         'stg_rudderstack__identifies": schema changed: True; source columns not in target:' in line
         and "locale" in line
@@ -98,26 +86,10 @@ def test_schema_changes_duckdb(tmp_path):
 
 
 @pytest.mark.postgres
-def test_schema_changes_postgres(tmp_path, pg_url, pg_schema):
+def test_schema_changes_postgres(pg_warehouse):
     import psycopg
 
-    raw_schema = f"{pg_schema}_raw"
-    ledger_schema = f"{pg_schema}_ledger_{uuid.uuid4().hex[:8]}"
-    wh = Warehouse(
-        dialect="postgres",
-        schema=pg_schema,
-        raw_schema=raw_schema,
-        ledger_schema=ledger_schema,
-        pg_url=pg_url,
-        target_dir=tmp_path,
-    )
-
     def connect():
-        return psycopg.connect(pg_url, autocommit=True)
+        return psycopg.connect(pg_warehouse.pg_url, autocommit=True)
 
-    try:
-        check_schema_changes(connect, "postgres", wh)
-    finally:
-        with connect() as conn:
-            for schema in (raw_schema, ledger_schema):
-                conn.execute(f'drop schema if exists "{schema}" cascade')
+    check_schema_changes(connect, "postgres", pg_warehouse)

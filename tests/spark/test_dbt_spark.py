@@ -12,12 +12,12 @@ Spark session is configured once, at its start: so one test per process and Spar
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from testkit.harness import Warehouse, start_spark
 from testkit.spark import SparkConnection
 
+from tests.helpers.dbt_log import log_lines, log_size
 from tests.integration.test_dbt_contract import check_null_stops_build, check_required_columns
 from tests.integration.test_dbt_incremental import INCREMENTAL, check_equivalence
 
@@ -41,16 +41,10 @@ NIGHTLY_BUILD = (
 )
 
 
-def log_size(wh: Warehouse) -> int:
-    return (Path(wh.target_dir) / "logs" / "dbt.log").stat().st_size
-
-
 def staged_builds(wh: Warehouse, since: int) -> int:
     """Builds of email_triggers that went through the stage since byte `since` of dbt's log."""
-    with open(Path(wh.target_dir) / "logs" / "dbt.log", "rb") as log:
-        log.seek(since)
-        text = log.read().decode("utf-8", "replace")
-    return text.count(f"create table {wh.schema}.email_triggers__dbt_contract ")
+    stage = f"create table {wh.schema}.email_triggers__dbt_contract "
+    return sum(stage in line for line in log_lines(wh, since))
 
 
 def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
