@@ -89,17 +89,23 @@
 {%- endmacro %}
 
 
-{% macro rows_since(relation, column, bound, where) -%}
-    select * from {{ relation }}
+{% macro touched_cart_rows(relation, column, bound, where='true') -%}
+    select {{ relation }}.*
+    from {{ relation }}
+    inner join touched
+        on {{ relation }}.cart_key = touched.cart_key
     where {{ where }}
     {%- if bound is none %}
         and 1 = 0
     {%- else %}
-        and {{ column }} >= {{ bound }}
+        and {{ relation }}.{{ column }} >= {{ bound }}
     union all
-    select * from {{ relation }}
+    select {{ relation }}.*
+    from {{ relation }}
+    inner join touched
+        on {{ relation }}.cart_key = touched.cart_key
     where {{ where }}
-        and {{ column }} is null
+        and {{ relation }}.{{ column }} is null
     {%- endif %}
 {%- endmacro %}
 

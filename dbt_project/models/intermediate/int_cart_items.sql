@@ -22,7 +22,8 @@
 
 with
 
-interactions as (
+interactions as {{ cte_hint('not materialized') }} (
+    -- read once per branch of a tick's union below, each by its own filter
     select * from {{ ref('int_product_interactions') }}
 ),
 
@@ -34,23 +35,13 @@ touched as {{ cte_hint('materialized') }} (
 ),
 
 cart_events as (
-    -- each touched cart's adds and removes from its own first receipt (the literal only
-    -- prunes the scan)
-    select interactions_read.*
-    from (
-        {{ rows_since(
-            'interactions',
-            'received_at',
-            read_from,
-            "interaction_type in ('add', 'remove') and user_id is not null",
-        ) | indent(8) }}
-    ) as interactions_read
-    inner join touched
-        on interactions_read.cart_key = touched.cart_key
-        and (
-            interactions_read.received_at >= touched.read_from
-            or interactions_read.received_at is null
-        )
+    -- each touched cart's adds and removes
+    {{ touched_cart_rows(
+        'interactions',
+        'received_at',
+        read_from,
+        "interaction_type in ('add', 'remove') and user_id is not null",
+    ) }}
 ),
 
 {% else %}

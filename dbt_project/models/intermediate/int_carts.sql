@@ -21,11 +21,13 @@
 
 with
 
-cart_items as (
+cart_items as {{ cte_hint('not materialized') }} (
+    -- read once per branch of a tick's unions below, each by its own filter
     select * from {{ ref('int_cart_items') }}
 ),
 
-interactions as (
+interactions as {{ cte_hint('not materialized') }} (
+    -- read once per branch of a tick's unions below, each by its own filter
     select * from {{ ref('int_product_interactions') }}
 ),
 
@@ -129,35 +131,19 @@ carried as (
 ),
 
 activity_events as (
-    -- each touched cart's activity from its own first receipt (the literal only prunes the scan)
-    select interactions_read.*
-    from (
-        {{ rows_since(
-            'interactions',
-            'received_at',
-            read_from,
-            "interaction_type in ('add', 'remove', 'cart_view', 'checkout')
-            and user_id is not null",
-        ) | indent(8) }}
-    ) as interactions_read
-    inner join touched
-        on interactions_read.cart_key = touched.cart_key
-        and (
-            interactions_read.received_at >= touched.read_from
-            or interactions_read.received_at is null
-        )
+    -- each touched cart's activity
+    {{ touched_cart_rows(
+        'interactions',
+        'received_at',
+        read_from,
+        "interaction_type in ('add', 'remove', 'cart_view', 'checkout') and user_id is not null",
+    ) }}
 ),
 
 items as (
     -- the items of the touched carts. Each item was received at or after its cart's first
-    -- receipt, so none before `read_from`: a constant the scan applies before it reads the
-    -- other columns, where the join on cart_key alone would read them for every stored item
-    {{ rows_since(
-        'cart_items',
-        'first_received_at',
-        read_from,
-        'cart_key in (select cart_key from touched)',
-    ) }}
+    -- receipt, so none before `read_from`
+    {{ touched_cart_rows('cart_items', 'first_received_at', read_from) }}
 ),
 
 {% else %}

@@ -8,10 +8,40 @@
 -- aggregate it over their own window: engaged seconds per page view, capped at
 -- `max_engaged_seconds_per_view`, then per product or category.
 
+{{
+    config(
+        materialized='incremental' if target.type == 'postgres' else 'ephemeral',
+        incremental_strategy='bounded_delete_insert',
+        unique_key='message_id',
+        delete_bound='received_at',
+        indexes=postgres_indexes([['message_id'], ['received_at'], ['anonymous_id'], ['event_at']]),
+    )
+}}
+
+{#-
+    A table on Postgres, ephemeral elsewhere. Browse and search abandonment both read it, so in
+    int_trigger_candidates Postgres materialized the inlined pings, all of them, before either
+    rule kept its window: a scan of every tracks row on every tick (0.3 s at 1M events, growing
+    with history). As a table it takes a tick's new and re-attributed pings, and each rule finds
+    its window by the event_at index. Spark inlines a CTE at each reference, so each rule's
+    window filter reaches the scan there; DuckDB's tick was not measured to need the table.
+-#}
+
+{%- set is_ping -%}
+event_name = 'Page Engaged' and engaged_seconds is not null and page_view_id is not null
+{%- endset %}
+
 with
 
 tracks as (
+    {% if is_incremental() %}
+    {{ received_or_restitched(
+        ref('stg_rudderstack__tracks'), incremental_cutoff(), where=is_ping, unresolved_only=true
+    ) }}
+    {% else %}
     select * from {{ ref('stg_rudderstack__tracks') }}
+    where {{ is_ping }}
+    {% endif %}
 ),
 
 identity_map as (
@@ -33,9 +63,6 @@ pings as (
         event_at,
         received_at
     from tracks
-    where event_name = 'Page Engaged'
-        and engaged_seconds is not null
-        and page_view_id is not null
 ),
 
 resolved as (

@@ -4,11 +4,17 @@
         incremental_strategy='bounded_delete_insert',
         unique_key='message_id',
         delete_bound='received_at',
-        indexes=postgres_indexes([['message_id'], ['received_at'], ['user_id'], ['anonymous_id']]),
+        indexes=postgres_indexes([
+            ['message_id'], ['received_at'], ['user_id'], ['anonymous_id'], ['cart_key'], ['event_at'],
+        ]),
     )
 }}
 
-{#- A table for the same reason as int_events: newly received rows plus re-attributed ones. -#}
+{#-
+    A table for the same reason as int_events: newly received rows plus re-attributed ones.
+    On Postgres, a tick's cart models find the touched carts' rows by the cart_key index, and
+    the rules their windows by the event_at index: without them, each read all of history.
+-#}
 
 with
 
