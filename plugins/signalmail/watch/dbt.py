@@ -19,6 +19,14 @@ debug-level formatting, a fifth of a tick's Python time. Failures still come bac
 with each failed node's message. `file_log_level="debug"` writes a tick's statements to
 `logs/dbt.log`.
 
+Python's cyclic garbage collector is told to leave the kept objects alone: after the first
+invocation, what is still alive (the manifest, dbt's adapter and its caches: about 215,000
+objects for this project) moves to the collector's permanent generation (`gc.freeze()`).
+Otherwise the one full collection a tick's allocations trigger walks all of them while every dbt
+thread waits for the interpreter lock: 130-200 ms once a tick on PostgreSQL at 1M events, and
+about 250 ms of collections in all, against 100 ms (none over 30 ms) frozen. Objects made later
+are collected as before; a kept object that becomes garbage is freed by its reference count.
+
 The test hook `signals:model` (signalmail.watch.steps.KILL_ENV) kills the process when the first
 model of an invocation that names it has finished, through a dbtRunner callback on dbt's
 NodeFinished event: dbt is then mid-build, that model committed, the rest not run. Without the
@@ -27,6 +35,7 @@ hook no callback is registered.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -94,6 +103,8 @@ class WarmDbt:
             [self._kill_after_first_model] if os.environ.get(KILL_ENV) else []
         )
         self.runner = dbtRunner(manifest=self.manifest, callbacks=callbacks)
+        #: whether the long-lived objects are frozen yet (see the module docstring)
+        self.frozen = False
 
     def _with_vars(self, overrides: dict[str, Any] | None = None) -> list[str]:
         return ["--vars", json.dumps({**self.vars, **(overrides or {})})]
@@ -129,6 +140,10 @@ class WarmDbt:
         result = self.runner.invoke(
             [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
         )
+        if not self.frozen:
+            gc.collect()  # the first invocation's garbage is not kept
+            gc.freeze()
+            self.frozen = True
         DbtFailed.raise_for(result, args)
         return result
 
