@@ -442,6 +442,11 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
             ).fetchall()
             # the anonymous search and ping, stored in the second delivery, re-attributed in
             # the third (their rows were not re-read in the full refresh's comparison alone)
+            analysed = conn.execute(
+                "select attname from pg_stats where schemaname = %s"
+                " and tablename = 'int_trigger_candidates'",
+                (pg_schema,),
+            ).fetchall()
             stitched = [
                 conn.execute(
                     f'select user_id from "{pg_schema}".{table} where anonymous_id = %s',
@@ -450,6 +455,10 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
                 for table in ("int_searches", "int_product_engagement")
             ]
         assert stitched == [[("s-stitched",)], [("s-stitched",)]]
+        # analysed for the planner, without the merge data (analyze_skip_columns)
+        assert ("trigger_id",) in analysed, analysed
+        assert ("user_id",) in analysed, analysed
+        assert ("payload",) not in analysed, analysed
         # postgres_indexes(): the columns a tick looks rows up by are indexed
         assert any(t == "int_events" and "(user_id)" in d for t, d in indexed), indexed
         assert any(t == "stg_rudderstack__tracks" and "(received_at)" in d for t, d in indexed)
