@@ -54,34 +54,37 @@ latest_abandoned as (
     where cart_rank = 1
 ),
 
-item_lists as (
-    select
-        cart_items.cart_key,
-        cart_items.user_id,
-        {{ json_array_agg(
-            product_merge_var('cart_items', 'cart_items.quantity'),
-            'cart_items.last_changed_at desc, cart_items.product_id'
-        ) }} as products
+abandoned_items as (
+    -- what is still in the reminded carts: the lists below start from these rows alone, not
+    -- from every cart line ever stored
+    select cart_items.*
     from cart_items
     inner join latest_abandoned
         on cart_items.cart_key = latest_abandoned.cart_key
         and cart_items.user_id = latest_abandoned.user_id
     where cart_items.quantity > 0
-    group by cart_items.cart_key, cart_items.user_id
+),
+
+item_lists as (
+    select
+        abandoned_items.cart_key,
+        abandoned_items.user_id,
+        {{ json_array_agg(
+            product_merge_var('abandoned_items', 'abandoned_items.quantity'),
+            'abandoned_items.last_changed_at desc, abandoned_items.product_id'
+        ) }} as products
+    from abandoned_items
+    group by abandoned_items.cart_key, abandoned_items.user_id
 ),
 
 in_cart as (
     -- the reminded carts' products: what the recommendations start from, and never show
     select distinct
-        cart_items.cart_key,
-        cart_items.user_id,
-        cart_items.product_id,
-        cart_items.category
-    from cart_items
-    inner join latest_abandoned
-        on cart_items.cart_key = latest_abandoned.cart_key
-        and cart_items.user_id = latest_abandoned.user_id
-    where cart_items.quantity > 0
+        cart_key,
+        user_id,
+        product_id,
+        category
+    from abandoned_items
 ),
 
 candidates as (

@@ -33,22 +33,29 @@ due_orders as (
         ) }}
 ),
 
+due_items as (
+    -- what the due orders bought: the lists below start from these rows alone, not from every
+    -- order item ever stored
+    select order_items.*
+    from order_items
+    inner join due_orders
+        on order_items.order_id = due_orders.order_id
+),
+
 related as (
     -- products similar to what was bought, minus what was bought
     select
-        due_orders.order_id,
+        due_items.order_id,
         similarity.related_product_id as product_id,
         sum(similarity.similarity) as score
-    from due_orders
-    inner join order_items
-        on due_orders.order_id = order_items.order_id
+    from due_items
     inner join similarity
-        on order_items.product_id = similarity.product_id
-    left join order_items as bought
-        on due_orders.order_id = bought.order_id
+        on due_items.product_id = similarity.product_id
+    left join due_items as bought
+        on due_items.order_id = bought.order_id
         and similarity.related_product_id = bought.product_id
     where bought.product_id is null
-    group by due_orders.order_id, similarity.related_product_id
+    group by due_items.order_id, similarity.related_product_id
 ),
 
 ranked_related as (
@@ -77,20 +84,18 @@ related_lists as (
 items_with_links as (
     -- order items carry no links; take them from the catalogue
     select
-        order_items.order_id,
-        order_items.product_id,
-        order_items.product_name,
-        order_items.brand,
-        order_items.category,
-        order_items.price,
-        order_items.quantity,
+        due_items.order_id,
+        due_items.product_id,
+        due_items.product_name,
+        due_items.brand,
+        due_items.category,
+        due_items.price,
+        due_items.quantity,
         products.product_url,
         products.image_url
-    from order_items
-    inner join due_orders
-        on order_items.order_id = due_orders.order_id
+    from due_items
     left join products
-        on order_items.product_id = products.product_id
+        on due_items.product_id = products.product_id
 ),
 
 item_lists as (
