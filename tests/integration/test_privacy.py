@@ -192,7 +192,9 @@ def test_retention_deletes_old_events_from_the_spool_and_the_event_tables(tmp_pa
         assert done.returncode == 0, done.stdout + done.stderr
         after = read_spool(svc.spool)
         assert "old" not in after.user_ids
-        assert after.events == before.events - 2  # the identify and the cart
+        # exactly its identify and cart went; the sandbox's webhooks for the emails the runs
+        # sent may still be reaching the spool, so compare what was there, not counts
+        assert len(before.message_ids - after.message_ids) == 2
         raw_and_events = {
             table: n for table, n in mentions(svc.env, {"old"}, set()).items()
             if table.startswith("rudderstack_raw.") or "stg_" in table or "int_events" in table
