@@ -3,7 +3,9 @@
 
 with
 
-candidates as (
+candidates as {{ cte_hint('materialized') }} (
+    -- read twice, for the decisions and for their payload at the end (with_payload), and
+    -- computed once: on DuckDB this is the six rules themselves (an ephemeral model there)
     select * from {{ ref('int_trigger_candidates') }}
 ),
 
@@ -65,8 +67,7 @@ due as (
             else candidates.received_at
         end as received_at,
         candidates.eligible_at,
-        candidates.expires_at,
-        candidates.payload
+        candidates.expires_at
     from candidates
     left join first_identified
         on candidates.user_id = first_identified.user_id
@@ -336,7 +337,6 @@ decided as (
         received_at,
         eligible_at,
         expires_at,
-        payload,
         cast(null as {{ dbt.type_timestamp() }}) as send_after,
         excluded_reason as decision
     from checked
@@ -354,7 +354,6 @@ decided as (
         received_at,
         eligible_at,
         expires_at,
-        payload,
         cast(null as {{ dbt.type_timestamp() }}) as send_after,
         'superseded' as decision
     from ranked
@@ -371,7 +370,6 @@ decided as (
         received_at,
         eligible_at,
         expires_at,
-        payload,
         send_after,
         case
             when user_rank + recent_sends > {{ var('max_emails_per_user_per_day') }}
@@ -383,6 +381,18 @@ decided as (
             else 'send'
         end as decision
     from limited
+),
+
+with_payload as (
+    -- the payload joins the decisions here, at the end: carried through the checks above,
+    -- every sort and materialized CTE moved each trigger's product lists along with it. A left
+    -- join: a candidate whose trigger_id is null stays, for email_triggers' contract to refuse
+    select
+        decided.*,
+        candidates.payload
+    from decided
+    left join candidates
+        on decided.trigger_id = candidates.trigger_id
 ),
 
 final as (
@@ -417,7 +427,7 @@ final as (
             ('first_name', 'first_name'),
         ]))) }} as payload,
         {{ now_utc() }} as computed_at
-    from decided
+    from with_payload
 )
 
 select * from final
