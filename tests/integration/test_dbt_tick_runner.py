@@ -80,7 +80,17 @@ def _runner_ticks(wh: Warehouse, sent_user: str, queue) -> None:
             failure = str(error)
         with duckdb.connect(str(wh.duckdb_path)) as conn:
             conn.execute("alter table rudderstack_raw.tracks_gone rename to tracks")
-        queue.put(("ok", (first, second, failure, cutoffs, frozen)))
+        # an operation's failure is reported as a model's is (its result names no node and
+        # carries no message: dbt logs the reason, which the CLI call below shows); the
+        # snapshot upkeep refuses arguments that would expire more than asked
+        refused = []
+        for arguments in ("{retain_last: 0}", "{older_than_hours: -1}", "{older_than_hours: x}"):
+            try:
+                runner.invoke("run-operation", "expire_snapshots", "--args", arguments)
+            except DbtFailed as error:
+                refused.append(str(error))
+        runner.invoke("run-operation", "expire_snapshots")  # DuckDB: nothing to expire
+        queue.put(("ok", (first, second, failure, cutoffs, frozen, refused)))
     except Exception as error:  # reported to the parent, which fails the test
         queue.put(("error", repr(error)))
 
@@ -109,7 +119,7 @@ def test_tick_runner_matches_the_cli_tick_after_tick(tmp_path):
     status, payload = queue.get(timeout=600)
     child.join()
     assert status == "ok", payload
-    first, second, failure, cutoffs, frozen = payload
+    first, second, failure, cutoffs, frozen, refused = payload
     # the runner's long-lived objects leave the cyclic collector's scans after its first tick
     assert frozen[0] > 100_000, frozen
     assert frozen[1] <= frozen[0], frozen
@@ -127,6 +137,11 @@ def test_tick_runner_matches_the_cli_tick_after_tick(tmp_path):
     assert failure is not None
     assert "model.signalmail.stg_rudderstack__tracks" in failure
     assert "tracks" in failure.split("stg_rudderstack__tracks", 1)[1]
+    assert len(refused) == 3, refused
+    assert all("run-operation expire_snapshots" in message for message in refused), refused
+    assert all("macro.signalmail.expire_snapshots" in message for message in refused), refused
+    with pytest.raises(DbtFailed, match="must be a number of hours, 0 or more"):
+        run_dbt(wh, "run-operation", "expire_snapshots", "--args", "{retain_last: 0}")
 
     # and the CLI agrees with the runner's second tick
     run_dbt(wh, *TICK, dbt_vars=AS_OF)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from testkit.harness import Warehouse, start_spark
+from testkit.harness import DbtFailed, Warehouse, relation_rows, run_dbt, start_spark
 from testkit.spark import SparkConnection
 
 from tests.helpers.dbt_log import log_lines, log_size
 from tests.integration.test_dbt_contract import check_null_stops_build, check_required_columns
-from tests.integration.test_dbt_incremental import INCREMENTAL, check_equivalence
+from tests.integration.test_dbt_incremental import COMPARED, INCREMENTAL, check_equivalence
 
 pytestmark = [
     pytest.mark.spark,
@@ -45,6 +45,37 @@ def staged_builds(wh: Warehouse, since: int) -> int:
     """Builds of email_triggers that went through the stage since byte `since` of dbt's log."""
     stage = f"create table {wh.schema}.email_triggers__dbt_contract "
     return sum(stage in line for line in log_lines(wh, since))
+
+
+def snapshot_counts(conn: SparkConnection, schema: str) -> dict[str, int]:
+    """Iceberg snapshots of each persisted model (its `snapshots` metadata table)."""
+    return {
+        relation: conn.execute(
+            f"select count(*) from spark_catalog.{schema}.{relation}.snapshots"
+        ).fetchone()[0]
+        for relation in COMPARED
+    }
+
+
+def check_expire_snapshots(wh: Warehouse) -> None:
+    """The upkeep operation leaves each table its newest snapshot, and every row."""
+    with SparkConnection() as conn:
+        before = snapshot_counts(conn, wh.schema)
+        rows = {relation: relation_rows(conn, wh.schema, relation) for relation in COMPARED}
+    # the ticks committed several to each incremental table
+    assert before["int_sessions"] > 1, before
+    # refused, before it expires anything
+    with pytest.raises(DbtFailed, match=r"macro\.signalmail\.expire_snapshots"):
+        run_dbt(wh, "run-operation", "expire_snapshots", "--args", "{retain_last: 0}")
+    with SparkConnection() as conn:
+        assert snapshot_counts(conn, wh.schema) == before
+    run_dbt(
+        wh, "run-operation", "expire_snapshots", "--args", "{older_than_hours: 0, retain_last: 1}"
+    )
+    with SparkConnection() as conn:
+        after = snapshot_counts(conn, wh.schema)
+        assert {relation: relation_rows(conn, wh.schema, relation) for relation in COMPARED} == rows
+    assert after == dict.fromkeys(COMPARED, 1), after
 
 
 def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
@@ -119,3 +150,6 @@ def test_incremental_equals_full_refresh_spark(tmp_path, spark_ready):
         check_required_columns(conn, "spark", incremental.schema)
         stages = conn.execute("show tables in signals like '*__dbt_contract'").fetchall()
     assert stages == []
+
+    # the nightly upkeep: the ticks' snapshots expire, the rows stay
+    check_expire_snapshots(incremental)

@@ -58,7 +58,8 @@ class DbtFailed(RuntimeError):
         if result.success:
             return
         failed = [
-            f"{item.node.unique_id}: {item.message}"
+            # a node's result names its node; a run-operation's result names itself
+            f"{getattr(item, 'node', item).unique_id}: {item.message}"
             for item in getattr(result.result, "results", None) or []
             if str(item.status) in ("error", "fail")
         ]
