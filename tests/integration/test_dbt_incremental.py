@@ -440,13 +440,13 @@ def test_incremental_equals_full_refresh_postgres(tmp_path, pg_url, pg_schema):
                 "select tablename, indexdef from pg_indexes where schemaname = %s",
                 (pg_schema,),
             ).fetchall()
-            # the anonymous search and ping, stored in the second delivery, re-attributed in
-            # the third (their rows were not re-read in the full refresh's comparison alone)
             analysed = conn.execute(
                 "select attname from pg_stats where schemaname = %s"
                 " and tablename = 'int_trigger_candidates'",
                 (pg_schema,),
             ).fetchall()
+            # the anonymous search and ping, stored in the second delivery, re-attributed in
+            # the third (their rows were not re-read in the full refresh's comparison alone)
             stitched = [
                 conn.execute(
                     f'select user_id from "{pg_schema}".{table} where anonymous_id = %s',
