@@ -71,9 +71,15 @@ def test_campaign_settings_cover_every_campaign_file():
     }
     assert set(campaigns) == files
     assert {"cart_abandonment", "search_abandonment"} <= files
+    required = {"priority", "holdout_share", "cooldown_hours", "send_window_hours"}
+    # docs/signals.md, predicted intent: a campaign may add these two, and a user who does
+    # must not find this test refusing what the guide told them to write
+    optional = {"min_purchase_probability", "daily_limit"}
     for name, settings in campaigns.items():
-        assert set(settings) == {"priority", "holdout_share", "cooldown_hours", "send_window_hours"}
+        assert required <= set(settings) <= required | optional, name
         assert 0 <= settings["holdout_share"] < 1, name
+        assert 0 <= settings.get("min_purchase_probability", 0) <= 1, name
+        assert settings.get("daily_limit", 1) >= 1, name
     priorities = [settings["priority"] for settings in campaigns.values()]
     assert len(set(priorities)) == len(priorities), "priorities must break ties"
 
