@@ -56,7 +56,13 @@ class BlockRenderer:
         self._compiled: dict[str, jinja2.Template] = {}
 
     def check(self, campaigns: dict[str, Campaign]) -> None:
-        """Compile every referenced block at start so syntax errors fail before any send."""
+        """Compile every referenced block, and render the shared ones, before any send.
+
+        A shared block's context is the same for every email of its variant, so rendering it
+        here finds every error it can ever have (`{{ product.name }}` with no product, say).
+        Found while sending, the error would come after the call's triggers were marked
+        `sending`, with no request made, and every run would stop at the same call.
+        """
         for campaign in campaigns.values():
             for variant in campaign.variants:
                 for block in variant.blocks:
@@ -66,15 +72,21 @@ class BlockRenderer:
                         raise BlockRenderError(
                             f"{campaign.path}: block {block.template!r} does not compile: {exc}"
                         ) from None
+                    if block.mode == "shared":
+                        try:
+                            self._render(block, self._shared_context(campaign, variant))
+                        except BlockRenderError as exc:
+                            raise BlockRenderError(
+                                f"{campaign.path}: shared {exc} (a shared block sees only"
+                                " campaign, variant and utm)"
+                            ) from None
 
     def template_content(self, campaign: Campaign, variant: Variant) -> list[dict[str, str]]:
         """Build the call-level `template_content` for a campaign/variant."""
         content = []
         for block in variant.blocks:
             if block.mode == "shared":
-                html = self._render(
-                    block, {"campaign": campaign.name, "variant": variant.name, "utm": campaign.utm}
-                )
+                html = self._render(block, self._shared_context(campaign, variant))
             else:
                 html = "{{{" + block_var_name(block.region) + "}}}"
             content.append({"name": block.region, "content": html})
@@ -100,6 +112,11 @@ class BlockRenderer:
                 {"name": block_var_name(block.region), "content": self._render(block, context)}
             )
         return out
+
+    @staticmethod
+    def _shared_context(campaign: Campaign, variant: Variant) -> dict[str, Any]:
+        """Return what a shared block is rendered with: the same for every email of the variant."""
+        return {"campaign": campaign.name, "variant": variant.name, "utm": campaign.utm}
 
     def _render(self, block: Block, context: dict[str, Any]) -> str:
         try:

@@ -185,10 +185,19 @@ class Campaign:
         return self.variants[-1]
 
     def holdout_fallback(self, user_id: str | None, trigger_id: str) -> bool:
-        """Holdout when the mart gave none: same hash rule as the dbt model (user + campaign)."""
+        """Holdout when the mart gave none, by the dbt model's own rule.
+
+        int_trigger_decisions holds a user out when `hash_fraction(user_id || '|' || campaign)`
+        (macros/casting.sql: the first 8 hex digits of the md5, over 2**32) is below the share:
+        the same arithmetic here puts a user in the same arm as `trigger_decisions` reports,
+        which the uplift in campaign_performance relies on. A row without a user (the model
+        always has one) falls back to its trigger id.
+        """
         if self.holdout_share <= 0:
             return False
-        return unit_hash(f"{user_id or trigger_id}:{self.name}") < self.holdout_share
+        key = f"{user_id}|{self.name}" if user_id else f"{trigger_id}|{self.name}"
+        digest = hashlib.md5(key.encode("utf-8"), usedforsecurity=False).hexdigest()
+        return int(digest[:8], 16) / 2**32 < self.holdout_share
 
     def merge_vars_for(self, payload: dict[str, Any], row: dict[str, Any]) -> list[dict[str, Any]]:
         """Build the recipient's merge vars; raises KeyError naming a missing required field."""

@@ -892,10 +892,20 @@ class Dispatcher:
                 pending = [i for i in pending if i.trigger_id in held]
                 if not pending:
                     return result
+            try:
+                body = self.body_for(pending)
+            except Exception as exc:
+                # No request went out: the call fails (retried by a later run) and the run goes
+                # on. Left `sending`, the triggers would wait for a reconciliation that can only
+                # find nothing, and a run that raised here lost the outcomes of other calls.
+                LOGGER.exception("request for %d recipient(s) not built", len(pending))
+                result.outcomes += [Outcome(i, "failed", error=f"request not built: {exc}")
+                                    for i in pending]  # fmt: skip
+                return result
             with self._lock:
                 self.stats.calls += 1
             try:
-                answers = self._post(pending)
+                answers = self._post(pending, body)
             except InvalidKeyError as exc:
                 self._stop = exc
                 result.fatal = exc
@@ -943,13 +953,22 @@ class Dispatcher:
                 LOGGER.warning("retrying %d recipient(s) (try %d): %s", len(pending), attempt, exc)
                 self.sleep(self._backoff(attempt))
                 continue
+            except Exception as exc:
+                # Not one of the client's answers (a bug, an answer it could not read): the
+                # request may have gone out, so the triggers stay `sending` for reconciliation,
+                # as after a lost answer, and the other calls' outcomes are still recorded.
+                LOGGER.exception("%d recipient(s) left `sending` after an unexpected error",
+                                 len(pending))  # fmt: skip
+                result.outcomes += [Outcome(i, "sending", error=f"unexpected: {exc!r}")
+                                    for i in pending]  # fmt: skip
+                return result
             result.outcomes += self._match(pending, answers, answered_at=utcnow())
             return result
         return result
 
-    def _post(self, call: list[Prepared]) -> list[dict[str, Any]]:
+    def _post(self, call: list[Prepared], body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send one call's request (built by body_for); Mandrill's answer per recipient."""
         assert self.client is not None
-        body = self.body_for(call)
         if call[0].variant.template:
             return self.client.send_template(body)
         return self.client.send_mc_template(body)

@@ -310,9 +310,11 @@ class Ledger:
     def record(self, entries: Sequence[LedgerEntry]) -> None:
         """Write final states of triggers no run holds (new, or `failed` ones settled again).
 
-        Never overwrites a `claimed` or `sending` row: that belongs to its run (see `settle`).
+        Only a `failed` row is overwritten: this run read it as failed, and since then another
+        run on the same ledger may have claimed it (the row is that run's, see `settle`) or
+        sent it; a `sent` overwritten with `failed` would be sent again.
         """
-        self._write_final(entries, "l.state not in ('claimed', 'sending')")
+        self._write_final(entries, "l.state = 'failed'")
 
     def settle(self, entries: Sequence[LedgerEntry]) -> set[str]:
         """Write the final state of in-flight triggers; return the ids written.

@@ -51,9 +51,14 @@ def format_money(
     if amount != amount or amount in (float("inf"), float("-inf")):
         return None
     where = _locale(locale, fallback_locale)
-    if isinstance(currency, str) and _CURRENCY.match(currency):
-        return str(format_currency(amount, currency.upper(), locale=where))
-    return str(format_decimal(amount, format="#,##0.00", locale=where))
+    try:
+        if isinstance(currency, str) and _CURRENCY.match(currency):
+            return str(format_currency(amount, currency.upper(), locale=where))
+        return str(format_decimal(amount, format="#,##0.00", locale=where))
+    except ArithmeticError:
+        # Babel's decimal context stops at about 1e26 (decimal.InvalidOperation): such an
+        # amount is no price, and raising here would stop the whole send run at this row
+        return None
 
 
 def add_display_amounts(

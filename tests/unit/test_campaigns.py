@@ -121,6 +121,23 @@ def test_block_that_does_not_compile_fails_at_start(tmp_path):
         BlockRenderer(blocks).check(campaigns)
 
 
+def test_shared_block_that_cannot_render_fails_at_start(tmp_path):
+    """A shared block is rendered once per variant, with the same context every time: an error
+    in it is found at start, not after a call's triggers were marked `sending`."""
+    blocks = tmp_path / "blocks"
+    blocks.mkdir()
+    (blocks / "hero.html.j2").write_text("<h1>{{ product.name }}</h1>")
+    (blocks / "ok.html.j2").write_text("<p>{{ campaign }} {{ utm.utm_source }}</p>")
+    shared = "blocks: [{region: r, template: %s, mode: shared}]\n"
+    write(tmp_path, "c", GOOD.format(name="c") + shared % "hero.html.j2")
+    with pytest.raises(
+        BlockRenderError, match=r"c\.yml: shared block 'hero.html.j2': 'product' is undefined"
+    ):
+        BlockRenderer(blocks).check(load_campaigns(tmp_path, blocks))
+    write(tmp_path, "c", GOOD.format(name="c") + shared % "ok.html.j2")
+    BlockRenderer(blocks).check(load_campaigns(tmp_path, blocks))
+
+
 def test_variant_assignment_is_deterministic_and_weighted(tmp_path):
     text = GOOD.format(name="c") + "variants: [{name: a, weight: 3}, {name: b, weight: 1}]\n"
     first = load_campaign(write(tmp_path, "c", text))
@@ -183,3 +200,21 @@ def test_holdout_fallback_is_deterministic_and_near_share(tmp_path):
     assert 0.17 < sum(held) / len(held) < 0.23
     none = load_campaign(write(tmp_path, "c", GOOD.format(name="c")))
     assert not any(none.holdout_fallback(f"u{i}", "t") for i in range(200))
+
+
+def test_holdout_fallback_puts_each_user_in_the_arm_the_dbt_model_does(tmp_path):
+    """The dbt rule (int_trigger_decisions, hash_fraction in macros/casting.sql, its DuckDB
+    variant) computed by DuckDB itself, against the target's fallback, user by user."""
+    import duckdb
+
+    campaign = load_campaign(write(tmp_path, "c", GOOD.format(name="c") + "holdout_share: 0.1\n"))
+    users = [f"user-{i}" for i in range(3000)] + ["Zoë", "o'brien", "u|c"]
+    dbt_arm = duckdb.execute(
+        "select user_id, cast(('0x' || substr(md5(user_id || '|' || 'c'), 1, 8)) as bigint)"
+        " / 4294967296.0 < 0.1 from unnest(?) as t(user_id)",
+        [users],
+    ).fetchall()
+    assert [campaign.holdout_fallback(user, "t") for user, _ in dbt_arm] == [
+        held for _, held in dbt_arm
+    ]
+    assert 200 < sum(held for _, held in dbt_arm) < 400

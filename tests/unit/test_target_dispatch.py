@@ -328,6 +328,51 @@ def test_template_error_fails_that_campaign_only(campaigns, ledger):
     assert "Unknown_Template" in ledger.get("post_purchase:5")["error"]
 
 
+def test_an_unexpected_error_in_one_call_leaves_it_sending_and_the_run_goes_on(campaigns, ledger):
+    """Not one of the client's answers (a bug, an answer it could not read): the request may
+    have gone out, so that call's triggers wait for reconciliation; the other calls' outcomes
+    are recorded and nothing raises out of the run."""
+    fake = FakeMandrill()
+    fake.script = [ValueError("answer could not be read")]
+    d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+    d.dispatch([row(i, ONE) for i in range(6)])
+    d.flush()
+    got = states(ledger)
+    assert [got[f"{ONE}:{i}"] for i in range(6)] == ["sending"] * 2 + ["sent"] * 4
+    # the end of the run asks Mandrill, which never got that call (the later sends prove the
+    # search covers it): released, and the next run sends each trigger once
+    d.close()
+    assert [states(ledger)[f"{ONE}:{i}"] for i in range(2)] == ["failed"] * 2
+    d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+    d.dispatch([row(i, ONE) for i in range(6)])
+    d.close()
+    assert fake.sent_ids() == Counter({f"{ONE}:{i}": 1 for i in range(6)})
+
+
+def test_a_request_that_cannot_be_built_fails_that_call_without_sending(
+    campaigns, ledger, monkeypatch
+):
+    """Nothing went out, so the triggers are `failed` (a later run retries them), not left
+    `sending` for a reconciliation that could only find nothing; other campaigns still go."""
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+    build = d.body_for
+
+    def body_for(call):
+        if call[0].campaign.name == "post_purchase":
+            raise KeyError("region")
+        return build(call)
+
+    monkeypatch.setattr(d, "body_for", body_for)
+    d.dispatch([row(i, "post_purchase") for i in range(2)] + [row(i) for i in range(2)])
+    d.close()
+    got = states(ledger)
+    assert [got[f"post_purchase:{i}"] for i in range(2)] == ["failed"] * 2
+    assert [got[f"cart_abandonment:{i}"] for i in range(2)] == ["sent"] * 2
+    assert "request not built" in ledger.get("post_purchase:0")["error"]
+    assert all(c.get("template_name") != "post-purchase" for c in fake.calls)
+
+
 def test_validation_error_isolates_the_bad_recipient(campaigns, ledger):
     fake = FakeMandrill()
     fake.invalid_rcpt = {"u5@example.com"}

@@ -125,6 +125,24 @@ def test_a_settled_or_reclaimed_trigger_is_never_overwritten(ledger):
     assert ledger.get("a")["mandrill_id"] == "m2"
 
 
+def test_record_settles_only_what_is_still_failed(ledger):
+    """A run reads `a` and `b` as failed and re-settles them; meanwhile another run sent `a`.
+    Overwriting that `sent` would make `a` sendable again (or hide that it went out)."""
+    ledger.claim([entry("a"), entry("b")], max_attempts=3, run_id="run-a")
+    ledger.settle(
+        [entry("a", "failed", claimed_by="run-a"), entry("b", "failed", claimed_by="run-a")]
+    )
+    assert ledger.claim([entry("a")], max_attempts=3, run_id="run-b") == {"a"}
+    assert ledger.settle([entry("a", "sent", mandrill_id="m1", claimed_by="run-b")]) == {"a"}
+    ledger.record(
+        [entry("a", "failed", error="late"), entry("b", "invalid"), entry("c", "invalid")]
+    )
+    assert ledger.states(["a", "b", "c"]) == {
+        "a": ("sent", 2), "b": ("invalid", 1), "c": ("invalid", 0)
+    }  # fmt: skip
+    assert ledger.get("a")["mandrill_id"] == "m1"
+
+
 def test_record_refuses_sending_and_unknown_states(ledger):
     for in_flight in ("claimed", "sending"):
         with pytest.raises(ValueError, match="not a final ledger state"):

@@ -22,6 +22,14 @@ def test_unknown_locales_and_currencies_fall_back_instead_of_failing():
 def test_no_number_no_display():
     for amount in (None, "12", True, float("nan"), float("inf"), [], {}):
         assert format_money(amount, "EUR", "de-DE") is None
+    # past Babel's decimal context (decimal.InvalidOperation): no display, not a stopped run
+    for amount in (1e26, -1e26, 1e308, 10**30):
+        assert format_money(amount, "EUR", "de-DE") is None
+        assert format_money(amount, None, "en-US") is None
+    assert add_display_amounts({"cart_total": 1e300}, "en-US", "USD", "en_US") == {
+        "cart_total": 1e300,
+        "currency": "USD",
+    }
 
 
 def test_display_fields_sit_next_to_each_amount_and_currency_defaults():

@@ -69,8 +69,8 @@ def _kill_after_first_send() -> None:
     if getattr(post, "kill_hook", False):
         return
 
-    def answered_then_killed(self: Any, call: Any) -> Any:
-        answer = post(self, call)
+    def answered_then_killed(self: Any, call: Any, body: Any) -> Any:
+        answer = post(self, call, body)
         kill_point("activate:sending")
         return answer
 
