@@ -30,6 +30,17 @@ _ISO_DATE = re.compile(r"^(?![.])[^/]*?(\d{4})-(\d{2})-(\d{2})$")  # hidden fold
 _US_DATE = re.compile(r"^(\d{2})-(\d{2})-(\d{4})$")
 _FILE_NAME = re.compile(r"^(?P<ts>\d{1,12})\.(?P<source>[^./]+)\.(?P<uuid>[^./]+)\.json\.gz$")
 
+
+def segment_opened_at(name: str) -> int | None:
+    """Return the unix second a spool file's name says its segment opened (None: not a segment).
+
+    The one reading of RudderStack's `<ts>.<source>.<uuid>.json.gz`: the tap lists by it, and
+    `signalmail forget` and retention must see every file the tap would read.
+    """
+    match = _FILE_NAME.match(name)
+    return int(match["ts"]) if match else None
+
+
 #: RudderStack `type` -> stream name.
 EVENT_STREAMS: dict[str, str] = {
     "track": "tracks",

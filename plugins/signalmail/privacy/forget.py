@@ -58,6 +58,8 @@ class ForgetReport:
             f"{self.spool.segments_rewritten} rewritten and {self.spool.segments_deleted} "
             f"deleted segment(s) of {self.spool.segments_read}"
         )
+        for path in self.spool.damaged:
+            out.append(f"  damaged segment, rewritten without its unreadable tail: {path}")
         return out
 
 

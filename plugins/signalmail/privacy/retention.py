@@ -34,6 +34,8 @@ class RetentionReport:
             f"spool: {self.spool.segments_deleted} segment(s) of {self.spool.segments_read} "
             f"deleted ({self.spool.events_removed} event(s))"
         )
+        for path in self.spool.damaged:
+            out.append(f"  damaged segment, deleted with it its unreadable tail: {path}")
         return out
 
 

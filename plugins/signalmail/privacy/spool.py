@@ -3,9 +3,16 @@
 Segments are immutable for everyone else: a new copy is written under a hidden name (readers
 skip names starting with a dot, docs/contracts.md section 1) and moved over the old one, so a
 reader sees the old segment or the new one, never half of either. A segment left with no
-event is deleted. Journals a running collector has not published yet are not touched: run
-`forget` again after the collector has published them (the tombstone keeps the person from
-being mailed meanwhile).
+event is deleted.
+
+A damaged segment (truncated or corrupt gzip) is read as the tap reads it: every complete line
+before the damage. `forget` cannot tell whose events the unreadable rest holds, so it rewrites
+the segment without it (the tap had quarantined it already; nothing downstream can read it);
+retention deletes an old damaged segment like any other. Neither stops at one: each damaged
+segment is counted and named in the report.
+
+Journals a running collector has not published yet are not touched: run `forget` again after
+the collector has published them (the tombstone keeps the person from being mailed meanwhile).
 """
 
 from __future__ import annotations
@@ -13,14 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-
-SEGMENT_RE = re.compile(r"^(\d+)\.[A-Za-z0-9_-]+\.[0-9a-f-]+\.json\.gz$")
+from tap_rudderstack import CorruptFile, iter_lines, segment_opened_at
 
 
 @dataclass
@@ -32,14 +37,29 @@ class SpoolChange:
     segments_deleted: int = 0
     events_removed: int = 0
     touched: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+
+def _read_lines(fs: Any, path: str, change: SpoolChange) -> tuple[list[bytes], bool]:
+    """Return the segment's complete lines (no newlines) and whether a damaged tail followed."""
+    lines: list[bytes] = []
+    try:
+        for _number, line in iter_lines(fs, path):
+            lines.append(line)
+    except CorruptFile:
+        change.damaged.append(path)
+        return lines, True
+    return lines, False
 
 
 def _segments(fs: Any, root: str) -> list[str]:
     base = f"{root.rstrip('/')}/rudder-logs"
     if not fs.exists(base):
         return []
+    # every date folder, also one the tap skips for its name: a person's events there are
+    # still in the spool
     paths = fs.glob(f"{base}/*/*/*.json.gz")
-    return sorted(p for p in paths if SEGMENT_RE.match(p.rsplit("/", 1)[-1]))
+    return sorted(p for p in paths if segment_opened_at(p.rsplit("/", 1)[-1]) is not None)
 
 
 def _event_mentions(event: dict[str, Any], ids: set[str], emails: set[str]) -> bool:
@@ -95,10 +115,10 @@ def remove_segments_before(
     change = SpoolChange()
     for path in _segments(fs, root):
         change.segments_read += 1
-        match = SEGMENT_RE.match(path.rsplit("/", 1)[-1])
-        if match and int(match.group(1)) < cutoff:
-            with fs.open(path, "rb") as raw, gzip.open(raw) as handle:
-                change.events_removed += sum(1 for _ in handle)
+        opened = segment_opened_at(path.rsplit("/", 1)[-1])
+        if opened is not None and opened < cutoff:
+            lines, _damaged = _read_lines(fs, path, change)
+            change.events_removed += sum(1 for line in lines if line.strip())
             fs.rm(path)
             change.segments_deleted += 1
             change.touched.append(path)
@@ -106,11 +126,10 @@ def remove_segments_before(
 
 
 def _rewrite(fs: Any, path: str, keep: Callable[[bytes], bool], change: SpoolChange) -> None:
-    with fs.open(path, "rb") as raw, gzip.open(raw) as handle:
-        lines = handle.read().splitlines(keepends=True)
+    lines, damaged = _read_lines(fs, path, change)
     kept = [line for line in lines if not line.strip() or keep(line)]
     removed = len(lines) - len(kept)
-    if not removed:
+    if not removed and not damaged:
         return
     change.events_removed += removed
     change.touched.append(path)
@@ -121,6 +140,6 @@ def _rewrite(fs: Any, path: str, keep: Callable[[bytes], bool], change: SpoolCha
     folder, name = path.rsplit("/", 1)
     hidden = f"{folder}/.{name}.forget.partial"
     with fs.open(hidden, "wb") as out:
-        out.write(gzip.compress(b"".join(kept), compresslevel=6, mtime=0))
+        out.write(gzip.compress(b"".join(line + b"\n" for line in kept), compresslevel=6, mtime=0))
     fs.mv(hidden, path)
     change.segments_rewritten += 1
