@@ -8,6 +8,7 @@ from target_mailchimp_transactional.campaigns import (
     load_campaigns,
 )
 from target_mailchimp_transactional.client import (
+    AmbiguousError,
     InvalidKeyError,
     MandrillClient,
     MandrillError,
@@ -26,6 +27,7 @@ from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
 __all__ = [
     "Accepted",
+    "AmbiguousError",
     "BlockRenderError",
     "BlockRenderer",
     "Campaign",

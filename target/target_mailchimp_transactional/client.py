@@ -61,17 +61,20 @@ class ValidationFailed(MandrillError):
 
 
 class RetryableError(MandrillError):
-    """Transient (GeneralError, 5xx, 429, connection refused): safe to retry the same call.
+    """Mandrill certainly did not take the call: safe to retry it as it is.
 
-    Mandrill did not accept the message, so a retry cannot duplicate it.
+    GeneralError, ServiceUnavailable, RequestLimitExceeded, an unnamed 429 or 503 from whatever
+    is in front of Mandrill, a refused connection or a connect timeout. A retry cannot
+    duplicate a message.
     """
 
 
-class AmbiguousError(RetryableError):
-    """The request may or may not have been accepted (read timeout, empty 2xx answer).
+class AmbiguousError(MandrillError):
+    """The request may or may not have been accepted (read timeout, an unnamed 502/504, ...).
 
-    Retrying blindly could send twice: the caller must first look the triggers up with
-    messages/search and only resend those Mandrill does not know.
+    Not a RetryableError, so that no `except RetryableError` can resend it: retrying blindly
+    could send twice. A send's caller looks the triggers up with messages/search and resends
+    only those Mandrill does not know; a read may simply be asked again.
     """
 
 

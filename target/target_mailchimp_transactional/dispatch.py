@@ -15,9 +15,10 @@ Per batch:
 
 Exactly once (docs/activation.md, "Exactly once"): a trigger is claimed (`claimed`, with this
 run's id) before anything else, and marked `sending` just before its request leaves. Only
-errors where Mandrill certainly did not take the message (GeneralError, 5xx, 429, refused
-connection, connect timeout) are retried; an ambiguous one (read timeout, connection lost
-mid-request, empty 2xx answer) leaves the triggers `sending`, because Mandrill has no
+errors where Mandrill certainly did not take the message (GeneralError, ServiceUnavailable,
+429, an unnamed 503, refused connection, connect timeout) are retried; an ambiguous one (read
+timeout, connection lost mid-request, empty 2xx answer, an unnamed 502, 504 or other 5xx that
+a gateway gives after passing the call on) leaves the triggers `sending`, because Mandrill has no
 idempotency key and the request may still land. Rows a stopped run left are settled before
 anything is sent: `claimed` ones never left and are sendable again at once; `sending` ones are
 looked up with messages/search and recorded as Mandrill has them, and one the search does not

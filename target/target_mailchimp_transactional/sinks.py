@@ -52,7 +52,7 @@ class EmailTriggerSink(BatchSink):
         return max(per_call * int(self.config.get("concurrency", 4)), 1000)
 
     def process_record(self, record: dict, context: dict) -> None:
-        """Keep only what the dispatcher reads (drops SDK metadata columns)."""
+        """Collect the record for the batch: the dispatcher reads the fields it knows."""
         context.setdefault("records", []).append(record)
 
     def process_batch(self, context: dict) -> None:

@@ -59,6 +59,7 @@ class TargetMailchimpTransactional(Target):
             "ledger_url",
             th.StringType,
             default="duckdb:///data/ledger.duckdb",
+            secret=True,  # a PostgreSQL ledger's URL carries its password
             description="SQLAlchemy URL of the send ledger (DuckDB file or PostgreSQL, e.g. "
             "postgresql+psycopg://user:pw@host/db). On DuckDB keep it a separate file from the "
             "warehouse: the warehouse tap reads the warehouse while the target writes.",
@@ -94,9 +95,11 @@ class TargetMailchimpTransactional(Target):
             "max_retries",
             th.IntegerType,
             default=5,
-            description="Retries of one call on GeneralError, ServiceUnavailable, HTTP 5xx, 429 "
-            "and refused connections (exponential backoff with jitter); then the triggers are "
-            "`failed` and left for the next run.",
+            description="Retries of one call on GeneralError, ServiceUnavailable, "
+            "RequestLimitExceeded, an unnamed HTTP 429 or 503 and refused connections "
+            "(exponential backoff with jitter); then the triggers are `failed` and left for the "
+            "next run. An unnamed 502, 504 or other 5xx may come after Mandrill took the call: "
+            "never retried, reconciled with messages/search.",
         ),
         th.Property(
             "backoff_base_seconds",
@@ -260,7 +263,14 @@ class TargetMailchimpTransactional(Target):
                     raise ValueError("data_plane_url is set but write_key is not")
                 emitter = EmailSentEmitter(cfg["data_plane_url"], cfg["write_key"])
         dispatcher = Dispatcher(settings, campaigns, renderer, client, ledger, emitter)
-        dispatcher.start()
+        try:
+            dispatcher.start()
+        except BaseException:
+            # not cached, so listen()'s cleanup never sees it: its lease (a PostgreSQL session),
+            # the ledger's engine and the emitter's thread go now, not with the process (a
+            # watch retrying a Mandrill outage every 30 s would keep one of each per attempt)
+            dispatcher.abandon()
+            raise
         return dispatcher
 
     def _process_batch_message(self, message_dict: dict) -> None:

@@ -66,6 +66,12 @@ def test_invalid_key_message_is_clear_and_keyless():
     assert KEY not in str(error)
 
 
+def test_an_ambiguous_error_is_never_caught_as_retryable():
+    """A handler for `RetryableError` resends the call: an answer that may have been accepted
+    must not reach it (a second email)."""
+    assert not issubclass(AmbiguousError, RetryableError)
+
+
 def test_raw_response_quirk_is_never_success():
     client = MandrillClient(KEY, "http://127.0.0.1:9")
     with pytest.raises(AmbiguousError, match="empty list"):
@@ -133,6 +139,30 @@ def test_stream_without_trigger_columns_is_refused(tmp_path):
     record = {"type": "RECORD", "stream": "orders", "record": {"id": "1"}}
     with pytest.raises(ValueError, match="'orders' is not an email_triggers stream"):
         target.listen(io.StringIO(json.dumps(other) + "\n" + json.dumps(record) + "\n"))
+
+
+def test_a_run_that_cannot_start_lets_go_of_what_it_opened(tmp_path):
+    """Mandrill unreachable at start: the run stops, and the emitter's thread and the ledger's
+    database go with it, not with the process (a watch retries every 30 s)."""
+    import threading
+
+    import duckdb
+
+    before = {t.ident for t in threading.enumerate()}
+    ledger = tmp_path / "l.duckdb"
+    target = TargetMailchimpTransactional(
+        config={
+            "api_key": "k", "base_url": "http://127.0.0.1:9", "max_retries": 0,
+            "ledger_url": f"duckdb:///{ledger}", "data_plane_url": "http://127.0.0.1:9",
+            "write_key": "w", "timeout": 2,
+        },
+        validate_config=True,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="not usable"):
+        target.listen(_lines())
+    assert {t.ident for t in threading.enumerate() if t.is_alive()} <= before
+    with duckdb.connect(str(ledger)) as conn:  # the file is free: another process could open it
+        assert conn.execute("select 1").fetchone() == (1,)
 
 
 def test_live_run_without_key_fails_clearly(tmp_path):

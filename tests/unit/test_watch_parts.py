@@ -254,6 +254,25 @@ def test_a_tap_piped_into_a_loader_in_process_commits_and_returns_the_bookmark(t
     rerun.close()
 
 
+def test_a_capture_clears_batch_files_an_earlier_capture_never_loaded(tmp_path):
+    """A load that failed (the warehouse down) or a watch killed between tap and loader leaves
+    its BATCH files; their events are read again from the unsaved bookmark, so each retry of an
+    outage would add another set. The next capture starts from an empty folder."""
+    from signalmail.watch.steps import Capture
+
+    spool = tmp_path / "spool"
+    write_segment(spool, 1_796_000_000, [event("track", i) for i in range(3)])
+    settings = WatchSettings(project_root=tmp_path, spool=str(spool))
+    settings.batches_dir.mkdir(parents=True)
+    left = [settings.batches_dir / f"tap-rudderstack--tracks-{n}-1.jsonl" for n in range(2)]
+    for path in left:
+        path.write_text('{"message_id": "from-a-failed-load"}\n')
+    state = StateFile(settings.state_path)
+    result = Capture(settings, state, LateEvents(state, 3600)).run()
+    assert result.counts["events"] == 3
+    assert list(settings.batches_dir.iterdir()) == []  # the strays, and what this one loaded
+
+
 def test_plugins_built_in_process_leave_the_watchs_signal_handlers_alone():
     from tap_rudderstack import TapRudderStack
 

@@ -13,6 +13,7 @@ from time import sleep
 from typing import Any
 
 from target_mailchimp_transactional import (
+    AmbiguousError,
     Campaign,
     InvalidKeyError,
     MandrillClient,
@@ -49,7 +50,7 @@ class TemplatesClient(MandrillClient):
                     f"{what}: Mandrill rejected the API key (Invalid_Key). Check --api-key / "
                     f"{API_KEY_ENV}."
                 ) from None
-            except RetryableError:
+            except (RetryableError, AmbiguousError):  # a read: asking again sends nothing
                 if attempt == 2:
                     raise
                 sleep(delay)

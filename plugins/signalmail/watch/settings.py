@@ -121,6 +121,11 @@ class WatchSettings:
         """Bookmarks of the watch's taps (data/watch/state.json by default)."""
         return self.path(self.state_dir) / "state.json"
 
+    @property
+    def batches_dir(self) -> Path:
+        """The BATCH files between tap-rudderstack and the loader: the watch's own folder."""
+        return self.path(self.state_dir) / "batches"
+
     # -- plugin configurations -------------------------------------------------------------
 
     def tap_rudderstack_config(self) -> dict[str, Any]:
@@ -129,7 +134,7 @@ class WatchSettings:
         BATCH files, which both bulk loaders read without parsing a Singer message per row,
         then delete.
         """
-        batches = self.path(self.state_dir) / "batches"
+        batches = self.batches_dir
         return {
             "source": self.spool_location,
             "late_file_window_minutes": self.late_file_minutes,

@@ -130,6 +130,21 @@ class Capture:
             TargetPostgresBulk, config=self.settings.loader_config(), parse_env_config=False
         )
 
+    def _clear_batches(self) -> None:
+        """Delete the BATCH files an earlier capture wrote and never loaded.
+
+        The loader deletes each file it loads; a load that failed (the warehouse down) or a
+        watch killed in between leaves them, and the retry writes the same events again under
+        new names, up to 200,000 records a file every 30 s of an outage. Their bookmark was
+        never saved, so nothing else will read them: the folder is the watch's alone.
+        """
+        folder = self.settings.batches_dir
+        if not folder.is_dir():
+            return
+        for path in folder.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+
     def run(self) -> StepResult:
         """Read the spool from the bookmark; load what is new; save the loader's bookmark.
 
@@ -139,6 +154,7 @@ class Capture:
         from tap_rudderstack import TapRudderStack
 
         began = time.perf_counter()
+        self._clear_batches()
         tap = construct(
             TapRudderStack,
             config=self.settings.tap_rudderstack_config(),
