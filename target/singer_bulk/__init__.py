@@ -9,11 +9,14 @@ record they can; this package is the part of that which does not depend on the d
 - ordered_loader.py: OrderedLoader, the loader thread that writes STATE only after the loads
   before it commit;
 - schema_types.py and names.py: non_null_types for mapping a property to a column type, and
-  table_name for a stream's table.
+  table_name for a stream's table;
+- batch_files.py: delete_batch_file, a loaded BATCH file deleted with the storage settings it
+  was read with.
 
 The loaders import these names from `singer_bulk` only; this package imports neither loader.
 """
 
+from singer_bulk.batch_files import delete_batch_file
 from singer_bulk.full_drain import FullDrainTarget
 from singer_bulk.names import table_name
 from singer_bulk.ordered_loader import OrderedLoader
@@ -27,6 +30,7 @@ __all__ = [
     "OrderedLoader",
     "RawRecordSink",
     "RawRecordTarget",
+    "delete_batch_file",
     "non_null_types",
     "table_name",
 ]

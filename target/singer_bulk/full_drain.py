@@ -29,6 +29,16 @@ class FullDrainTarget(Target):
         """
         self._drain_requested = True
 
+    def drain_replaced_sinks(self) -> None:
+        """Load the buffered records of sinks a new SCHEMA replaced, before the new sink's DDL.
+
+        The SDK loads them only at the next full drain, so a new sink that fills up first would
+        load its (newer) copies of the same keys before the old sink's: the older copy would
+        win, and a column the new schema adds would be null for rows that carried it.
+        """
+        for sink in list(self._sinks_to_clear):
+            self.drain_one(sink)
+
     def _handle_max_record_age(self) -> None:
         # Runs after every RECORD/BATCH message: the cheapest place to honour a drain request
         # outside the sink's own drain (drain_all from inside drain_one would recurse).

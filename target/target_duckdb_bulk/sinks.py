@@ -25,9 +25,8 @@ import typing as t
 from pathlib import Path
 
 import duckdb
-import fsspec
 import msgspec
-from singer_bulk import RawRecordSink, non_null_types, table_name
+from singer_bulk import RawRecordSink, delete_batch_file, non_null_types, table_name
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
 
 if t.TYPE_CHECKING:
@@ -176,8 +175,11 @@ class DuckDBBulkSink(RawRecordSink):
     def setup(self) -> None:
         """Create the schema and table from the Singer schema, or add the columns it lacks.
 
-        Then pick the load path of a keyed stream from the table (_choose_load_path).
+        Then pick the load path of a keyed stream from the table (_choose_load_path). Records a
+        replaced sink still buffers (a SCHEMA message changed the stream mid-run) are loaded
+        first, so batches reach the table in the order they were read.
         """
+        self.target.drain_replaced_sinks()
         self.target.wait_for_loads()  # no DDL while a load of the old schema is running
         con = self.target.connection
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.target_schema)}")
@@ -365,8 +367,7 @@ class DuckDBBulkSink(RawRecordSink):
             if delete:
                 # Only after its rows are committed: a crash before this point leaves the file
                 # for the tap's re-run to supersede, never a hole.
-                fs, path = fsspec.core.url_to_fs(url)
-                fs.rm(path)
+                delete_batch_file(url, storage)
 
     # --- the load --------------------------------------------------------------------------
 
@@ -433,8 +434,14 @@ class DuckDBBulkSink(RawRecordSink):
                         else quote(n)
                         for n, ty in read_columns.items()
                     )
+                    # A column named rowid (a SQLite or Oracle source's) hides DuckDB's own: the
+                    # stage then numbers its rows itself, as it did before it used rowid
+                    line = "rowid"
+                    if any(n.lower() == "rowid" for n in read_columns):
+                        line = quote(SEQ)
+                        named += f", row_number() OVER () AS {line}"
                     staged = f"SELECT {named} FROM {scan}"  # noqa: S608
-                    loaded, replaced = self._replace_in_window(staged, insert_cols)
+                    loaded, replaced = self._replace_in_window(staged, insert_cols, line)
         except (duckdb.Error, NullKeyError) as exc:
             msg = f"loading stream {self.stream_name!r} into {self.full_table} failed: {exc}"
             raise RuntimeError(msg) from exc
@@ -448,7 +455,9 @@ class DuckDBBulkSink(RawRecordSink):
                 replaced,
             )
 
-    def _replace_in_window(self, staged: str, columns: list[str]) -> tuple[int, int]:
+    def _replace_in_window(
+        self, staged: str, columns: list[str], line: str = "rowid"
+    ) -> tuple[int, int]:
         """Stage the batch, delete the stored copies of its keys, insert it.
 
         `staged` selects the batch file's rows in line order. DuckDB keeps that order (the
@@ -465,6 +474,9 @@ class DuckDBBulkSink(RawRecordSink):
         copies are searched in the whole table, in a second DELETE run only when the batch holds
         such rows. Memory: the batch (staged, and the hash table of its keys that each DELETE
         joins against); the table's rows are streamed through the join, never indexed.
+
+        `line` is the stage's line order: its rowid, or a number `staged` adds when a column
+        of the stream is itself named rowid.
 
         Returns (rows inserted, stored copies deleted).
         """
@@ -490,8 +502,8 @@ class DuckDBBulkSink(RawRecordSink):
             con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {quote(BATCH_TABLE)} AS {staged}")
             keys = ", ".join(quote(k) for k in self.key_properties)
             con.execute(
-                f"DELETE FROM {BATCH_TABLE_SQL} WHERE rowid NOT IN"  # noqa: S608
-                f" (SELECT max(rowid) FROM {BATCH_TABLE_SQL} GROUP BY {keys})"
+                f"DELETE FROM {BATCH_TABLE_SQL} WHERE {line} NOT IN"  # noqa: S608
+                f" (SELECT max({line}) FROM {BATCH_TABLE_SQL} GROUP BY {keys})"
             )
             row = con.execute(stats).fetchone()
             null_keys, low, high, undated = row if row else (0, None, None, 0)

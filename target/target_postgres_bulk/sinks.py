@@ -14,10 +14,9 @@ import hashlib
 import typing as t
 from pathlib import Path
 
-import fsspec
 import msgspec
 from psycopg import sql
-from singer_bulk import RawRecordSink, non_null_types, table_name
+from singer_bulk import RawRecordSink, delete_batch_file, non_null_types, table_name
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
 
 from target_postgres_bulk.load import TablePlan, line_chunks, quote_ident
@@ -342,8 +341,7 @@ class PostgresBulkSink(RawRecordSink):
                 # Only after its rows are committed: a crash before this point leaves the file
                 # for the tap's re-run to supersede, never a hole.
                 for url in files:
-                    fs, path = fsspec.core.url_to_fs(url)
-                    fs.rm(path)
+                    delete_batch_file(url, storage)
 
         # The STATE message that follows this batch is written once it is committed
         # (TargetPostgresBulk._process_state_message).

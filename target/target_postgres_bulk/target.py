@@ -265,11 +265,6 @@ class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):
         """
         self._loader.wait()
 
-    def drain_replaced_sinks(self) -> None:
-        """Load the buffered records of sinks a new SCHEMA replaced, before the new sink's DDL."""
-        for sink in list(self._sinks_to_clear):
-            self.drain_one(sink)
-
     # --- STATE -------------------------------------------------------------------------------
 
     def _write_state_message(self, state: dict) -> None:

@@ -220,6 +220,37 @@ def test_schema_evolution_adds_columns(tmp_path: Path) -> None:
     assert types["context"] == "JSON"
 
 
+def test_a_schema_change_mid_stream_keeps_the_newer_copy_of_a_key(tmp_path: Path) -> None:
+    """The replaced sink's buffered copy of `b` loads before the new sink's: otherwise the new
+    sink, full first, loads its newer copy and the old one overwrites it at the next drain."""
+    db = tmp_path / "w.duckdb"
+    wider = json.loads(json.dumps(SCHEMA))
+    wider["properties"]["extra"] = {"type": ["string", "null"]}
+    run_target(
+        db,
+        [schema_msg(), rec("b", n=1), schema_msg(schema=wider), rec("b", n=2, extra="x"),
+         rec("c", n=1)],
+        batch_size_rows=2,
+    )  # fmt: skip
+    rows = query(db, "select message_id, n, extra from rudderstack_raw.tracks order by 1")
+    assert rows == [("b", 2, "x"), ("c", 1, None)]
+
+
+def test_a_column_named_rowid_still_keeps_each_keys_last_copy(tmp_path: Path) -> None:
+    """DuckDB's rowid, by which the stage keeps each key's last line, is hidden by a column of
+    that name (a SQLite source's, say)."""
+    db = tmp_path / "w.duckdb"
+    with_rowid = json.loads(json.dumps(SCHEMA))
+    with_rowid["properties"]["RowId"] = {"type": ["integer", "null"]}
+    run_target(
+        db,
+        [schema_msg(schema=with_rowid), rec("a", n=1, received_at="2026-12-01T00:00:00Z"),
+         rec("a", n=2, received_at="2026-12-01T00:00:01Z"),
+         rec("a", n=3, received_at="2026-12-01T00:00:02Z")],
+    )  # fmt: skip
+    assert query(db, "select message_id, n from rudderstack_raw.tracks") == [("a", 3)]
+
+
 def test_stream_without_key_appends(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     run_target(db, [schema_msg("log", keys=()), rec("a", "log"), rec("a", "log")])

@@ -613,6 +613,8 @@ def test_hostile_values_load_or_are_quarantined_without_stopping_the_batch(run, 
         rec("huge-int", n=2**40),  # the column is integer (the schema's maximum says so)
         rec("text-in-int", n="twelve"),
         rec("bad-time", received_at="2026-13-45T99:00:00Z"),
+        # refused for n; its received_at is before year 1 in UTC (Python cannot convert it)
+        rec("bc-time", n="x", received_at="0001-01-01T00:30:00+01:00"),
         rec(None, n=7),  # a record without its key
         rec(LONG_KEY, n=8),  # a key too long for the primary key's index
         rec("ok-2", n=2),
@@ -640,7 +642,7 @@ def test_hostile_values_load_or_are_quarantined_without_stopping_the_batch(run, 
         row[0]: row[1:]
         for row in query("select message_id, reason, raw_text, stream from {s}.rejected_records")
     }
-    assert set(rejected) == {"huge-int", "text-in-int", "bad-time", None, LONG_KEY}
+    assert set(rejected) == {"huge-int", "text-in-int", "bad-time", "bc-time", None, LONG_KEY}
     assert rejected["huge-int"][0].startswith("22003")  # numeric_value_out_of_range
     assert "integer" in rejected["huge-int"][0]
     assert rejected["text-in-int"][0].startswith("22P02")  # invalid_text_representation
@@ -658,6 +660,16 @@ def test_replaying_a_batch_with_rejects_is_idempotent(run, query) -> None:
     run(messages)
     assert query("select count(*) from {s}.tracks") == [(2,)]
     assert query("select message_id from {s}.rejected_records") == [("bad",)]
+
+
+@pytest.mark.postgres
+def test_every_batch_of_a_run_can_set_rows_aside(run, query) -> None:
+    """The halving indexes the session's stage table for one batch and drops the index after:
+    the next batch with refused rows, in the same session, does the same."""
+    messages = [schema_msg(), *(rec(f"r{i}", n="x" if i % 2 else i) for i in range(9))]
+    run(messages, batch_size_rows=3)
+    assert query("select count(*) from {s}.tracks") == [(5,)]
+    assert query("select count(*) from {s}.rejected_records") == [(4,)]
 
 
 @pytest.mark.postgres
