@@ -547,8 +547,13 @@ def test_segment_browser_protocol_takes_the_write_key_from_the_body(collector):
     refused = [
         segment("t", {"type": "track", "event": "x", "anonymousId": "a1"}),  # no key
         segment("t", {"writeKey": "nope", "event": "x", "anonymousId": "a1"}),
-    ]
-    assert [a.status_code for a in refused] == [401, 401]
+        # a key that is no string: refused as such, not a 500 (which SDKs retry)
+        segment("t", {"writeKey": [WRITE_KEY], "event": "x", "anonymousId": "a1"}),
+        segment("b", {"writeKey": WRITE_KEY, "batch": [
+            {"writeKey": {"k": WRITE_KEY}, "type": "track", "event": "x", "anonymousId": "a1"},
+        ]}),
+    ]  # fmt: skip
+    assert [a.status_code for a in refused] == [401, 401, 401, 401]
     assert requests.post(f"{collector.url}/v1/zz", data="{}", timeout=5).status_code == 404
     events = collector.events()
     assert [(e["type"], e["messageId"]) for e in events] == [

@@ -147,3 +147,24 @@ def test_with_a_webhook_key_the_insecure_flag_changes_nothing(tmp_path, webhook_
     assert insecure_warnings(caplog) == []  # signatures are checked: nothing to warn about
     assert webhook_answers == [(403, b"invalid webhook signature")]
     assert published_events(tmp_path) == []
+
+
+def test_the_access_log_never_shows_a_write_key(caplog):
+    """uvicorn logs each request's path with its query; the beacon and the pixel carry the key
+    there."""
+    import logging
+
+    from signalmail.collector.cli import redact_access_log
+
+    redact_access_log()
+    redact_access_log()  # once is enough, and twice changes nothing
+    access = logging.getLogger("uvicorn.access")
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        for path in (
+            "/beacon/v1/batch?writeKey=s3cr3tKey",
+            "/pixel/v1/track?anonymousId=a&WRITEKEY=s3cr3tKey&event=open",
+        ):
+            access.info('%s - "%s %s HTTP/%s" %d', "198.51.100.7:5123", "GET", path, "1.1", 200)
+    assert "s3cr3tKey" not in caplog.text
+    assert "/pixel/v1/track?anonymousId=a&WRITEKEY=<redacted>&event=open" in caplog.text
+    assert len([f for f in access.filters if type(f).__name__ == "RedactWriteKey"]) == 1

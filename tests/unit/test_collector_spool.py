@@ -69,6 +69,34 @@ def test_append_flush_publishes_one_named_segment(tmp_path):
         assert len(segments(tmp_path)) == 1
 
 
+def test_a_cancelled_request_leaves_the_writer_answering(tmp_path):
+    """The app awaits the writer's future through asyncio.wrap_future, which cancels it when the
+    request's task is cancelled (a forced shutdown, a client gone). The commit thread must
+    still answer the rest: its events are written (they may be on disk already) and the
+    writer takes the next request."""
+    import asyncio
+
+    writer = SpoolWriter(tmp_path, "src_1", clock=FakeClock())
+    try:
+
+        async def cancelled_request() -> None:
+            future = writer.submit_lines(b'{"messageId":"m0","type":"track"}\n', 1)
+            task = asyncio.ensure_future(asyncio.wrap_future(future))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled_request())
+        data = b"".join(json.dumps(e).encode() + b"\n" for e in events(2, start=1))
+        writer.submit_lines(data, 2).result(timeout=10)
+        assert writer.healthy
+        writer.flush(timeout=10)
+        assert [e["messageId"] for e in all_events(tmp_path)] == ["m0", "m1", "m2"]
+    finally:
+        writer.close(timeout=10)  # bounded: a dead commit thread must fail this, not hang it
+
+
 def test_close_publishes_pending_journal(tmp_path):
     writer = SpoolWriter(tmp_path, "s")
     writer.append(events(2))
@@ -325,3 +353,25 @@ def test_recovery_discards_empty_and_fully_torn_journals(tmp_path):
     assert segments(tmp_path) == []
     assert not empty.exists()
     assert not torn.exists()
+
+
+def test_read_back_counts_events_the_collector_takes_without_a_type_or_name(tmp_path):
+    """The collector takes a batch item without `type`, a track without `event` and an identify
+    with only an anonymous id (as rudder-server does); reading the spool back must not fail."""
+    from signalmail.collector.readback import read_spool
+
+    with SpoolWriter(tmp_path, "src_1", clock=FakeClock()) as writer:
+        writer.append([
+            {"messageId": "m1", "anonymousId": "a1"},
+            {"messageId": "m2", "type": "track", "anonymousId": "a1"},
+            {"messageId": "m3", "type": "identify", "anonymousId": "a1",
+             "traits": {"email_opt_in": True}},
+            {"messageId": "m4", "type": "track", "event": "Product Viewed", "userId": "u1"},
+        ])  # fmt: skip
+        writer.flush()
+    (tmp_path / "rudder-logs" / "src_1" / "2026-01-01" / "notes.json.gz").write_bytes(b"x")
+    summary = read_spool(tmp_path)
+    assert summary.events == 4
+    assert summary.by_type == {"None": 1, "track": 2, "identify": 1}
+    assert summary.by_name == {"None": 1, "Product Viewed": 1}
+    assert summary.opted_in == set()

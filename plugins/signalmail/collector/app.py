@@ -135,13 +135,16 @@ class Collector:
             events = ingest.parse_events(body, path_type)
         except ingest.IngestError as exc:
             return self._reject(exc)
-        keys = {event.pop("writeKey", None) for event in events}
         try:
-            payload_key = ingest.body_write_key(body)
-            keys = {k for k in keys | {payload_key} if k is not None}
+            found = [event.pop("writeKey", None) for event in events]
+            found.append(ingest.body_write_key(body))
+            if any(k is not None and not isinstance(k, str) for k in found):
+                # a list or an object is no key (and a set of them is no set: TypeError, 500)
+                raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
+            keys = {k for k in found if k is not None}
             if len(keys) != 1:
                 raise ingest.IngestError(401, "invalid write key", "missing_write_key")
-            self._check_key(str(keys.pop()))
+            self._check_key(keys.pop())
         except ingest.IngestError as exc:
             return self._reject(exc)
         return await self._stamp_and_commit(request, events)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,34 @@ from signalmail.collector.spool import (
 )
 
 log = logging.getLogger("signalmail.collector")
+
+#: `writeKey=<value>` in a query string (the beacon and pixel routes take the key there)
+_WRITE_KEY_IN_QUERY = re.compile(r"((?:^|[?&])writeKey=)[^&#\s]*", re.IGNORECASE)
+
+
+class RedactWriteKey(logging.Filter):
+    """Blank the write key in uvicorn's access log lines (`--access-log`).
+
+    The browser's beacon and the tracking pixel carry the key in the query string, and uvicorn
+    logs each request's path with its query: without this, every such line held the key.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's arguments; never drop the line."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _WRITE_KEY_IN_QUERY.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def redact_access_log() -> None:
+    """Install RedactWriteKey on uvicorn's access logger (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactWriteKey) for f in access.filters):
+        access.addFilter(RedactWriteKey())
+
 
 #: the signals uvicorn turns into a graceful shutdown
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -324,6 +353,7 @@ def collect(
         limit_concurrency=limit,
         timeout_keep_alive=5,
     )
+    redact_access_log()  # after uvicorn.Config, which (re)configures its loggers
     server = uvicorn.Server(config)
     log.info(
         "collecting on http://%s:%d into %s (source %s, journal %s, at most %d connections)",

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import click
 
-#: <unix_ts>.<source_id>.<uuid>.json.gz, the only files a spool reader may look at
+from signalmail.collector.spool import SEGMENT_RE
+
+#: the suffix of <unix_ts>.<source_id>.<uuid>.json.gz, the only files a spool reader may look at
+#: (each name is then matched against the collector's SEGMENT_RE)
 SEGMENT_SUFFIX = ".json.gz"
 
 
@@ -50,23 +53,26 @@ def read_spool(root: Path, source_id: str | None = None) -> SpoolSummary:
     pattern = f"*/*/*{SEGMENT_SUFFIX}" if source_id is None else f"{source_id}/*/*{SEGMENT_SUFFIX}"
     consent: dict[str, bool] = {}
     for path in sorted(base.glob(pattern)):
-        if path.name.startswith("."):
+        if not SEGMENT_RE.match(path.name):
             continue
         summary.segments.append(path)
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
                 event = json.loads(line)
                 summary.events += 1
-                summary.message_ids.add(event["messageId"])
-                summary.by_type[event["type"]] += 1
-                if event["type"] == "track":
-                    summary.by_name[event["event"]] += 1
+                # the collector takes events without a type or an event name (rudder-server
+                # does): the rest of the pipeline quarantines them, a read-back counts them
+                kind = event.get("type")
+                summary.message_ids.add(str(event.get("messageId")))
+                summary.by_type[str(kind)] += 1
+                if kind == "track":
+                    summary.by_name[str(event.get("event"))] += 1
                 if event.get("userId"):
                     summary.user_ids.add(event["userId"])
                 if event.get("anonymousId"):
                     summary.anonymous_ids.add(event["anonymousId"])
                 traits = event.get("traits") or (event.get("context") or {}).get("traits") or {}
-                if event["type"] == "identify" and "email_opt_in" in traits:
+                if kind == "identify" and "email_opt_in" in traits and event.get("userId"):
                     consent[event["userId"]] = bool(traits["email_opt_in"])
                 stamp = event.get("timestamp")
                 if stamp:

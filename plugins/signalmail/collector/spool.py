@@ -376,6 +376,11 @@ class SpoolWriter:
     def submit_lines(self, data: bytes, count: int) -> concurrent.futures.Future[None]:
         """Queue encoded JSON lines (each ending in a newline); the future is done once durable."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Running from here on, so it can no longer be cancelled: asyncio.wrap_future cancels
+        # it when the request's task is cancelled (a forced shutdown, a client gone), and the
+        # commit thread's set_result on a cancelled future raises InvalidStateError, which
+        # killed the thread with the rest of the group unanswered and every later write stuck
+        future.set_running_or_notify_cancel()
         with self._cond:
             self._check_usable()
             self._pending.append(_Pending(data, count, future))
@@ -421,8 +426,11 @@ class SpoolWriter:
 
     @property
     def healthy(self) -> bool:
-        """False once a journal write or fsync failed (the writer then refuses new events)."""
-        return self._failed is None and not self._closing
+        """False once a journal write or fsync failed (the writer then refuses new events).
+
+        Also once the commit thread is gone: nothing would answer a write any more.
+        """
+        return self._failed is None and not self._closing and self._commit_thread.is_alive()
 
     def __enter__(self) -> SpoolWriter:
         return self
