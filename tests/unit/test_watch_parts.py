@@ -327,6 +327,10 @@ def test_the_status_adds_up_steps_events_emails_and_latency():
     status.error("signals", "dbt failed")
     assert status.totals["errors"] == 1
     assert "signals: dbt failed" in status.errors[-1]
+    # the scheduled send is gone before its time (the shopper bought): an activation that
+    # reads nothing forgets it, instead of rebuilding the read every cycle until a new one
+    status.record(status.begin_cycle(), StepResult("activate", 0.1, ran=False))
+    assert status.next_deferred_at is None
 
 
 def test_metrics_serve_the_same_figures_over_http():
@@ -424,3 +428,97 @@ def test_the_watch_restarts_with_its_command_line_until_restarts_stop_helping(mo
     monkeypatch.setenv(RESTARTS_ENV, ",".join(str(time.time() - 7200) for _ in range(5)))
     restart_process("again", execv=lambda path, argv: calls.append((path, argv)))
     assert len(calls) == 4
+
+
+# -- the loop's decisions ------------------------------------------------------------------
+
+
+class _Script:
+    """A step that fails while `failing` is set and records each run (with its arguments)."""
+
+    def __init__(self, name: str, failing: bool = False) -> None:
+        self.name = name
+        self.failing = failing
+        self.calls: list[tuple] = []
+
+    def __call__(self, *args: object, **kwargs: object) -> StepResult:
+        self.calls.append((args, kwargs))
+        if self.failing:
+            raise RuntimeError(f"{self.name} is down")
+        # a capture that found nothing new, as on a quiet shop: no reason to tick
+        return StepResult(self.name, 0.01, ran=self.name != "capture")
+
+
+class _Warehouse:
+    def __init__(self) -> None:
+        self.missing = ["int_products"]
+
+    def missing_tables(self, schema: str, names: list[str]) -> list[str]:
+        return list(self.missing)
+
+    def wal_bytes(self) -> int:
+        return 0
+
+
+def _loop(tmp_path: Path):
+    """A Watch with its steps replaced by scripts: what each cycle decides to run."""
+    from types import SimpleNamespace
+
+    from signalmail.watch.loop import Watch
+
+    watch = Watch(
+        WatchSettings(project_root=tmp_path, spool=str(tmp_path / "spool"), nightly_at=None),
+        LineView(io.StringIO()),
+        WatchStatus(),
+    )
+    steps = {name: _Script(name) for name in ("capture", "signals", "nightly", "activate")}
+    watch.capture = SimpleNamespace(run=steps["capture"])
+    watch.activate = SimpleNamespace(run=steps["activate"])
+    watch.signals = SimpleNamespace(
+        run=steps["signals"], build_nightly_models=steps["nightly"], nightly_models=lambda: []
+    )
+    watch.warehouse = _Warehouse()
+    return watch, steps
+
+
+def test_a_failed_start_keeps_the_reconciliation_and_the_nightly_models_due(tmp_path):
+    """Mandrill or the warehouse down when the watch starts: the forced activation (which
+    settles sends a crash left) and the first build of the nightly models are tried again on
+    the following cycles until each has worked once, not only in the first cycle."""
+    watch, steps = _loop(tmp_path)
+    steps["activate"].failing = True
+    steps["nightly"].failing = True
+    watch.cycle(first=True)
+    watch.cycle()
+    assert len(steps["nightly"].calls) == 2
+    assert [c[1] for c in steps["activate"].calls] == [{"force": True}] * 2
+    steps["activate"].failing = False
+    steps["nightly"].failing = False
+    watch.cycle()  # both work now: the models are built, the reconciliation ran
+    watch.warehouse.missing = []
+    forced = len(steps["activate"].calls)
+    watch.cycle()
+    watch.cycle()
+    assert len(steps["nightly"].calls) == 3
+    assert all(c[1] == {"force": False} for c in steps["activate"].calls[forced:])
+
+
+def test_the_backoff_holds_while_a_step_keeps_failing_between_its_runs(tmp_path):
+    """A tick is due only every few seconds: the cycles between two failed ticks run no tick,
+    and must not count as the tick working again (the pause would never grow)."""
+    watch, steps = _loop(tmp_path)
+    watch.warehouse.missing = []
+    watch.cycle(first=True)
+    steps["signals"].failing = True
+    watch._tick_now = True
+    watch.cycle()
+    assert watch._failures == 1
+    watch.cycle()  # no tick due (idle_tick_seconds not passed): still failing as far as known
+    assert watch._failures == 1
+    watch._tick_now = True
+    watch.cycle()
+    assert watch._failures == 2
+    steps["signals"].failing = False
+    watch._tick_now = True
+    watch.cycle()
+    assert watch._failures == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import logging.handlers
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,18 @@ def _dbt_vars(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return parsed
 
 
+#: watch.log rolls over at this size, keeping this many older files (watch.log.1, ...): the
+#: watch runs for months, and each idle capture logs a line or two
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_BACKUPS = 5
+
+
 def _setup_logging(path: Path) -> None:
     """Everything the plugins and dbt log goes to a file; the terminal keeps the view."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -47,6 +47,8 @@ log = logging.getLogger("signalmail.watch")
 
 #: Longest pause after a failed step (the pause doubles per failure in a row).
 MAX_BACKOFF_SECONDS = 30.0
+#: The steps every cycle may run, whose failures hold the backoff until they work again
+CYCLE_STEPS = frozenset({"capture", "signals", "activate"})
 
 
 class Watch:
@@ -78,6 +80,17 @@ class Watch:
         self.signals: Signals | None = None
         self.warehouse: Any = None
         self._failures = 0
+        # Cycle steps whose last run failed: a cycle that does not run them (a tick is only due
+        # every few seconds) is no sign they work again, so it does not reset the backoff. The
+        # daily steps are left out: a nightly test that fails is reported once a day, and must
+        # not slow every cycle until the next night.
+        self._failing: set[str] = set()
+        # Until they succeed once: the first tick builds the nightly models a fresh warehouse
+        # lacks, and the first activation settles the sends a crash left claimed or sending
+        # (email_triggers leaves those out, so nothing else would start the target for them).
+        # A failure (the warehouse or Mandrill down at start) leaves them due, not dropped.
+        self._bootstrap_due = True
+        self._reconcile_due = True
         self._last_tick = 0.0
         self._tick_now = False  # triggers were released: the next cycle ticks whatever the time
 
@@ -178,7 +191,11 @@ class Watch:
         ticked = False
         idle_for = time.monotonic() - self._last_tick
         if not self.stop.is_set() and (
-            first or loaded or self._tick_now or idle_for >= self.settings.idle_tick_seconds
+            first
+            or self._bootstrap_due
+            or loaded
+            or self._tick_now
+            or idle_for >= self.settings.idle_tick_seconds
         ):
             self._tick_now = False
             lookback = self._tick_lookback()
@@ -186,20 +203,27 @@ class Watch:
             self._last_tick = time.monotonic()
             if ticked:
                 self.late.counted()
-            if first and ticked:
+            if self._bootstrap_due and ticked:
                 ticked = self._bootstrap_nightly(cycle)
+                self._bootstrap_due = not ticked
         deferred_due = (
             self.status.next_deferred_at is not None and utcnow() >= self.status.next_deferred_at
         )
         activated = None
-        if not self.stop.is_set() and (ticked or first or deferred_due):
-            activated = self._step(cycle, "activate", lambda: self.activate.run(force=first))
+        if not self.stop.is_set() and (ticked or self._reconcile_due or deferred_due):
+            force = self._reconcile_due
+            activated = self._step(cycle, "activate", lambda: self.activate.run(force=force))
+            if activated is not None:
+                self._reconcile_due = False
         released = activated is not None and activated.released > 0
         self._tick_now = self._tick_now or released
         self._maybe_checkpoint(cycle)
         self._maybe_nightly(cycle)
 
-        self._failures = self._failures + 1 if self.status.totals["errors"] > failures_before else 0
+        if self.status.totals["errors"] > failures_before:
+            self._failures += 1
+        elif not self._failing:
+            self._failures = 0
         if self.metrics is not None:
             self.metrics.cycle_finished(self.status)
         self.view.cycle_finished(self.status, cycle)
@@ -244,11 +268,14 @@ class Watch:
                 raise
             log.error("step %s failed:\n%s", name, traceback.format_exc())
             self.status.error(name, _first_line(exc))
+            if name in CYCLE_STEPS:
+                self._failing.add(name)
             if self.metrics is not None:
                 self.metrics.error(name)
             return None
         finally:
             self.status.running = None
+        self._failing.discard(name)
         self.status.record(cycle, result)
         if self.metrics is not None:
             self.metrics.step(result)
@@ -292,8 +319,14 @@ class Watch:
             return
         self.view.note("nightly build: every model and every test, then predicted intent")
         result = self._step(cycle, "nightly", self.signals.nightly)
+        # a stop asked for during the build ends the nightly after its step, as after any
+        # other step ("finishes the current step"); the date is not saved, so it runs again
+        if self.stop.is_set():
+            return
         if result is not None:
             self._step(cycle, "intent", self.intent.run)
+        if self.stop.is_set():
+            return
         # whatever the build's tests said: keeping events past the retention is the failure
         self._step(cycle, "retention", self.retention.run)
         # tried once a day: a failing test is reported, not retried every few seconds

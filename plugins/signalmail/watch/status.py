@@ -77,6 +77,10 @@ class WatchStatus:
 
     def record(self, cycle: CycleRecord, result: StepResult) -> None:
         """Take a finished step into the totals."""
+        if result.step == "activate" and not result.ran:
+            # no trigger to read: any scheduled send the last run deferred is gone (the shopper
+            # bought, say), and waiting for its time would rebuild the read every cycle
+            self.next_deferred_at = None
         if not result.ran:
             return
         self.last[result.step] = result

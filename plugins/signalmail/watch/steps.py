@@ -12,6 +12,7 @@ Each returns a StepResult with what it did, which the view, /metrics and the sum
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -166,7 +167,15 @@ class Capture:
             counts = tap.last_sync_counts
             if not counts.get("files"):
                 return StepResult(self.name, time.perf_counter() - began, ran=False)
-            bookmark = run_target(self._loader(), output, kill_at="capture:loading")
+            loader = self._loader()
+            try:
+                bookmark = run_target(loader, output, kill_at="capture:loading")
+            except BaseException:
+                # a failed load leaves the loader open (its connection, its load thread and,
+                # on PostgreSQL, a transaction's locks the next capture's loader would wait on)
+                with contextlib.suppress(Exception):
+                    loader.close()
+                raise
         finally:
             output.close()
         _fault_point("capture:loaded")
