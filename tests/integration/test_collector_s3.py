@@ -117,6 +117,28 @@ def test_unreachable_s3_keeps_journal_for_next_start(s3, tmp_path):
     (journal,) = (tmp_path / "j").glob("*.journal")
     assert b'"kept"' in journal.read_bytes()
 
+    # a restart while S3 is still down takes events (the journal is there for that) instead of
+    # failing to start; the journal left behind waits in the background
+    again = SpoolWriter(
+        f"s3://{BUCKET}/dead", "web", storage_options=dead, journal_dir=tmp_path / "j"
+    )
+    again.append([{"messageId": "during", "type": "track", "userId": "u"}])
+    assert again.healthy
+    again.close(timeout=1)
+    assert len(list((tmp_path / "j").glob("*.journal"))) == 2
+
+    # S3 is back: the next start publishes both, each once
+    client, prefix, options = s3
+    back = SpoolWriter(
+        f"s3://{BUCKET}/{prefix}", "web", storage_options=options, journal_dir=tmp_path / "j"
+    )
+    back.close()
+    ids = sorted(
+        e["messageId"] for key in objects(client, prefix) for e in read_object(client, key)
+    )
+    assert ids == ["during", "kept"]
+    assert not list((tmp_path / "j").glob("*.journal"))
+
 
 def test_collect_command_spools_sdk_events_to_s3(s3, tmp_path):
     """The real `signalmail collect` process, configured only through flags and env vars."""

@@ -375,3 +375,18 @@ def test_read_back_counts_events_the_collector_takes_without_a_type_or_name(tmp_
     assert summary.by_type == {"None": 1, "track": 2, "identify": 1}
     assert summary.by_name == {"None": 1, "Product Viewed": 1}
     assert summary.opted_in == set()
+
+
+def test_a_file_url_spool_keeps_its_journal_inside_the_spool(tmp_path, monkeypatch):
+    """`file:///data/spool` as a path is the relative `file:/data/spool`: the journal would
+    follow the working directory, and a restart from another one would not find it."""
+    from signalmail.collector.spool import default_journal_dir
+
+    monkeypatch.chdir(tmp_path)
+    spool = tmp_path / "spool"
+    journal = default_journal_dir(spool.as_uri(), "src_1")
+    assert journal == spool / ".journal" / "src_1"
+    with SpoolWriter(spool.as_uri(), "src_1", clock=FakeClock()) as writer:
+        writer.append(events(1))
+        assert writer.journal_dir == spool / ".journal" / "src_1"
+    assert not (tmp_path / "file:").exists()

@@ -111,11 +111,20 @@ def default_journal_dir(root: str, source_id: str) -> Path:
         state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
         digest = hashlib.sha1(root.rstrip("/").encode(), usedforsecurity=False).hexdigest()[:16]
         return state / "signalmail" / "journal" / digest / source_id
-    return Path(root) / ".journal" / source_id
+    return Path(local_path(root)) / ".journal" / source_id
 
 
 def _is_remote(root: str) -> bool:
     return "://" in root and not root.startswith("file://")
+
+
+def local_path(root: str) -> str:
+    """Return the folder of a local spool given as a path or a `file://` URL.
+
+    Path("file:///data/spool") is the relative `file:/data/spool`: a journal put there would
+    follow the working directory, and a restart from another one would not recover it.
+    """
+    return root[len("file://") :] if root.startswith("file://") else root
 
 
 def _fsync_dir(path: Path) -> None:
@@ -195,7 +204,7 @@ class _Store:
             self.base = self.base.rstrip("/")
         else:
             self.fs = None
-            self.base = root[len("file://") :] if root.startswith("file://") else root
+            self.base = local_path(root)
 
     def describe(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -354,8 +363,11 @@ class SpoolWriter:
         self._fd: int | None = None
         self._journal_size = 0
         self._rotations: queue.Queue[tuple[Journal | None, threading.Event | None]] = queue.Queue()
+        # journals of an earlier process that the start could not publish (the store down):
+        # the rotation thread publishes them first, as recovery would, while events come in
+        self._recovering: set[Path] = set()
 
-        self.recover()
+        self.recover(defer_on_error=True)
         self._commit_thread = threading.Thread(
             target=self._commit_loop, name=f"spool-commit-{source_id}", daemon=True
         )
@@ -440,12 +452,17 @@ class SpoolWriter:
 
     # -- recovery ---------------------------------------------------------------------------
 
-    def recover(self) -> int:
+    def recover(self, defer_on_error: bool = False) -> int:
         """Publish journals left by an earlier process; returns how many segments it wrote.
 
         Deterministic names make this idempotent: if a journal's segment already exists, the
         earlier process died between publishing it and deleting the journal, and publishing it
         again would only rewrite identical bytes; the journal is deleted instead.
+
+        With `defer_on_error` (the writer's start), a journal that cannot be published now
+        (object storage unreachable) is left to the rotation thread, which retries it before
+        any new journal: the collector takes events during the outage, which is what its
+        local journal is for, instead of failing to start until the store is back.
         """
         written = 0
         # compressed copies a killed process was uploading (object storage): the journal they
@@ -454,29 +471,55 @@ class SpoolWriter:
         for leftover in self.journal_dir.glob(UPLOAD_PREFIX + "*.partial"):
             log.info("removing unfinished upload copy %s", leftover.name)
             leftover.unlink(missing_ok=True)
+        deferring = False  # once the store failed, the rest go to the background untried
         for path in sorted(self.journal_dir.glob("*.journal")):
             journal = Journal.from_path(path)
             if journal is None:
                 log.warning("ignoring unexpected file in journal directory: %s", path)
                 continue
-            key = segment_key(self.source_id, journal.opened_at, journal.segment_uuid)
-            if self._store.exists(key):
-                log.info("journal %s was already published as %s", path.name, key)
-                self.stats.journals_already_published += 1
-            elif path.stat().st_size == 0:
-                log.info("discarding empty journal %s", path.name)
-            else:
-                self._store.remove_partial(key)
-                events, size, dropped = self._store.publish(journal, key, validate=True)
-                self.stats.torn_lines_dropped += dropped
-                if events:
-                    written += 1
-                    self.stats.segments_recovered += 1
-                    self.stats.segments_written += 1
-                    self.stats.segment_bytes += size
-                    log.info("recovered %d events from journal %s into %s", events, path.name, key)
-            path.unlink()
-            _fsync_dir(self.journal_dir)
+            if not deferring:
+                try:
+                    written += self._recover_journal(journal)
+                    continue
+                except Exception as exc:
+                    if not defer_on_error:
+                        raise
+                    log.error(
+                        "recovering journal %s failed (%s: %s): the journals left are published "
+                        "in the background and stay on local disk meanwhile",
+                        path.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self.stats.publish_failures += 1
+                    self.stats.last_error = f"recover: {type(exc).__name__}: {exc}"
+                    deferring = True
+            self._recovering.add(journal.path)
+            self._rotations.put((journal, None))
+        return written
+
+    def _recover_journal(self, journal: Journal) -> int:
+        """Publish one journal of an earlier process (checked line by line); 1 if it wrote one."""
+        path = journal.path
+        written = 0
+        key = segment_key(self.source_id, journal.opened_at, journal.segment_uuid)
+        if self._store.exists(key):
+            log.info("journal %s was already published as %s", path.name, key)
+            self.stats.journals_already_published += 1
+        elif path.stat().st_size == 0:
+            log.info("discarding empty journal %s", path.name)
+        else:
+            self._store.remove_partial(key)
+            events, size, dropped = self._store.publish(journal, key, validate=True)
+            self.stats.torn_lines_dropped += dropped
+            if events:
+                written = 1
+                self.stats.segments_recovered += 1
+                self.stats.segments_written += 1
+                self.stats.segment_bytes += size
+                log.info("recovered %d events from journal %s into %s", events, path.name, key)
+        path.unlink()
+        _fsync_dir(self.journal_dir)
         return written
 
     # -- internals --------------------------------------------------------------------------
@@ -656,7 +699,11 @@ class SpoolWriter:
             if journal is not None:
                 while True:
                     try:
-                        self._publish(journal)
+                        if journal.path in self._recovering:
+                            self._recover_journal(journal)
+                            self._recovering.discard(journal.path)
+                        else:
+                            self._publish(journal)
                         delay = 0.5
                         break
                     except Exception as exc:
