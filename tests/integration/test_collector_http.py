@@ -385,6 +385,30 @@ def test_bad_or_missing_mandrill_signature_is_403(collector):
     assert collector.events() == []
 
 
+def test_a_compressed_webhook_is_refused_before_it_is_read(collector):
+    """Mandrill posts plain forms. A gzip body is decompressed before anything else could be
+    checked: 32 KB of it become 32 MB of form to parse, unsigned, on every request."""
+    import gzip
+
+    params = mandrill_form([open_event()])
+    url = f"{collector.url}/webhooks/mandrill"
+    response = requests.post(
+        url,
+        data=gzip.compress(urlencode(params).encode()),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Encoding": "gzip",
+            "X-Mandrill-Signature": webhooks.signature(HOOK_KEY, url, params),
+        },
+        timeout=10,
+    )
+    assert response.status_code == 415
+    assert collector.events() == []
+    assert (
+        send_hook(collector, params, webhooks.signature(HOOK_KEY, url, params)).status_code == 200
+    )
+
+
 def test_signature_uses_configured_public_url_behind_a_proxy(tmp_path):
     public = "https://hooks.example.com/mandrill"
     with serve(tmp_path, mandrill_webhook_key=HOOK_KEY, mandrill_webhook_url=public) as running:
