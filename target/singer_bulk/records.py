@@ -115,6 +115,33 @@ class RawRecordTarget(Target):
         self._fast_sinks[stream_name] = sink
         return sink
 
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """BATCH: refused for a stream whose records the target must change or check.
+
+        A BATCH file is loaded as it is, by the database: a stream map (a column hashed or
+        dropped, a `__filter__`), flattening or `validate_records` would silently not apply,
+        and a map that hashes an address would load it in the clear. (singer-sdk's own
+        targets have the same gap.) The tap can send RECORD messages instead, or map itself.
+        """
+        stream = message_dict.get("stream")
+        maps = self.mapper.stream_maps.get(stream) if isinstance(stream, str) else None
+        identity = (
+            maps is not None
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == stream
+            and not maps[0].flattening_enabled
+        )
+        sink = self._sinks_active.get(stream) if isinstance(stream, str) else None
+        if not identity or getattr(sink, "_validator", None) is not None:
+            msg = (
+                f"BATCH message for stream {stream!r} refused: its files would load as they are,"
+                " without the stream map, flattening or record validation configured for it."
+                " Run the tap without batch_config (RECORD messages), or apply the map in the tap"
+            )
+            raise ValueError(msg)
+        super()._process_batch_message(message_dict)
+
     def _fast_path(self, stream_name: str, sink: RawRecordSink) -> bool:
         maps = self.mapper.stream_maps.get(stream_name)
         return (

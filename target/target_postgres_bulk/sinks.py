@@ -85,6 +85,10 @@ def column_type(prop: dict[str, t.Any]) -> str:
     )
 
 
+#: PostgreSQL's identifier length (NAMEDATALEN - 1)
+PG_NAME_BYTES = 63
+
+
 class PostgresBulkSink(RawRecordSink):
     """One stream -> one PostgreSQL table; each drained batch is one COPY and one upsert."""
 
@@ -98,6 +102,20 @@ class PostgresBulkSink(RawRecordSink):
         missing = [k for k in self.key_properties if k not in self.schema["properties"]]
         if missing:
             msg = f"stream {self.stream_name!r}: key properties {missing} are not in its schema"
+            raise ValueError(msg)
+        # PostgreSQL cuts longer names to 63 bytes without a word: the table or column would be
+        # created under the cut name and never found again under the full one (KeyError)
+        too_long = [
+            name
+            for name in (table_name(self.stream_name), *self.schema["properties"])
+            if len(name.encode()) > PG_NAME_BYTES
+        ]
+        if too_long:
+            msg = (
+                f"stream {self.stream_name!r}: {too_long[0]!r} is longer than PostgreSQL's"
+                f" {PG_NAME_BYTES}-byte names; rename it with a stream map (or, for the table,"
+                " an alias)"
+            )
             raise ValueError(msg)
 
     @property

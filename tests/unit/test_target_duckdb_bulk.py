@@ -470,6 +470,17 @@ def test_stream_maps_take_the_sdk_path(tmp_path: Path) -> None:
     assert query(db, "select message_id, n from rudderstack_raw.tracks") == [("a", 2)]
 
 
+def test_a_batch_file_is_refused_where_a_stream_map_would_not_apply(tmp_path: Path) -> None:
+    """A BATCH file loads as it is: with a map configured for the stream, the column the map
+    drops (an address, say) would land anyway."""
+    db = tmp_path / "w.duckdb"
+    url = _batch_file(tmp_path, "b1", [{"message_id": "a", "user_id": "secret", "n": 1}])
+    with pytest.raises(ValueError, match="BATCH message for stream 'tracks' refused"):
+        run_target(db, [schema_msg(), batch_msg([url])], stream_maps={"tracks": {"user_id": None}})
+    run_target(db, [schema_msg(), batch_msg([url])])  # without the map it loads
+    assert query(db, "select message_id, n from rudderstack_raw.tracks") == [("a", 1)]
+
+
 def test_key_check_on_the_sdk_path(tmp_path: Path) -> None:
     bad = {"type": "RECORD", "stream": "tracks", "record": {"n": 1}}
     with pytest.raises(Exception, match="key_properties"):

@@ -663,6 +663,17 @@ def test_replaying_a_batch_with_rejects_is_idempotent(run, query) -> None:
 
 
 @pytest.mark.postgres
+def test_names_past_postgres_limit_fail_clearly(run) -> None:
+    """PostgreSQL would cut the name to 63 bytes and the loader look for the full one."""
+    wide = json.loads(json.dumps(SCHEMA))
+    wide["properties"]["context_" + "x" * 60] = {"type": ["string", "null"]}
+    with pytest.raises(ValueError, match="longer than PostgreSQL's 63-byte names"):
+        run([schema_msg(schema=wide), rec("a", n=1)])
+    with pytest.raises(ValueError, match="longer than PostgreSQL's 63-byte names"):
+        run([schema_msg(stream="s" * 64), rec("a", stream="s" * 64, n=1)])
+
+
+@pytest.mark.postgres
 def test_every_batch_of_a_run_can_set_rows_aside(run, query) -> None:
     """The halving indexes the session's stage table for one batch and drops the index after:
     the next batch with refused rows, in the same session, does the same."""
