@@ -216,6 +216,32 @@ def test_latency_is_kept_by_the_minute_it_was_sent_in():
     assert book.last_minutes(t + dt.timedelta(minutes=1), minutes=2).count == 3
     assert book.overall().p95 == 12.0
     assert sorted(book.by_campaign) == ["browse_abandonment", "cart_abandonment"]
+    # a reconciled send enters its own, older minute after the newer ones: still counted right
+    book.add("cart_abandonment", t - dt.timedelta(hours=2), 30.0)
+    assert book.last_minutes(t + dt.timedelta(minutes=1), minutes=2).count == 3
+    # hours of sends later, the last minutes are found among the minutes entered last
+    for n in range(1, 500):
+        book.add("cart_abandonment", t + dt.timedelta(minutes=1 + n), 1.0)
+    assert book.last_minutes(t + dt.timedelta(minutes=500), minutes=2).count == 2
+
+
+def test_a_months_long_watch_keeps_bounded_lists_and_true_counts():
+    """One or two cycles a second for months: the kept cycles and step durations are the
+    latest; the numbers of cycles and runs are all of them."""
+    from signalmail.watch.status import KEEP_CYCLES, KEEP_DURATIONS
+
+    status = WatchStatus()
+    for _ in range(KEEP_CYCLES + 5):
+        cycle = status.begin_cycle()
+    status.record(cycle, StepResult("capture", 0.5))
+    for _ in range(KEEP_DURATIONS + 5):
+        status.record(cycle, StepResult("signals", 1.0))
+    assert len(status.cycles) == KEEP_CYCLES
+    assert status.cycle_count == KEEP_CYCLES + 5
+    assert status.cycles[-1].number == KEEP_CYCLES + 5
+    assert len(status.durations["signals"]) == KEEP_DURATIONS
+    assert status.step_runs["signals"] == KEEP_DURATIONS + 5
+    assert status.step_summary("signals").p95 == 1.0
 
 
 # -- the in-process Singer pipe ---------------------------------------------------------------

@@ -49,6 +49,10 @@ class Summary:
         return f"n={self.count} p50={self.p50:.1f}s p95={self.p95:.1f}s max={self.max:.1f}s"
 
 
+#: minutes looked at, newest entered first, for the last few minutes' latency (last_minutes)
+RECENT_ENTRIES = 120
+
+
 @dataclass
 class LatencyBook:
     """Latencies of the emails sent so far, by the minute they were sent in (UTC)."""
@@ -82,9 +86,17 @@ class LatencyBook:
     def last_minutes(self, now: dt.datetime, minutes: int = 1) -> Summary:
         """Emails sent in the `minutes` full and current minutes up to `now`."""
         start = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes - 1)
-        return Summary.of(
-            [s for minute, values in self.by_minute.items() if minute >= start for s in values]
-        )
+        recent: list[float] = []
+        # A minute enters the book when its first send is answered, so the recent ones are among
+        # the last entered: look at those only, not at every minute since the start on each
+        # cycle. Not just until the first older one: a reconciled send enters its own, older
+        # minute (Mandrill's time), out of order.
+        for entered, minute in enumerate(reversed(self.by_minute)):
+            if entered >= RECENT_ENTRIES + minutes:
+                break
+            if minute >= start:
+                recent.extend(self.by_minute[minute])
+        return Summary.of(recent)
 
     def minutes(self) -> list[tuple[dt.datetime, Summary]]:
         """Each minute with sends, oldest first."""

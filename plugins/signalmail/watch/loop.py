@@ -119,7 +119,7 @@ class Watch:
                 while not self.stop.is_set():
                     worked = self.cycle(first)
                     first = False
-                    if max_cycles is not None and len(self.status.cycles) >= max_cycles:
+                    if max_cycles is not None and self.status.cycle_count >= max_cycles:
                         break
                     if exit_when_idle and not worked:
                         break

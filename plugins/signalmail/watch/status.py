@@ -51,15 +51,26 @@ class CycleRecord:
         }
 
 
+#: Cycles kept for the summary, and step durations per step for the panel's percentiles: the
+#: watch runs for months at one or two cycles a second, and unbounded lists grew by about
+#: 35 MB a day (the totals are counters and never forget).
+KEEP_CYCLES = 50_000
+KEEP_DURATIONS = 10_000
+
+
 @dataclass
 class WatchStatus:
     """Running totals of one watch process."""
 
     started_at: dt.datetime = field(default_factory=utcnow)
-    cycles: list[CycleRecord] = field(default_factory=list)
+    cycles: deque[CycleRecord] = field(default_factory=lambda: deque(maxlen=KEEP_CYCLES))
+    #: cycles begun since the start (the kept `cycles` are the latest of them)
+    cycle_count: int = 0
     running: str | None = None
     last: dict[str, StepResult] = field(default_factory=dict)
-    durations: dict[str, list[float]] = field(default_factory=dict)
+    durations: dict[str, deque[float]] = field(default_factory=dict)
+    #: runs of each step since the start (its kept durations are the latest KEEP_DURATIONS)
+    step_runs: Counter[str] = field(default_factory=Counter)
     totals: Counter[str] = field(default_factory=Counter)
     emails_by_campaign: Counter[str] = field(default_factory=Counter)
     latency: LatencyBook = field(default_factory=LatencyBook)
@@ -71,7 +82,8 @@ class WatchStatus:
 
     def begin_cycle(self) -> CycleRecord:
         """Open the record of a new cycle."""
-        record = CycleRecord(len(self.cycles) + 1, utcnow())
+        self.cycle_count += 1
+        record = CycleRecord(self.cycle_count, utcnow())
         self.cycles.append(record)
         return record
 
@@ -84,7 +96,11 @@ class WatchStatus:
         if not result.ran:
             return
         self.last[result.step] = result
-        self.durations.setdefault(result.step, []).append(result.seconds)
+        self.step_runs[result.step] += 1
+        durations = self.durations.get(result.step)
+        if durations is None:
+            durations = self.durations[result.step] = deque(maxlen=KEEP_DURATIONS)
+        durations.append(result.seconds)
         cycle.steps[result.step] = cycle.steps.get(result.step, 0.0) + result.seconds
         if result.step == "capture":
             events = result.counts.get("events", 0)
@@ -114,7 +130,7 @@ class WatchStatus:
 
     def step_summary(self, step: str) -> Summary:
         """Durations of one step (count, p50, p95, max)."""
-        return Summary.of(self.durations.get(step, []))
+        return Summary.of(list(self.durations.get(step, ())))
 
     def cycle_p95(self) -> float:
         """p95 of whole cycles that did work."""

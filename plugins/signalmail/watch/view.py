@@ -136,14 +136,14 @@ def render_panel(status: WatchStatus) -> Any:
             _seconds(last.seconds) if last else "-",
             _seconds(summary.p50),
             _seconds(summary.p95),
-            str(summary.count),
+            str(status.step_runs[step]),
         )
     now = utcnow()
     last_minute = status.latency.last_minutes(now, minutes=2)
     overall = status.latency.overall()
     cycle = status.cycles[-1] if status.cycles else None
     lines = [
-        f"cycles {len(status.cycles)}"
+        f"cycles {status.cycle_count}"
         + (f"  (last: {cycle.seconds:.2f}s, {cycle.events} events)" if cycle else ""),
         f"events loaded {status.totals['events']:,}   emails sent {status.emails_sent:,}   "
         f"held out {status.totals['held_out']:,}   deferred {status.totals['deferred']:,}",
@@ -173,7 +173,7 @@ def render_summary(status: WatchStatus) -> Any:
         summary = status.step_summary(step)
         if summary.count:
             table.add_row(
-                step, str(summary.count), f"{summary.p50:.2f}", f"{summary.p95:.2f}",
+                step, str(status.step_runs[step]), f"{summary.p50:.2f}", f"{summary.p95:.2f}",
                 f"{summary.max:.2f}",
             )  # fmt: skip
     minutes = Table(title="event-to-Mandrill latency by minute (seconds)", expand=False)
@@ -183,7 +183,7 @@ def render_summary(status: WatchStatus) -> Any:
         minutes.add_row(*_summary_row(f"{minute:%H:%M}", summary))
     minutes.add_row(*_summary_row("all", status.latency.overall()))
     totals = Text(
-        f"{len(status.cycles)} cycles, {status.totals['events']:,} events loaded, "
+        f"{status.cycle_count} cycles, {status.totals['events']:,} events loaded, "
         f"{status.emails_sent:,} emails sent, {status.totals['held_out']:,} held out, "
         f"{status.totals['errors']:,} step errors"
     )
