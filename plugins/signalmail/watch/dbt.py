@@ -20,12 +20,16 @@ with each failed node's message. `file_log_level="debug"` writes a tick's statem
 `logs/dbt.log`.
 
 Python's cyclic garbage collector is told to leave the kept objects alone: after the first
-invocation, what is still alive (the manifest, dbt's adapter and its caches: about 215,000
+invocation, what is still alive (the manifest and what else this process keeps: about 215,000
 objects for this project) moves to the collector's permanent generation (`gc.freeze()`).
 Otherwise the one full collection a tick's allocations trigger walks all of them while every dbt
 thread waits for the interpreter lock: 130-200 ms once a tick on PostgreSQL at 1M events, and
 about 250 ms of collections in all, against 100 ms (none over 30 ms) frozen. Objects made later
 are collected as before; a kept object that becomes garbage is freed by its reference count.
+dbt resets its adapters at the start of every invocation (adapter_management in dbt's
+cli/requires.py) and registers new ones: the first invocation's adapter is frozen with the rest
+and, should it sit in a reference cycle, stays for the life of the process (once, not per
+tick); later adapters are not frozen and are collected as usual.
 
 The test hook `signals:model` (signalmail.watch.steps.KILL_ENV) kills the process when the first
 model of an invocation that names it has finished, through a dbtRunner callback on dbt's
