@@ -245,6 +245,28 @@ def test_emfile_opening_a_journal_refuses_the_group_and_later_events_are_publish
     assert not list(writer.journal_dir.glob("*.journal"))
 
 
+def test_a_read_only_journal_folder_refuses_as_busy_and_says_so_in_health(tmp_path, monkeypatch):
+    """EROFS (the disk remounted read-only) does not pass by itself like EMFILE: every request
+    would get 503 while /health said ok, and a balancer kept sending here."""
+    writer = SpoolWriter(tmp_path, "s")
+    real = os.open
+
+    def read_only(path, flags, *args, **kw):
+        if os.fspath(path).endswith(".journal") and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return real(path, flags, *args, **kw)
+
+    monkeypatch.setattr(spool_module.os, "open", read_only)
+    with pytest.raises(SpoolBusy, match="Read-only file system"):
+        writer.append(events(1))
+    assert not writer.healthy
+    monkeypatch.setattr(spool_module.os, "open", real)  # remounted read-write
+    writer.append(events(1, start=5))
+    assert writer.healthy
+    writer.close()
+    assert [e["messageId"] for e in all_events(tmp_path)] == ["m5"]
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_emfile_opening_a_journal_is_a_503_with_retry_after_and_the_retry_lands(
     tmp_path, monkeypatch, fault

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -60,6 +61,10 @@ DEFAULT_GZIP_LEVEL = 3
 #: Source ids become one dot-separated field of the segment name, so they may not contain dots.
 SOURCE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 JOURNAL_RE = re.compile(r"^(?P<ts>\d{1,12})\.(?P<uuid>[0-9a-f]{32})\.journal$")
+#: Errors opening a journal that do not pass by themselves (a folder remounted read-only, its
+#: permissions changed): the writer still refuses as busy, and reports itself unhealthy.
+LASTING_OPEN_ERRORS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
 SEGMENT_RE = re.compile(
     r"^(?P<ts>\d{1,12})\.(?P<source>[A-Za-z0-9_-]+)\.(?P<uuid>[0-9a-f-]{32,36})\.json\.gz$"
 )
@@ -363,6 +368,9 @@ class SpoolWriter:
         self._fd: int | None = None
         self._journal_size = 0
         self._rotations: queue.Queue[tuple[Journal | None, threading.Event | None]] = queue.Queue()
+        # why journals cannot be opened, when it will not pass by itself (a read-only or
+        # forbidden folder): health says so until a group commits again
+        self._blocked: str | None = None
         # journals of an earlier process that the start could not publish (the store down):
         # the rotation thread publishes them first, as recovery would, while events come in
         self._recovering: set[Path] = set()
@@ -442,7 +450,12 @@ class SpoolWriter:
 
         Also once the commit thread is gone: nothing would answer a write any more.
         """
-        return self._failed is None and not self._closing and self._commit_thread.is_alive()
+        return (
+            self._failed is None
+            and self._blocked is None
+            and not self._closing
+            and self._commit_thread.is_alive()
+        )
 
     def __enter__(self) -> SpoolWriter:
         return self
@@ -582,6 +595,10 @@ class SpoolWriter:
                 try:
                     self._open_journal()
                 except OSError as exc:  # EMFILE, ENOSPC, ...: nothing was written
+                    if exc.errno in LASTING_OPEN_ERRORS:
+                        # refused as busy all the same (nothing is lost), but a balancer must
+                        # stop sending here: every request would get 503 until someone acts
+                        self._blocked = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc}"
                     raise SpoolBusy(f"cannot open a journal: {exc}") from exc
             assert self._fd is not None
             data = b"".join(item.data for item in batch)
@@ -608,6 +625,7 @@ class SpoolWriter:
                 item.future.set_exception(error)
             return
         self._journal_size += len(data)
+        self._blocked = None
         stats = self.stats
         stats.groups += 1
         stats.fsyncs += 1
