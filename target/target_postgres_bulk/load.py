@@ -174,8 +174,20 @@ class TablePlan:
             column = quote_ident(name)
             if pg_type.startswith("timestamp") and pg_type.endswith("without time zone"):
                 aware = pg_type.replace("without time zone", "with time zone")
-                record_def.append(sql.SQL("{} {}").format(column, sql.SQL(aware)))
-                select.append(sql.SQL("r.{} AT TIME ZONE 'UTC'").format(column))
+                # Read as text and cast here: PostgreSQL also takes the words 'now', 'today',
+                # 'epoch' and 'infinity' as date-times. 'now' would store the load's time (and a
+                # replay would rewrite it), 'infinity' would put every later incremental dbt
+                # cutoff past all data. A value that does not start with a digit (as ISO 8601
+                # does) is made to fail the cast, so the row is set aside with the reason like
+                # any bad time. A first-character test, not a regular expression: it costs
+                # nothing measurable (docs/ingest.md, hostile values).
+                record_def.append(sql.SQL("{} text").format(column))
+                select.append(
+                    sql.SQL(
+                        "(CASE WHEN left(r.{c}, 1) BETWEEN '0' AND '9' THEN r.{c}"
+                        " ELSE 'not a date-time: ' || r.{c} END)::{t} AT TIME ZONE 'UTC'"
+                    ).format(c=column, t=sql.SQL(aware))
+                )
             else:
                 record_def.append(sql.SQL("{} {}").format(column, sql.SQL(pg_type)))
                 select.append(sql.SQL("r.{}").format(column))

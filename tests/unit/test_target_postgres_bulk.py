@@ -615,6 +615,9 @@ def test_hostile_values_load_or_are_quarantined_without_stopping_the_batch(run, 
         rec("bad-time", received_at="2026-13-45T99:00:00Z"),
         # refused for n; its received_at is before year 1 in UTC (Python cannot convert it)
         rec("bc-time", n="x", received_at="0001-01-01T00:30:00+01:00"),
+        # date-time words PostgreSQL takes: the load's time, or a time past all data
+        rec("now-time", received_at="now"),
+        rec("inf-time", received_at="infinity"),
         rec(None, n=7),  # a record without its key
         rec(LONG_KEY, n=8),  # a key too long for the primary key's index
         rec("ok-2", n=2),
@@ -642,7 +645,10 @@ def test_hostile_values_load_or_are_quarantined_without_stopping_the_batch(run, 
         row[0]: row[1:]
         for row in query("select message_id, reason, raw_text, stream from {s}.rejected_records")
     }
-    assert set(rejected) == {"huge-int", "text-in-int", "bad-time", "bc-time", None, LONG_KEY}
+    assert set(rejected) == {
+        "huge-int", "text-in-int", "bad-time", "bc-time", "now-time", "inf-time", None, LONG_KEY
+    }  # fmt: skip
+    assert "not a date-time: infinity" in rejected["inf-time"][0]
     assert rejected["huge-int"][0].startswith("22003")  # numeric_value_out_of_range
     assert "integer" in rejected["huge-int"][0]
     assert rejected["text-in-int"][0].startswith("22P02")  # invalid_text_representation
