@@ -95,6 +95,21 @@ def delete_copies_sql(
     return f"DELETE FROM {table} AS t USING {batch} AS b WHERE {match}"  # noqa: S608
 
 
+def finite_timestamp(name: str) -> str:
+    """Return a date-time column as stored (naive UTC), refusing `infinity` and `-infinity`.
+
+    DuckDB reads those words as date-times. In received_at, infinity would put every later
+    incremental dbt cutoff past all data; like a date-time that does not parse, it fails the
+    load, naming the column. (The window column may be staged from text: hence the cast.)
+    """
+    column = quote(name)
+    message = literal(f"{name}: infinity is not a date-time")
+    return (
+        f"CASE WHEN {column} IS NULL OR isfinite({column}::TIMESTAMPTZ) THEN {column}::TIMESTAMP"
+        f" ELSE error({message}) END"
+    )
+
+
 def column_type(prop: dict[str, t.Any]) -> str:
     """Map one Singer property schema to its DuckDB column type.
 
@@ -391,8 +406,7 @@ class DuckDBBulkSink(RawRecordSink):
             source_types[SEQ] = "BIGINT"
         columns_sql = ", ".join(f"{literal(n)}: {literal(ty)}" for n, ty in source_types.items())
         select_sql = ", ".join(
-            f"{quote(n)}::TIMESTAMP" if ty == "TIMESTAMP" else quote(n)
-            for n, ty in read_columns.items()
+            finite_timestamp(n) if ty == "TIMESTAMP" else quote(n) for n, ty in read_columns.items()
         )
         scan = (
             f"read_json({literal(path)}, format='newline_delimited', columns={{{columns_sql}}},"
@@ -429,7 +443,7 @@ class DuckDBBulkSink(RawRecordSink):
                     # that the window arithmetic works; text that is no time fails the load, as
                     # the insert's own cast would.
                     named = ", ".join(
-                        f"{quote(n)}::TIMESTAMP AS {quote(n)}"
+                        f"{finite_timestamp(n)} AS {quote(n)}"
                         if ty == "TIMESTAMP" or n == self.window_column
                         else quote(n)
                         for n, ty in read_columns.items()

@@ -416,6 +416,17 @@ def test_bad_timestamp_fails_with_stream_and_table(tmp_path: Path) -> None:
         run_target(tmp_path / "w.duckdb", [schema_msg(), rec("a", received_at="not a time")])
 
 
+def test_an_infinite_date_time_fails_the_load(tmp_path: Path) -> None:
+    """DuckDB reads 'infinity' as a date-time; in received_at it would put every later
+    incremental dbt cutoff past all data."""
+    db = tmp_path / "w.duckdb"
+    for value in ("infinity", "-infinity"):
+        with pytest.raises(RuntimeError, match="received_at: infinity is not a date-time"):
+            run_target(db, [schema_msg(), rec("a", received_at=value)])
+        with pytest.raises(RuntimeError, match="received_at: infinity is not a date-time"):
+            run_target(db, [schema_msg(), rec("a", received_at=value)], dedup_window_column="")
+
+
 def test_record_before_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecordsWithoutSchemaException):
         run_target(tmp_path / "w.duckdb", [rec("a")])
