@@ -230,6 +230,9 @@ class SpoolSync:
         self.lister = SpoolLister(
             self.fs, self.root, config.get("source_ids"), config.get("logs_folder") or "rudder-logs"
         )
+        limit = config.get("max_records_per_sync")
+        self.limit = int(limit) if limit else None
+        self.emitted = 0  # records covered by a STATE written so far
         self.builder = EventBuilder()
         self.counts: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
@@ -337,6 +340,8 @@ class SpoolSync:
             stream._write_schema_message()
         with _cyclic_gc_paused() as self._gc_paused:
             for group in groups.values():
+                if self._limit_reached():
+                    break  # the other groups resume from their own bookmarks next time
                 self._run_group(group)
         writer.flush()
         self._log_counts()
@@ -368,6 +373,7 @@ class SpoolSync:
                 self.tap.logger.info("Reading late spool file %s", spool_file.key)
             self.counts["files"] += 1
             extracted = dt.datetime.now(dt.UTC).isoformat()
+            stopped = False
             for line, name, record in self.read_file(spool_file, skip):
                 if batch is not None:
                     stream = by_name.get(name)
@@ -389,15 +395,32 @@ class SpoolSync:
                 if self._state_due(since_state, batch):
                     progress.cursor = (spool_file.position, line)
                     self._checkpoint(group, progress, batch)
+                    self.emitted += since_state
                     since_state = 0
-            progress.finish(spool_file, self.window_s)
-            # a finished file moves the bookmark at the next checkpoint; checkpointing after
-            # every file would cost a STATE (and in BATCH mode a batch file per stream) per
-            # segment, and a collector publishing one-second segments makes many small files
-            if self._state_due(since_state, batch):
-                self._checkpoint(group, progress, batch)
-                since_state = 0
+                    if self._limit_reached():
+                        stopped = True  # mid-file: the cursor just written holds the place
+                        break
+            if not stopped:
+                progress.finish(spool_file, self.window_s)
+                # a finished file moves the bookmark at the next checkpoint; checkpointing after
+                # every file would cost a STATE (and in BATCH mode a batch file per stream) per
+                # segment, and a collector publishing one-second segments makes many small files
+                if self._state_due(since_state, batch):
+                    self._checkpoint(group, progress, batch)
+                    self.emitted += since_state
+                    since_state = 0
+                    stopped = self._limit_reached()
+            if stopped:
+                self.tap.logger.info(
+                    "Stopping at %d records (max_records_per_sync); the next sync resumes here",
+                    self.emitted,
+                )
+                break
         self._checkpoint(group, progress, batch)
+        self.emitted += since_state
+
+    def _limit_reached(self) -> bool:
+        return self.limit is not None and self.emitted >= self.limit
 
     def _state_due(self, since_state: int, batch: _Batches | None) -> bool:
         """Whether the next STATE is due.

@@ -91,6 +91,15 @@ class TapRudderStack(Tap):
             ),
         ),
         th.Property(
+            "max_records_per_sync",
+            th.IntegerType(minimum=1),
+            description=(
+                "Stop the sync at the first bookmark (STATE) after this many records; the next"
+                " sync resumes there. Unset: read everything there is. A process that loads and"
+                " acts between syncs (signalmail watch) bounds each catch-up step with it."
+            ),
+        ),
+        th.Property(
             "max_raw_text_chars",
             th.IntegerType(minimum=0, maximum=10_000_000),
             default=2000,

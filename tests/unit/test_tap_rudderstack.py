@@ -633,3 +633,31 @@ def test_a_line_nested_past_the_stack_is_rejected_not_a_crash():
     assert is_complete_event_line(deep) is False
     shallow = b'{"type":"track","messageId":"m2","anonymousId":"a","event":"Product Viewed"}\n'
     assert parse_event(shallow)[0] == "tracks"
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["records", "batch"])
+def test_max_records_per_sync_stops_at_a_bookmark_and_the_next_sync_goes_on(tmp_path, batched):
+    """A process that loads and acts between syncs (the watch catching up) takes the spool in
+    steps: each sync stops at the first bookmark past the limit, the next resumes there, and
+    together they emit every event once."""
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(25)])
+    write_segment(root, ts_of(60), [event("track", n) for n in range(25, 40)])
+    config: dict = {"source": str(root), "state_every_records": 10, "max_records_per_sync": 15}
+    if batched:
+        config["batch_config"] = _batches_at(tmp_path / "batches", 10)
+    seen: list[str] = []
+    state = None
+    steps = []
+    for _ in range(5):
+        messages = run_tap(config, state=state)
+        got = (
+            [r["message_id"] for r in _batch_rows(messages, open).get("tracks", [])]
+            if batched
+            else ids(messages, "tracks")
+        )
+        steps.append(len(got))
+        seen += got
+        state = last_state(messages)
+    assert steps == [20, 20, 0, 0, 0]  # stopped at the bookmark after 20, 20 (each >= 15)
+    assert seen == [f"m-track-{n}" for n in range(40)]

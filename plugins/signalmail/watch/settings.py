@@ -46,6 +46,10 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: Records one capture reads at most (five of its 200,000-record batches)
+CAPTURE_MAX_RECORDS = 1_000_000
+
+
 @dataclass(frozen=True)
 class WatchSettings:
     """Settings of one watch process (defaults are the Meltano project's `dev` environment)."""
@@ -138,6 +142,10 @@ class WatchSettings:
         return {
             "source": self.spool_location,
             "late_file_window_minutes": self.late_file_minutes,
+            # a catch-up (a day's outage, a first start on a long history) goes in steps that
+            # each load, tick and send, instead of one capture of everything before any email;
+            # a stop then waits for one step, not for the whole backlog
+            "max_records_per_sync": CAPTURE_MAX_RECORDS,
             "batch_config": {
                 "encoding": {"format": "jsonl", "compression": "none"},
                 "storage": {"root": batches.as_uri()},
