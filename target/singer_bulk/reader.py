@@ -9,6 +9,8 @@ sink without ever parsing them.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import typing as t
 
@@ -48,6 +50,9 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
                 return message
             message = self._decoder.decode(line)
         except msgspec.DecodeError as exc:
+            lenient = _lenient_message(line)
+            if lenient is not None:
+                return lenient
             head = line[:500]
             shown = head if isinstance(head, str) else head.decode("utf-8", "replace")
             msg = f"Unable to parse line as JSON ({exc}): {shown}"
@@ -56,3 +61,35 @@ class MsgspecBytesReader(GenericSingerReader[bytes]):
             msg = f"Singer message is not a JSON object: {str(line)[:200]}"
             raise InvalidInputLine(msg)
         return message
+
+
+def _lenient_message(line: bytes | str) -> dict | None:
+    r"""Decode a line msgspec refuses but Python's json (which singer-sdk's taps write) takes.
+
+    `NaN`, `Infinity` and `-Infinity` (Python's json writes them for float values) and a lone
+    surrogate escape (`"\ud800"`) are not JSON that msgspec or the databases take, yet a
+    standard SDK target reads such a line, and refusing it stopped the whole run. Here the
+    numbers become null and a lone surrogate U+FFFD (as NUL does in target-postgres-bulk),
+    and the record goes the SDK's way (decoded, not raw). None for a line that is no JSON.
+    """
+    try:
+        message = json.loads(line, parse_constant=lambda _name: None)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    return t.cast("dict", _without_surrogates(message))
+
+
+#: a UTF-16 surrogate on its own, which json.loads lets through from a `\\ud800` escape
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: t.Any) -> t.Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value

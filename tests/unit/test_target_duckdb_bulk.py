@@ -427,6 +427,22 @@ def test_an_infinite_date_time_fails_the_load(tmp_path: Path) -> None:
             run_target(db, [schema_msg(), rec("a", received_at=value)], dedup_window_column="")
 
 
+def test_lines_python_json_writes_but_json_does_not_allow_load(tmp_path: Path) -> None:
+    """singer-sdk taps write with Python's json: NaN and Infinity for float values, and a lone
+    surrogate escaped as \\ud800. The line loads (null, U+FFFD) and the run goes on."""
+    db = tmp_path / "w.duckdb"
+    run_target(
+        db,
+        [schema_msg(), rec("a", user_id="u\ud800", properties={"score": float("nan")}),
+         rec("b", n=1, properties={"big": float("inf")})],
+    )  # fmt: skip
+    rows = query(
+        db,
+        "select message_id, user_id, properties from rudderstack_raw.tracks order by 1",
+    )
+    assert rows == [("a", "u\ufffd", '{"score":null}'), ("b", None, '{"big":null}')]
+
+
 def test_record_before_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RecordsWithoutSchemaException):
         run_target(tmp_path / "w.duckdb", [rec("a")])

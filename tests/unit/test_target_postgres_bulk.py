@@ -680,6 +680,13 @@ def test_names_past_postgres_limit_fail_clearly(run) -> None:
 
 
 @pytest.mark.postgres
+def test_lines_python_json_writes_but_json_does_not_allow_load(run, query) -> None:
+    """NaN, Infinity and a lone surrogate escape, as Python's json writes them: null, U+FFFD."""
+    run([schema_msg(), rec("a", user_id="u\ud800", properties={"score": float("nan")})])
+    assert query("select user_id, properties from {s}.tracks") == [("u\ufffd", {"score": None})]
+
+
+@pytest.mark.postgres
 def test_every_batch_of_a_run_can_set_rows_aside(run, query) -> None:
     """The halving indexes the session's stage table for one batch and drops the index after:
     the next batch with refused rows, in the same session, does the same."""
