@@ -233,6 +233,7 @@ class SpoolSync:
         limit = config.get("max_records_per_sync")
         self.limit = int(limit) if limit else None
         self.emitted = 0  # records covered by a STATE written so far
+        self.limited = False  # stopped at max_records_per_sync: the spool may hold more
         self.builder = EventBuilder()
         self.counts: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
@@ -411,6 +412,7 @@ class SpoolSync:
                     since_state = 0
                     stopped = self._limit_reached()
             if stopped:
+                self.limited = True
                 self.tap.logger.info(
                     "Stopping at %d records (max_records_per_sync); the next sync resumes here",
                     self.emitted,

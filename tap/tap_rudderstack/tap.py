@@ -149,11 +149,14 @@ class TapRudderStack(Tap):
                 self.logger.info("Skipping deselected stream '%s'.", stream.name)
         self.last_sync_counts = Counter()
         self.last_sync_received = ReceivedRange()
+        #: the sync stopped at max_records_per_sync: the spool may hold more for the next one
+        self.last_sync_limited = False
         if selected:
             sync = SpoolSync(self, selected)
             sync.run()
             self.last_sync_counts = sync.counts
             self.last_sync_received = sync.received
+            self.last_sync_limited = sync.limited
         for stream in selected:
             stream.log_sync_costs()
 

@@ -170,6 +170,7 @@ class TablePlan:
         """
         record_def: list[sql.Composable] = []
         select: list[sql.Composable] = []
+        value: dict[str, sql.Composable] = {}  # each column's value as loaded, by name
         for name, pg_type in self.columns:
             column = quote_ident(name)
             if pg_type.startswith("timestamp") and pg_type.endswith("without time zone"):
@@ -182,15 +183,14 @@ class TablePlan:
                 # any bad time. A first-character test, not a regular expression: it costs
                 # nothing measurable (docs/ingest.md, hostile values).
                 record_def.append(sql.SQL("{} text").format(column))
-                select.append(
-                    sql.SQL(
-                        "(CASE WHEN left(r.{c}, 1) BETWEEN '0' AND '9' THEN r.{c}"
-                        " ELSE 'not a date-time: ' || r.{c} END)::{t} AT TIME ZONE 'UTC'"
-                    ).format(c=column, t=sql.SQL(aware))
-                )
+                value[name] = sql.SQL(
+                    "(CASE WHEN left(r.{c}, 1) BETWEEN '0' AND '9' THEN r.{c}"
+                    " ELSE 'not a date-time: ' || r.{c} END)::{t} AT TIME ZONE 'UTC'"
+                ).format(c=column, t=sql.SQL(aware))
             else:
                 record_def.append(sql.SQL("{} {}").format(column, sql.SQL(pg_type)))
-                select.append(sql.SQL("r.{}").format(column))
+                value[name] = sql.SQL("r.{}").format(column)
+            select.append(value[name])
         where = sql.SQL("s.doc IS NOT NULL")
         if ranged:
             where = sql.SQL("s.doc IS NOT NULL AND s.seq BETWEEN %(lo)s AND %(hi)s")
@@ -205,9 +205,8 @@ class TablePlan:
             query = sql.SQL(
                 "SELECT DISTINCT ON ({r_keys}) {select} {source} ORDER BY {r_keys}, s.seq DESC"
             ).format(
-                r_keys=sql.SQL(", ").join(
-                    sql.SQL("r.{}").format(quote_ident(k)) for k in self.keys
-                ),
+                # the keys as loaded: a date-time key written two ways (`Z`, `+00:00`) is one key
+                r_keys=sql.SQL(", ").join(value[k] for k in self.keys),
                 select=sql.SQL(", ").join(select),
                 source=source,
             )

@@ -661,3 +661,26 @@ def test_max_records_per_sync_stops_at_a_bookmark_and_the_next_sync_goes_on(tmp_
         state = last_state(messages)
     assert steps == [20, 20, 0, 0, 0]  # stopped at the bookmark after 20, 20 (each >= 15)
     assert seen == [f"m-track-{n}" for n in range(40)]
+
+
+def test_a_sync_says_whether_it_stopped_at_its_limit(tmp_path):
+    """The watch holds its tick while a capture stopped at the limit: the spool may hold more."""
+    import contextlib
+    import io
+
+    root = tmp_path / "spool"
+    write_segment(root, ts_of(0), [event("track", n) for n in range(25)])
+    config = {"source": str(root), "state_every_records": 10, "max_records_per_sync": 15}
+
+    def sync(state: dict | None) -> tuple[TapRudderStack, dict]:
+        tap = TapRudderStack(config=config, state=state, parse_env_config=False)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            tap.sync_all()
+        lines = [json.loads(line) for line in out.getvalue().splitlines() if line]
+        return tap, last_state(lines)
+
+    tap, state = sync(None)
+    assert tap.last_sync_limited
+    tap, _ = sync(state)
+    assert not tap.last_sync_limited  # the last five: a short capture

@@ -687,6 +687,26 @@ def test_lines_python_json_writes_but_json_does_not_allow_load(run, query) -> No
 
 
 @pytest.mark.postgres
+def test_a_date_time_key_written_two_ways_is_one_key(run, query) -> None:
+    """Two copies of one key in a batch, its date-time written with `Z` and with `+00:00`: the
+    later copy wins, as for any key (the stage compares the times, not their text)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "at": {"type": ["string"], "format": "date-time"},
+            "n": {"type": ["integer", "null"]},
+        },
+    }
+    run([
+        {"type": "SCHEMA", "stream": "readings", "schema": schema, "key_properties": ["at"]},
+        {"type": "RECORD", "stream": "readings", "record": {"at": "2026-12-07T10:00:00Z", "n": 1}},
+        {"type": "RECORD", "stream": "readings",
+         "record": {"at": "2026-12-07T10:00:00+00:00", "n": 2}},
+    ])  # fmt: skip
+    assert query("select n from {s}.readings") == [(2,)]
+
+
+@pytest.mark.postgres
 def test_every_batch_of_a_run_can_set_rows_aside(run, query) -> None:
     """The halving indexes the session's stage table for one batch and drops the index after:
     the next batch with refused rows, in the same session, does the same."""

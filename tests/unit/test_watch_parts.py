@@ -521,12 +521,14 @@ def test_a_failed_start_keeps_the_reconciliation_and_the_nightly_models_due(tmp_
     steps["activate"].failing = False
     steps["nightly"].failing = False
     watch.cycle()  # both work now: the models are built, the reconciliation ran
-    watch.warehouse.missing = []
+    assert (watch._bootstrap_due, watch._reconcile_due) == (False, False)
     forced = len(steps["activate"].calls)
-    watch.cycle()
-    watch.cycle()
+    for _ in range(2):
+        watch._tick_now = True  # ticks due: the activations that follow are the plain kind
+        watch.cycle()
     assert len(steps["nightly"].calls) == 3
-    assert all(c[1] == {"force": False} for c in steps["activate"].calls[forced:])
+    later = steps["activate"].calls[forced:]
+    assert later == [((), {"force": False})] * 2
 
 
 def test_the_backoff_holds_while_a_step_keeps_failing_between_its_runs(tmp_path):
@@ -548,3 +550,23 @@ def test_the_backoff_holds_while_a_step_keeps_failing_between_its_runs(tmp_path)
     watch._tick_now = True
     watch.cycle()
     assert watch._failures == 0
+
+
+def test_a_backlog_is_loaded_in_steps_and_no_rule_sees_part_of_it(tmp_path):
+    """A capture that stopped at its record limit leaves more in the spool (a cart's order may
+    be in the next step): no tick and no send until a capture comes back short, then at once."""
+    watch, steps = _loop(tmp_path)
+    watch.warehouse.missing = []
+    backlog = [True, True, False]
+
+    def capture() -> StepResult:
+        return StepResult("capture", 0.1, counts={"events": 10}, more=backlog.pop(0))
+
+    watch.capture.run = capture
+    watch.cycle(first=True)
+    watch.cycle()
+    assert steps["signals"].calls == []
+    assert steps["activate"].calls == []
+    watch.cycle()  # the last step is in
+    assert len(steps["signals"].calls) == 1
+    assert [c[1] for c in steps["activate"].calls] == [{"force": True}]

@@ -472,10 +472,11 @@ class SpoolWriter:
         earlier process died between publishing it and deleting the journal, and publishing it
         again would only rewrite identical bytes; the journal is deleted instead.
 
-        With `defer_on_error` (the writer's start), a journal that cannot be published now
-        (object storage unreachable) is left to the rotation thread, which retries it before
-        any new journal: the collector takes events during the outage, which is what its
-        local journal is for, instead of failing to start until the store is back.
+        With `defer_on_error` (the writer's start) and a spool on object storage, a journal that
+        cannot be published now (the store unreachable) is left to the rotation thread, which
+        retries it before any new journal: the collector takes events during the outage, which
+        is what its local journal is for, instead of failing to start until the store is back.
+        A local spool's error (a journal it cannot read) still stops the start.
         """
         written = 0
         # compressed copies a killed process was uploading (object storage): the journal they
@@ -495,7 +496,9 @@ class SpoolWriter:
                     written += self._recover_journal(journal)
                     continue
                 except Exception as exc:
-                    if not defer_on_error:
+                    # only object storage can be down while this machine is fine; a local
+                    # spool's error (a journal it cannot read, a full disk) is for the operator
+                    if not defer_on_error or self._store.fs is None:
                         raise
                     log.error(
                         "recovering journal %s failed (%s: %s): the journals left are published "
@@ -582,6 +585,8 @@ class SpoolWriter:
                 closing = self._closing
             if batch:
                 self._commit(batch)
+            elif self._blocked is not None:
+                self._probe_journal_dir()
             self._maybe_seal(requests)
             if closing and not batch:
                 return
@@ -690,6 +695,22 @@ class SpoolWriter:
             self._journal_size >= self.max_segment_bytes
             or self.clock() - self._journal.opened_at >= self.max_segment_age_s
         )
+
+    def _probe_journal_dir(self) -> None:
+        """While journals cannot be opened for a lasting reason, try, about once a second.
+
+        A balancer takes a collector whose health is 503 out of rotation, so no request would
+        come to find out that the folder is writable again: the writer checks by itself.
+        """
+        probe = self.journal_dir / ".probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            os.close(fd)
+            probe.unlink()
+        except OSError:
+            return
+        log.info("the journal folder is writable again: %s", self.journal_dir)
+        self._blocked = None
 
     def _maybe_seal(self, requests: list[tuple[str, threading.Event, list[object]]]) -> None:
         force = any(kind == "flush" for kind, _, _ in requests)

@@ -188,14 +188,24 @@ class Watch:
 
         captured = self._step(cycle, "capture", self.capture.run)
         loaded = captured is not None and captured.ran
+        # A backlog is taken in steps (max_records_per_sync), but no rule may look at part of
+        # it: a cart whose order is in the next step would look abandoned now, and an email
+        # cannot be taken back. The tick and the sends wait until a capture comes back short.
+        backlog = captured is not None and captured.more
+        if backlog:
+            self._tick_now = True  # the moment the backlog is in
         ticked = False
         idle_for = time.monotonic() - self._last_tick
-        if not self.stop.is_set() and (
-            first
-            or self._bootstrap_due
-            or loaded
-            or self._tick_now
-            or idle_for >= self.settings.idle_tick_seconds
+        if (
+            not self.stop.is_set()
+            and not backlog
+            and (
+                first
+                or self._bootstrap_due
+                or loaded
+                or self._tick_now
+                or idle_for >= self.settings.idle_tick_seconds
+            )
         ):
             self._tick_now = False
             lookback = self._tick_lookback()
@@ -210,7 +220,11 @@ class Watch:
             self.status.next_deferred_at is not None and utcnow() >= self.status.next_deferred_at
         )
         activated = None
-        if not self.stop.is_set() and (ticked or self._reconcile_due or deferred_due):
+        if (
+            not self.stop.is_set()
+            and not backlog
+            and (ticked or self._reconcile_due or deferred_due)
+        ):
             force = self._reconcile_due
             activated = self._step(cycle, "activate", lambda: self.activate.run(force=force))
             if activated is not None:

@@ -142,9 +142,9 @@ class WatchSettings:
         return {
             "source": self.spool_location,
             "late_file_window_minutes": self.late_file_minutes,
-            # a catch-up (a day's outage, a first start on a long history) goes in steps that
-            # each load, tick and send, instead of one capture of everything before any email;
-            # a stop then waits for one step, not for the whole backlog
+            # a catch-up (a day's outage, a first start on a long history) is loaded in steps, so
+            # that a stop waits for one step, not for the whole backlog; the tick waits for the
+            # last one (signalmail.watch.loop: no rule may see part of a backlog)
             "max_records_per_sync": CAPTURE_MAX_RECORDS,
             "batch_config": {
                 "encoding": {"format": "jsonl", "compression": "none"},

@@ -95,6 +95,8 @@ class StepResult:
     next_deferred_at: Any = None
     #: capture only: the earliest and latest receivedAt loaded (aware UTC datetimes)
     received: tuple[Any, Any] = (None, None)
+    #: capture only: it stopped at its record limit, and the spool may hold more (a backlog)
+    more: bool = False
 
     @property
     def released(self) -> int:
@@ -199,6 +201,7 @@ class Capture:
                 "rejected": counts.get("rejected_events", 0),
             },
             received=received,
+            more=tap.last_sync_limited,
         )
 
 
