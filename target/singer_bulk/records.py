@@ -124,16 +124,10 @@ class RawRecordTarget(Target):
         targets have the same gap.) The tap can send RECORD messages instead, or map itself.
         """
         stream = message_dict.get("stream")
-        maps = self.mapper.stream_maps.get(stream) if isinstance(stream, str) else None
-        identity = (
-            maps is not None
-            and len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and maps[0].stream_alias == stream
-            and not maps[0].flattening_enabled
-        )
         sink = self._sinks_active.get(stream) if isinstance(stream, str) else None
-        if not identity or getattr(sink, "_validator", None) is not None:
+        if not (isinstance(stream, str) and self._records_unmapped(stream)) or (
+            getattr(sink, "_validator", None) is not None
+        ):
             msg = (
                 f"BATCH message for stream {stream!r} refused: its files would load as they are,"
                 " without the stream map, flattening or record validation configured for it."
@@ -142,7 +136,8 @@ class RawRecordTarget(Target):
             raise ValueError(msg)
         super()._process_batch_message(message_dict)
 
-    def _fast_path(self, stream_name: str, sink: RawRecordSink) -> bool:
+    def _records_unmapped(self, stream_name: str) -> bool:
+        """Whether the stream's records reach its sink as sent: no stream map, no flattening."""
         maps = self.mapper.stream_maps.get(stream_name)
         return (
             maps is not None
@@ -150,6 +145,11 @@ class RawRecordTarget(Target):
             and type(maps[0]) is SameRecordTransform
             and maps[0].stream_alias == stream_name
             and not maps[0].flattening_enabled
+        )
+
+    def _fast_path(self, stream_name: str, sink: RawRecordSink) -> bool:
+        return (
+            self._records_unmapped(stream_name)
             and not sink.include_sdc_metadata_properties
             and sink._validator is None
         )

@@ -321,6 +321,7 @@ class BatchLoad:
         except psycopg.Error as exc:
             if not is_row_error(exc):
                 raise
+            index: sql.Identifier | None = None
             if lo is None or hi is None:
                 row = self.conn.execute(
                     sql.SQL("SELECT min(seq), max(seq) FROM pg_temp.{}").format(
@@ -343,15 +344,13 @@ class BatchLoad:
                         index, sql.Identifier(STAGE)
                     )
                 )
-                mid = (lo + hi) // 2
-                written = self._apply(lo, mid, dedupe=dedupe)
-                written += self._apply(mid + 1, hi, dedupe=dedupe)
-                self.conn.execute(sql.SQL("DROP INDEX pg_temp.{}").format(index))
-                return written
-            if lo == hi:
+            elif lo == hi:
                 return self._reject_staged(lo, exc)
             mid = (lo + hi) // 2
-            return self._apply(lo, mid, dedupe=dedupe) + self._apply(mid + 1, hi, dedupe=dedupe)
+            written = self._apply(lo, mid, dedupe=dedupe) + self._apply(mid + 1, hi, dedupe=dedupe)
+            if index is not None:
+                self.conn.execute(sql.SQL("DROP INDEX pg_temp.{}").format(index))
+            return written
 
     def _reject_staged(self, seq: int, exc: psycopg.Error) -> int:
         found = self.conn.execute(
