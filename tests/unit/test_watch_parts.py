@@ -514,7 +514,7 @@ def test_a_failed_start_keeps_the_reconciliation_and_the_nightly_models_due(tmp_
     watch, steps = _loop(tmp_path)
     steps["activate"].failing = True
     steps["nightly"].failing = True
-    watch.cycle(first=True)
+    watch.cycle()
     watch.cycle()
     assert len(steps["nightly"].calls) == 2
     assert [c[1] for c in steps["activate"].calls] == [{"force": True}] * 2
@@ -536,7 +536,7 @@ def test_the_backoff_holds_while_a_step_keeps_failing_between_its_runs(tmp_path)
     and must not count as the tick working again (the pause would never grow)."""
     watch, steps = _loop(tmp_path)
     watch.warehouse.missing = []
-    watch.cycle(first=True)
+    watch.cycle()
     steps["signals"].failing = True
     watch._tick_now = True
     watch.cycle()
@@ -563,7 +563,7 @@ def test_a_backlog_is_loaded_in_steps_and_no_rule_sees_part_of_it(tmp_path):
         return StepResult("capture", 0.1, counts={"events": 10}, more=backlog.pop(0))
 
     watch.capture.run = capture
-    watch.cycle(first=True)
+    watch.cycle()
     watch.cycle()
     assert steps["signals"].calls == []
     assert steps["activate"].calls == []

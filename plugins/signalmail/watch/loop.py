@@ -115,10 +115,8 @@ class Watch:
         try:
             with self.view:
                 self._open()
-                first = True
                 while not self.stop.is_set():
-                    worked = self.cycle(first)
-                    first = False
+                    worked = self.cycle()
                     if max_cycles is not None and self.status.cycle_count >= max_cycles:
                         break
                     if exit_when_idle and not worked:
@@ -179,7 +177,7 @@ class Watch:
 
     # -- one cycle -------------------------------------------------------------------------
 
-    def cycle(self, first: bool = False) -> bool:
+    def cycle(self) -> bool:
         """Run one cycle; True if it loaded events or handled triggers."""
         assert self.signals is not None
         signals = self.signals
@@ -200,8 +198,7 @@ class Watch:
             not self.stop.is_set()
             and not backlog
             and (
-                first
-                or self._bootstrap_due
+                self._bootstrap_due  # the first cycle's, and until it has worked
                 or loaded
                 or self._tick_now
                 or idle_for >= self.settings.idle_tick_seconds

@@ -130,7 +130,7 @@ class WatchStatus:
 
     def step_summary(self, step: str) -> Summary:
         """Durations of one step (count, p50, p95, max)."""
-        return Summary.of(list(self.durations.get(step, ())))
+        return Summary.of(self.durations.get(step, ()))
 
     def cycle_p95(self) -> float:
         """p95 of whole cycles that did work."""
