@@ -21,8 +21,13 @@ NOW = dt.datetime(2026, 3, 1, 3, 0, tzinfo=dt.UTC)
 HORIZON = 7
 
 
-def _write_features(path, users: int, days: int, seed: int = 1, signal: bool = True) -> None:
-    """int_purchase_features for `users` shoppers over `days` daily snapshots."""
+def _write_features(
+    path, users: int, days: int, seed: int = 1, signal: bool = True, never: str | None = None
+) -> None:
+    """int_purchase_features for `users` shoppers over `days` daily snapshots.
+
+    `never` names a feature that is null in every row (an event the shop never sends).
+    """
     rng = np.random.default_rng(seed)
     rate = rng.lognormal(0.0, 0.8, users)  # sessions a week
     rows = []
@@ -35,6 +40,8 @@ def _write_features(path, users: int, days: int, seed: int = 1, signal: bool = T
             values["adds_since_last_order"] = float(cart)
             values["days_since_last_order"] = None if rng.random() < 0.5 else rng.uniform(1, 60)
             values["intent_score"] = 3.0 * cart + rng.exponential(1.0)
+            if never is not None:
+                values[never] = None
             chance = 1 - np.exp(-0.06 * rate[user] * (2.5 if cart else 1.0))
             if not signal:
                 chance = 0.1
@@ -119,6 +126,19 @@ def test_training_scores_the_current_snapshot_and_beats_chance(engine, tmp_path)
     # users who visit more are scored higher on average (the synthetic truth)
     probabilities = dict((u, p) for u, p, _, _ in rows)
     assert len(set(probabilities.values())) > 50
+
+
+def test_a_feature_null_in_every_row_is_kept_and_named(engine, tmp_path):
+    """A shop that never sends `Product Added` has no days_since_last_add anywhere: the imputer
+    used to drop the column, the weights no longer matched the feature names, and training
+    failed after it had written the scores, every night, without a model card."""
+    _write_features(engine.path, users=300, days=42, never="days_since_last_add")
+    card_path = tmp_path / "model.json"
+    card = train_and_score(engine, "signals", card_path=card_path, now=NOW)
+    assert list(card.weights)[: len(FEATURES)] == list(FEATURES)
+    assert "days_since_last_add missing" in card.weights
+    assert json.loads(card_path.read_text())["version"] == card.version
+    assert card.scored_users == 300
 
 
 def test_a_new_training_replaces_every_score(engine):

@@ -16,6 +16,8 @@ import fsspec
 from signalmail.privacy.spool import remove_events, remove_segments_before
 from tap_rudderstack import CorruptFile, iter_lines
 
+from tests.helpers import spool as tap_spool
+
 DAY = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
@@ -38,7 +40,8 @@ def readable(path: Path) -> tuple[list[str], bool]:
     found: list[str] = []
     try:
         for _number, line in iter_lines(fsspec.filesystem("file"), str(path)):
-            found.append(json.loads(line)["userId"])
+            if line.strip():  # a removed event's place, skipped by the tap
+                found.append(json.loads(line)["userId"])
     except CorruptFile:
         return found, True
     return found, False
@@ -98,3 +101,53 @@ def test_retention_deletes_an_old_damaged_segment_and_counts_what_it_could_read(
     assert change.damaged == [str(old)]
     assert 0 < change.events_removed < len(many)
     assert change.segments_deleted == 1
+
+
+def test_a_tap_stopped_mid_segment_resumes_on_the_same_events_after_forget(tmp_path):
+    """The tap resumes a segment by line number: forget leaves an empty line where it removed
+    an event, so a tap stopped at line 60 (a capture that hit its limit, a crash) reads on from
+    the same event. Lines that moved up would have made it skip 20 of bob's events for good."""
+    root = tmp_path / "spool"
+    lines = [tap_spool.event("track", n, userId="ann" if n % 3 == 0 else "bob") for n in range(100)]
+    tap_spool.write_segment(root, tap_spool.ts_of(0), lines)
+    config = {"source": str(root), "state_every_records": 30}
+    states = [m["value"] for m in tap_spool.run_tap(config) if m["type"] == "STATE"]
+    stopped = states[1]
+    assert stopped["bookmarks"]["tracks"]["spool"]["cursor"]["line"] == 60
+
+    change = remove_events(str(root), {"ann"}, set())
+
+    assert change.events_removed == 34
+    resumed = tap_spool.run_tap(config, state=stopped)
+    assert tap_spool.ids(resumed, "tracks") == [
+        f"m-track-{n}" for n in range(60, 100) if n % 3 != 0
+    ]
+    assert not tap_spool.records(resumed, "rejected_events")  # the empty lines are no rejections
+
+
+def test_forget_and_retention_read_the_logs_folder_the_tap_reads(tmp_path):
+    """A RudderStack destination that renames rudder-logs (the tap's logs_folder): both used to
+    find no segment there and report success."""
+    renamed = tmp_path / "events" / "src" / f"{DAY:%Y-%m-%d}"
+    renamed.mkdir(parents=True)
+    path = renamed / f"{int(DAY.timestamp())}.src.0a1b.json.gz"
+    path.write_bytes(gzip.compress(event(1, "ann") + b"\n" + event(2, "bob") + b"\n"))
+    change = remove_events(str(tmp_path), {"ann"}, set(), logs_folder="events")
+    assert (change.segments_read, change.events_removed) == (1, 1)
+    gone = remove_segments_before(str(tmp_path), DAY + dt.timedelta(days=1), logs_folder="events")
+    assert (gone.segments_deleted, path.exists()) == (1, False)
+
+
+def test_forget_removes_a_merge_that_names_the_person_in_its_properties(tmp_path):
+    """A CRM's merge sent from a device of someone else's: only its properties name ann, as
+    the warehouse's merge_property_*_value columns do, and it went back in at a re-ingest."""
+    merge = json.dumps({
+        "messageId": "m-merge", "type": "merge", "userId": "crm-sync",
+        "mergeProperties": [
+            {"type": "email", "value": " Ann@Example.com"}, {"type": "user_id", "value": "ann-2"},
+        ],
+    }).encode()  # fmt: skip
+    path = segment(tmp_path, DAY, [merge, event(2, "bob")])
+    change = remove_events(str(tmp_path), {"ann"}, {"ann@example.com"})
+    assert change.events_removed == 1
+    assert readable(path) == (["bob"], False)

@@ -570,3 +570,40 @@ def test_a_backlog_is_loaded_in_steps_and_no_rule_sees_part_of_it(tmp_path):
     watch.cycle()  # the last step is in
     assert len(steps["signals"].calls) == 1
     assert [c[1] for c in steps["activate"].calls] == [{"force": True}]
+
+
+def test_the_nightly_waits_for_the_end_of_a_backlog(tmp_path):
+    """The nightly trains the intent model on every order so far: run in the middle of a
+    backlog, orders still in the spool would label their buyers as not having bought."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    watch, _steps = _loop(tmp_path)
+    watch.warehouse.missing = []
+    watch.settings = dataclasses.replace(watch.settings, nightly_at=dt.time(0, 0))
+    nightly, intent = _Script("nightly build"), _Script("intent")
+    watch.signals.nightly = nightly
+    watch.intent = SimpleNamespace(run=intent)
+    watch.retention = SimpleNamespace(run=_Script("retention"))
+    backlog = [True, True, False]
+
+    def capture() -> StepResult:
+        return StepResult("capture", 0.1, counts={"events": 10}, more=backlog.pop(0))
+
+    watch.capture.run = capture
+    watch.cycle()
+    watch.cycle()
+    assert (nightly.calls, intent.calls) == ([], [])
+    watch.cycle()  # the last step is in
+    assert (len(nightly.calls), len(intent.calls)) == (1, 1)
+
+
+def test_the_tap_logs_folder_is_meltanos_variable_for_it(monkeypatch):
+    """TAP_RUDDERSTACK_LOGS_FOLDER is how Meltano sets the tap's logs_folder over meltano.yml:
+    the watch's own tap, and forget and retention after it, read the same folder."""
+    monkeypatch.setenv("TAP_RUDDERSTACK_LOGS_FOLDER", "events")
+    settings = from_environment(ROOT)
+    assert settings.logs_folder == "events"
+    assert settings.tap_rudderstack_config()["logs_folder"] == "events"
+    monkeypatch.delenv("TAP_RUDDERSTACK_LOGS_FOLDER")
+    assert from_environment(ROOT).tap_rudderstack_config()["logs_folder"] == "rudder-logs"

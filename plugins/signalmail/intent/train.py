@@ -28,6 +28,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from signalmail.intent.evaluate import Evaluation, baseline_probability, evaluate_scores
 from signalmail.intent.features import FEATURES, Snapshots, load_snapshots
 from signalmail.intent.store import write_scores
+from signalmail.watch.settings import INTENT_SCHEMA
 
 log = logging.getLogger("signalmail.intent")
 
@@ -123,10 +124,12 @@ def fit(train: Snapshots, seed: int = 0) -> Pipeline:
     buyers are fewer independent examples than the row count suggests, and a linear model
     overfits them least. Its probabilities are calibrated by construction (log loss), and
     its weights say what drives a score. A missing value (no order yet, no add to cart) is
-    filled with the median and flagged by an indicator input of its own.
+    filled with the median and flagged by an indicator input of its own. A feature missing in
+    every row (a shop that sends no `Product Added`) is kept, as a constant, rather than dropped:
+    the model's inputs then stay the FEATURES by position, which the weights are named after.
     """
     model = Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
         ("log", FunctionTransformer(_signed_log)),
         ("scale", StandardScaler()),
         ("classify", LogisticRegression(**PARAMS, random_state=seed)),
@@ -165,7 +168,7 @@ def horizon_of(snapshots: Snapshots) -> int:
 def train_and_score(
     engine: sa.Engine,
     schema: str,
-    scores_schema: str = "signalmail_intent",
+    scores_schema: str = INTENT_SCHEMA,
     card_path: Path | None = None,
     seed: int = 0,
     now: dt.datetime | None = None,

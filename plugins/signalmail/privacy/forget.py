@@ -4,8 +4,12 @@ In order, so that a failure half-way leaves the person never mailed:
 1. a tombstone in the ledger database (one-way hashes of their user ids and addresses): the
    email target drops any trigger of theirs from then on, whatever the warehouse still holds;
 2. Mandrill's rejects list (`rejects/add`), so Mandrill itself refuses to send to them;
-3. their rows in the warehouse's raw and derived tables and in the send ledger;
+3. their rows in the warehouse's raw and derived tables, their purchase score and their rows
+   in the send ledger;
 4. their events in the published spool segments.
+
+Mandrill is asked for each address on its own: an address it refuses (malformed, say) is
+named in the report and does not keep the others off its rejects list.
 
 Run it with the watch stopped on DuckDB (one process may write a DuckDB file). Events the
 collector received but has not published yet reach the warehouse later: the tombstone keeps
@@ -23,7 +27,7 @@ from target_mailchimp_transactional import Ledger, MandrillClient, MandrillError
 from signalmail.privacy.erase import delete_person
 from signalmail.privacy.people import Person, find_person
 from signalmail.privacy.spool import SpoolChange, remove_events
-from signalmail.watch.settings import LEDGER_SCHEMA, RAW_SCHEMA, WatchSettings
+from signalmail.watch.settings import INTENT_SCHEMA, LEDGER_SCHEMA, RAW_SCHEMA, WatchSettings
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ForgetReport:
     person: Person
     tombstones_added: int = 0
     rejected_at_mandrill: list[str] = field(default_factory=list)
+    #: why Mandrill's rejects list was not updated at all (no key), or for which addresses
     mandrill_error: str | None = None
     warehouse_rows: dict[str, int] = field(default_factory=dict)
     ledger_rows: int = 0
@@ -79,7 +84,7 @@ def forget(
     warehouse = _engine(settings.warehouse_url())
     try:
         with warehouse.connect() as conn:
-            person = find_person(conn, RAW_SCHEMA, user_id, email)
+            person = find_person(conn, RAW_SCHEMA, user_id, email, settings.dbt_schema)
         report = ForgetReport(person)
 
         ledger = Ledger(settings.ledger_url(), LEDGER_SCHEMA)
@@ -87,12 +92,15 @@ def forget(
             report.tombstones_added = ledger.add_tombstones(person.user_ids, person.emails)
             if settings.mandrill_api_key:
                 client = MandrillClient(settings.mandrill_api_key, settings.mandrill_base_url)
-                try:
-                    for address in sorted(person.emails):
+                refused = 0
+                for address in sorted(person.emails):
+                    try:
                         client.reject_add(address, "signalmail forget: erasure request")
+                    except MandrillError as exc:
+                        refused += 1
+                        report.mandrill_error = f"{refused} address(es) refused; last: {exc}"
+                    else:
                         report.rejected_at_mandrill.append(address)
-                except MandrillError as exc:
-                    report.mandrill_error = str(exc)
             else:
                 report.mandrill_error = "no SIGNALMAIL_MANDRILL_API_KEY"
             report.ledger_rows = ledger.forget(person.user_ids, person.emails)
@@ -100,7 +108,7 @@ def forget(
             ledger.close()
 
         with warehouse.begin() as conn:
-            for schema in (RAW_SCHEMA, settings.dbt_schema):
+            for schema in (RAW_SCHEMA, settings.dbt_schema, INTENT_SCHEMA):
                 report.warehouse_rows.update(delete_person(conn, schema, person))
     finally:
         warehouse.dispose()
@@ -109,5 +117,6 @@ def forget(
         person.user_ids | person.anonymous_ids,
         person.emails,
         storage_options,
+        settings.logs_folder,
     )
     return report

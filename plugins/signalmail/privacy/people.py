@@ -50,10 +50,75 @@ def existing_tables(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
     return tables
 
 
+def json_columns(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
+    """Map the base tables of `schema` to their JSON columns (DuckDB `JSON`, PostgreSQL json(b))."""
+    rows = conn.execute(
+        sa.text(
+            "select c.table_name, c.column_name from information_schema.columns c "
+            "join information_schema.tables t on t.table_schema = c.table_schema "
+            "and t.table_name = c.table_name "
+            "where c.table_schema = :schema and t.table_type = 'BASE TABLE' "
+            "and lower(c.data_type) in ('json', 'jsonb')"
+        ),
+        {"schema": schema},
+    )
+    found: dict[str, set[str]] = {}
+    for table, column in rows:
+        found.setdefault(table, set()).add(column)
+    return found
+
+
+def _linked_user_ids(
+    conn: sa.Connection, tables: dict[str, set[str]], schema: str, person: Person
+) -> set[str]:
+    """User ids tied to the person's ids by an alias, in either direction."""
+    if "aliases" not in tables or "previous_id" not in tables["aliases"]:
+        return set()
+    ids = sorted(person.user_ids | person.anonymous_ids)
+    found = conn.execute(
+        sa.text(
+            f'select user_id, previous_id from "{schema}".aliases '  # noqa: S608
+            "where user_id in :ids or previous_id in :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {"ids": ids},
+    )
+    return {value for row in found for value in row if value}
+
+
+def _user_ids_of_address(
+    conn: sa.Connection, tables: dict[str, set[str]], schema: str, address: str
+) -> set[str]:
+    """User ids that rows of `schema` pair with the address (a profile, an identity map).
+
+    The derived tables outlive the raw identifies under retention, and keep the link.
+    """
+    ids: set[str] = set()
+    for table, columns in sorted(tables.items()):
+        if {"user_id", "email"} <= columns:
+            found = conn.execute(
+                sa.text(
+                    f'select distinct user_id from "{schema}"."{table}" '  # noqa: S608
+                    "where user_id is not null and lower(trim(email)) = :email"
+                ),
+                {"email": address},
+            )
+            ids.update(str(row[0]) for row in found)
+    return ids
+
+
 def find_person(
-    conn: sa.Connection, raw_schema: str, user_id: str | None, email: str | None
+    conn: sa.Connection,
+    raw_schema: str,
+    user_id: str | None,
+    email: str | None,
+    derived_schema: str | None = None,
 ) -> Person:
-    """Gather a person's identifiers from the raw events, starting from a user id or address."""
+    """Gather a person's identifiers from the events, starting from a user id or address.
+
+    Addresses compare trimmed and lower-cased, as dbt's models compare them. Links are
+    followed until no new identifier turns up: an alias from either side, the addresses of
+    every user id found, and the user ids of every address.
+    """
     person = Person()
     if user_id:
         person.user_ids.add(user_id)
@@ -62,30 +127,41 @@ def find_person(
         person.emails.add(address)
         person.anonymous_ids.add(anonymous_id_for(address))
     tables = existing_tables(conn, raw_schema)
-    if "identifies" in tables and person.emails:
-        # the address an identify call gave, in its traits or the SDK's context.traits
-        found = conn.execute(
-            sa.text(
-                f'select distinct user_id from "{raw_schema}".identifies '  # noqa: S608
-                "where user_id is not null and lower(coalesce(traits ->> 'email', "
-                "context -> 'traits' ->> 'email')) = :email"
-            ),
-            {"email": next(iter(person.emails))},
-        )
-        person.user_ids.update(row[0] for row in found)
-    if "identifies" in tables and person.user_ids:
-        found = conn.execute(
-            sa.text(
-                "select distinct lower(coalesce(traits ->> 'email', "  # noqa: S608
-                f"context -> 'traits' ->> 'email')) from \"{raw_schema}\".identifies "
-                "where user_id in :ids"
-            ).bindparams(sa.bindparam("ids", expanding=True)),
-            {"ids": sorted(person.user_ids)},
-        )
-        for (address,) in found:
-            if address:
-                person.emails.add(address)
-                person.anonymous_ids.add(anonymous_id_for(address))
+    derived = existing_tables(conn, derived_schema) if derived_schema else {}
+    email_expr = "lower(trim(coalesce(traits ->> 'email', context -> 'traits' ->> 'email')))"
+    searched_addresses: set[str] = set()
+    searched_ids: set[str] = set()
+    while True:
+        for address in sorted(person.emails - searched_addresses):
+            searched_addresses.add(address)
+            if "identifies" in tables:
+                found = conn.execute(
+                    sa.text(
+                        f'select distinct user_id from "{raw_schema}".identifies '  # noqa: S608
+                        f"where user_id is not null and {email_expr} = :email"
+                    ),
+                    {"email": address},
+                )
+                person.user_ids.update(row[0] for row in found)
+            if derived_schema:
+                person.user_ids.update(_user_ids_of_address(conn, derived, derived_schema, address))
+        new_ids = sorted(person.user_ids - searched_ids)
+        if not new_ids:
+            break
+        searched_ids.update(new_ids)
+        if "identifies" in tables:
+            found = conn.execute(
+                sa.text(
+                    f'select distinct {email_expr} from "{raw_schema}".identifies '  # noqa: S608
+                    "where user_id in :ids"
+                ).bindparams(sa.bindparam("ids", expanding=True)),
+                {"ids": new_ids},
+            )
+            for (address,) in found:
+                if address:
+                    person.emails.add(address)
+                    person.anonymous_ids.add(anonymous_id_for(address))
+        person.user_ids.update(_linked_user_ids(conn, tables, raw_schema, person))
     if not person.user_ids:
         return person
     linked = [(table, "anonymous_id") for table in RAW_EVENT_TABLES if table in tables]

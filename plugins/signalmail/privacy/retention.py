@@ -58,5 +58,7 @@ def apply_retention(
                 report.warehouse_rows.update(delete_received_before(conn, schema, before))
     finally:
         engine.dispose()
-    report.spool = remove_segments_before(settings.spool_location, before, storage_options)
+    report.spool = remove_segments_before(
+        settings.spool_location, before, storage_options, settings.logs_folder
+    )
     return report

@@ -5,6 +5,12 @@ skip names starting with a dot, docs/contracts.md section 1) and moved over the 
 reader sees the old segment or the new one, never half of either. A segment left with no
 event is deleted.
 
+A removed event leaves an empty line in its place, so every other event keeps its line number.
+The tap resumes a segment by line number (its cursor says how many lines of a file it has
+read) and skips empty lines: had the lines moved up, a tap stopped mid-segment (a capture that
+hit `max_records_per_sync`, a crash) would skip as many of other people's events as were
+removed above its cursor, for good.
+
 A damaged segment (truncated or corrupt gzip) is read as the tap reads it: every complete line
 before the damage. `forget` cannot tell whose events the unreadable rest holds, so it rewrites
 the segment without it (the tap had quarantined it already; nothing downstream can read it);
@@ -52,8 +58,8 @@ def _read_lines(fs: Any, path: str, change: SpoolChange) -> tuple[list[bytes], b
     return lines, False
 
 
-def _segments(fs: Any, root: str) -> list[str]:
-    base = f"{root.rstrip('/')}/rudder-logs"
+def _segments(fs: Any, root: str, logs_folder: str) -> list[str]:
+    base = f"{root.rstrip('/')}/{logs_folder.strip('/') or 'rudder-logs'}"
     if not fs.exists(base):
         return []
     # every date folder, also one the tap skips for its name: a person's events there are
@@ -73,6 +79,13 @@ def _event_mentions(event: dict[str, Any], ids: set[str], emails: set[str]) -> b
             email = holder.get("email")
             if isinstance(email, str) and email.strip().lower() in emails:
                 return True
+    # a merge names people in its properties' values (an address, a user id), as the
+    # warehouse's merge_property_*_value columns do
+    merged = event.get("mergeProperties")
+    for item in merged if isinstance(merged, list) else []:
+        value = item.get("value") if isinstance(item, dict) else None
+        if isinstance(value, str) and (value in ids or value.strip().lower() in emails):
+            return True
     return False
 
 
@@ -81,6 +94,7 @@ def remove_events(
     ids: set[str],
     emails: set[str],
     storage_options: dict[str, Any] | None = None,
+    logs_folder: str = "rudder-logs",
 ) -> SpoolChange:
     """Rewrite every segment under `url` without the events of these ids or addresses."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -98,14 +112,17 @@ def remove_events(
             return True  # not an event: nothing to match (the tap quarantines it)
         return not (isinstance(event, dict) and _event_mentions(event, ids, emails))
 
-    for path in _segments(fs, root):
+    for path in _segments(fs, root, logs_folder):
         change.segments_read += 1
         _rewrite(fs, path, keep, change)
     return change
 
 
 def remove_segments_before(
-    url: str, before: dt.datetime, storage_options: dict[str, Any] | None = None
+    url: str,
+    before: dt.datetime,
+    storage_options: dict[str, Any] | None = None,
+    logs_folder: str = "rudder-logs",
 ) -> SpoolChange:
     """Delete segments opened before `before` (the unix time their name starts with)."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -113,7 +130,7 @@ def remove_segments_before(
         before.replace(tzinfo=dt.UTC).timestamp() if before.tzinfo is None else (before.timestamp())
     )
     change = SpoolChange()
-    for path in _segments(fs, root):
+    for path in _segments(fs, root, logs_folder):
         change.segments_read += 1
         opened = segment_opened_at(path.rsplit("/", 1)[-1])
         if opened is not None and opened < cutoff:
@@ -127,8 +144,9 @@ def remove_segments_before(
 
 def _rewrite(fs: Any, path: str, keep: Callable[[bytes], bool], change: SpoolChange) -> None:
     lines, damaged = _read_lines(fs, path, change)
-    kept = [line for line in lines if not line.strip() or keep(line)]
-    removed = len(lines) - len(kept)
+    # an empty line in place of each removed one: the others keep their numbers (module docstring)
+    kept = [line if not line.strip() or keep(line) else b"" for line in lines]
+    removed = sum(1 for line, new in zip(lines, kept, strict=True) if new is not line)
     if not removed and not damaged:
         return
     change.events_removed += removed

@@ -229,7 +229,10 @@ class Watch:
         released = activated is not None and activated.released > 0
         self._tick_now = self._tick_now or released
         self._maybe_checkpoint(cycle)
-        self._maybe_nightly(cycle)
+        if not backlog:
+            # the nightly trains the intent model on every order so far: mid-backlog, orders
+            # still in the spool would label their buyers as not having bought
+            self._maybe_nightly(cycle)
 
         if self.status.totals["errors"] > failures_before:
             self._failures += 1

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 ENGINES = ("duckdb", "postgres")
 RAW_SCHEMA = "rudderstack_raw"
 LEDGER_SCHEMA = "signalmail_ledger"
+#: where `signalmail intent train` writes purchase_scores (dbt reads it as var intent_schema)
+INTENT_SCHEMA = "signalmail_intent"
 DEFAULT_MANDRILL_URL = "https://mandrillapp.com/api/1.3"
 
 
@@ -57,6 +59,9 @@ class WatchSettings:
     project_root: Path
     engine: str = "duckdb"
     spool: str = "data/spool"
+    #: tap-rudderstack's logs_folder: the top folder under the spool root (RudderStack's
+    #: destination may rename rudder-logs); the tap, forget and retention all read it
+    logs_folder: str = "rudder-logs"
     duckdb_path: Path = Path("data/warehouse.duckdb")
     ledger_path: Path = Path("data/ledger.duckdb")
     pg_url: str | None = field(default=None, repr=False)
@@ -141,6 +146,7 @@ class WatchSettings:
         batches = self.batches_dir
         return {
             "source": self.spool_location,
+            "logs_folder": self.logs_folder,
             "late_file_window_minutes": self.late_file_minutes,
             # a catch-up (a day's outage, a first start on a long history) is loaded in steps, so
             # that a stop waits for one step, not for the whole backlog; the tick waits for the
@@ -283,6 +289,8 @@ def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
     values: dict[str, Any] = {
         "engine": env.get("SIGNALMAIL_DBT_TARGET", "duckdb"),
         "spool": env.get("SIGNALMAIL_SPOOL", "data/spool"),
+        # Meltano's own variable for the tap's setting, which it reads over meltano.yml
+        "logs_folder": env.get("TAP_RUDDERSTACK_LOGS_FOLDER") or "rudder-logs",
         "duckdb_path": Path(env.get("SIGNALMAIL_DUCKDB_PATH", "data/warehouse.duckdb")),
         "ledger_path": Path(env.get("SIGNALMAIL_LEDGER_PATH", "data/ledger.duckdb")),
         "pg_url": env.get("SIGNALMAIL_PG_URL") or None,
