@@ -1,10 +1,11 @@
 """target-mailchimp-transactional: due emails out through Mandrill templates, exactly once."""
 
-from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError, block_var_name
+from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
 from target_mailchimp_transactional.campaigns import (
     Campaign,
     CampaignConfigError,
     Variant,
+    block_var_name,
     load_campaigns,
 )
 from target_mailchimp_transactional.client import (

@@ -17,16 +17,17 @@ from typing import Any
 
 import jinja2
 
-from target_mailchimp_transactional.campaigns import Block, Campaign, Variant, add_utm
+from target_mailchimp_transactional.campaigns import (
+    Block,
+    Campaign,
+    Variant,
+    add_utm,
+    block_var_name,
+)
 
 
 class BlockRenderError(ValueError):
     """A block failed to render for one trigger (missing data, template error)."""
-
-
-def block_var_name(region: str) -> str:
-    """Merge var carrying a recipient block's HTML (handlebars-safe name)."""
-    return "block_" + "".join(c if c.isalnum() else "_" for c in region)
 
 
 def blank_none(value: Any) -> Any:
@@ -126,3 +127,9 @@ class BlockRenderer:
             return template.render(context)
         except jinja2.TemplateError as exc:
             raise BlockRenderError(f"block {block.template!r}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
+            # the block's own expressions on this payload: `p.price > 50` with a null price,
+            # a loop over a number. This trigger's block fails, not the run
+            raise BlockRenderError(
+                f"block {block.template!r}: {type(exc).__name__}: {exc}"
+            ) from None

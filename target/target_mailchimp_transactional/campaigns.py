@@ -228,6 +228,11 @@ class Campaign:
         return value
 
 
+def block_var_name(region: str) -> str:
+    """Merge var carrying a recipient block's HTML (handlebars-safe name)."""
+    return "block_" + "".join(c if c.isalnum() else "_" for c in region)
+
+
 def unit_hash(text: str) -> float:
     """Map text to a stable number in [0, 1) (sha256: identical on every machine and run)."""
     digest = hashlib.sha256(text.encode("utf-8")).digest()
@@ -332,6 +337,13 @@ def load_campaign(path: Path, blocks_dir: Path | None = None) -> Campaign:
         regions = [b.region for b in blocks]
         if len(set(regions)) != len(regions):
             fail(f"{where}blocks", "two blocks fill the same mc:edit region")
+        if len({block_var_name(r) for r in regions}) != len(regions):
+            # `cart-items` and `cart_items` would share one merge var, block_cart_items
+            fail(
+                f"{where}blocks",
+                "two regions share one merge var name (they differ only in "
+                "characters other than letters and digits)",
+            )
         if blocks_dir is not None:
             for j, block in enumerate(blocks):
                 if not (blocks_dir / block.template).is_file():

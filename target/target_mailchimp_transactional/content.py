@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from target_mailchimp_transactional import money, sanitize
@@ -58,6 +59,10 @@ class RecipientContent:
         return merge_vars + blocks.recipient_vars(campaign, variant, self.payload, self.person)
 
 
+#: the largest payload one trigger may carry (its JSON text): an email's data is kilobytes
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
 def recipient_content(
     row: dict[str, Any], settings: ContentSettings, counts: dict[str, int] | None = None
 ) -> RecipientContent:
@@ -67,18 +72,33 @@ def recipient_content(
     Raises PayloadError when the payload is not a JSON object.
     """
     payload = row.get("payload")
-    if isinstance(payload, str):
-        try:
+    try:
+        if payload is not None and not isinstance(payload, str):
+            # an object as singer-sdk reads it: its numbers are Decimals, which neither the
+            # money formatting nor the request's JSON takes
+            payload = json.dumps(payload, default=_number)
+        if isinstance(payload, str):
+            size = len(payload.encode("utf-8", "surrogatepass"))
+            if size > MAX_PAYLOAD_BYTES:
+                # one row's 30 MB product name would make its whole call too large for
+                # Mandrill, and every trigger in it would spend its tries
+                msg = f"payload is {size:,} bytes, over the {MAX_PAYLOAD_BYTES:,} one email takes"
+                raise PayloadError(msg)
             payload = json.loads(payload) if payload.strip() else {}
-        except json.JSONDecodeError as exc:
-            msg = f"payload is not JSON: {exc}"
-            raise PayloadError(msg) from exc
+    except json.JSONDecodeError as exc:
+        msg = f"payload is not JSON: {exc}"
+        raise PayloadError(msg) from exc
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply") from None
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
         msg = "payload is not a JSON object"
         raise PayloadError(msg)
-    payload = sanitize.payload(payload, settings.link_domains, counts)
+    try:
+        payload = sanitize.payload(payload, settings.link_domains, counts)
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply") from None
     person = {key: row.get(key) for key in PERSON_KEYS}
     person = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in person.items()}
     payload = money.add_display_amounts(
@@ -86,7 +106,18 @@ def recipient_content(
         settings.default_locale,
     )  # fmt: skip
     person["first_name"] = sanitize.header_text(text_or_none(person.get("first_name")))
+    if isinstance(payload.get("first_name"), str):
+        # the merge var reads the payload's copy first, and a subject may merge it: it is
+        # cleaned as the To name is (one line, no control or direction characters, cut)
+        payload["first_name"] = sanitize.header_text(payload["first_name"])
     return RecipientContent(payload=payload, person=person)
+
+
+def _number(value: Any) -> Any:
+    """Give a Decimal as the JSON number it was read from (json.dumps' `default`)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def text_or_none(value: Any) -> str | None:

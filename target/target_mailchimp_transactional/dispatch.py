@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from target_mailchimp_transactional.blocks import BlockRenderer, BlockRenderError
-from target_mailchimp_transactional.campaigns import Campaign, Variant
+from target_mailchimp_transactional.campaigns import Campaign, Variant, block_var_name
 from target_mailchimp_transactional.client import (
     AmbiguousError,
     InvalidKeyError,
@@ -67,8 +67,17 @@ from target_mailchimp_transactional.ledger import Ledger, LedgerEntry, tombstone
 from target_mailchimp_transactional.runs import RunLease
 
 LOGGER = logging.getLogger("target_mailchimp_transactional")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Characters no address Mandrill takes may hold: whitespace, the RFC 5322 specials, controls
+# and invisible format characters (a zero-width space in a domain). Matched whole (fullmatch):
+# `$` alone would take an address with a newline at its end.
+_NOT_IN_ADDRESS = (
+    '\\s"(),:;<>\\[\\\\\\]\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff'
+)
+EMAIL_RE = re.compile(f"[^@{_NOT_IN_ADDRESS}]+@[^@{_NOT_IN_ADDRESS}]+\\.[^@{_NOT_IN_ADDRESS}]+")
+EMAIL_MAX_LENGTH = 254
 METADATA_LIMIT = 250
+#: Mandrill errors about the account, not the email: a failure they cause is no try of it
+ACCOUNT_ERROR_NAMES = frozenset({"PaymentRequired", "Unknown_Subaccount"})
 ACCEPTED = frozenset({"sent", "queued", "scheduled"})
 # messages/search `state` -> ledger state. Anything Mandrill tried to deliver counts as sent.
 SEARCH_STATES = {
@@ -156,6 +165,8 @@ class Outcome:
     mandrill_id: str | None = None
     #: when Mandrill's answer arrived (naive UTC), for the ledger's sent_at
     answered_at: dt.datetime | None = None
+    #: whether the failure counts as one of the trigger's tries (Ledger.refund_attempts)
+    spent: bool = True
 
 
 @dataclass
@@ -658,7 +669,7 @@ class Dispatcher:
             expires_at = parse_ts(record.get("expires_at"))
             send_after = parse_ts(record.get("send_after"))
             due_at = parse_ts(record.get("due_at")) or send_after
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: past year 1 or 9999 in UTC
             return LedgerEntry(**base, state="invalid", error=f"bad timestamp: {exc}")
         if expires_at is not None and expires_at <= now:
             return LedgerEntry(
@@ -675,7 +686,7 @@ class Dispatcher:
             nxt = self.stats.next_deferred_at
             self.stats.next_deferred_at = send_after if nxt is None else min(nxt, send_after)
             return None
-        if not email or not EMAIL_RE.match(email):
+        if not email or len(email) > EMAIL_MAX_LENGTH or not EMAIL_RE.fullmatch(email):
             return LedgerEntry(
                 **base,
                 state="invalid",
@@ -691,6 +702,13 @@ class Dispatcher:
             return LedgerEntry(**base, state="invalid", error=str(exc.args[0]))
         except BlockRenderError as exc:
             return LedgerEntry(**base, state="invalid", error=str(exc))
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+            # a value of this row the cleaning cannot take (a list where an object goes, a
+            # nesting past Python's stack): this trigger is invalid, the run goes on
+            LOGGER.warning("trigger %s: payload not usable", tid, exc_info=True)
+            return LedgerEntry(
+                **base, state="invalid", error=f"payload not usable: {type(exc).__name__}: {exc}"
+            )
         metadata = {"trigger_id": tid, "campaign": campaign.name, "variant": variant.name}
         if user_id:
             metadata["user_id"] = user_id
@@ -834,6 +852,10 @@ class Dispatcher:
                          claimed_by=self.run_id)
             for o in final
         ])  # fmt: skip
+        self.ledger.refund_attempts(
+            [o.item.trigger_id for o in final if not o.spent and o.item.trigger_id in written],
+            self.run_id,
+        )
         if len(written) < len(final):
             LOGGER.error(
                 "%d outcome(s) not recorded: another run settled those triggers while this run "
@@ -863,11 +885,13 @@ class Dispatcher:
         key = (call[0].campaign.name, call[0].variant.name)
         if self._stop is not None:
             # Claimed but never attempted: back to failed, retried on the next run.
-            result.outcomes = [Outcome(i, "failed", error=f"run stopped: {self._stop.name}")
-                               for i in call]  # fmt: skip
+            result.outcomes = [Outcome(i, "failed", error=f"run stopped: {self._stop.name}",
+                                       spent=False) for i in call]  # fmt: skip
             return result
         if key in self.broken:
-            result.outcomes = [Outcome(i, "failed", error=self.broken[key]) for i in call]
+            result.outcomes = [
+                Outcome(i, "failed", error=self.broken[key], spent=False) for i in call
+            ]
             return result
         assert self.ledger is not None
         pending = list(call)
@@ -910,12 +934,16 @@ class Dispatcher:
             except InvalidKeyError as exc:
                 self._stop = exc
                 result.fatal = exc
-                result.outcomes += [Outcome(i, "failed", error="Invalid_Key") for i in pending]
+                result.outcomes += [
+                    Outcome(i, "failed", error="Invalid_Key", spent=False) for i in pending
+                ]
                 return result
             except TemplateError as exc:
                 result.template_broken = f"{exc.name}: {exc}"
                 self.broken[key] = result.template_broken  # later calls skip the campaign
-                result.outcomes += [Outcome(i, "failed", error=str(exc)) for i in pending]
+                result.outcomes += [
+                    Outcome(i, "failed", error=str(exc), spent=False) for i in pending
+                ]
                 return result
             except ValidationFailed as exc:
                 if len(pending) == 1:
@@ -932,7 +960,12 @@ class Dispatcher:
                         return result
                 return result
             except PermanentError as exc:
-                result.outcomes += [Outcome(i, "failed", error=str(exc)) for i in pending]
+                # the account's errors are not the email's (ACCOUNT_ERROR_NAMES); any other
+                # permanent answer, such as a request too large, counts as a try
+                spent = exc.name not in ACCOUNT_ERROR_NAMES
+                result.outcomes += [
+                    Outcome(i, "failed", error=str(exc), spent=spent) for i in pending
+                ]
                 return result
             except AmbiguousError as exc:
                 # Mandrill may have accepted the call (read timeout, connection lost, empty
@@ -1051,7 +1084,8 @@ def preview_html(item: Prepared, body: dict[str, Any]) -> str:
     }
     blocks = "".join(
         f"<section><h3>mc:edit=&quot;{esc(b.region)}&quot; ({esc(b.template)})</h3>"
-        f"<div class='block'>{block_vars.get('block_' + b.region, '<em>shared block</em>')}</div>"
+        f"<div class='block'>{block_vars.get(block_var_name(b.region), '<em>shared block</em>')}"
+        "</div>"
         "</section>"
         for b in variant.blocks
     )

@@ -307,6 +307,26 @@ class Ledger:
             rows = conn.execute(stmt, {**params, "now": utcnow(), "run": run_id})
             return {row[0] for row in rows}
 
+    def refund_attempts(self, trigger_ids: Sequence[str], run_id: str) -> None:
+        """Give back the try a claim counted, for `failed` rows this run just settled.
+
+        For failures of configuration or account (a template Mandrill does not know, a
+        revoked key, an unpaid account, a call never made because the run stopped): the email
+        itself was never tried, and counting it would spend every pending trigger's tries
+        within a few runs, before anyone could fix the cause.
+        """
+        if not trigger_ids:
+            return
+        sql, params = self._ids_filter(list(trigger_ids))
+        stmt = sa.text(
+            f"update {self.table_ref} set attempts = greatest(attempts - 1, 0) "
+            f"where state = 'failed' and claimed_by = :run and {sql}"
+        )
+        if "ids" in params and isinstance(params["ids"], list):
+            stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
+        with self.engine.begin() as conn:
+            conn.execute(stmt, {**params, "run": run_id})
+
     def record(self, entries: Sequence[LedgerEntry]) -> None:
         """Write final states of triggers no run holds (new, or `failed` ones settled again).
 

@@ -22,7 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-_HEADER_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# and in headers also the invisible characters that reorder or hide text (bidi overrides and
+# isolates, zero-width space, byte-order mark): a name that shows as something else
+_HEADER_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u2028-\u202e\u2066-\u2069\ufeff]+")
 _LINK_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029<>\"'`\\]")
 HEADER_LIMIT = 200
 

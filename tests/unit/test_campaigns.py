@@ -71,6 +71,9 @@ def test_shipped_campaigns_load_and_blocks_compile():
          "blocks: [{region: r, template: nope.html.j2}]\n", "blocks[0].template", "not found"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nblocks: [{region: r, template: x.txt}]\n",
          "blocks[0].template", "does not match"),
+        ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nblocks: [{region: cart-items, template: "
+         "cart_items.html.j2}, {region: cart_items, template: cart_items.html.j2}]\n", "blocks",
+         "share one merge var"),
         ("campaign: other\ntemplate: t\nfrom_email: a@b.c\n", "campaign", "file is named c.yml"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nmc_template_version: latest\n",
          "mc_template_version", "is not one of"),

@@ -291,7 +291,27 @@ def test_failed_trigger_succeeds_on_a_later_run(campaigns, ledger):
     d.dispatch([row(1)])
     d.close()
     final = ledger.get("cart_abandonment:1")
-    assert (final["state"], final["attempts"], final["error"]) == ("sent", 2, None)
+    # an unpaid account is no try of the email (ACCOUNT_ERROR_NAMES): one try, the one sent
+    assert (final["state"], final["attempts"], final["error"]) == ("sent", 1, None)
+
+
+def test_a_size_refusal_counts_as_a_try_and_a_revoked_key_does_not(campaigns, ledger):
+    fake = FakeMandrill()
+    fake.script = [PermanentError("HTTP 413 with an empty body")]
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1)])
+    d.close()
+    assert ledger.get("cart_abandonment:1")["attempts"] == 1
+    fake.script = [InvalidKeyError("Invalid_Key", "Invalid_Key")]
+    d = make(campaigns, ledger, fake, max_recipients_per_call=1, concurrency=1)
+    d.dispatch([row(1, ONE), row(2, ONE)])
+    with pytest.raises(RunStopped):
+        d.flush()
+    d.close()
+    # the key's call and the call the stop kept from going: neither email was tried
+    assert ledger.get(f"{ONE}:1")["attempts"] == 0
+    assert ledger.get(f"{ONE}:2")["attempts"] == 0
+    assert {ledger.get(f"{ONE}:{n}")["state"] for n in (1, 2)} == {"failed"}
 
 
 def test_invalid_key_stops_the_run_and_releases_claims(campaigns, ledger):
@@ -326,6 +346,20 @@ def test_template_error_fails_that_campaign_only(campaigns, ledger):
     post_calls = [c for c in fake.calls if c.get("template_name") == "post-purchase"]
     assert len(post_calls) == 1  # later calls of the broken campaign are not attempted
     assert "Unknown_Template" in ledger.get("post_purchase:5")["error"]
+
+    # a template unpublished for an hour spends no try: the watch runs the target every few
+    # seconds, and counted tries ran out in three runs, losing every pending email for good
+    for _ in range(4):
+        d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+        d.dispatch([row(i, "post_purchase") for i in range(6)])
+        d.close()
+    assert {ledger.get(f"post_purchase:{i}")["attempts"] for i in range(6)} == {0}
+    fake.send_template = original  # published again
+    d = make(campaigns, ledger, fake, max_recipients_per_call=2, concurrency=1)
+    d.dispatch([row(i, "post_purchase") for i in range(6)])
+    d.close()
+    got = states(ledger)
+    assert [got[f"post_purchase:{i}"] for i in range(6)] == ["sent"] * 6
 
 
 def test_an_unexpected_error_in_one_call_leaves_it_sending_and_the_run_goes_on(campaigns, ledger):
@@ -608,3 +642,55 @@ def test_reconciled_sends_take_mandrills_own_time(campaigns, ledger):
     stored = ledger.get("t1")
     assert (stored["state"], stored["sent_at"]) == ("sent", dt.datetime(2026, 3, 10, 11, 0, 5))
     assert [(a.trigger_id, a.latency_seconds) for a in d.stats.accepted] == [("t1", 5.0)]
+
+
+def test_a_hostile_row_is_invalid_and_the_rest_of_the_run_goes_out(campaigns, ledger):
+    """Each of these stopped every run at this row, and every run after it (the row is read
+    again): a block comparing a text quantity, a list that is a number, a payload nested past
+    Python's stack, a time past year 1 in UTC. Each is now its own trigger's `invalid`."""
+    from decimal import Decimal
+
+    deep = '{"products": ' + "[" * 5000 + "]" * 5000 + "}"
+    shoe = {"name": "Shoe", "url": "https://s.example/p"}
+    fake = FakeMandrill()
+    d = make(campaigns, ledger, fake)
+    d.dispatch([
+        row(1, payload={"products": [{**shoe, "quantity": "2"}], "cart_total": 5}),
+        row(2, payload={"products": 5, "cart_total": 5}),
+        row(3, payload=deep),
+        row(4, expires_at="0001-01-01T00:30:00+01:00"),
+        row(5, email="u5@example.com\n"),
+        row(6, email='"x" <u6@example.com>'),
+        # an object payload as singer-sdk reads it: Decimals, which json.dumps refused
+        row(7, payload={"products": [{**shoe, "price": Decimal("19.5")}],
+                        "cart_total": Decimal("29.49"), "currency": "EUR",
+                        "first_name": "Bob\nBcc: x@evil.example\u202e" + "A" * 500}),
+        row(8),
+        # one product name of 300 KB would make the whole call too large for Mandrill
+        row(9, payload=json.dumps({"products": [{**shoe, "name": "x" * 300_000}]})),
+    ])  # fmt: skip
+    d.close()
+    got = {r["trigger_id"]: r for r in ledger.all_rows()}
+    assert got["cart_abandonment:9"]["state"] == "invalid"
+    assert "over the 262,144" in got["cart_abandonment:9"]["error"]
+    for n in range(1, 7):
+        assert got[f"cart_abandonment:{n}"]["state"] == "invalid", got[f"cart_abandonment:{n}"]
+    assert "TypeError" in got["cart_abandonment:1"]["error"]
+    assert "nested too deeply" in got["cart_abandonment:3"]["error"]
+    assert "bad timestamp" in got["cart_abandonment:4"]["error"]
+    assert (got["cart_abandonment:7"]["state"], got["cart_abandonment:8"]["state"]) == (
+        "sent",
+        "sent",
+    )
+    merged = {
+        m["rcpt"]: {v["name"]: v["content"] for v in m["vars"]}
+        for call in fake.calls
+        for m in call["message"]["merge_vars"]
+    }
+    seven = merged["u7@example.com"]
+    assert seven["cart_total"] == 29.49
+    assert seven["products"][0]["price"] == 19.5
+    # the payload's copy of the name is what the merge var reads: cleaned as the To name is
+    assert "\n" not in seven["first_name"]
+    assert "\u202e" not in seven["first_name"]
+    assert len(seven["first_name"]) <= 200

@@ -108,6 +108,10 @@ def render_row(
     except PayloadError as exc:
         item.error = str(exc)
         return item, None
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        # the target makes such a trigger invalid (and goes on): listed, not a crash
+        item.error = f"payload not usable: {type(exc).__name__}: {exc}"
+        return item, None
     try:
         merge_vars = content.merge_vars(campaign, variant, blocks)
         contents = {c["name"]: c["content"] for c in blocks.template_content(campaign, variant)}
