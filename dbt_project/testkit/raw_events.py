@@ -301,7 +301,10 @@ def mandrill_event(
         "email": email,
         **extra,
     }
-    return factory.track(event, at, properties, user_id=user_id, anonymous_id=anonymous_id)
+    track = factory.track(event, at, properties, user_id=user_id, anonymous_id=anonymous_id)
+    # the collector's webhook route stamps its events so; no other route may (docs/collector.md)
+    track["context"]["library"] = {"name": "signalmail-mandrill-webhook", "version": "1"}
+    return track
 
 
 # -- rows --------------------------------------------------------------------------------------

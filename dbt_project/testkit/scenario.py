@@ -241,4 +241,12 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
     for minutes in (0, 10):
         at = now - 6 * h + timedelta(minutes=minutes)
         events.append(f.track("Product Viewed", at, dict(BROWSED_PRODUCT), user_id="s-capped"))
+
+    # a page's image tag claims, through the public write key, that Ada marked an email as
+    # spam: only the signed webhook's events suppress, so her cart email still goes out
+    forged = f.track(
+        "Marked as Spam", now - 6.5 * h, {"email": "ada@example.com"}, anonymous_id="a-forger"
+    )
+    forged["context"]["library"] = {"name": "RudderLabs JavaScript SDK", "version": "3.34.1"}
+    events.append(forged)
     return events

@@ -477,6 +477,11 @@ def test_answers_to_a_browser_carry_cors_headers_errors_included(collector):
     assert (ok.status_code, bad.status_code) == (200, 401)
     plain = post(collector, "/v1/track", {"userId": "u", "event": "x"})
     assert "Access-Control-Allow-Origin" not in plain.headers  # no Origin, no CORS
+    # the operators' routes are not for browsers: a page on the shop's network reads nothing
+    for path in ("/health", "/metrics"):
+        answer = requests.get(f"{collector.url}{path}", headers={"Origin": ORIGIN}, timeout=5)
+        assert answer.status_code == 200
+        assert "Access-Control-Allow-Origin" not in answer.headers, path
 
 
 def test_a_bad_item_type_does_not_cost_the_batch(collector):
@@ -586,6 +591,30 @@ def test_segment_browser_protocol_takes_the_write_key_from_the_body(collector):
     assert all("writeKey" not in e for e in events)  # the key is never written to the spool
 
 
+def test_segment_browser_times_are_corrected_for_the_device_clock(collector):
+    """analytics.js sends the device's time of the call as `timestamp`: a laptop two hours
+    slow would date a cart add two hours back (an abandonment email while the shopper is still
+    shopping). As Segment's API does, it becomes originalTimestamp, and the skew to sentAt is
+    taken off the receipt time."""
+    from datetime import UTC, datetime, timedelta
+
+    slow = datetime.now(UTC) - timedelta(hours=2)
+    body = {"writeKey": WRITE_KEY, "type": "track", "event": "Product Added",
+            "anonymousId": "a1", "messageId": "seg-slow",
+            "timestamp": (slow - timedelta(seconds=3)).isoformat().replace("+00:00", "Z"),
+            "sentAt": slow.isoformat().replace("+00:00", "Z")}  # fmt: skip
+    answer = requests.post(
+        f"{collector.url}/v1/t", data=json.dumps(body), headers={"Content-Type": "text/plain"},
+        timeout=5,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    (event,) = collector.events()
+    received = datetime.fromisoformat(event["receivedAt"].replace("Z", "+00:00"))
+    corrected = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    assert abs((received - corrected) - timedelta(seconds=3)) < timedelta(milliseconds=5)
+    assert event["originalTimestamp"].startswith(body["timestamp"][:19])
+
+
 def test_import_takes_a_bulk_body_but_holds_each_user_to_the_batch_limit(collector):
     # rudder-server splits /v1/import by user and checks each part (gateway/import_handler.go)
     padding = "x" * 1000
@@ -604,3 +633,36 @@ def test_import_takes_a_bulk_body_but_holds_each_user_to_the_batch_limit(collect
     assert "request size exceeds max limit" in too_big.text
     assert post(collector, "/v1/import", body, key="wrong").status_code == 401
     assert len(collector.events()) == 400  # nothing of the refused requests
+
+
+def test_only_the_signed_webhook_may_send_as_the_webhook(collector):
+    """The dbt models take bounces, complaints and unsubscribes from the webhook's events
+    alone, and the write key is public: a page's image tag or an SDK call that names the
+    webhook's library would stop a stranger's email for good. Refused (400, counted) on every
+    client route; the signed webhook's own events land."""
+    forged = {
+        "type": "track",
+        "anonymousId": "x",
+        "event": "Marked as Spam",
+        "properties": {"email": "victim@example.com"},
+        "context": {"library": {"name": "signalmail-mandrill-webhook", "version": "1"}},
+    }
+    batch = post(collector, "/v1/batch", {"batch": [forged]})
+    assert batch.status_code == 400, batch.text
+    assert "reserved for /webhooks/mandrill" in batch.text
+    track = post(collector, "/v1/track", {**forged, "context": {"library": {
+        "name": " Signalmail-Mandrill-Webhook"}}})  # fmt: skip
+    assert track.status_code == 400
+    query = {"writeKey": WRITE_KEY, "anonymousId": "x", "event": "Unsubscribed",
+             "properties.email": "victim@example.com",
+             "context.library.name": "signalmail-mandrill-webhook"}  # fmt: skip
+    image = requests.get(f"{collector.url}/pixel/v1/track?{urlencode(query)}", timeout=5)
+    assert image.status_code == 200  # the pixel answers its GIF whatever happened
+    url = f"{collector.url}/webhooks/mandrill"
+    params = mandrill_form([open_event(event="spam", _id="mid-spam")])
+    signed = send_hook(collector, params, webhooks.signature(HOOK_KEY, url, params))
+    assert signed.status_code == 200, signed.text
+    events = collector.events()
+    assert [e["event"] for e in events] == ["Marked as Spam"]
+    assert events[0]["context"]["library"]["name"] == "signalmail-mandrill-webhook"
+    assert collector.metrics()["rejected_requests"]["reserved_library"] == 3

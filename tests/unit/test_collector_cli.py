@@ -31,23 +31,30 @@ UNSIGNED_WEBHOOK = urlencode(
 ).encode()
 
 
-async def post_webhook(app: Any, body: bytes) -> tuple[int, bytes]:
-    """POST `body` to /webhooks/mandrill through the ASGI `app`; returns (status, body)."""
+async def post_webhook(
+    app: Any,
+    body: bytes,
+    path: str = "/webhooks/mandrill",
+    headers: tuple[tuple[bytes, bytes], ...] = (
+        (b"content-type", b"application/x-www-form-urlencoded"),
+    ),
+) -> tuple[int, bytes]:
+    """POST `body` to `path` (a webhook by default) through the ASGI `app`: (status, body)."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/webhooks/mandrill",
-        "raw_path": b"/webhooks/mandrill",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8080),
         "headers": [
             (b"host", b"127.0.0.1:8080"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
+            *headers,
             (b"content-length", str(len(body)).encode()),
         ],
     }
@@ -168,3 +175,33 @@ def test_the_access_log_never_shows_a_write_key(caplog):
     assert "s3cr3tKey" not in caplog.text
     assert "/pixel/v1/track?anonymousId=a&WRITEKEY=<redacted>&event=open" in caplog.text
     assert len([f for f in access.filters if type(f).__name__ == "RedactWriteKey"]) == 1
+
+
+def test_max_import_bytes_holds_a_compressed_import_to_the_limit(tmp_path, monkeypatch):
+    """The write key is public: a 10 KB gzip body expands to megabytes of events. An operator
+    who takes no bulk loads can hold /v1/import to the limit of the other routes."""
+    import base64
+
+    body = gzip.compress(json.dumps({"batch": [{"anonymousId": "a", "type": "track",
+                                                "event": "x"}] * 60_000}).encode())  # fmt: skip
+    assert len(body) < 64 * 1024
+    answers: list[tuple[int, bytes]] = []
+    auth = b"Basic " + base64.b64encode(b"wk:")
+
+    class PostOneImport:
+        def __init__(self, config: uvicorn.Config) -> None:
+            self.config = config
+            self.started = False
+            self.should_exit = False
+
+        def run(self) -> None:
+            headers = ((b"content-type", b"application/json"), (b"content-encoding", b"gzip"),
+                       (b"authorization", auth))  # fmt: skip
+            answers.append(asyncio.run(post_webhook(self.config.app, body, "/v1/import", headers)))
+            self.started = True
+
+    monkeypatch.setattr(uvicorn, "Server", PostOneImport)
+    assert collect(tmp_path, env={"SIGNALMAIL_MAX_IMPORT_BYTES": "1048576"}).exit_code == 0
+    assert answers[0][0] == 413
+    assert collect(tmp_path).exit_code == 0  # the default takes it (each user's part is small)
+    assert answers[1][0] == 200, answers[1]

@@ -21,6 +21,10 @@ final as (
     from email_events
     where email is not null
         and email_event_type in ('unsubscribed', 'bounced', 'rejected', 'complained')
+        -- Mandrill's word only: the write key is public (it is in the shop's pages), and a
+        -- forged "Marked as Spam" would stop a stranger's email for good. Null: a row staged
+        -- before library_name existed, taken as before until a full refresh reads it again.
+        and coalesce(library_name, 'signalmail-mandrill-webhook') = 'signalmail-mandrill-webhook'
     group by email
 )
 

@@ -147,6 +147,8 @@ class Collector:
             self._check_key(keys.pop())
         except ingest.IngestError as exc:
             return self._reject(exc)
+        for event in events:
+            ingest.device_time_as_original(event)
         return await self._stamp_and_commit(request, events)
 
     async def import_batch(self, request: Request) -> Response:
@@ -224,8 +226,20 @@ class Collector:
             return self._reject(exc)
         return await self._stamp_and_commit(request, events)
 
-    async def _stamp_and_commit(self, request: Request, events: list[dict[str, Any]]) -> Response:
-        """Enrich the request's events as rudder-server does, make them durable, answer."""
+    async def _stamp_and_commit(
+        self, request: Request, events: list[dict[str, Any]], *, from_webhook: bool = False
+    ) -> Response:
+        """Enrich the request's events as rudder-server does, make them durable, answer.
+
+        Only the signed webhook route may send events under the webhook's library name: the
+        dbt models take suppression (bounces, complaints, unsubscribes) from those events
+        alone, and the write key of every other route is public (it is in the shop's pages).
+        """
+        if not from_webhook:
+            try:
+                ingest.refuse_reserved_library(events)
+            except ingest.IngestError as exc:
+                return self._reject(exc)
         info = ingest.RequestInfo(datetime.now(UTC), self._client_ip(request))
         for event in events:
             ingest.enrich(event, info)
@@ -368,7 +382,7 @@ class Collector:
             return self._reject(exc)
         events, counts = webhooks.convert(raw_events)
         self.metrics.webhook.update(counts)
-        return await self._stamp_and_commit(request, events)
+        return await self._stamp_and_commit(request, events, from_webhook=True)
 
     # -- operations -------------------------------------------------------------------------
 

@@ -200,6 +200,16 @@ def _storage_options(_ctx: click.Context, _param: click.Parameter, value: str | 
     "at once and disables a webhook that keeps failing).",
 )
 @click.option(
+    "--max-import-bytes",
+    default=256 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    envvar="SIGNALMAIL_MAX_IMPORT_BYTES",
+    help="413 above this many bytes on /v1/import, compressed or decompressed (bulk loads; "
+    "each user's part keeps --max-request-bytes). Lower it where no bulk load comes in: the "
+    "write key is public, and a small gzip body expands to this much work.",
+)
+@click.option(
     "--gzip-level",
     default=DEFAULT_GZIP_LEVEL,
     show_default=True,
@@ -283,6 +293,7 @@ def collect(
     queue_capacity: int,
     max_request_bytes: int,
     max_webhook_bytes: int,
+    max_import_bytes: int,
     gzip_level: int,
     storage_options: dict[str, Any] | None,
     mandrill_webhook_key: str | None,
@@ -326,6 +337,7 @@ def collect(
         write_key=write_key,
         max_request_bytes=max_request_bytes,
         max_webhook_bytes=max_webhook_bytes,
+        max_import_bytes=max_import_bytes,
         queue_capacity=queue_capacity,
         mandrill_webhook_key=mandrill_webhook_key or None,
         mandrill_webhook_url=mandrill_webhook_url or None,

@@ -12,6 +12,10 @@ rudder-server wraps its whole router in rs/cors with `AllowOriginFunc: always tr
   `Access-Control-Allow-Credentials: true` and `Vary: Origin`.
 
 Write keys still guard every ingest route: CORS only lets a browser read the answer.
+
+Unlike rudder-server, `/health` and `/metrics` answer without CORS headers: no SDK reads them,
+and with the headers any page a member of staff opened could read the collector's queue depth,
+rejection counts and spool errors (local paths) from inside the shop's network.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD"})
+#: routes for operators and their monitoring, never for browsers (see the module docstring)
+OPERATIONS_PATHS = frozenset({"/health", "/metrics"})
 MAX_AGE = "900"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
@@ -43,7 +49,7 @@ class RudderCors:
             return
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
-        if origin is None:
+        if origin is None or scope["path"] in OPERATIONS_PATHS:
             await self.app(scope, receive, send)
             return
         method = headers.get(b"access-control-request-method")

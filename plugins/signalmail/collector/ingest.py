@@ -140,6 +140,28 @@ def parse_events(body: bytes, path_type: str) -> list[dict[str, Any]]:
     return events
 
 
+#: the library name of the events the signed Mandrill webhook route makes (webhooks.LIBRARY)
+WEBHOOK_LIBRARY_NAME = "signalmail-mandrill-webhook"
+
+
+def refuse_reserved_library(events: list[dict[str, Any]]) -> None:
+    """Refuse a client's events that name the webhook's library (see Collector._stamp_and_commit).
+
+    400 for the request, as for any event rudder-server refuses: a forged bounce or
+    unsubscribe would otherwise stop a stranger's email for good.
+    """
+    for event in events:
+        context = event.get("context")
+        library = context.get("library") if isinstance(context, dict) else None
+        name = library.get("name") if isinstance(library, dict) else None
+        if isinstance(name, str) and name.strip().lower() == WEBHOOK_LIBRARY_NAME:
+            raise IngestError(
+                400,
+                f"context.library.name {WEBHOOK_LIBRARY_NAME} is reserved for /webhooks/mandrill",
+                "reserved_library",
+            )
+
+
 def check_import_parts(events: list[dict[str, Any]], limit: int) -> None:
     """Refuse an import whose part for one user (rudderId) is over `limit` bytes of JSON."""
     sizes: dict[str, int] = {}
@@ -210,6 +232,19 @@ class RequestInfo:
         self.received_at = received_at
         self.received_text = format_ts(received_at)
         self.request_ip = request_ip
+
+
+def device_time_as_original(event: dict[str, Any]) -> None:
+    """Read analytics.js's `timestamp` as the device's time of the call (Segment's protocol).
+
+    analytics.js sends the device clock's time of the call as `timestamp` and its time of
+    sending as `sentAt`; Segment's API keeps the first as `originalTimestamp` and corrects the
+    skew. Kept as `timestamp`, a laptop clock two hours slow would make a cart two hours old at
+    its first tick, and its abandonment email go out while the shopper is still shopping.
+    `enrich` then computes `timestamp` as for the RudderStack SDKs.
+    """
+    if "originalTimestamp" not in event and "timestamp" in event and "sentAt" in event:
+        event["originalTimestamp"] = event.pop("timestamp")
 
 
 def enrich(event: dict[str, Any], info: RequestInfo) -> dict[str, Any]:

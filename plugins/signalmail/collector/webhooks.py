@@ -39,6 +39,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from signalmail.collector.ingest import WEBHOOK_LIBRARY_NAME
+
 log = logging.getLogger("signalmail.collector.webhooks")
 
 #: Namespace of the deterministic messageIds of webhook events (uuid5 of the event's identity).
@@ -59,7 +61,7 @@ IGNORED_EVENTS = frozenset({"send", "deferral"})
 #: Mandrill's sync events (rejects and allowlist changes), counted but not converted
 SYNC_TYPES = frozenset({"blacklist", "whitelist"})
 METADATA_KEYS = ("trigger_id", "campaign", "variant", "user_id")
-LIBRARY = {"name": "signalmail-mandrill-webhook", "version": "1"}
+LIBRARY = {"name": WEBHOOK_LIBRARY_NAME, "version": "1"}
 
 
 class WebhookError(Exception):

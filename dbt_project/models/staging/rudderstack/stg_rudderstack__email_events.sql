@@ -40,7 +40,11 @@ renamed as (
         {{ json_text('properties', ['mandrill_id']) }} as mandrill_id,
         nullif(lower(trim({{ json_text('properties', ['email']) }})), '') as email,
         {{ json_text('properties', ['url']) }} as clicked_url,
-        lower({{ json_text('properties', ['bounce_type']) }}) as bounce_type
+        lower({{ json_text('properties', ['bounce_type']) }}) as bounce_type,
+        -- who sent it: only the signed Mandrill webhook's events suppress (the collector
+        -- refuses its library name on every other route); '' when absent, so that null means
+        -- a row staged before this column existed
+        coalesce(lower(trim({{ json_text('context', ['library', 'name']) }})), '') as library_name
     from source
 )
 
