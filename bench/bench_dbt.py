@@ -225,7 +225,7 @@ def runner_ticks(engine: str, args_dict: dict, size: int, queue) -> None:
     try:
         started = time.perf_counter()
         runner = TickRunner(wh)
-        runner.invoke(*TICK_ARGS)
+        runner.invoke(*TICK_ARGS, reuse_connections=True)
         warmup = time.perf_counter() - started
     except DbtFailed as error:
         queue.put(("error", f"warm-up failed: {error}"))
@@ -237,7 +237,7 @@ def runner_ticks(engine: str, args_dict: dict, size: int, queue) -> None:
             load_tick(conn, engine, wh, args, 10**6 + tick + size, users=args.users, mode="runner")
             started = time.perf_counter()
             try:
-                runner.invoke(*TICK_ARGS)
+                runner.invoke(*TICK_ARGS, reuse_connections=True)
             except DbtFailed as error:
                 queue.put(("error", f"tick {tick + 1} failed: {error}"))
                 return

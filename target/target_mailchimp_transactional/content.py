@@ -76,7 +76,7 @@ def recipient_content(
         if payload is not None and not isinstance(payload, str):
             # an object as singer-sdk reads it: its numbers are Decimals, which neither the
             # money formatting nor the request's JSON takes
-            payload = json.dumps(payload, default=_number)
+            payload = json.dumps(payload, default=_number, ensure_ascii=False)
         if isinstance(payload, str):
             size = len(payload.encode("utf-8", "surrogatepass"))
             if size > MAX_PAYLOAD_BYTES:

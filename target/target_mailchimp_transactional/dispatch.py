@@ -705,7 +705,9 @@ class Dispatcher:
         except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             # a value of this row the cleaning cannot take (a list where an object goes, a
             # nesting past Python's stack): this trigger is invalid, the run goes on
-            LOGGER.warning("trigger %s: payload not usable", tid, exc_info=True)
+            # an error, with the traceback: a bug in a block or here would show as every
+            # trigger of a campaign going `invalid`, which the operator must see
+            LOGGER.error("trigger %s: payload not usable", tid, exc_info=True)
             return LedgerEntry(
                 **base, state="invalid", error=f"payload not usable: {type(exc).__name__}: {exc}"
             )
@@ -813,7 +815,7 @@ class Dispatcher:
             except RunStopped:
                 # Claimed but never attempted: back to failed, retried on the next run.
                 self._finish(CallResult([
-                    Outcome(i, "failed", error="run stopped: Invalid_Key")
+                    Outcome(i, "failed", error="run stopped: Invalid_Key", spent=False)
                     for rest in calls[n + 1 :] for i in rest
                 ]))  # fmt: skip
                 raise

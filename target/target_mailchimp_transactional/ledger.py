@@ -319,7 +319,9 @@ class Ledger:
             return
         sql, params = self._ids_filter(list(trigger_ids))
         stmt = sa.text(
-            f"update {self.table_ref} set attempts = greatest(attempts - 1, 0) "
+            # `case`, not greatest(): SQLite has no greatest()
+            f"update {self.table_ref} "
+            "set attempts = case when attempts > 0 then attempts - 1 else 0 end "
             f"where state = 'failed' and claimed_by = :run and {sql}"
         )
         if "ids" in params and isinstance(params["ids"], list):

@@ -122,3 +122,16 @@ def test_forget_deletes_an_event_that_names_the_address_only_in_its_properties(c
     assert delete_person(conn, "raw", person) == {"raw.tracks": 2}
     left = conn.execute(sa.text("select message_id from raw.tracks")).scalars().all()
     assert left == ["m2"]
+
+
+def test_a_shared_address_does_not_bring_in_the_others_who_used_it(conn):
+    """ann and bob both gave the family's address. Forgetting ann tombstones it with hers, but
+    following links on from it would have erased bob, his score and his own address."""
+    _identify(conn, "ann", "a-1", "ann@example.com")
+    _identify(conn, "ann", "a-1", "family@example.com")
+    _identify(conn, "bob", "b-1", "family@example.com")
+    _identify(conn, "bob", "b-1", "bob@example.com")
+    found = find_person(conn, "raw", None, "ann@example.com")
+    assert found.user_ids == {"ann"}
+    assert found.emails == {"ann@example.com", "family@example.com"}
+    assert "b-1" not in found.anonymous_ids

@@ -324,6 +324,9 @@ def test_invalid_key_stops_the_run_and_releases_claims(campaigns, ledger):
     assert len(fake.calls) == 1
     assert set(states(ledger).values()) == {"failed"}  # nothing left `sending`, nothing sent
     assert len(states(ledger)) == 12
+    # the key's call, those in flight and those never submitted: no email was tried, no try
+    # is spent (the watch runs the target every few seconds)
+    assert {r["attempts"] for r in ledger.all_rows()} == {0}
 
 
 def test_template_error_fails_that_campaign_only(campaigns, ledger):

@@ -9,8 +9,7 @@ interactions as (
 described as (
     -- when each description reached us: a client's clock may claim a day ahead
     -- (max_clock_skew_minutes), and a forged view dated so would have given every email its
-    -- name, price and link until then; capped at the receipt, it holds only until the next
-    -- real view of the product
+    -- name, price and link until then; capped at the receipt, a real view after it wins
     select
         *,
         least(event_at, received_at) as described_at

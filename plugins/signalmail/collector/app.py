@@ -147,8 +147,9 @@ class Collector:
             self._check_key(keys.pop())
         except ingest.IngestError as exc:
             return self._reject(exc)
+        batch_sent_at = ingest.body_sent_at(body) if path_type == "batch" else None
         for event in events:
-            ingest.device_time_as_original(event)
+            ingest.device_time_as_original(event, batch_sent_at)
         return await self._stamp_and_commit(request, events)
 
     async def import_batch(self, request: Request) -> Response:

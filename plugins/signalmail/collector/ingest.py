@@ -178,8 +178,17 @@ def _text_or_none(value: Any) -> str | None:
 
 def body_write_key(body: bytes) -> Any:
     """Return the top-level `writeKey` of a JSON body (Segment's browser protocol), or None."""
+    return _top_level(body, "writeKey")
+
+
+def body_sent_at(body: bytes) -> Any:
+    """Return a batch's top-level `sentAt` (analytics.js batching sends one for the batch)."""
+    return _top_level(body, "sentAt")
+
+
+def _top_level(body: bytes, key: str) -> Any:
     payload = _decoder.decode(body)
-    return payload.get("writeKey") if isinstance(payload, dict) else None
+    return payload.get(key) if isinstance(payload, dict) else None
 
 
 def _present(value: Any) -> bool:
@@ -234,15 +243,19 @@ class RequestInfo:
         self.request_ip = request_ip
 
 
-def device_time_as_original(event: dict[str, Any]) -> None:
+def device_time_as_original(event: dict[str, Any], batch_sent_at: Any = None) -> None:
     """Read analytics.js's `timestamp` as the device's time of the call (Segment's protocol).
 
     analytics.js sends the device clock's time of the call as `timestamp` and its time of
     sending as `sentAt`; Segment's API keeps the first as `originalTimestamp` and corrects the
     skew. Kept as `timestamp`, a laptop clock two hours slow would make a cart two hours old at
     its first tick, and its abandonment email go out while the shopper is still shopping.
-    `enrich` then computes `timestamp` as for the RudderStack SDKs.
+    `enrich` then computes `timestamp` as for the RudderStack SDKs. In batching mode
+    analytics.js takes each event's `sentAt` off and sends one for the batch
+    (`batch_sent_at`; packages/browser/src/plugins/segmentio/batched-dispatcher.ts).
     """
+    if "sentAt" not in event and batch_sent_at is not None:
+        event["sentAt"] = batch_sent_at
     if "originalTimestamp" not in event and "timestamp" in event and "sentAt" in event:
         event["originalTimestamp"] = event.pop("timestamp")
 

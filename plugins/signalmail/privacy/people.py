@@ -85,25 +85,23 @@ def _linked_user_ids(
     return {value for row in found for value in row if value}
 
 
-def _user_ids_of_address(
-    conn: sa.Connection, tables: dict[str, set[str]], schema: str, address: str
-) -> set[str]:
-    """User ids that rows of `schema` pair with the address (a profile, an identity map).
+#: the derived table that pairs a user with their address (from identify calls), which
+#: retention keeps after the raw identifies are gone
+PROFILE_TABLE = "int_user_profiles"
 
-    The derived tables outlive the raw identifies under retention, and keep the link.
-    """
-    ids: set[str] = set()
-    for table, columns in sorted(tables.items()):
-        if {"user_id", "email"} <= columns:
-            found = conn.execute(
-                sa.text(
-                    f'select distinct user_id from "{schema}"."{table}" '  # noqa: S608
-                    "where user_id is not null and lower(trim(email)) = :email"
-                ),
-                {"email": address},
-            )
-            ids.update(str(row[0]) for row in found)
-    return ids
+
+def _user_ids_of_address(conn: sa.Connection, schema: str, address: str) -> set[str]:
+    """User ids the profile model pairs with the address (see PROFILE_TABLE)."""
+    if not {"user_id", "email"} <= existing_tables(conn, schema).get(PROFILE_TABLE, set()):
+        return set()
+    found = conn.execute(
+        sa.text(
+            f'select distinct user_id from "{schema}"."{PROFILE_TABLE}" '  # noqa: S608
+            "where user_id is not null and lower(trim(email)) = :email"
+        ),
+        {"email": address},
+    )
+    return {str(row[0]) for row in found}
 
 
 def find_person(
@@ -115,9 +113,13 @@ def find_person(
 ) -> Person:
     """Gather a person's identifiers from the events, starting from a user id or address.
 
-    Addresses compare trimmed and lower-cased, as dbt's models compare them. Links are
-    followed until no new identifier turns up: an alias from either side, the addresses of
-    every user id found, and the user ids of every address.
+    Each link is followed one step from what the request names, never on from what a link
+    found: the address's user ids (identify calls, and the profile in `derived_schema`, which
+    outlives the raw identifies under retention), the user ids an alias ties to those from
+    either side, then every address those user ids gave. A shared address found that way
+    (a family's, a placeholder many guests typed) is tombstoned as theirs, but its other users
+    are not taken for this person: following links on would erase strangers. Addresses
+    compare trimmed and lower-cased, as dbt's models compare them.
     """
     person = Person()
     if user_id:
@@ -127,41 +129,33 @@ def find_person(
         person.emails.add(address)
         person.anonymous_ids.add(anonymous_id_for(address))
     tables = existing_tables(conn, raw_schema)
-    derived = existing_tables(conn, derived_schema) if derived_schema else {}
     email_expr = "lower(trim(coalesce(traits ->> 'email', context -> 'traits' ->> 'email')))"
-    searched_addresses: set[str] = set()
-    searched_ids: set[str] = set()
-    while True:
-        for address in sorted(person.emails - searched_addresses):
-            searched_addresses.add(address)
-            if "identifies" in tables:
-                found = conn.execute(
-                    sa.text(
-                        f'select distinct user_id from "{raw_schema}".identifies '  # noqa: S608
-                        f"where user_id is not null and {email_expr} = :email"
-                    ),
-                    {"email": address},
-                )
-                person.user_ids.update(row[0] for row in found)
-            if derived_schema:
-                person.user_ids.update(_user_ids_of_address(conn, derived, derived_schema, address))
-        new_ids = sorted(person.user_ids - searched_ids)
-        if not new_ids:
-            break
-        searched_ids.update(new_ids)
+    for address in sorted(person.emails):
         if "identifies" in tables:
             found = conn.execute(
                 sa.text(
-                    f'select distinct {email_expr} from "{raw_schema}".identifies '  # noqa: S608
-                    "where user_id in :ids"
-                ).bindparams(sa.bindparam("ids", expanding=True)),
-                {"ids": new_ids},
+                    f'select distinct user_id from "{raw_schema}".identifies '  # noqa: S608
+                    f"where user_id is not null and {email_expr} = :email"
+                ),
+                {"email": address},
             )
-            for (address,) in found:
-                if address:
-                    person.emails.add(address)
-                    person.anonymous_ids.add(anonymous_id_for(address))
+            person.user_ids.update(row[0] for row in found)
+        if derived_schema:
+            person.user_ids.update(_user_ids_of_address(conn, derived_schema, address))
+    if person.user_ids:
         person.user_ids.update(_linked_user_ids(conn, tables, raw_schema, person))
+    if "identifies" in tables and person.user_ids:
+        found = conn.execute(
+            sa.text(
+                f'select distinct {email_expr} from "{raw_schema}".identifies '  # noqa: S608
+                "where user_id in :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": sorted(person.user_ids)},
+        )
+        for (address,) in found:
+            if address:
+                person.emails.add(address)
+                person.anonymous_ids.add(anonymous_id_for(address))
     if not person.user_ids:
         return person
     linked = [(table, "anonymous_id") for table in RAW_EVENT_TABLES if table in tables]

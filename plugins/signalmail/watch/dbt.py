@@ -31,13 +31,18 @@ cli/requires.py) and registers new ones: the first invocation's adapter is froze
 and, should it sit in a reference cycle, stays for the life of the process (once, not per
 tick); later adapters are not frozen and are collected as usual.
 
-On PostgreSQL each dbt thread keeps its connection from node to node within an invocation
-(`keep_postgres_connections`). dbt closes a thread's connection after every node and opens a new
-one for the next (BaseConnectionManager.release): a new backend and a password exchange, 9 ms a
-node on this machine over 127.0.0.1, and a TLS handshake more to a remote server, for about 25
-nodes a tick. dbt-snowflake's `reuse_connections` setting does the same (its release() in
+On PostgreSQL each dbt thread keeps its connection from node to node within a tick
+(`invoke(..., reuse_connections=True)`, `keep_postgres_connections`). dbt closes a thread's
+connection after every node and opens a new one for the next (BaseConnectionManager.release):
+a new backend and a password exchange, 9 ms a node on this machine over 127.0.0.1, and a TLS
+handshake more to a remote server, for about 25 nodes a tick. dbt-snowflake's
+`reuse_connections` setting does the same (its release() in
 dbt/adapters/snowflake/connections.py returns without closing): dbt's own cleanup at the end of
 every invocation (adapter_management) still closes them all, so nothing stays open between ticks.
+Only for ticks, which last seconds: in a long build (the nightly, minutes) a kept connection
+would wait idle while the other thread runs a long model, or for the whole build (the main
+thread's, between the hooks), and a server's `idle_session_timeout` or a proxy's idle limit
+could end it under the next statement. Those invocations connect per node, as dbt does.
 
 The test hook `signals:model` (signalmail.watch.steps.KILL_ENV) kills the process when the first
 model of an invocation that names it has finished, through a dbtRunner callback on dbt's
@@ -50,6 +55,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +65,10 @@ from signalmail.watch.singer import KILL_ENV, kill_point
 if TYPE_CHECKING:  # dbt is imported when a WarmDbt is made (the dbt extra, a heavy import)
     from dbt.contracts.graph.manifest import Manifest
     from dbt_common.events.base_types import EventMsg
+
+
+#: set while an invocation that reuses connections runs (see WarmDbt.invoke)
+_REUSING = threading.Event()
 
 
 def keep_postgres_connections() -> None:
@@ -83,7 +93,7 @@ def keep_postgres_connections() -> None:
 
     def release_unless_healthy(self: PostgresConnectionManager) -> None:
         connection = self.get_if_exists()
-        if connection is not None and connection.state == "open":
+        if _REUSING.is_set() and connection is not None and connection.state == "open":
             handle = connection.handle
             try:
                 if connection.transaction_open and not handle.closed:
@@ -171,14 +181,20 @@ class WarmDbt:
             kill_point(self._kill_at)
 
     def invoke(
-        self, *args: str, vars_override: dict[str, Any] | None = None, kill_at: str | None = None
+        self,
+        *args: str,
+        vars_override: dict[str, Any] | None = None,
+        kill_at: str | None = None,
+        reuse_connections: bool = False,
     ) -> Any:
         """Run `dbt <args>` on the parsed project; return dbt's result or raise DbtFailed.
 
         `vars_override` changes vars for this invocation only. The kept manifest is not parsed
         again, so only vars read when SQL compiles may change this way (the tick's
         `lookback_minutes`), never ones a model's config reads. `kill_at` names this
-        invocation's test hook point (see the module docstring).
+        invocation's test hook point (see the module docstring). `reuse_connections`: each dbt
+        thread keeps its PostgreSQL connection from node to node (for ticks, which last
+        seconds; see the module docstring).
         """
         from dbt.contracts.graph.nodes import CompiledNode
 
@@ -191,9 +207,14 @@ class WarmDbt:
                 node.extra_ctes_injected = False
                 node.extra_ctes = []
                 node._pre_injected_sql = None
-        result = self.runner.invoke(
-            [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
-        )
+        if reuse_connections:
+            _REUSING.set()
+        try:
+            result = self.runner.invoke(
+                [*args, "--no-write-json", *self._with_vars(vars_override), *self.common]
+            )
+        finally:
+            _REUSING.clear()
         if not self.frozen:
             gc.collect()  # the first invocation's garbage is not kept
             gc.freeze()

@@ -221,7 +221,12 @@ class Signals:
         began = time.perf_counter()
         override = None if lookback_seconds is None else {"lookback_minutes": lookback_seconds / 60}
         result = self.dbt.invoke(
-            "build", "--selector", "trigger_path", vars_override=override, kill_at="signals:model"
+            "build",
+            "--selector",
+            "trigger_path",
+            vars_override=override,
+            kill_at="signals:model",
+            reuse_connections=True,
         )
         _fault_point("signals:built")
         results = getattr(result.result, "results", None) or []

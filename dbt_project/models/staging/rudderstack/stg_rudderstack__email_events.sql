@@ -42,9 +42,11 @@ renamed as (
         {{ json_text('properties', ['url']) }} as clicked_url,
         lower({{ json_text('properties', ['bounce_type']) }}) as bounce_type,
         -- who sent it: only the signed Mandrill webhook's events suppress (the collector
-        -- refuses its library name on every other route); '' when absent, so that null means
-        -- a row staged before this column existed
-        coalesce(lower(trim({{ json_text('context', ['library', 'name']) }})), '') as library_name
+        -- refuses its library name on every other route). As sent, not lower-cased: the
+        -- collector refuses any casing of the name, and a lower() that folds a character
+        -- Python does not (a dotted capital I) would let a variant through. '' when absent,
+        -- so that null means a row staged before this column existed
+        coalesce({{ json_text('context', ['library', 'name']) }}, '') as library_name
     from source
 )
 
