@@ -249,4 +249,11 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
     )
     forged["context"]["library"] = {"name": "RudderLabs JavaScript SDK", "version": "3.34.1"}
     events.append(forged)
+    # the webhook's name with a dotted capital I: Python's lower() leaves it apart, so the
+    # collector lets it in, but a warehouse's lower() folds it into the name itself
+    lookalike = f.track(
+        "Marked as Spam", now - 6.6 * h, {"email": "ada@example.com"}, anonymous_id="a-forger"
+    )
+    lookalike["context"]["library"] = {"name": "s\u0130gnalmail-mandrill-webhook"}
+    events.append(lookalike)
     return events
