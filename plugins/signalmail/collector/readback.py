@@ -58,6 +58,8 @@ def read_spool(root: Path, source_id: str | None = None) -> SpoolSummary:
         summary.segments.append(path)
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
+                if not line.strip():
+                    continue  # a forgotten event's place (signalmail.privacy.spool), as the tap
                 event = json.loads(line)
                 summary.events += 1
                 # the collector takes events without a type or an event name (rudder-server
