@@ -137,6 +137,15 @@ def open_filesystem(source: str, storage_options: dict[str, Any] | None = None) 
     return fs, root
 
 
+#: RudderStack's top folder under the spool root; its destination may be told another name
+DEFAULT_LOGS_FOLDER = "rudder-logs"
+
+
+def logs_folder_name(setting: str | None) -> str:
+    """Give the `logs_folder` setting as a folder name (unset or empty: RudderStack's default)."""
+    return (setting or "").strip("/") or DEFAULT_LOGS_FOLDER
+
+
 class SpoolLister:
     """Lists spool files in processing order, one date folder at a time.
 
@@ -151,12 +160,12 @@ class SpoolLister:
         fs: Any,
         root: str,
         source_ids: list[str] | None = None,
-        logs_folder: str = "rudder-logs",
+        logs_folder: str | None = DEFAULT_LOGS_FOLDER,
     ) -> None:
         self.fs = fs
         self.root = root
         self.source_ids = set(source_ids) if source_ids else None
-        self.logs_folder = logs_folder.strip("/") or "rudder-logs"
+        self.logs_folder = logs_folder_name(logs_folder)
 
     def _ls(self, path: str) -> list[dict[str, Any]]:
         try:

@@ -228,7 +228,7 @@ class SpoolSync:
         self.start_ts = int(_parse_start(start).timestamp()) if start else None
         self.fs, self.root = open_filesystem(config["source"], storage_options(config))
         self.lister = SpoolLister(
-            self.fs, self.root, config.get("source_ids"), config.get("logs_folder") or "rudder-logs"
+            self.fs, self.root, config.get("source_ids"), config.get("logs_folder")
         )
         limit = config.get("max_records_per_sync")
         self.limit = int(limit) if limit else None

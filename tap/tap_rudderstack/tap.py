@@ -9,7 +9,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
-from tap_rudderstack.spool import EVENT_STREAMS
+from tap_rudderstack.spool import DEFAULT_LOGS_FOLDER, EVENT_STREAMS
 from tap_rudderstack.streams import EventStream, RejectedEventsStream
 from tap_rudderstack.sync import FastWriter, ReceivedRange, SpoolSync
 
@@ -53,7 +53,7 @@ class TapRudderStack(Tap):
         th.Property(
             "logs_folder",
             th.StringType,
-            default="rudder-logs",
+            default=DEFAULT_LOGS_FOLDER,
             description="The top folder under `source` (RudderStack's object-storage destination "
             "can be told another name than rudder-logs).",
         ),

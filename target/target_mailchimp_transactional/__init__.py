@@ -17,6 +17,7 @@ from target_mailchimp_transactional.client import (
     TemplateError,
 )
 from target_mailchimp_transactional.content import (
+    UNUSABLE_VALUE_ERRORS,
     ContentSettings,
     PayloadError,
     RecipientContent,
@@ -27,6 +28,7 @@ from target_mailchimp_transactional.ledger import Ledger, tombstone_digest
 from target_mailchimp_transactional.target import TargetMailchimpTransactional
 
 __all__ = [
+    "UNUSABLE_VALUE_ERRORS",
     "Accepted",
     "AmbiguousError",
     "BlockRenderError",

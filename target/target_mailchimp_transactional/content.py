@@ -62,6 +62,11 @@ class RecipientContent:
 #: the largest payload one trigger may carry (its JSON text): an email's data is kilobytes
 MAX_PAYLOAD_BYTES = 256 * 1024
 
+#: what a value of a row may raise where the code expects another shape (a list where an
+#: object goes, a text quantity compared, a nesting past the stack): that trigger is
+#: `invalid`, in the target as in `signalmail templates preview`, and the run goes on
+UNUSABLE_VALUE_ERRORS = (TypeError, ValueError, ArithmeticError, RecursionError)
+
 
 def recipient_content(
     row: dict[str, Any], settings: ContentSettings, counts: dict[str, int] | None = None
@@ -85,19 +90,16 @@ def recipient_content(
                 msg = f"payload is {size:,} bytes, over the {MAX_PAYLOAD_BYTES:,} one email takes"
                 raise PayloadError(msg)
             payload = json.loads(payload) if payload.strip() else {}
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            msg = "payload is not a JSON object"
+            raise PayloadError(msg)
+        payload = sanitize.payload(payload, settings.link_domains, counts)
     except json.JSONDecodeError as exc:
         msg = f"payload is not JSON: {exc}"
         raise PayloadError(msg) from exc
-    except RecursionError:
-        raise PayloadError("payload is nested too deeply") from None
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        msg = "payload is not a JSON object"
-        raise PayloadError(msg)
-    try:
-        payload = sanitize.payload(payload, settings.link_domains, counts)
-    except RecursionError:
+    except RecursionError:  # in json's decoder or encoder, or in the cleaning's walk
         raise PayloadError("payload is nested too deeply") from None
     person = {key: row.get(key) for key in PERSON_KEYS}
     person = {k: sanitize.text(v) if isinstance(v, str) else v for k, v in person.items()}

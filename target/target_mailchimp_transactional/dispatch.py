@@ -57,6 +57,7 @@ from target_mailchimp_transactional.client import (
     redact,
 )
 from target_mailchimp_transactional.content import (
+    UNUSABLE_VALUE_ERRORS,
     ContentSettings,
     PayloadError,
     recipient_content,
@@ -702,9 +703,7 @@ class Dispatcher:
             return LedgerEntry(**base, state="invalid", error=str(exc.args[0]))
         except BlockRenderError as exc:
             return LedgerEntry(**base, state="invalid", error=str(exc))
-        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
-            # a value of this row the cleaning cannot take (a list where an object goes, a
-            # nesting past Python's stack): this trigger is invalid, the run goes on
+        except UNUSABLE_VALUE_ERRORS as exc:
             # an error, with the traceback: a bug in a block or here would show as every
             # trigger of a campaign going `invalid`, which the operator must see
             LOGGER.error("trigger %s: payload not usable", tid, exc_info=True)

@@ -31,7 +31,7 @@ UNSIGNED_WEBHOOK = urlencode(
 ).encode()
 
 
-async def post_webhook(
+async def post(
     app: Any,
     body: bytes,
     path: str = "/webhooks/mandrill",
@@ -73,23 +73,29 @@ async def post_webhook(
     return status, answer
 
 
-@pytest.fixture
-def webhook_answers(monkeypatch) -> list[tuple[int, bytes]]:
-    """Replace uvicorn's server: `run` posts UNSIGNED_WEBHOOK; the answers land in the list."""
+def post_at_start(monkeypatch, body: bytes, *where: Any) -> list[tuple[int, bytes]]:
+    """Replace uvicorn's server: `run` posts `body` (to `where`, see `post`) to the app the
+    command built; each run's answer lands in the list returned."""
     answers: list[tuple[int, bytes]] = []
 
-    class PostOneWebhook:
+    class PostOnce:
         def __init__(self, config: uvicorn.Config) -> None:
             self.config = config
             self.started = False
             self.should_exit = False
 
         def run(self) -> None:
-            answers.append(asyncio.run(post_webhook(self.config.app, UNSIGNED_WEBHOOK)))
+            answers.append(asyncio.run(post(self.config.app, body, *where)))
             self.started = True
 
-    monkeypatch.setattr(uvicorn, "Server", PostOneWebhook)
+    monkeypatch.setattr(uvicorn, "Server", PostOnce)
     return answers
+
+
+@pytest.fixture
+def webhook_answers(monkeypatch) -> list[tuple[int, bytes]]:
+    """Replace uvicorn's server: `run` posts UNSIGNED_WEBHOOK; the answers land in the list."""
+    return post_at_start(monkeypatch, UNSIGNED_WEBHOOK)
 
 
 def collect(spool: Path, *options: str, env: dict[str, str] | None = None) -> Result:
@@ -185,22 +191,10 @@ def test_max_import_bytes_holds_a_compressed_import_to_the_limit(tmp_path, monke
     body = gzip.compress(json.dumps({"batch": [{"anonymousId": "a", "type": "track",
                                                 "event": "x"}] * 60_000}).encode())  # fmt: skip
     assert len(body) < 64 * 1024
-    answers: list[tuple[int, bytes]] = []
     auth = b"Basic " + base64.b64encode(b"wk:")
-
-    class PostOneImport:
-        def __init__(self, config: uvicorn.Config) -> None:
-            self.config = config
-            self.started = False
-            self.should_exit = False
-
-        def run(self) -> None:
-            headers = ((b"content-type", b"application/json"), (b"content-encoding", b"gzip"),
-                       (b"authorization", auth))  # fmt: skip
-            answers.append(asyncio.run(post_webhook(self.config.app, body, "/v1/import", headers)))
-            self.started = True
-
-    monkeypatch.setattr(uvicorn, "Server", PostOneImport)
+    headers = ((b"content-type", b"application/json"), (b"content-encoding", b"gzip"),
+               (b"authorization", auth))  # fmt: skip
+    answers = post_at_start(monkeypatch, body, "/v1/import", headers)
     assert collect(tmp_path, env={"SIGNALMAIL_MAX_IMPORT_BYTES": "1048576"}).exit_code == 0
     assert answers[0][0] == 413
     assert collect(tmp_path).exit_code == 0  # the default takes it (each user's part is small)

@@ -552,17 +552,21 @@ def test_the_backoff_holds_while_a_step_keeps_failing_between_its_runs(tmp_path)
     assert watch._failures == 0
 
 
+def _captures(watch, more: list[bool]) -> None:
+    """Script the loop's captures: each loads 10 events and says whether the spool has more."""
+
+    def capture() -> StepResult:
+        return StepResult("capture", 0.1, counts={"events": 10}, more=more.pop(0))
+
+    watch.capture.run = capture
+
+
 def test_a_backlog_is_loaded_in_steps_and_no_rule_sees_part_of_it(tmp_path):
     """A capture that stopped at its record limit leaves more in the spool (a cart's order may
     be in the next step): no tick and no send until a capture comes back short, then at once."""
     watch, steps = _loop(tmp_path)
     watch.warehouse.missing = []
-    backlog = [True, True, False]
-
-    def capture() -> StepResult:
-        return StepResult("capture", 0.1, counts={"events": 10}, more=backlog.pop(0))
-
-    watch.capture.run = capture
+    _captures(watch, more=[True, True, False])
     watch.cycle()
     watch.cycle()
     assert steps["signals"].calls == []
@@ -585,12 +589,7 @@ def test_the_nightly_waits_for_the_end_of_a_backlog(tmp_path):
     watch.signals.nightly = nightly
     watch.intent = SimpleNamespace(run=intent)
     watch.retention = SimpleNamespace(run=_Script("retention"))
-    backlog = [True, True, False]
-
-    def capture() -> StepResult:
-        return StepResult("capture", 0.1, counts={"events": 10}, more=backlog.pop(0))
-
-    watch.capture.run = capture
+    _captures(watch, more=[True, True, False])
     watch.cycle()
     watch.cycle()
     assert (nightly.calls, intent.calls) == ([], [])

@@ -137,7 +137,8 @@ class Collector:
             return self._reject(exc)
         try:
             found = [event.pop("writeKey", None) for event in events]
-            found.append(ingest.body_write_key(body))
+            top = ingest.body_fields(body)
+            found.append(top.get("writeKey"))
             if any(k is not None and not isinstance(k, str) for k in found):
                 # a list or an object is no key (and a set of them is no set: TypeError, 500)
                 raise ingest.IngestError(401, "invalid write key", "invalid_write_key")
@@ -147,7 +148,7 @@ class Collector:
             self._check_key(keys.pop())
         except ingest.IngestError as exc:
             return self._reject(exc)
-        batch_sent_at = ingest.body_sent_at(body) if path_type == "batch" else None
+        batch_sent_at = top.get("sentAt") if path_type == "batch" else None
         for event in events:
             ingest.device_time_as_original(event, batch_sent_at)
         return await self._stamp_and_commit(request, events)

@@ -176,21 +176,17 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-# The two readers below decode in their own frame, not through a shared helper: msgspec's depth
-# limit depends on how deep in the stack it runs, and a body parse_events just took must decode
-# here too (one frame more refused a body nested just under the limit, with a 500).
+def body_fields(body: bytes) -> dict[str, Any]:
+    """Return the top-level fields of a JSON body (none when it is not an object).
 
-
-def body_write_key(body: bytes) -> Any:
-    """Return the top-level `writeKey` of a JSON body (Segment's browser protocol), or None."""
+    Segment's browser protocol puts the `writeKey` there, and analytics.js batching one
+    `sentAt` for the batch. It decodes in its own frame, called from the route: msgspec's
+    depth limit depends on how deep in the stack it runs, and a body parse_events just took
+    must decode here too (a helper frame more refused a body nested just under the limit,
+    with a 500).
+    """
     payload = _decoder.decode(body)
-    return payload.get("writeKey") if isinstance(payload, dict) else None
-
-
-def body_sent_at(body: bytes) -> Any:
-    """Return a batch's top-level `sentAt` (analytics.js batching sends one for the batch)."""
-    payload = _decoder.decode(body)
-    return payload.get("sentAt") if isinstance(payload, dict) else None
+    return payload if isinstance(payload, dict) else {}
 
 
 def _present(value: Any) -> bool:

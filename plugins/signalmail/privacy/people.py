@@ -35,12 +35,24 @@ class Person:
 
 def existing_tables(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
     """Map the base tables of `schema` to their column names (DuckDB and PostgreSQL alike)."""
+    return _base_table_columns(conn, schema, json_only=False)
+
+
+def json_columns(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
+    """Map the base tables of `schema` to their JSON columns (DuckDB `JSON`, PostgreSQL json(b))."""
+    return _base_table_columns(conn, schema, json_only=True)
+
+
+def _base_table_columns(
+    conn: sa.Connection, schema: str, *, json_only: bool
+) -> dict[str, set[str]]:
+    json_filter = " and lower(c.data_type) in ('json', 'jsonb')" if json_only else ""
     rows = conn.execute(
         sa.text(
-            "select c.table_name, c.column_name from information_schema.columns c "
+            "select c.table_name, c.column_name from information_schema.columns c "  # noqa: S608
             "join information_schema.tables t on t.table_schema = c.table_schema "
             "and t.table_name = c.table_name "
-            "where c.table_schema = :schema and t.table_type = 'BASE TABLE'"
+            f"where c.table_schema = :schema and t.table_type = 'BASE TABLE'{json_filter}"
         ),
         {"schema": schema},
     )
@@ -48,24 +60,6 @@ def existing_tables(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
     for table, column in rows:
         tables.setdefault(table, set()).add(column)
     return tables
-
-
-def json_columns(conn: sa.Connection, schema: str) -> dict[str, set[str]]:
-    """Map the base tables of `schema` to their JSON columns (DuckDB `JSON`, PostgreSQL json(b))."""
-    rows = conn.execute(
-        sa.text(
-            "select c.table_name, c.column_name from information_schema.columns c "
-            "join information_schema.tables t on t.table_schema = c.table_schema "
-            "and t.table_name = c.table_name "
-            "where c.table_schema = :schema and t.table_type = 'BASE TABLE' "
-            "and lower(c.data_type) in ('json', 'jsonb')"
-        ),
-        {"schema": schema},
-    )
-    found: dict[str, set[str]] = {}
-    for table, column in rows:
-        found.setdefault(table, set()).add(column)
-    return found
 
 
 def _linked_user_ids(
@@ -122,15 +116,14 @@ def find_person(
     compare trimmed and lower-cased, as dbt's models compare them.
     """
     person = Person()
+    tables = existing_tables(conn, raw_schema)
+    email_expr = "lower(trim(coalesce(traits ->> 'email', context -> 'traits' ->> 'email')))"
     if user_id:
         person.user_ids.add(user_id)
     if email:
         address = email.strip().lower()
         person.emails.add(address)
         person.anonymous_ids.add(anonymous_id_for(address))
-    tables = existing_tables(conn, raw_schema)
-    email_expr = "lower(trim(coalesce(traits ->> 'email', context -> 'traits' ->> 'email')))"
-    for address in sorted(person.emails):
         if "identifies" in tables:
             found = conn.execute(
                 sa.text(

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
-from tap_rudderstack import CorruptFile, iter_lines, segment_opened_at
+from tap_rudderstack import (
+    DEFAULT_LOGS_FOLDER,
+    CorruptFile,
+    iter_lines,
+    logs_folder_name,
+    segment_opened_at,
+)
 
 
 @dataclass
@@ -59,7 +65,7 @@ def _read_lines(fs: Any, path: str, change: SpoolChange) -> tuple[list[bytes], b
 
 
 def _segments(fs: Any, root: str, logs_folder: str) -> list[str]:
-    base = f"{root.rstrip('/')}/{logs_folder.strip('/') or 'rudder-logs'}"
+    base = f"{root.rstrip('/')}/{logs_folder_name(logs_folder)}"
     if not fs.exists(base):
         return []
     # every date folder, also one the tap skips for its name: a person's events there are
@@ -94,7 +100,7 @@ def remove_events(
     ids: set[str],
     emails: set[str],
     storage_options: dict[str, Any] | None = None,
-    logs_folder: str = "rudder-logs",
+    logs_folder: str = DEFAULT_LOGS_FOLDER,
 ) -> SpoolChange:
     """Rewrite every segment under `url` without the events of these ids or addresses."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -122,7 +128,7 @@ def remove_segments_before(
     url: str,
     before: dt.datetime,
     storage_options: dict[str, Any] | None = None,
-    logs_folder: str = "rudder-logs",
+    logs_folder: str = DEFAULT_LOGS_FOLDER,
 ) -> SpoolChange:
     """Delete segments opened before `before` (the unix time their name starts with)."""
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))

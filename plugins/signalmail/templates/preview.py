@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from tap_warehouse import WarehouseConnector
 from target_mailchimp_transactional import (
+    UNUSABLE_VALUE_ERRORS,
     BlockRenderer,
     BlockRenderError,
     Campaign,
@@ -108,7 +109,7 @@ def render_row(
     except PayloadError as exc:
         item.error = str(exc)
         return item, None
-    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+    except UNUSABLE_VALUE_ERRORS as exc:
         # the target makes such a trigger invalid (and goes on): listed, not a crash
         item.error = f"payload not usable: {type(exc).__name__}: {exc}"
         return item, None
