@@ -173,6 +173,7 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
         ("s-unsub", "Unsubscribed", {}),
         ("s-bounce", "Email Bounced", {"bounce_type": "hard"}),
         ("s-spam", "Marked as Spam", {}),
+        ("s-rejected", "Email Rejected", {"reject_reason": "hard-bounce"}),
     ):
         events.append(_consenting(f, user, now - 9 * 24 * h))
         events.append(
@@ -204,6 +205,22 @@ def scenario(now: datetime = NOW) -> list[dict[str, Any]]:
         )
     )
     events.extend(_abandoned_cart(f, "s-softbounce", now - 5 * h))
+    # s-unsigned: Mandrill rejected an email for the sender's sake (an unsigned domain), which
+    # says nothing about the address
+    events.append(_consenting(f, "s-unsigned", now - 9 * 24 * h))
+    events.append(
+        mandrill_event(
+            f,
+            "Email Rejected",
+            now - 2 * 24 * h,
+            email="s-unsigned@example.com",
+            user_id="s-unsigned",
+            trigger_id="old-unsigned",
+            campaign="re_engagement",
+            reject_reason="unsigned",
+        )
+    )
+    events.extend(_abandoned_cart(f, "s-unsigned", now - 5 * h))
 
     # s-lapsed: two sessions, silent for 32 days; s-expired: silent for 100, past the
     # re-engagement horizon (90 days)

@@ -80,6 +80,10 @@ METADATA_LIMIT = 250
 #: Mandrill errors about the account, not the email: a failure they cause is no try of it
 ACCOUNT_ERROR_NAMES = frozenset({"PaymentRequired", "Unknown_Subaccount"})
 ACCEPTED = frozenset({"sent", "queued", "scheduled"})
+#: Mandrill reject reasons about the sender or the account, not the recipient: an unsigned or
+#: unverified sending domain, a test key's limit. The email was never tried, so the trigger is
+#: `failed` with its try given back, and dbt does not suppress the address for them.
+SENDER_REJECT_REASONS = frozenset({"unsigned", "invalid-sender", "test-mode-limit"})
 # messages/search `state` -> ledger state. Anything Mandrill tried to deliver counts as sent.
 SEARCH_STATES = {
     "sent": "sent", "bounced": "sent", "soft-bounced": "sent", "deferred": "sent",
@@ -420,20 +424,24 @@ class Dispatcher:
             len(never_left),
             len(maybe_sent),
         )
-        entries = [
+        owners = {row["trigger_id"]: row.get("claimed_by") for row in stuck}
+        unsent = [
             LedgerEntry(
                 trigger_id=row["trigger_id"], state="failed",
                 error="claimed by a run that stopped before its request left",
+                claimed_by=owners[row["trigger_id"]],
             )
             for row in never_left
         ]  # fmt: skip
         self.stats.counts["reconciled_never_sent"] += len(never_left)
-        if maybe_sent:
-            entries += self._settle_by_search(maybe_sent, now, grace, end_of_run)
-        owners = {row["trigger_id"]: row.get("claimed_by") for row in stuck}
-        settled = self.ledger.settle([replace(e, claimed_by=owners[e.trigger_id]) for e in entries])
-        if len(settled) < len(entries):  # another run settled or re-claimed them meanwhile
-            self.stats.counts["reconcile_overtaken"] += len(entries) - len(settled)
+        # Only while still `claimed`: the owner may be alive after all and have posted since.
+        settled = self.ledger.settle(unsent, seen=("claimed",))
+        searched = self._settle_by_search(maybe_sent, now, grace, end_of_run) if maybe_sent else []
+        settled |= self.ledger.settle(
+            [replace(e, claimed_by=owners[e.trigger_id]) for e in searched]
+        )
+        if len(settled) < len(unsent) + len(searched):  # another run settled or re-claimed them
+            self.stats.counts["reconcile_overtaken"] += len(unsent) + len(searched) - len(settled)
 
     def _settle_by_search(
         self,
@@ -1021,8 +1029,15 @@ class Dispatcher:
                 continue
             status = str(answer.get("status", ""))
             state = status if status in ACCEPTED | {"rejected", "invalid"} else "sent"
+            reason = answer.get("reject_reason")
+            if state == "rejected" and reason in SENDER_REJECT_REASONS:
+                outcomes.append(Outcome(
+                    item, "failed", reject_reason=reason, mandrill_id=answer.get("_id"),
+                    error=f"rejected for the sender, not the recipient: {reason}", spent=False,
+                ))  # fmt: skip
+                continue
             outcomes.append(Outcome(
-                item, state, reject_reason=answer.get("reject_reason"),
+                item, state, reject_reason=reason,
                 mandrill_id=answer.get("_id"), answered_at=answered_at,
             ))  # fmt: skip
         return outcomes

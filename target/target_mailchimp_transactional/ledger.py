@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -338,18 +338,25 @@ class Ledger:
         """
         self._write_final(entries, "l.state = 'failed'")
 
-    def settle(self, entries: Sequence[LedgerEntry]) -> set[str]:
+    def settle(
+        self, entries: Sequence[LedgerEntry], *, seen: Collection[str] = IN_FLIGHT_STATES
+    ) -> set[str]:
         """Write the final state of in-flight triggers; return the ids written.
 
         Each entry carries, as `claimed_by`, the run whose claim the writer saw: a row is only
         written while it is still `claimed` or `sending` under that run. A slow reconciliation
         therefore cannot overwrite what another run has since settled, claimed or sent (which
         would make the trigger sendable again), and a worker cannot settle a claim it lost.
+        `seen` narrows that to the states the writer read: a `claimed` row settled as never
+        sent must still be `claimed`, because its run, wrongly taken for dead (a lease lost
+        with its session), may have marked it `sending` and posted it since.
         """
+        if not set(seen) <= set(IN_FLIGHT_STATES):
+            raise ValueError(f"not in-flight states: {seen!r}")
+        states = ", ".join(f"'{state}'" for state in sorted(seen))
         return self._write_final(
             entries,
-            "l.state in ('claimed', 'sending') "
-            "and l.claimed_by is not distinct from excluded.claimed_by",
+            f"l.state in ({states}) and l.claimed_by is not distinct from excluded.claimed_by",
             returning=True,
         )
 

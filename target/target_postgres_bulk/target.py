@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import typing as t
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from singer_bulk import FullDrainTarget, MsgspecBytesReader, OrderedLoader, RawRecordTarget
 from singer_sdk import typing as th
 
@@ -54,7 +55,13 @@ def conninfo(config: t.Mapping[str, t.Any]) -> str:
         if not sep or scheme.split("+")[0] not in ("postgresql", "postgres"):
             msg = "sqlalchemy_url must be a postgresql:// (or postgresql+psycopg://) URL"
             raise ValueError(msg)
-        return "postgresql://" + rest
+        url = "postgresql://" + rest
+        try:
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            msg = f"sqlalchemy_url is not a URL libpq can read: {_without_secrets(str(exc), rest)}"
+            raise ValueError(msg) from None
+        return url
     if not config.get("host") or not config.get("database"):
         msg = "set sqlalchemy_url, or host and database (with user, password, port)"
         raise ValueError(msg)
@@ -66,6 +73,22 @@ def conninfo(config: t.Mapping[str, t.Any]) -> str:
         "dbname": config.get("database"),
     }
     return make_conninfo(**{k: str(v) for k, v in parts.items() if v not in (None, "")})
+
+
+def _without_secrets(message: str, url_rest: str) -> str:
+    """Return libpq's message about a URL with every quoted part of its credentials hidden.
+
+    libpq quotes the token it cannot read (`unexpected spaces found in "Hunter 2"`), and in a
+    URL with a mistyped password that token is the password. Its reasons are kept (they say
+    what to fix), a token only when it is not in the user:password part or a `password=`.
+    """
+    secrets = [url_rest.rpartition("@")[0], *re.findall(r"password=([^&]*)", url_rest)]
+
+    def hide(match: re.Match[str]) -> str:
+        token = match[1]
+        return '"***"' if any(token and token in s for s in secrets) else match[0]
+
+    return re.sub(r'"([^"]*)"', hide, message)
 
 
 class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):

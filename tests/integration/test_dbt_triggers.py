@@ -143,7 +143,7 @@ def test_post_purchase_recommends_related_not_bought(first_triggers):
 
 
 @pytest.mark.parametrize(
-    "user", ["s-noconsent", "s-optout", "s-unsub", "s-bounce", "s-spam", "s-buyer"]
+    "user", ["s-noconsent", "s-optout", "s-unsub", "s-bounce", "s-spam", "s-rejected", "s-buyer"]
 )
 def test_suppressed_users_get_no_cart_email(first_triggers, user):
     assert not [key for key in first_triggers if key[0] == user]
@@ -151,6 +151,7 @@ def test_suppressed_users_get_no_cart_email(first_triggers, user):
 
 def test_soft_bounce_and_unknown_time_zone_do_not_suppress(first_triggers, warehouse):
     assert ("s-softbounce", "cart_abandonment") in first_triggers
+    assert ("s-unsigned", "cart_abandonment") in first_triggers  # the sender's reject reason
     row = first_triggers[("s-badzone", "cart_abandonment")]
     with duckdb.connect(str(warehouse.duckdb_path), read_only=True) as conn:
         (population,) = conn.execute(

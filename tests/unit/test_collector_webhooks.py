@@ -175,3 +175,11 @@ def test_event_and_sync_types_that_are_lists_or_objects_are_ignored_not_an_error
     )
     assert [e["event"] for e in events] == ["Email Opened"]
     assert counts == {"ignored_unknown": 4, "converted": 1}
+
+
+def test_a_reject_carries_mandrills_reason_from_its_message_info():
+    """Mandrill's message info holds it as reject.reason; dbt suppresses by it."""
+    source = mandrill_event("reject")
+    source["msg"]["reject"] = {"reason": "unsigned", "last_event_at": "2026-01-01 00:00:00"}
+    (event,), _ = webhooks.convert([source])
+    assert event["properties"]["reject_reason"] == "unsigned"

@@ -559,6 +559,32 @@ def test_rows_of_a_run_still_alive_are_left_to_it(campaigns, ledger, monkeypatch
     assert states(ledger) == {"cart_abandonment:1": "sending"}
 
 
+def test_a_run_taken_for_dead_that_posts_its_claim_is_not_settled_as_never_sent(
+    campaigns, ledger, monkeypatch
+):
+    """A lease lost with its session makes a live run look dead: its claim may leave meanwhile."""
+    from target_mailchimp_transactional.runs import RunLease
+
+    fake = FakeMandrill()
+    owner = "gone:1:run"
+    left_by_a_killed_run(ledger, ["cart_abandonment:1"], state="claimed")
+
+    def alive_but_lost(self, run_id):
+        # while this run decides, the owner (alive after all) marks its claim and posts it
+        assert ledger.mark_sending(["cart_abandonment:1"], owner) == {"cart_abandonment:1"}
+        fake.stored.append({"_id": "m-owner", "state": "sent",
+                            "metadata": {"trigger_id": "cart_abandonment:1"}})  # fmt: skip
+        return False
+
+    monkeypatch.setattr(RunLease, "alive", alive_but_lost)
+    d = make(campaigns, ledger, fake)
+    assert ledger.get("cart_abandonment:1")["state"] == "sending"
+    assert d.stats.counts["reconcile_overtaken"] == 1
+    d.dispatch([row(1)])
+    d.close()
+    assert fake.sent_ids()["cart_abandonment:1"] == 1  # the owner's, not a second one
+
+
 def test_reconciliation_that_cannot_search_stops_before_sending(campaigns, ledger):
     fake = FakeMandrill()
     left_by_a_killed_run(ledger, ["t1"])
@@ -697,3 +723,21 @@ def test_a_hostile_row_is_invalid_and_the_rest_of_the_run_goes_out(campaigns, le
     assert "\n" not in seven["first_name"]
     assert "\u202e" not in seven["first_name"]
     assert len(seven["first_name"]) <= 200
+
+
+def test_a_rejection_for_the_senders_sake_gives_the_try_back(campaigns, ledger):
+    """An unsigned domain or a test key's limit says nothing about the recipient."""
+    fake = FakeMandrill()
+    fake.reject = {"u1@example.com": "unsigned", "u2@example.com": "hard-bounce"}
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1), row(2)])
+    d.close()
+    first, second = ledger.get("cart_abandonment:1"), ledger.get("cart_abandonment:2")
+    assert (first["state"], first["attempts"], first["reject_reason"]) == ("failed", 0, "unsigned")
+    assert "for the sender" in first["error"]
+    assert (second["state"], second["reject_reason"]) == ("rejected", "hard-bounce")
+    fake.reject = {}  # the domain is signed now: the next run sends it
+    d = make(campaigns, ledger, fake)
+    d.dispatch([row(1)])
+    d.close()
+    assert ledger.get("cart_abandonment:1")["state"] == "sent"

@@ -268,3 +268,15 @@ def test_a_killed_runs_lease_ends_with_its_process(pg_url, pg_schema):
         finally:
             if holder.poll() is None:
                 holder.kill()
+
+
+def test_a_claim_settled_as_never_sent_must_still_be_claimed(ledger):
+    """A run taken for dead may mark its claim `sending` and post it after being read."""
+    ledger.claim([entry("a"), entry("b")], max_attempts=3, run_id="lost-lease")
+    assert ledger.mark_sending(["a"], "lost-lease") == {"a"}
+    unsent = [entry("a", "failed", claimed_by="lost-lease"),
+              entry("b", "failed", claimed_by="lost-lease")]  # fmt: skip
+    assert ledger.settle(unsent, seen=("claimed",)) == {"b"}
+    assert ledger.get("a")["state"] == "sending"
+    with pytest.raises(ValueError, match="in-flight"):
+        ledger.settle(unsent, seen=("sent",))

@@ -166,6 +166,28 @@ def test_conninfo_takes_sqlalchemy_urls_and_fields_and_never_echoes_the_password
         conninfo({})
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://etl:Hunter 2%secret@127.0.0.1:5432/db", "unexpected spaces"),
+        ("postgresql://etl:se%zzcret@127.0.0.1/db", "invalid percent-encoded token"),
+        ("postgresql://etl@127.0.0.1/db?password=Hunter 2%secret", "unexpected spaces"),
+    ],
+)
+def test_a_url_libpq_cannot_read_is_refused_without_its_password(url: str, reason: str) -> None:
+    """libpq quotes the token it cannot read, which in a mistyped URL is the password."""
+    with pytest.raises(ValueError, match=reason) as caught:
+        conninfo({"sqlalchemy_url": url})
+    assert "secret" not in str(caught.value)
+    assert "Hunter" not in str(caught.value)
+    assert "zz" not in str(caught.value)
+
+
+def test_a_url_error_keeps_tokens_that_are_not_credentials() -> None:
+    with pytest.raises(ValueError, match='invalid URI query parameter: "nosuch"'):
+        conninfo({"sqlalchemy_url": "postgresql://etl:pw@127.0.0.1/db?nosuch=1"})
+
+
 def test_settings_mark_secrets_and_describe_themselves() -> None:
     props = TargetPostgresBulk.config_jsonschema["properties"]
     assert props["sqlalchemy_url"].get("secret") is True

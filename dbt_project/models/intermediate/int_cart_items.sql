@@ -103,8 +103,12 @@ final as (
         cart_key,
         user_id,
         product_id,
-        -- removing more than was added empties the line, it never goes negative
-        case when net_quantity > 0 then net_quantity else 0 end as quantity,
+        -- removing more than was added empties the line, it never goes negative; and a line
+        -- holds at most max_quantity, as one event does: staging bounds each add, and without
+        -- this a shopper's many adds could pass a 32-bit integer and fail every email's build
+        case
+            when net_quantity > 0 then least(net_quantity, {{ var('max_quantity') }}) else 0
+        end as quantity,
         product_name,
         brand,
         category,

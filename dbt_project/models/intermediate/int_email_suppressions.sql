@@ -16,7 +16,18 @@ final as (
                     then event_at
             end
         ) as hard_bounced_at,
-        max(case when email_event_type = 'rejected' then event_at end) as rejected_at,
+        -- a rejection for the sender's sake (an unsigned or unverified domain, a test key's
+        -- limit) or a passing one (soft-bounce) says nothing lasting about the address;
+        -- null (a reason not sent, or a row staged before the column) suppresses, to be safe
+        max(
+            case
+                when email_event_type = 'rejected'
+                    and coalesce(reject_reason, '') not in (
+                        'soft-bounce', 'unsigned', 'invalid-sender', 'test-mode-limit'
+                    )
+                    then event_at
+            end
+        ) as rejected_at,
         max(case when email_event_type = 'complained' then event_at end) as complained_at
     from email_events
     where email is not null

@@ -123,7 +123,8 @@ deduplicated as (
         min(brand) as brand,
         min(category) as category,
         min(price) as price,
-        sum(quantity) as quantity
+        -- an order's lines of one product add up, to at most max_quantity (as a cart line)
+        least(sum(quantity), {{ var('max_quantity') }}) as quantity
     from items
     group by order_id, user_id, ordered_at, received_at, product_id
 ),

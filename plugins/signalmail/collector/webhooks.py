@@ -234,7 +234,14 @@ def _convert_one(item: dict[str, Any], kind: str) -> dict[str, Any] | None:
             diag=msg.get("diag"),
         )
     if kind == "reject":
-        properties["reject_reason"] = msg.get("reject_reason") or item.get("reject_reason")
+        # Mandrill's message info carries it as reject.reason (MessagesEmailInfo in its
+        # OpenAPI description); the flat names are kept for older payloads
+        reject = msg.get("reject")
+        properties["reject_reason"] = (
+            (reject.get("reason") if isinstance(reject, dict) else None)
+            or msg.get("reject_reason")
+            or item.get("reject_reason")
+        )
     track: dict[str, Any] = {
         "type": "track",
         "event": EVENT_NAMES[kind],

@@ -41,6 +41,7 @@ renamed as (
         nullif(lower(trim({{ json_text('properties', ['email']) }})), '') as email,
         {{ json_text('properties', ['url']) }} as clicked_url,
         lower({{ json_text('properties', ['bounce_type']) }}) as bounce_type,
+        lower({{ json_text('properties', ['reject_reason']) }}) as reject_reason,
         -- who sent it: only the signed Mandrill webhook's events suppress (the collector
         -- refuses its library name on every other route). As sent, not lower-cased: the
         -- collector refuses any casing of the name, and a lower() that folds a character
