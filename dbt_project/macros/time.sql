@@ -86,3 +86,27 @@
     -#}
     timestampadd({{ datepart }}, {{ interval }}, {{ from_date_or_timestamp }})
 {%- endmacro %}
+
+
+{% macro after_quiet_hours(local_timestamp) -%}
+    {#- The local time itself, or the end of quiet hours when it falls inside them. -#}
+    {%- set quiet_start = var('quiet_hours_start') | int -%}
+    {%- set quiet_end = var('quiet_hours_end') | int -%}
+    {%- if quiet_start == quiet_end -%}
+        {{ local_timestamp }}
+    {%- else -%}
+    case
+        {%- if quiet_start > quiet_end %}
+        when extract(hour from {{ local_timestamp }}) >= {{ quiet_start }}
+            then {{ dbt.dateadd('hour', quiet_end + 24, dbt.date_trunc('day', local_timestamp)) }}
+        when extract(hour from {{ local_timestamp }}) < {{ quiet_end }}
+            then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', local_timestamp)) }}
+        {%- else %}
+        when extract(hour from {{ local_timestamp }}) >= {{ quiet_start }}
+            and extract(hour from {{ local_timestamp }}) < {{ quiet_end }}
+            then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', local_timestamp)) }}
+        {%- endif %}
+        else {{ local_timestamp }}
+    end
+    {%- endif -%}
+{%- endmacro %}

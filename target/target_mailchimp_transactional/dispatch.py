@@ -988,10 +988,14 @@ class Dispatcher:
             except RetryableError as exc:
                 attempt += 1
                 if attempt > self.s.max_retries:
+                    # Mandrill was busy or down, which says nothing about the email: the try
+                    # is given back, or a minute's outage under the watch (a run every few
+                    # seconds) would spend every due trigger's tries; expires_at bounds it
                     result.outcomes += [
-                        Outcome(i, "failed", error=f"gave up after {attempt} tries: {exc}")
+                        Outcome(i, "failed", error=f"gave up after {attempt} tries: {exc}",
+                                spent=False)
                         for i in pending
-                    ]
+                    ]  # fmt: skip
                     return result
                 LOGGER.warning("retrying %d recipient(s) (try %d): %s", len(pending), attempt, exc)
                 self.sleep(self._backoff(attempt))

@@ -85,7 +85,8 @@ def test_retries_exhausted_are_failed_then_sent_on_the_next_run(sandbox, tmp_pat
     sandbox.set_faults()
     run_target(cfg, singer_lines(rows))
     assert per_trigger(sandbox) == Counter({f"cart_abandonment:{i}": 1 for i in range(5)})
-    assert {r["attempts"] for r in ledger_rows(cfg).values()} == {2}
+    # the outage gave its try back: the send that worked is the first counted
+    assert {r["attempts"] for r in ledger_rows(cfg).values()} == {1}
 
 
 def test_invalid_key_stops_the_run_without_showing_the_key(sandbox, tmp_path, caplog):

@@ -390,3 +390,29 @@ def test_cli_progress_bar_goes_to_stderr(tmp_path):
     assert "30 rows" in result.stderr
     assert "100%" not in result.stdout
     assert "replayed 30 rees46 rows as 30 events" in result.stdout
+
+
+def test_order_grouper_keeps_an_order_whole_when_its_rows_come_out_of_order():
+    """Retailrocket's file is not time-sorted: a row behind the watermark must not close it."""
+    from signalmail.replay.orders import OrderGrouper
+
+    grouper = OrderGrouper(lambda order: {"order": order.key, "lines": dict(order.lines)},
+                           window_s=300)  # fmt: skip
+    assert grouper.advance(1433224214.0) == []  # a view row moves the watermark
+    for n, item in enumerate(("a", "b", "c")):  # 48 minutes behind the watermark
+        assert grouper.add("t1", 2 + n, 1433221999.0, {"product_id": item, "quantity": 1}, {}) == []
+    (order,) = grouper.drain()
+    assert sorted(order["lines"]) == ["a", "b", "c"]
+    assert grouper.late_split_orders == 0
+
+
+def test_order_grouper_counts_a_row_that_comes_after_its_order_closed():
+    from signalmail.replay.orders import OrderGrouper
+
+    grouper = OrderGrouper(lambda order: {"order": order.key}, window_s=60)
+    grouper.add("t1", 1, 100.0, {"product_id": "a", "quantity": 1}, {})
+    assert [
+        o["order"] for o in grouper.add("t2", 2, 200.0, {"product_id": "a", "quantity": 1}, {})
+    ] == ["t1"]
+    grouper.add("t1", 3, 201.0, {"product_id": "b", "quantity": 1}, {})
+    assert grouper.late_split_orders == 1

@@ -1,6 +1,3 @@
-{%- set quiet_start = var('quiet_hours_start') | int -%}
-{%- set quiet_end = var('quiet_hours_end') | int -%}
-
 with
 
 candidates as {{ cte_hint('materialized') }} (
@@ -216,6 +213,7 @@ localized as (
     select
         capped.*,
         {{ utc_to_local('capped.eligible_at', 'capped.timezone') }} as eligible_local,
+        {{ utc_to_local(now_utc(), 'capped.timezone') }} as now_local,
         {{ campaign_setting('capped.campaign', 'send_window_hours') }} as send_window_hours
     from capped
 ),
@@ -253,36 +251,25 @@ preferred as (
 ),
 
 polite as (
-    -- inside quiet hours the email waits for the end of them, local time (equal start and
-    -- end hours: no quiet hours)
+    -- inside quiet hours (local time) the email waits for the end of them. Judged at its
+    -- preferred time, and again now when that has passed: a situation known late (a sign-in,
+    -- a late upload), a retry or a catch-up after an outage must not send in the night
     select
         preferred.*,
-        {%- if quiet_start == quiet_end %}
-        preferred_local as send_local
-        {%- else %}
-        case
-            {%- if quiet_start > quiet_end %}
-            when extract(hour from preferred_local) >= {{ quiet_start }}
-                then {{ dbt.dateadd(
-                    'hour', quiet_end + 24, dbt.date_trunc('day', 'preferred_local')
-                ) }}
-            when extract(hour from preferred_local) < {{ quiet_end }}
-                then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
-            {%- else %}
-            when extract(hour from preferred_local) >= {{ quiet_start }}
-                and extract(hour from preferred_local) < {{ quiet_end }}
-                then {{ dbt.dateadd('hour', quiet_end, dbt.date_trunc('day', 'preferred_local')) }}
-            {%- endif %}
-            else preferred_local
-        end as send_local
-        {%- endif %}
+        {{ after_quiet_hours('preferred_local') }} as polite_local,
+        {{ after_quiet_hours('now_local') }} as polite_now_local
     from preferred
 ),
 
 scheduled as (
     select
         polite.*,
-        {{ local_to_utc('polite.send_local', 'polite.timezone') }} as send_after
+        {{ local_to_utc(
+            'case when polite.polite_local < polite.now_local '
+            ~ 'and polite.polite_now_local > polite.now_local '
+            ~ 'then polite.polite_now_local else polite.polite_local end',
+            'polite.timezone',
+        ) }} as send_after
     from polite
 ),
 

@@ -52,6 +52,7 @@ class ReplayResult:
     by_name: Counter[str] = field(default_factory=Counter)
     rejects: Rejects = field(default_factory=Rejects)
     split_orders: int = 0
+    late_split_orders: int = 0
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,6 +68,7 @@ class ReplayResult:
                 {"line": r.line, "reason": r.reason} for r in self.rejects.examples
             ],
             "orders_split_by_memory_cap": self.split_orders,
+            "orders_split_by_late_rows": self.late_split_orders,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -114,6 +116,7 @@ def iter_events(
             progress.update(source.position(), rows=result.rows, rejects=result.rejects.count)
     yield from converter.finish()
     result.split_orders = converter.orders.split_orders
+    result.late_split_orders = converter.orders.late_split_orders
 
 
 def replay_file(

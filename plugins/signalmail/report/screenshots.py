@@ -49,7 +49,10 @@ def screenshot_html(pages: Sequence[tuple[str, Path]], width: int = EMAIL_WIDTH)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         try:
-            page = browser.new_page(viewport={"width": width, "height": 900})
+            # email clients run no script, so neither does the painting of one
+            page = browser.new_page(
+                viewport={"width": width, "height": 900}, java_script_enabled=False
+            )
             page.route(leaves_page, offline)
             for html, png in pages:
                 png.parent.mkdir(parents=True, exist_ok=True)
