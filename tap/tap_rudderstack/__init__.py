@@ -7,6 +7,7 @@ from tap_rudderstack.spool import (
     logs_folder_name,
     segment_opened_at,
 )
+from tap_rudderstack.sync import storage_options
 from tap_rudderstack.tap import TapRudderStack
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "iter_lines",
     "logs_folder_name",
     "segment_opened_at",
+    "storage_options",
 ]

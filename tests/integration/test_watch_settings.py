@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from signalmail.watch.settings import from_environment
+from signalmail.watch.settings import SPOOL_ACCESS_SETTINGS, from_environment
 
 from tests.helpers import REPO_ROOT
 from tests.helpers.meltano import MELTANO
@@ -21,9 +21,10 @@ from tests.helpers.meltano import MELTANO
 pytestmark = pytest.mark.slow
 
 
-def meltano_config(plugin: str) -> dict:
+def meltano_config(plugin: str, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALMAIL_")}
     env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env.update(extra)
     done = subprocess.run(
         [MELTANO, "--environment", "dev", "config", "--unsafe", "print", plugin],
         cwd=REPO_ROOT,
@@ -73,3 +74,27 @@ def test_the_watch_reads_triggers_and_keeps_its_ledger_where_meltano_does(settin
     watch_target = settings.target_config()
     for key in ("campaigns_dir", "blocks_dir", "ledger_url"):
         assert watch_target[key] == target[key], key
+
+
+def test_the_watch_reads_the_spool_access_and_link_domains_meltano_reads(monkeypatch):
+    """An S3-compatible spool (MinIO, R2) and the link check reach the watch as `meltano run`."""
+    variables = {
+        "TAP_RUDDERSTACK_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "TAP_RUDDERSTACK_REGION": "eu-west-1",
+        "TAP_RUDDERSTACK_AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "TAP_RUDDERSTACK_AWS_SECRET_ACCESS_KEY": "s3cret-example",
+        "TARGET_MAILCHIMP_TRANSACTIONAL_LINK_DOMAINS": '["shop.example.com", "cdn.example.net"]',
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    watch = from_environment(REPO_ROOT, mandrill_api_key="k")
+    tap = meltano_config("tap-rudderstack", **variables)
+    watched = watch.tap_rudderstack_config()
+    assert {k: watched.get(k) for k in SPOOL_ACCESS_SETTINGS} == {
+        k: tap.get(k) for k in SPOOL_ACCESS_SETTINGS
+    }
+    assert watched["endpoint_url"] == "http://127.0.0.1:9000"
+    target = meltano_config("target-mailchimp-transactional", **variables)
+    assert watch.target_config()["link_domains"] == target["link_domains"]
+    assert target["link_domains"] == ["shop.example.com", "cdn.example.net"]
+    assert "s3cret-example" not in repr(watch)

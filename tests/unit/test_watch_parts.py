@@ -21,6 +21,7 @@ from signalmail.watch.metrics import WatchMetrics
 from signalmail.watch.settings import (
     SettingsError,
     WatchSettings,
+    domain_list,
     from_environment,
     redact_url,
     sqlalchemy_postgres_url,
@@ -606,3 +607,19 @@ def test_the_tap_logs_folder_is_meltanos_variable_for_it(monkeypatch):
     assert settings.tap_rudderstack_config()["logs_folder"] == "events"
     monkeypatch.delenv("TAP_RUDDERSTACK_LOGS_FOLDER")
     assert from_environment(ROOT).tap_rudderstack_config()["logs_folder"] == "rudder-logs"
+
+
+def test_link_domains_read_as_meltano_passes_an_array_or_as_a_list():
+    assert domain_list('["shop.example.com", "cdn.example.net"]') == (
+        "shop.example.com",
+        "cdn.example.net",
+    )
+    assert domain_list(" shop.example.com, cdn.example.net ,") == (
+        "shop.example.com",
+        "cdn.example.net",
+    )
+    assert domain_list("") == ()
+    with pytest.raises(SettingsError, match="JSON array"):
+        domain_list('["shop.example.com"')
+    with pytest.raises(SettingsError, match="JSON array"):
+        domain_list("[1, 2]")

@@ -10,6 +10,7 @@ model and send alike (a test compares the two).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,15 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: tap-rudderstack's settings for reaching an S3 spool (its TAP_RUDDERSTACK_<NAME> variables)
+SPOOL_ACCESS_SETTINGS = (
+    "endpoint_url",
+    "region",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+)
+
 #: Records one capture reads at most (five of its 200,000-record batches)
 CAPTURE_MAX_RECORDS = 1_000_000
 
@@ -62,6 +72,9 @@ class WatchSettings:
     #: tap-rudderstack's logs_folder: the top folder under the spool root (RudderStack's
     #: destination may rename rudder-logs); the tap, forget and retention all read it
     logs_folder: str = "rudder-logs"
+    #: tap-rudderstack's S3 settings (endpoint_url, region, aws_*), from Meltano's variables
+    #: for them: the watch's own tap and its retention read the spool with them
+    spool_access: dict[str, str] = field(default_factory=dict, repr=False)
     duckdb_path: Path = Path("data/warehouse.duckdb")
     ledger_path: Path = Path("data/ledger.duckdb")
     pg_url: str | None = field(default=None, repr=False)
@@ -72,6 +85,8 @@ class WatchSettings:
     write_key: str | None = field(default=None, repr=False)
     state_dir: Path = Path("data/watch")
     dbt_vars: dict[str, Any] = field(default_factory=dict)
+    #: the email target's link_domains: links from event data reach an email only on these
+    link_domains: tuple[str, ...] = ()
     #: seconds between looks at the spool when the last cycle found nothing
     poll_seconds: float = 0.5
     #: at most this long without a tick: time alone makes triggers due (an idle cart)
@@ -145,6 +160,7 @@ class WatchSettings:
         """
         batches = self.batches_dir
         return {
+            **self.spool_access,
             "source": self.spool_location,
             "logs_folder": self.logs_folder,
             "late_file_window_minutes": self.late_file_minutes,
@@ -239,6 +255,8 @@ class WatchSettings:
             config["timeout"] = self.mandrill_timeout
         if self.send_concurrency is not None:
             config["concurrency"] = self.send_concurrency
+        if self.link_domains:
+            config["link_domains"] = list(self.link_domains)
         if self.data_plane_url:
             if not self.write_key:
                 raise SettingsError(
@@ -283,6 +301,21 @@ class WatchSettings:
         )
 
 
+def domain_list(text: str) -> tuple[str, ...]:
+    """Read an array setting as Meltano passes it (a JSON array), or a comma-separated list."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise SettingsError(f"not a JSON array of domains: {text!r}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(f"not a JSON array of domains: {text!r}")
+    else:
+        items = text.split(",")
+    return tuple(item.strip() for item in items if item.strip())
+
+
 def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
     """Read the documented environment variables; `overrides` (CLI options) win."""
     env = os.environ
@@ -291,6 +324,12 @@ def from_environment(project_root: Path, **overrides: Any) -> WatchSettings:
         "spool": env.get("SIGNALMAIL_SPOOL", "data/spool"),
         # Meltano's own variable for the tap's setting, which it reads over meltano.yml
         "logs_folder": env.get("TAP_RUDDERSTACK_LOGS_FOLDER") or "rudder-logs",
+        "spool_access": {
+            setting: env[f"TAP_RUDDERSTACK_{setting.upper()}"]
+            for setting in SPOOL_ACCESS_SETTINGS
+            if env.get(f"TAP_RUDDERSTACK_{setting.upper()}")
+        },
+        "link_domains": domain_list(env.get("TARGET_MAILCHIMP_TRANSACTIONAL_LINK_DOMAINS", "")),
         "duckdb_path": Path(env.get("SIGNALMAIL_DUCKDB_PATH", "data/warehouse.duckdb")),
         "ledger_path": Path(env.get("SIGNALMAIL_LEDGER_PATH", "data/ledger.duckdb")),
         "pg_url": env.get("SIGNALMAIL_PG_URL") or None,

@@ -310,13 +310,17 @@ class Retention:
 
     def run(self) -> StepResult:
         """Delete from the spool and the event tables (signalmail.privacy.retention)."""
+        from tap_rudderstack import storage_options
+
         from signalmail.privacy.retention import apply_retention
 
         began = time.perf_counter()
         days = self.settings.retention_days
         if days is None:
             return StepResult(self.name, 0.0, ran=False)
-        report = apply_retention(self.settings, days)
+        report = apply_retention(
+            self.settings, days, storage_options=storage_options(self.settings.spool_access)
+        )
         for line in report.lines():
             log.info("retention: %s", line.strip())
         return StepResult(
