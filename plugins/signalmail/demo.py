@@ -9,7 +9,7 @@
    then runs while the simulator sends live traffic; its step timings and latencies print as
    they happen. Abandonment delays are shortened (a cart counts as abandoned after a minute)
    so that live shoppers get their emails within the demo.
-4. The watch stops like a user stops it (SIGTERM), writes output/report/index.html, and the
+4. The watch stops like a user stops it (SIGTERM), writes output/demo/report/index.html, and the
    demo prints what happened, including the emails deferred to a shopper's best hour.
 
 Everything lives under data/demo/ and output/; `--keep` adds to what is there.
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from signalmail.services import (
 
 DEMO_SOURCE_ID = "demo"
 DATA = Path("data/demo")
+#: the demo's report, apart from output/report, where `signalmail report` writes a pipeline's
+REPORT = Path("output/demo/report")
 #: dbt vars of the demo's watch: delays short enough for a live demo of a few minutes; the
 #: rest (quiet hours, best hours, hold-outs) as a shop would have them
 DEMO_VARS = {"cart_abandon_minutes": 1, "browse_abandon_minutes": 2}
@@ -123,7 +126,7 @@ def reset(project_root: Path, spool: Path) -> None:
         spool / ".journal" / DEMO_SOURCE_ID,
         data / "watch",
         data / "sandbox",
-        project_root / "output" / "report",
+        project_root / REPORT,
     ):
         shutil.rmtree(leftover, ignore_errors=True)
     for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "ledger.duckdb", "ledger.duckdb.wal"):
@@ -294,13 +297,27 @@ def demo(
             click.echo(f"sandbox up at {sandbox.url}; published templates: {', '.join(slugs)}")
             run_watch(project_root, spool, collector, sandbox, users, seed, live_seconds, rate)
     click.echo(
-        f"\nreport: {project_root / 'output' / 'report' / 'index.html'}  (open it in a browser)"
+        f"\nreport: {project_root / REPORT / 'index.html'}  (open it in a browser)"
         "\n\nto shop yourself and watch your own emails arrive: run `signalmail collect`, "
         "`signalmail sandbox` and `signalmail watch` (docs/watch.md), then\n"
         "  signalmail storefront --data-plane-url http://127.0.0.1:8080 --write-key <key>\n"
         "and open http://127.0.0.1:8090/ (sign up with an email and tick the box, add to cart, "
         "leave: the cart email arrives in the sandbox)"
     )
+
+
+#: prefixes of the variables a user's pipeline sets that the demo's watch must not inherit
+DEMO_FOREIGN_VARIABLES = ("SIGNALMAIL_", "TAP_", "TARGET_", "DBT_")
+
+
+def demo_environment(environ: Mapping[str, str], **settings: str) -> dict[str, str]:
+    """Return the demo watch's environment: the shell's, without a pipeline's settings.
+
+    A pipeline's variables in the shell (another dbt schema, another logs folder, a real
+    Mandrill key) would point the demo's watch away from what the demo set up.
+    """
+    kept = {k: v for k, v in environ.items() if not k.startswith(DEMO_FOREIGN_VARIABLES)}
+    return {**kept, **settings}
 
 
 def run_watch(
@@ -316,7 +333,7 @@ def run_watch(
     """Start the watch, let it catch up, send live traffic, stop it as a user would."""
     data = project_root / DATA
     port = free_port()
-    env = dict(
+    env = demo_environment(
         os.environ,
         SIGNALMAIL_DBT_TARGET="duckdb",
         SIGNALMAIL_SPOOL=str(spool),
@@ -333,7 +350,7 @@ def run_watch(
         "--state-dir", str(data / "watch"), "--view", "lines", "--nightly-at", "never",
         "--idle-tick-seconds", "2",
         "--metrics-port", str(port), "--vars", json.dumps(DEMO_VARS),
-        "--summary-json", str(summary), "--report", str(project_root / "output" / "report"),
+        "--summary-json", str(summary), "--report", str(project_root / REPORT),
     ]  # fmt: skip
     click.echo(f"\n$ signalmail watch  (metrics at http://127.0.0.1:{port}/metrics)")
     watch = subprocess.Popen(command, env=env, cwd=project_root)  # noqa: S603

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 from signalmail.collector.readback import read_spool
-from signalmail.demo import demo
+from signalmail.demo import demo, demo_environment
 from signalmail.services import ServiceError, running_collector
 
 
@@ -42,3 +42,18 @@ def test_collector_that_dies_at_start_up_is_reported(tmp_path):
         assert "another process" in str(failed.value)  # the log tail says why
         assert collector.process.poll() is None
     assert collector.process.returncode == 0  # SIGTERM is a clean stop
+
+
+def test_the_demo_watch_leaves_a_pipelines_variables_in_the_shell_behind():
+    """A schema or logs folder set for a real pipeline sent the demo's watch elsewhere."""
+    shell = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "SIGNALMAIL_DBT_SCHEMA": "analytics",
+        "SIGNALMAIL_MANDRILL_API_KEY": "md-real-account",
+        "TAP_RUDDERSTACK_LOGS_FOLDER": "events",
+        "TARGET_MAILCHIMP_TRANSACTIONAL_LINK_DOMAINS": '["shop.example.com"]',
+        "DBT_PROFILES_DIR": "/elsewhere",
+    }
+    env = demo_environment(shell, SIGNALMAIL_SPOOL="/demo/spool")
+    assert env == {"PATH": "/usr/bin", "HOME": "/root", "SIGNALMAIL_SPOOL": "/demo/spool"}

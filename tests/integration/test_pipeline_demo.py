@@ -71,7 +71,7 @@ def test_demo_runs_the_pipeline_twice_without_sending_twice():
     first = _demo("--users", "80", "--days", "14", "--seed", "7", "--live-seconds", "0")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "emails accepted by Mandrill" in first.stdout
-    assert (REPO_ROOT / "output" / "report" / "index.html").exists()
+    assert (REPO_ROOT / "output" / "demo" / "report" / "index.html").exists()
 
     ledger = _ledger()
     sent_first = {trigger for trigger, _, state, _ in ledger if state in {"sent", "queued"}}
