@@ -13,6 +13,16 @@ const cart = {
   total() { return this.lines().reduce((sum, l) => sum + l.price * l.quantity, 0); },
 };
 
+// A random UUID (v4). crypto.randomUUID exists only in secure contexts (https, localhost): a shop
+// opened over plain http from another machine has getRandomValues alone.
+function uuid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 function product(p, quantity) {
   const out = {product_id: p.product_id, sku: p.sku, name: p.name, brand: p.brand,
                category: p.category, price: p.price, url: location.origin + "/p/" + p.product_id,
@@ -23,7 +33,7 @@ function product(p, quantity) {
 
 function addToCart(p) {
   const value = cart.read();
-  value.id = value.id || "cart-" + crypto.randomUUID();
+  value.id = value.id || "cart-" + uuid();
   const line = value.lines[p.product_id] || product(p, 0);
   line.quantity += 1;
   value.lines[p.product_id] = line;
@@ -42,7 +52,10 @@ function identify(form) {
 
 function checkout() {
   const value = cart.read();
-  const orderId = "o-" + crypto.randomUUID().slice(0, 13);
+  // a stale cart tab after ordering in another: no order of nothing (it would count as a
+  // purchase and hold back the shopper's abandonment emails)
+  if (cart.lines().length === 0) return;
+  const orderId = "o-" + uuid().slice(0, 13);
   const common = {cart_id: value.id, order_id: orderId, currency: SHOP.currency,
                   products: cart.lines(), revenue: cart.total()};
   analytics.track("Checkout Started", {...common, value: cart.total()});
@@ -59,7 +72,7 @@ function checkout() {
 // page_view_id, so a ping lost or repeated never double-counts a view.
 const engagement = {
   config: SHOP.engagement,
-  pageViewId: crypto.randomUUID(),
+  pageViewId: uuid(),
   lastInput: performance.now(),
   engaged: 0,     // seconds counted on this page
   unreported: 0,  // of which not yet sent
