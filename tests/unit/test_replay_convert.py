@@ -416,3 +416,52 @@ def test_order_grouper_counts_a_row_that_comes_after_its_order_closed():
     ] == ["t1"]
     grouper.add("t1", 3, 201.0, {"product_id": "b", "quantity": 1}, {})
     assert grouper.late_split_orders == 1
+
+
+def test_a_stray_quote_rejects_its_own_line_only(tmp_path):
+    """A reader that let the quote open a field swallowed the next ~10,000 rows into one."""
+    lines = [REES46_HEADER, '"oops' + rees("00:00:00", "view")]
+    lines += [rees(f"00:{n // 60:02d}:{n % 60:02d}", "view") for n in range(2000)]
+    path = write(tmp_path, "quote.csv", lines)
+    sink = ListSink()
+    result = replay_file(path, sink)
+    assert result.rows == 2001
+    assert result.rejects.count == 1
+    assert [r.line for r in result.rejects.examples] == [2]
+    assert len(sink.events) == 2000
+
+
+def test_a_gzip_file_cut_short_is_replayed_up_to_the_cut_and_says_where(tmp_path):
+    lines = [REES46_HEADER] + [rees(f"00:{n // 60:02d}:{n % 60:02d}", "view") for n in range(3000)]
+    whole = write(tmp_path, "whole.csv.gz", lines, compress=True)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    sink = ListSink()
+    result = replay_file(cut, sink)
+    assert 0 < len(sink.events) < 3000
+    (reject,) = result.rejects.examples
+    assert reject.reason.startswith(f"input ends unreadable after line {reject.line - 1}:")
+    assert reject.line - 2 == len(sink.events)  # every line before the cut was replayed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shift-days", "1e7"], "--shift-days"),
+        (["--shift-days", "nan"], "not nan"),
+        (["--rejects", "no-such-folder/rejects.csv"], "cannot write"),
+    ],
+)
+def test_replay_options_that_cannot_work_are_refused_before_anything_is_sent(
+    tmp_path, args, message
+):
+    from click.testing import CliRunner
+
+    path = write(tmp_path, "one.csv", [REES46_HEADER, rees("00:00:00", "view")])
+    spool = tmp_path / "spool"
+    result = CliRunner().invoke(
+        replay_cli.replay, [str(path), "--spool", str(spool), *args], catch_exceptions=False
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not list(spool.rglob("*.json.gz"))

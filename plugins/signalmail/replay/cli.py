@@ -160,6 +160,13 @@ def replay_file(
     return result
 
 
+def _finite(value: float, name: str) -> float:
+    """Refuse NaN, which passes a range check and makes every event time NaN."""
+    if value != value:
+        raise click.BadParameter("must be a number, not nan", param_hint=name)
+    return value
+
+
 @click.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option(
@@ -180,7 +187,9 @@ def replay_file(
 )
 @click.option(
     "--shift-days",
-    type=float,
+    # about 270 years either way: a shifted event time stays a date (year 1 to 9999)
+    type=click.FloatRange(-100_000, 100_000),
+    callback=lambda _ctx, _param, days: _finite(days, "--shift-days"),
     default=0.0,
     show_default=True,
     help="Move every event time by this many days (e.g. bring 2019 data near today).",
@@ -239,6 +248,11 @@ def replay(
             ) from None
     if not Path(path).is_file():
         raise click.ClickException(f"no such file: {path}")
+    try:  # before the destination: a bad path must not leave a sink opened for nothing
+        rejects = Rejects(path=Path(rejects_path) if rejects_path else None)
+    except OSError as exc:
+        msg = f"cannot write {rejects_path}: {exc}"
+        raise click.BadParameter(msg, param_hint="--rejects") from None
     try:
         sink = make_sink(
             data_plane_url,
@@ -250,7 +264,6 @@ def replay(
         )
     except Exception as exc:
         raise click.ClickException(f"cannot open the destination: {exc}") from exc
-    rejects = Rejects(path=Path(rejects_path) if rejects_path else None)
     failure = None
     result = None
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,20 +175,30 @@ def sniff_format(first_row: list[str], wanted: str) -> tuple[str, bool]:
 def iter_rows(text: TextIO) -> Iterator[tuple[int, list[str] | None, str | None]]:
     """(line number, cells, None) per row, or (line number, None, error) for unparseable input.
 
-    Line numbers are physical lines (1 is the header), the number a reader finds in an editor;
-    a quoted field spanning lines is reported at the line where its row ends.
+    Line numbers are physical lines (1 is the header), the number a reader finds in an editor.
+    Each line is parsed on its own: neither data set has a field that spans lines, and a
+    reader that let one quote open a field would swallow every line up to the next quote
+    (about a megabyte) into one rejected row. A read error (a gzip file cut short, corrupt
+    compressed data) ends the input with one rejection saying where.
     """
     csv.field_size_limit(FIELD_SIZE_LIMIT)
-    reader = csv.reader(text, strict=True)
+    lines = iter(text)
+    line_no = 0
     while True:
         try:
-            row = next(reader)
+            line = next(lines)
         except StopIteration:
             return
+        except (EOFError, OSError, zlib.error) as exc:
+            yield line_no + 1, None, f"input ends unreadable after line {line_no}: {exc}"
+            return
+        line_no += 1
+        try:
+            row = next(csv.reader((line,), strict=True), [])
         except csv.Error as exc:
-            yield reader.line_num, None, f"unparseable CSV: {exc}"
+            yield line_no, None, f"unparseable CSV: {exc}"
             continue
-        yield reader.line_num, row, None
+        yield line_no, row, None
 
 
 def raw_text(row: list[str] | None) -> str:
