@@ -221,3 +221,22 @@ def test_holdout_fallback_puts_each_user_in_the_arm_the_dbt_model_does(tmp_path)
         held for _, held in dbt_arm
     ]
     assert 200 < sum(held for _, held in dbt_arm) < 400
+
+
+@pytest.mark.parametrize(
+    ("block", "context"),
+    [
+        ("cart_items.html.j2", {"products": [{"name": "Boot", "quantity": 2}]}),
+        (
+            "product_grid.html.j2",
+            {"recommendations": [{"name": "Boot", "image_url": "https://c/i.png"}]},
+        ),
+        ("viewed_products.html.j2", {"products": [{"name": "Boot"}]}),
+    ],
+)
+def test_a_product_without_url_or_price_shows_no_dead_link_or_stray_separator(block, context):
+    """A URL dropped as unsafe, or never sent, must not become an empty href."""
+    html = BlockRenderer(BLOCKS).env.get_template(block).render(utm={}, **context)
+    assert "Boot" in html
+    assert "href" not in html
+    assert "&middot;" not in html

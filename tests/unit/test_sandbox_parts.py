@@ -271,3 +271,16 @@ def test_vendored_spec_is_mailchimps_published_description():
     if not reference.exists():
         pytest.skip("no ../shared/specs beside this checkout")
     assert DEFAULT_SPEC_PATH.read_bytes() == reference.read_bytes()
+
+
+def test_a_recipients_merge_var_replaces_a_global_one_whatever_its_case():
+    from signalmail.sandbox import handlebars
+    from signalmail.sandbox.endpoints.send_recipients import resolve_recipients
+
+    (ann,) = resolve_recipients({
+        "to": [{"email": "Ann@Example.com"}],
+        "global_merge_vars": [{"name": "FNAME", "content": "Customer"}],
+        "merge_vars": [{"rcpt": "ann@example.com", "vars": [{"name": "fname", "content": "Ann"}]}],
+    })  # fmt: skip
+    assert ann.merge_vars == {"fname": "Ann"}
+    assert handlebars.render("Hi {{FNAME}}", ann.merge_vars, handlebars.RenderOptions()) == "Hi Ann"

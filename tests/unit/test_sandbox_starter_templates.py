@@ -85,3 +85,15 @@ def test_region_fill_replaces_default_content():
     html = handlebars.render(filled, PAYLOAD)
     assert "<p>BLOCK</p>" in html
     assert "Wool Socks" not in html
+
+
+@pytest.mark.parametrize("path", CAMPAIGNS, ids=lambda p: p.stem)
+def test_a_product_without_a_url_is_shown_without_a_dead_link(path):
+    """The target drops a link it finds unsafe; the product still shows, unlinked."""
+    campaign, code = load(path)
+    unlinked = [{**p, "url": None} for p in PRODUCTS]
+    payload = {"products": unlinked, "recommendations": unlinked}
+    payload = {k: v for k, v in payload.items() if k in merge_var_names(campaign)}
+    html = handlebars.render(code, payload, handlebars.RenderOptions())
+    assert "Wool Socks" in html
+    assert 'href=""' not in html

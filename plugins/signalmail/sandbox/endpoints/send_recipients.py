@@ -76,6 +76,17 @@ class Call:
     parts: tuple[Any, Any, Any] = ("", "", "")  # html, subject, text; parsed once (handlebars)
 
 
+def override_vars(global_vars: dict[Any, Any], own: dict[Any, Any]) -> dict[Any, Any]:
+    """Return the message-wide merge vars with a recipient's own over them.
+
+    Names are case-insensitive in Mandrill: a recipient's `fname` replaces a global `FNAME`,
+    which a plain dict update would keep beside it (and the global one could then render).
+    """
+    folded = {str(name).lower() for name in own}
+    kept = {name: value for name, value in global_vars.items() if str(name).lower() not in folded}
+    return {**kept, **own}
+
+
 def resolve_recipients(message: dict[str, Any]) -> list[Recipient]:
     """Give each `to` entry its message id, merge vars and metadata, matched by address.
 
@@ -102,7 +113,7 @@ def resolve_recipients(message: dict[str, Any]) -> list[Recipient]:
                 message_id=uuid.uuid4().hex,
                 entry=entry,
                 email=email,
-                merge_vars={**global_vars, **per_rcpt.get(email.lower(), {})},
+                merge_vars=override_vars(global_vars, per_rcpt.get(email.lower(), {})),
                 metadata={**metadata, **per_meta.get(email.lower(), {})},
             )
         )
