@@ -158,3 +158,45 @@ def test_a_failing_disk_is_a_sink_error_and_every_event_is_counted_failed(tmp_pa
     assert sink.sent >= 10
     assert sink.failed == sink.sent
     assert read_spool(tmp_path, "broken").events == 0
+
+
+def test_live_events_are_received_as_sent_and_reach_the_writer_within_a_second(tmp_path):
+    """Live mode stamps each event now: a chunk's one receivedAt put receipts before events."""
+    import concurrent.futures
+    import json
+
+    from signalmail.collector.spool import DEFAULT_MAX_SEGMENT_AGE_S
+    from signalmail.simulate.sinks import SpoolSink
+
+    handed: list[bytes] = []
+    ages: list[float] = []
+
+    class Writer:
+        def __init__(self, root, source_id, max_segment_age_s):
+            ages.append(max_segment_age_s)
+
+        def submit_lines(self, data, count):
+            handed.append(data)
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+
+        def close(self):
+            pass
+
+    now = [0.0]
+    sink = SpoolSink(str(tmp_path), "live", writer_factory=Writer, live=True, clock=lambda: now[0])
+    stream = iter_events(seed=1, users=10, days=2, start=START)
+    for _ in range(30):  # three events a second, for ten seconds
+        event = next(stream)
+        event["originalTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        sink.send(event)
+        now[0] += 1 / 3
+    assert ages == [DEFAULT_MAX_SEGMENT_AGE_S]
+    # a chunk about every second (at three a second, five events at most), not at 5,000
+    assert handed
+    assert max(chunk.count(b"\n") for chunk in handed) <= 5
+    sink.close()
+    events = [json.loads(line) for chunk in handed for line in chunk.splitlines()]
+    assert len(events) == 30
+    assert all(e["receivedAt"] >= e["originalTimestamp"] for e in events)

@@ -112,12 +112,16 @@ def make_sink(
     spool: str | None,
     source_id: str,
     received_at: str = "now",
+    live: bool = False,
     **sdk_options: Any,
 ) -> EventSink:
-    """Build the one sink the options ask for (exactly one of data plane URL and spool)."""
+    """Build the one sink the options ask for (exactly one of data plane URL and spool).
+
+    `live`: events are stamped with the wall clock as they are sent (simulate's live mode).
+    """
     check_destination(data_plane_url, write_key, spool)
     if spool:
-        return SpoolSink(spool, source_id, received_at=received_at)
+        return SpoolSink(spool, source_id, received_at=received_at, live=live)
     if received_at != "now":
         raise click.UsageError("--received-at event writes history into a --spool only")
     return SdkSink(str(data_plane_url), str(write_key), **sdk_options)
@@ -293,6 +297,7 @@ def simulate(
             spool,
             source_id,
             received_at=received_at,
+            live=not compress_time,
             batch_size=batch_size,
             max_retries=max_retries,
             sync=sync,

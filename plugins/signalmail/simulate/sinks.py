@@ -238,6 +238,10 @@ class SdkSink:
             raise SinkError(f"{self.failed} of {self.sent} events were not accepted: {details}")
 
 
+#: the longest a live event waits in the sink's buffer before the writer has it
+LIVE_CHUNK_SECONDS = 1.0
+
+
 class SpoolSink:
     """Write events straight into the spool with the collector's `SpoolWriter`.
 
@@ -256,6 +260,8 @@ class SpoolSink:
         max_segment_bytes: int | None = None,
         writer_factory: Callable[..., Any] | None = None,
         received_at: str = "now",
+        live: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if received_at not in ("now", "event"):
             raise ValueError(f"received_at must be 'now' or 'event', not {received_at!r}")
@@ -269,8 +275,20 @@ class SpoolSink:
         options: dict[str, Any] = {}
         if max_segment_bytes is not None:
             options["max_segment_bytes"] = max_segment_bytes
-        # a generous age: segment boundaries follow size while a bulk load is running
-        self.writer = writer_factory(root, source_id, max_segment_age_s=3600.0, **options)
+        # Live (events stamped with the wall clock, a few a second): each event is received
+        # when it is sent, a chunk goes to the writer within a second and segments publish at
+        # the collector's age, so a watch sees them as it would a collector's. Otherwise a
+        # generous age: segment boundaries follow size while a bulk load is running.
+        self.live = live
+        self.clock = clock
+        if live:
+            from signalmail.collector.spool import DEFAULT_MAX_SEGMENT_AGE_S
+
+            options["max_segment_age_s"] = DEFAULT_MAX_SEGMENT_AGE_S
+        else:
+            options["max_segment_age_s"] = 3600.0
+        self.writer = writer_factory(root, source_id, **options)
+        self._chunk_started = clock()
         self.sent = 0
         self.failed = 0
         self.chunk_size = chunk_size
@@ -285,6 +303,9 @@ class SpoolSink:
         """Buffer one event, filled in as the collector would have received it now."""
         if self._count == 0:
             self._now = _now_iso()
+            self._chunk_started = self.clock()
+        elif self.live:
+            self._now = _now_iso()
         context = event.get("context")
         if context is None:
             context = event["context"] = {}
@@ -298,7 +319,9 @@ class SpoolSink:
         self._encoder.encode_into(event, self._buffer, len(self._buffer))
         self._buffer += b"\n"
         self._count += 1
-        if self._count >= self.chunk_size:
+        if self._count >= self.chunk_size or (
+            self.live and self.clock() - self._chunk_started >= LIVE_CHUNK_SECONDS
+        ):
             self._submit()
 
     def _submit(self) -> None:
