@@ -54,3 +54,23 @@ def test_a_painted_gallery_names_each_png(tmp_path, monkeypatch):
     assert note is None
     assert [e.png for e in emails] == ["emails/cart-1.png", "emails/cart-2.png"]
     assert painted == [tmp_path / "emails/cart-1.png", tmp_path / "emails/cart-2.png"]
+
+
+def test_the_gallery_shows_signalmails_own_emails_only(tmp_path):
+    """An account shared with other applications: their messages stay out of the report."""
+    from signalmail.report.data import rendered_emails
+    from signalmail.sandbox.testing import run_sandbox
+
+    with run_sandbox(tmp_path, api_keys=["report-key"]) as sandbox:
+        client = sandbox.client("report-key")
+        for metadata, subject in (
+            ({"trigger_id": "cart_abandonment:1", "campaign": "cart_abandonment"}, "Your cart"),
+            ({"order": "invoice-7"}, "Your invoice"),
+        ):
+            client.messages.send({"message": {
+                "from_email": "shop@example.com", "subject": subject, "html": "<p>hi</p>",
+                "to": [{"email": "ann@example.com"}], "metadata": metadata,
+            }})  # fmt: skip
+        emails = rendered_emails("report-key", sandbox.api_host)
+    assert [(e.campaign, e.subject) for e in emails] == [("cart_abandonment", "Your cart")]
+    assert emails[0].to != "ann@example.com"  # masked

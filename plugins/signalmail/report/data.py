@@ -297,12 +297,17 @@ class ReportReader:
         return [(campaign, int(n), first) for campaign, n, first in rows]
 
 
+#: seconds the report waits for one Mandrill answer
+REPORT_MANDRILL_TIMEOUT = 30.0
+
+
 def rendered_emails(api_key: str, api_host: str, limit_per_campaign: int = 3) -> list[SentEmail]:
     """Fetch the newest messages per campaign as Mandrill rendered them (search, content)."""
     import mailchimp_transactional as mailchimp
 
     client = mailchimp.Client(api_key)
     client.api_client.host = api_host
+    client.api_client.set_timeout(REPORT_MANDRILL_TIMEOUT)  # the package waits 300 s otherwise
     found = client.messages.search({"query": "*", "limit": 1000, "date_from": "2000-01-01"})
     if not isinstance(found, list):
         return []
@@ -310,6 +315,8 @@ def rendered_emails(api_key: str, api_host: str, limit_per_campaign: int = 3) ->
     emails = []
     for message in sorted(found, key=lambda m: m.get("ts") or 0, reverse=True):
         metadata = message.get("metadata") or {}
+        if not metadata.get("trigger_id"):  # another application's mail on the same account
+            continue
         campaign = str(metadata.get("campaign") or "?")
         if taken[campaign] >= limit_per_campaign:
             continue
