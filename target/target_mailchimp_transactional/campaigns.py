@@ -32,7 +32,13 @@ _TEMPLATE_KEYS = {
     },
     "mc_template_version": {"enum": ["draft", "published"]},
     "subject": {"type": "string", "minLength": 1, "maxLength": 998},
-    "from_email": {"type": "string", "format": "email", "pattern": "^[^@\\s]+@[^@\\s]+$"},
+    # a domain with a dot, as Mandrill checks it: it refuses the whole call otherwise, and the
+    # target would split it down to each recipient and record every one `invalid`
+    "from_email": {
+        "type": "string",
+        "format": "email",
+        "pattern": "^[^@\\s]+@[^@\\s.]+(\\.[^@\\s.]+)+$",
+    },
     "from_name": {"type": "string"},
     "tags": {
         "type": "array",

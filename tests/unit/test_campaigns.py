@@ -56,6 +56,7 @@ def test_shipped_campaigns_load_and_blocks_compile():
         ("campaign: c\ntemplate: t\n", "(top level)", "'from_email' is a required property"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nsubjet: Hi\n", "(top level)", "subjet"),
         ("campaign: c\ntemplate: t\nfrom_email: not-an-email\n", "from_email", "does not match"),
+        ("campaign: c\ntemplate: t\nfrom_email: hello@shop\n", "from_email", "does not match"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\nholdout_share: 1.5\n", "holdout_share",
          "maximum"),
         ("campaign: c\ntemplate: t\nfrom_email: a@b.c\ntags: [_private]\n", "tags[0]", "match"),
