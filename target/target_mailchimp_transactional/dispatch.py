@@ -80,10 +80,6 @@ METADATA_LIMIT = 250
 #: Mandrill errors about the account, not the email: a failure they cause is no try of it
 ACCOUNT_ERROR_NAMES = frozenset({"PaymentRequired", "Unknown_Subaccount"})
 ACCEPTED = frozenset({"sent", "queued", "scheduled"})
-#: Mandrill reject reasons about the sender or the account, not the recipient: an unsigned or
-#: unverified sending domain, a test key's limit. The email was never tried, so the trigger is
-#: `failed` with its try given back, and dbt does not suppress the address for them.
-SENDER_REJECT_REASONS = frozenset({"unsigned", "invalid-sender", "test-mode-limit"})
 # messages/search `state` -> ledger state. Anything Mandrill tried to deliver counts as sent.
 SEARCH_STATES = {
     "sent": "sent", "bounced": "sent", "soft-bounced": "sent", "deferred": "sent",
@@ -1033,15 +1029,8 @@ class Dispatcher:
                 continue
             status = str(answer.get("status", ""))
             state = status if status in ACCEPTED | {"rejected", "invalid"} else "sent"
-            reason = answer.get("reject_reason")
-            if state == "rejected" and reason in SENDER_REJECT_REASONS:
-                outcomes.append(Outcome(
-                    item, "failed", reject_reason=reason, mandrill_id=answer.get("_id"),
-                    error=f"rejected for the sender, not the recipient: {reason}", spent=False,
-                ))  # fmt: skip
-                continue
             outcomes.append(Outcome(
-                item, state, reject_reason=reason,
+                item, state, reject_reason=answer.get("reject_reason"),
                 mandrill_id=answer.get("_id"), answered_at=answered_at,
             ))  # fmt: skip
         return outcomes

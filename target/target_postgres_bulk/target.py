@@ -59,7 +59,7 @@ def conninfo(config: t.Mapping[str, t.Any]) -> str:
         try:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            msg = f"sqlalchemy_url is not a URL libpq can read: {_without_secrets(str(exc), rest)}"
+            msg = f"sqlalchemy_url is not a URL libpq can read: {_without_secrets(str(exc))}"
             raise ValueError(msg) from None
         return url
     if not config.get("host") or not config.get("database"):
@@ -75,20 +75,15 @@ def conninfo(config: t.Mapping[str, t.Any]) -> str:
     return make_conninfo(**{k: str(v) for k, v in parts.items() if v not in (None, "")})
 
 
-def _without_secrets(message: str, url_rest: str) -> str:
-    """Return libpq's message about a URL with every quoted part of its credentials hidden.
+def _without_secrets(message: str) -> str:
+    """Return libpq's message about a URL with every quoted token hidden.
 
     libpq quotes the token it cannot read (`unexpected spaces found in "Hunter 2"`), and in a
-    URL with a mistyped password that token is the password. Its reasons are kept (they say
-    what to fix), a token only when it is not in the user:password part or a `password=`.
+    URL with a mistyped password that token is, or contains, the password: an unencoded `@`
+    moves the host into it, a `"` in it ends the quote early. Its reason is kept (it says what
+    to fix); no quoted part is, not even a query parameter's name.
     """
-    secrets = [url_rest.rpartition("@")[0], *re.findall(r"password=([^&]*)", url_rest)]
-
-    def hide(match: re.Match[str]) -> str:
-        token = match[1]
-        return '"***"' if any(token and token in s for s in secrets) else match[0]
-
-    return re.sub(r'"([^"]*)"', hide, message)
+    return re.sub(r'".*"', '"***"', message, flags=re.DOTALL)
 
 
 class TargetPostgresBulk(RawRecordTarget, FullDrainTarget):

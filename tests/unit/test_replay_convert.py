@@ -431,7 +431,9 @@ def test_a_stray_quote_rejects_its_own_line_only(tmp_path):
     assert len(sink.events) == 2000
 
 
-def test_a_gzip_file_cut_short_is_replayed_up_to_the_cut_and_says_where(tmp_path):
+def test_a_gzip_file_cut_short_is_replayed_up_to_the_cut_and_fails_saying_where(tmp_path):
+    from click.testing import CliRunner
+
     lines = [REES46_HEADER] + [rees(f"00:{n // 60:02d}:{n % 60:02d}", "view") for n in range(3000)]
     whole = write(tmp_path, "whole.csv.gz", lines, compress=True)
     cut = tmp_path / "cut.csv.gz"
@@ -439,9 +441,17 @@ def test_a_gzip_file_cut_short_is_replayed_up_to_the_cut_and_says_where(tmp_path
     sink = ListSink()
     result = replay_file(cut, sink)
     assert 0 < len(sink.events) < 3000
-    (reject,) = result.rejects.examples
-    assert reject.reason.startswith(f"input ends unreadable after line {reject.line - 1}:")
-    assert reject.line - 2 == len(sink.events)  # every line before the cut was replayed
+    assert result.rejects.count == 0
+    assert result.rows == len(sink.events)  # every line before the cut was replayed
+    assert result.unreadable == (
+        f"the input is unreadable after line {result.rows + 1}: "
+        "Compressed file ended before the end-of-stream marker was reached"
+    )
+    spool = tmp_path / "spool"
+    run = CliRunner().invoke(replay_cli.replay, [str(cut), "--spool", str(spool)])
+    assert run.exit_code == 1, run.output  # a half-replayed download is no success
+    assert f"unreadable after line {result.rows + 1}" in run.output
+    assert "the rows before it were replayed" in run.output
 
 
 @pytest.mark.parametrize(

@@ -97,3 +97,14 @@ def test_a_product_without_a_url_is_shown_without_a_dead_link(path):
     html = handlebars.render(code, payload, handlebars.RenderOptions())
     assert "Wool Socks" in html
     assert 'href=""' not in html
+
+
+@pytest.mark.parametrize("path", CAMPAIGNS, ids=lambda p: p.stem)
+def test_a_product_without_a_price_leaves_no_dangling_separator(path):
+    campaign, code = load(path)
+    unpriced = [{**p, "price_display": None} for p in PRODUCTS]
+    payload = {"products": unpriced, "recommendations": unpriced}
+    payload = {k: v for k, v in payload.items() if k in merge_var_names(campaign)}
+    html = handlebars.render(code, payload, handlebars.RenderOptions())
+    assert "&times; <" not in html
+    assert "\u00d7 <" not in html

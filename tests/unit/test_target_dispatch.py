@@ -720,21 +720,3 @@ def test_a_hostile_row_is_invalid_and_the_rest_of_the_run_goes_out(campaigns, le
     assert "\n" not in seven["first_name"]
     assert "\u202e" not in seven["first_name"]
     assert len(seven["first_name"]) <= 200
-
-
-def test_a_rejection_for_the_senders_sake_gives_the_try_back(campaigns, ledger):
-    """An unsigned domain or a test key's limit says nothing about the recipient."""
-    fake = FakeMandrill()
-    fake.reject = {"u1@example.com": "unsigned", "u2@example.com": "hard-bounce"}
-    d = make(campaigns, ledger, fake)
-    d.dispatch([row(1), row(2)])
-    d.close()
-    first, second = ledger.get("cart_abandonment:1"), ledger.get("cart_abandonment:2")
-    assert (first["state"], first["attempts"], first["reject_reason"]) == ("failed", 0, "unsigned")
-    assert "for the sender" in first["error"]
-    assert (second["state"], second["reject_reason"]) == ("rejected", "hard-bounce")
-    fake.reject = {}  # the domain is signed now: the next run sends it
-    d = make(campaigns, ledger, fake)
-    d.dispatch([row(1)])
-    d.close()
-    assert ledger.get("cart_abandonment:1")["state"] == "sent"

@@ -214,6 +214,7 @@ localized as (
         capped.*,
         {{ utc_to_local('capped.eligible_at', 'capped.timezone') }} as eligible_local,
         {{ utc_to_local(now_utc(), 'capped.timezone') }} as now_local,
+        {{ utc_to_local('capped.received_at', 'capped.timezone') }} as received_local,
         {{ campaign_setting('capped.campaign', 'send_window_hours') }} as send_window_hours
     from capped
 ),
@@ -257,7 +258,13 @@ polite as (
     select
         preferred.*,
         {{ after_quiet_hours('preferred_local') }} as polite_local,
-        {{ after_quiet_hours('now_local') }} as polite_now_local
+        {{ after_quiet_hours('now_local') }} as polite_now_local,
+        -- when it is due, for latency: not before the situation was known (received), and
+        -- out of quiet hours; unlike send_after it does not move with the present moment
+        {{ after_quiet_hours(
+            'case when received_local > preferred_local then received_local '
+            ~ 'else preferred_local end'
+        ) }} as due_local
     from preferred
 ),
 
@@ -269,7 +276,8 @@ scheduled as (
             ~ 'and polite.polite_now_local > polite.now_local '
             ~ 'then polite.polite_now_local else polite.polite_local end',
             'polite.timezone',
-        ) }} as send_after
+        ) }} as send_after,
+        {{ local_to_utc('polite.due_local', 'polite.timezone') }} as due_after
     from polite
 ),
 
@@ -325,6 +333,7 @@ decided as (
         eligible_at,
         expires_at,
         cast(null as {{ dbt.type_timestamp() }}) as send_after,
+        cast(null as {{ dbt.type_timestamp() }}) as due_after,
         excluded_reason as decision
     from checked
     where excluded_reason is not null
@@ -342,6 +351,7 @@ decided as (
         eligible_at,
         expires_at,
         cast(null as {{ dbt.type_timestamp() }}) as send_after,
+        cast(null as {{ dbt.type_timestamp() }}) as due_after,
         'superseded' as decision
     from ranked
     where campaign_rank > 1
@@ -358,6 +368,7 @@ decided as (
         eligible_at,
         expires_at,
         send_after,
+        due_after,
         case
             when user_rank + recent_sends > {{ var('max_emails_per_user_per_day') }}
                 then 'daily_cap'
@@ -395,13 +406,14 @@ final as (
         cast(received_at as {{ dbt.type_timestamp() }}) as received_at,
         cast(eligible_at as {{ dbt.type_timestamp() }}) as eligible_at,
         cast(send_after as {{ dbt.type_timestamp() }}) as send_after,
-        -- latency is measured from here: the email cannot be due before its send time, nor
-        -- before the collector received the event that completed the situation (or made its
-        -- user known)
+        -- latency is measured from here: the email cannot be due before its preferred send
+        -- time (out of quiet hours), nor before the collector received the event that completed
+        -- the situation (or made its user known); a wait for quiet hours to end because the
+        -- watch was late (a catch-up, a retry) is latency
         cast(
             case
-                when received_at > send_after then received_at
-                else send_after
+                when received_at > due_after then received_at
+                else due_after
             end as {{ dbt.type_timestamp() }}
         ) as due_at,
         cast(expires_at as {{ dbt.type_timestamp() }}) as expires_at,

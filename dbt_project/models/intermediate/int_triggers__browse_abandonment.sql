@@ -33,7 +33,15 @@ window_interactions as (
         min(case when interaction_type = 'view' then event_at end) as first_viewed_at,
         max(case when interaction_type = 'view' then event_at end) as last_viewed_at,
         max(case when interaction_type = 'view' then received_at end) as last_view_received_at,
-        max(case when interaction_type in ('add', 'purchase') then event_at end) as last_added_at,
+        -- an add ends the situation when it came after the views; a purchase in the window
+        -- whenever it came (views after it are a buyer looking at what they bought), so it
+        -- counts as now
+        max(
+            case
+                when interaction_type = 'add' then event_at
+                when interaction_type = 'purchase' then {{ now_utc() }}
+            end
+        ) as last_added_at,
         {{ latest_value('product_name', 'event_at desc, message_id desc') }} as product_name,
         {{ latest_value('brand', 'event_at desc, message_id desc') }} as brand,
         {{ latest_value('category', 'event_at desc, message_id desc') }} as category,
@@ -76,8 +84,8 @@ product_reads as (
 ),
 
 abandoned as (
-    -- viewed often enough (or read long enough), quiet since, and never added or bought after
-    -- browsing began; the product read longest first, then the one viewed most
+    -- viewed often enough (or read long enough), quiet since, never added after browsing
+    -- began nor bought in the window; the product read longest first, then the one viewed most
     select
         window_interactions.*,
         coalesce(product_reads.engaged_seconds, 0) as engaged_seconds,

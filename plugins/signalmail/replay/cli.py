@@ -25,6 +25,7 @@ from signalmail.replay.rees46 import Rees46Converter
 from signalmail.replay.retailrocket import RetailrocketConverter
 from signalmail.replay.source import (
     Input,
+    InputUnreadable,
     Reject,
     Rejects,
     ReplayError,
@@ -54,6 +55,8 @@ class ReplayResult:
     split_orders: int = 0
     late_split_orders: int = 0
     elapsed_s: float = 0.0
+    #: why the input stopped being readable part way (the rows before it were replayed)
+    unreadable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -69,6 +72,7 @@ class ReplayResult:
             ],
             "orders_split_by_memory_cap": self.split_orders,
             "orders_split_by_late_rows": self.late_split_orders,
+            "unreadable": self.unreadable,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -97,7 +101,25 @@ def iter_events(
         yield from pending
         yield from rows
 
-    for line, cells, error in all_rows():
+    try:
+        yield from _converted(all_rows(), converter, result, source, limit, progress)
+    except InputUnreadable as exc:  # what came before it still goes, open orders included
+        result.unreadable = str(exc)
+    yield from converter.finish()
+    result.split_orders = converter.orders.split_orders
+    result.late_split_orders = converter.orders.late_split_orders
+
+
+def _converted(
+    rows: Iterator[tuple[int, list[str] | None, str | None]],
+    converter: Converter,
+    result: ReplayResult,
+    source: Input,
+    limit: int | None,
+    progress: Bar | None,
+) -> Iterator[dict[str, Any]]:
+    """Convert rows to events, counting rows and rejects in `result`."""
+    for line, cells, error in rows:
         if limit is not None and result.rows >= limit:
             break
         result.rows += 1
@@ -114,9 +136,6 @@ def iter_events(
             yield from events
         if progress is not None:
             progress.update(source.position(), rows=result.rows, rejects=result.rejects.count)
-    yield from converter.finish()
-    result.split_orders = converter.orders.split_orders
-    result.late_split_orders = converter.orders.late_split_orders
 
 
 def replay_file(
@@ -302,3 +321,5 @@ def replay(
             click.echo(f"  line {example['line']}: {example['reason']}", err=True)
     if failure:
         raise click.ClickException(failure)
+    if result.unreadable:
+        raise click.ClickException(f"{result.unreadable}; the rows before it were replayed")

@@ -93,15 +93,16 @@ class OrderGrouper:
         closed = self.advance(ts)
         while len(self.open) > self.max_open:
             self.split_orders += 1
-            closed.append(self._close())
+            closed.append(self._close(remember=False))  # counted as a split already
         return closed
 
-    def _close(self) -> dict[str, Any]:
-        """Close the order touched longest ago, remembering its key for a while."""
+    def _close(self, remember: bool = True) -> dict[str, Any]:
+        """Close the order touched longest ago; remember its key for a while if it was idle."""
         order = self.open.popitem(last=False)[1]
-        self._closed[order.key] = None
-        if len(self._closed) > 10 * self.max_open:
-            self._closed.popitem(last=False)
+        if remember:
+            self._closed[order.key] = None
+            if len(self._closed) > 10 * self.max_open:
+                self._closed.popitem(last=False)
         return self.build(order)
 
     def advance(self, ts: float) -> list[dict[str, Any]]:

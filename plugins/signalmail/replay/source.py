@@ -39,6 +39,10 @@ class ReplayError(RuntimeError):
     """The input cannot be replayed at all (missing file, unknown format); not a bad row."""
 
 
+class InputUnreadable(ReplayError):
+    """The input stops being readable part way (a gzip file cut short, corrupt data)."""
+
+
 class RowError(ValueError):
     """One row is malformed; the reason is reported with its line number and the replay goes on."""
 
@@ -179,7 +183,7 @@ def iter_rows(text: TextIO) -> Iterator[tuple[int, list[str] | None, str | None]
     Each line is parsed on its own: neither data set has a field that spans lines, and a
     reader that let one quote open a field would swallow every line up to the next quote
     (about a megabyte) into one rejected row. A read error (a gzip file cut short, corrupt
-    compressed data) ends the input with one rejection saying where.
+    compressed data) raises InputUnreadable, saying after which line.
     """
     csv.field_size_limit(FIELD_SIZE_LIMIT)
     lines = iter(text)
@@ -190,8 +194,7 @@ def iter_rows(text: TextIO) -> Iterator[tuple[int, list[str] | None, str | None]
         except StopIteration:
             return
         except (EOFError, OSError, zlib.error) as exc:
-            yield line_no + 1, None, f"input ends unreadable after line {line_no}: {exc}"
-            return
+            raise InputUnreadable(f"the input is unreadable after line {line_no}: {exc}") from None
         line_no += 1
         try:
             row = next(csv.reader((line,), strict=True), [])
