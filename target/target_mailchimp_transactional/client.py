@@ -229,6 +229,14 @@ class MandrillClient:
             raise AmbiguousError(f"messages/search: unexpected answer {type(result).__name__}")
         return result
 
+    def message_content(self, message_id: str) -> dict[str, Any] | None:
+        """messages/content: a sent message as Mandrill rendered it (None: no object came)."""
+        result = self._call(
+            self._client.messages.content, {"id": message_id}, "messages/content",
+            expect_list=False,
+        )  # fmt: skip
+        return result if isinstance(result, dict) else None
+
     def metadata_list(self) -> list[dict[str, Any]]:
         """metadata/list: the indexed custom metadata fields."""
         result = self._call(self._client.metadata.list, {}, "metadata/list", expect_list=True)

@@ -302,15 +302,15 @@ REPORT_MANDRILL_TIMEOUT = 30.0
 
 
 def rendered_emails(api_key: str, api_host: str, limit_per_campaign: int = 3) -> list[SentEmail]:
-    """Fetch the newest messages per campaign as Mandrill rendered them (search, content)."""
-    import mailchimp_transactional as mailchimp
+    """Fetch the newest messages per campaign as Mandrill rendered them (search, content).
 
-    client = mailchimp.Client(api_key)
-    client.api_client.host = api_host
-    client.api_client.set_timeout(REPORT_MANDRILL_TIMEOUT)  # the package waits 300 s otherwise
-    found = client.messages.search({"query": "*", "limit": 1000, "date_from": "2000-01-01"})
-    if not isinstance(found, list):
-        return []
+    Through the email target's client: its timeout, and Mandrill's errors translated (a key
+    never in a message).
+    """
+    from target_mailchimp_transactional import MandrillClient
+
+    client = MandrillClient(api_key, api_host, timeout=REPORT_MANDRILL_TIMEOUT)
+    found = client.search("*", date_from="2000-01-01", limit=1000)
     taken: Counter[str] = Counter()
     emails = []
     for message in sorted(found, key=lambda m: m.get("ts") or 0, reverse=True):
@@ -320,8 +320,8 @@ def rendered_emails(api_key: str, api_host: str, limit_per_campaign: int = 3) ->
         campaign = str(metadata.get("campaign") or "?")
         if taken[campaign] >= limit_per_campaign:
             continue
-        content = client.messages.content({"id": message["_id"]})
-        if not isinstance(content, dict):
+        content = client.message_content(message["_id"])
+        if content is None:
             continue
         taken[campaign] += 1
         emails.append(
