@@ -302,9 +302,8 @@ class SpoolSink:
     def send(self, event: dict[str, Any]) -> None:
         """Buffer one event, filled in as the collector would have received it now."""
         if self._count == 0:
-            self._now = _now_iso()
             self._chunk_started = self.clock()
-        elif self.live:
+        if self._count == 0 or self.live:  # live: each event received as it is sent
             self._now = _now_iso()
         context = event.get("context")
         if context is None:
